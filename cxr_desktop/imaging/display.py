@@ -1,0 +1,73 @@
+"""Display mapping: modality values -> unit range [0, 1], as DICOM PS3.3 C.11.2 defines.
+
+Used by the viewer *and* by model preprocessing, so what the radiologist sees
+with the default window is what the model sees.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cxr_desktop.imaging.types import StudyImage, VoiLut, Window
+
+
+def apply_window(pixels: np.ndarray, window: Window) -> np.ndarray:
+    """Map modality values through a window to float32 in [0, 1]."""
+    x = np.asarray(pixels, dtype=np.float32)
+    c = float(window.center)
+    w = float(window.width)
+    if window.function == "SIGMOID":
+        w = max(w, 1e-6)
+        return (1.0 / (1.0 + np.exp(-4.0 * (x - c) / w))).astype(np.float32)
+    if window.function == "LINEAR_EXACT":
+        w = max(w, 1e-6)
+        out = (x - c) / w + 0.5
+    else:  # LINEAR: width >= 1 by definition
+        w = max(w, 1.0)
+        if w == 1.0:
+            return (x > c - 0.5).astype(np.float32)
+        out = (x - (c - 0.5)) / (w - 1.0) + 0.5
+    return np.clip(out, 0.0, 1.0, out=out).astype(np.float32, copy=False)
+
+
+def apply_voi_lut(pixels: np.ndarray, lut: VoiLut) -> np.ndarray:
+    """Map modality values through a VOI LUT table to float32 in [0, 1]."""
+    idx = np.asarray(pixels, dtype=np.float64) - lut.first_mapped
+    idx = np.clip(idx, 0, len(lut.table) - 1).astype(np.int64)
+    out = lut.table[idx].astype(np.float32)
+    top = float(2 ** lut.bits - 1) if lut.bits else float(max(lut.table.max(), 1))
+    return np.clip(out / top, 0.0, 1.0)
+
+
+def full_range_window(pixels: np.ndarray, mask: np.ndarray | None = None) -> Window:
+    """A window spanning the data's min..max (padding excluded)."""
+    vals = pixels[~mask] if mask is not None and mask.any() else pixels
+    if vals.size == 0:
+        vals = pixels
+    lo, hi = float(np.min(vals)), float(np.max(vals))
+    width = max(hi - lo, 1.0)
+    return Window(center=lo + width / 2.0, width=width, function="LINEAR_EXACT", source="full")
+
+
+def to_unit(image: StudyImage, window: Window | None = None, *, invert: bool | None = None) -> np.ndarray:
+    """The image as float32 [0, 1] display values (0 = black).
+
+    With no ``window`` the image's own default applies (its VOI LUT if the file
+    has one, else its default window). MONOCHROME1 images are inverted so that
+    they look, and reach the model, like MONOCHROME2. Padding shows black.
+    """
+    if window is None and image.voi_lut is not None:
+        out = apply_voi_lut(image.pixels, image.voi_lut)
+    else:
+        out = apply_window(image.pixels, window or image.window)
+    do_invert = image.invert_for_display if invert is None else invert
+    if do_invert:
+        out = 1.0 - out
+    if image.padding_mask is not None:
+        out = np.where(image.padding_mask, np.float32(0.0), out)
+    return out.astype(np.float32, copy=False)
+
+
+def to_uint8(image: StudyImage, window: Window | None = None, *, invert: bool | None = None) -> np.ndarray:
+    """Display values as uint8 (rows x cols), for drawing and thumbnails."""
+    return np.rint(to_unit(image, window, invert=invert) * 255.0).astype(np.uint8)
