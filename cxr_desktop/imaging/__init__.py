@@ -1,5 +1,40 @@
-"""Image pipeline (no Qt): files -> :class:`StudyImage`."""
+"""Image pipeline (no Qt): files -> :class:`StudyImage`.
 
-from cxr_desktop.imaging.types import StudyImage, VoiLut, Window
+``load_image`` decodes one frame of a PNG / JPEG / TIFF / DICOM file; ``probe`` reads
+only the header; ``is_image_file`` is a cheap magic-byte test for folder walks;
+``read_dicom_tags`` lists header elements for the tag panel. All failures are
+:class:`cxr_desktop.errors.ImageError` with a stable :class:`~cxr_desktop.errors.Reason`.
+"""
 
-__all__ = ["StudyImage", "VoiLut", "Window"]
+from cxr_desktop.imaging.display import apply_voi_lut, apply_window, full_range_window, to_uint8, to_unit
+from cxr_desktop.imaging.loader import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    SUPPORTED_FORMATS,
+    is_image_file,
+    load_image,
+    probe,
+    read_dicom_tags,
+    sniff_format,
+)
+from cxr_desktop.imaging.types import ImageInfo, StudyImage, VoiLut, Window
+
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_PIXELS",
+    "ImageInfo",
+    "SUPPORTED_FORMATS",
+    "StudyImage",
+    "VoiLut",
+    "Window",
+    "apply_voi_lut",
+    "apply_window",
+    "full_range_window",
+    "is_image_file",
+    "load_image",
+    "probe",
+    "read_dicom_tags",
+    "sniff_format",
+    "to_uint8",
+    "to_unit",
+]

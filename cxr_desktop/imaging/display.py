@@ -45,7 +45,8 @@ def full_range_window(pixels: np.ndarray, mask: np.ndarray | None = None) -> Win
     if vals.size == 0:
         vals = pixels
     lo, hi = float(np.min(vals)), float(np.max(vals))
-    width = max(hi - lo, 1.0)
+    # hi - lo, not max(hi - lo, 1): float data (parametric maps) may span less than 1.
+    width = hi - lo if hi > lo else 1.0
     return Window(center=lo + width / 2.0, width=width, function="LINEAR_EXACT", source="full")
 
 

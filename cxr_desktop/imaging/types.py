@@ -68,3 +68,20 @@ class StudyImage:
     @property
     def shape(self) -> tuple[int, int]:
         return (self.rows, self.columns)
+
+
+@dataclass
+class ImageInfo:
+    """What a file header says, without decoding pixels (for study lists and folder walks).
+
+    ``format`` is "png", "jpeg", "tiff" or "dicom". ``metadata`` holds the same keys
+    as :attr:`StudyImage.metadata` where the header has them (DICOM: patient_id,
+    study_uid, series_uid, series_description, ... for grouping in the viewer).
+    """
+
+    path: str
+    format: str
+    rows: int
+    columns: int
+    frames: int = 1
+    metadata: dict[str, Any] = field(default_factory=dict)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import platform
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,7 +104,13 @@ class ModelCard:
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         card = cls(**kwargs)
-        card.validate()
+        try:
+            card.validate()
+        except (TypeError, ValueError) as exc:  # a field holds the wrong kind of value
+            raise ModelFileError(
+                f"The model card has a field of the wrong type ({exc}). "
+                "Re-export the model with 'cxr-model' or 'cxr-train'."
+            ) from None
         return card
 
     @classmethod
@@ -119,6 +127,10 @@ class ModelCard:
             raise ModelFileError(f"Unsupported architecture {self.architecture!r} (expected resnet50).")
         if not isinstance(self.classes, list) or len(self.classes) < 2:
             raise ModelFileError("The model card must list at least two classes.")
+        if not all(isinstance(c, str) and c.strip() for c in self.classes):
+            raise ModelFileError("Every class name on the model card must be a non-empty text.")
+        if not isinstance(self.head, dict) or not isinstance(self.head.get("type"), str):
+            raise ModelFileError("The model card's 'head' must describe the classifier head (a 'type' is required).")
         if len(set(self.classes)) != len(self.classes):
             raise ModelFileError("The model card lists a class twice.")
         if self.positive_class is not None and self.positive_class not in self.classes:
@@ -141,3 +153,23 @@ class ModelCard:
             vals = pre.get(key)
             if not (isinstance(vals, list) and len(vals) == 3):
                 raise ModelFileError(f"The preprocessing '{key}' must have three values.")
+
+
+def utc_now_iso() -> str:
+    """Current UTC time, ISO 8601 to the second (for provenance 'created')."""
+    return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def software_versions() -> dict[str, str]:
+    """Versions recorded in a card's provenance (imports torch lazily)."""
+    import torch
+    import torchvision
+
+    from cxr_desktop import __version__
+
+    return {
+        "cxr_desktop": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+    }

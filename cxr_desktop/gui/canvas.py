@@ -1,0 +1,476 @@
+"""The image canvas: a QGraphicsView showing one frame and its Grad-CAM layer.
+
+Interaction (as in the PACS viewers radiologists use): wheel zooms around the
+cursor, left-drag pans, right-drag sets window/level (horizontal = width,
+vertical = level), fit / 1:1, invert, rotate and flip for viewing only. The
+heatmap layer is a child of the image item, so it stays aligned under zoom, pan,
+rotation and flips; window/level only changes the image layer below it.
+
+Display values come from :mod:`cxr_desktop.imaging.display` (the same mapping
+the model's preprocessing uses), through a look-up table when the pixel data are
+integers, so dragging the window on a large radiograph stays smooth. Window
+presets are described in :mod:`cxr_desktop.gui.window_presets`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
+from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPixmap, QTransform
+from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
+
+from cxr_desktop.imaging.display import apply_voi_lut, apply_window, to_uint8
+from cxr_desktop.imaging.types import StudyImage, Window
+
+ZOOM_STEP = 1.25
+MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
+_LUT_MAX_RANGE = 1 << 20  # integer data spanning up to ~1M values go through a table
+
+
+@dataclass(frozen=True)
+class PixelReadout:
+    """What is under the cursor: image coordinates and the modality value there."""
+
+    row: int
+    column: int
+    value: float
+    rgb: tuple[int, int, int] | None
+    units: str
+
+    def text(self) -> str:
+        v = f"{self.value:.6g}"
+        units = f" {self.units}" if self.units else ""
+        colour = f"  RGB {self.rgb[0]},{self.rgb[1]},{self.rgb[2]}" if self.rgb else ""
+        return f"x {self.column}, y {self.row}: {v}{units}{colour}"
+
+
+class DisplayMapper:
+    """Modality values -> displayed uint8, exactly as :func:`to_uint8` but via a table when possible."""
+
+    def __init__(self, image: StudyImage):
+        self.image = image
+        self._idx: np.ndarray | None = None
+        self._values: np.ndarray | None = None
+        px = image.pixels
+        if image.rgb is None and px.size and np.isfinite(px).all():
+            lo, hi = float(px.min()), float(px.max())
+            if hi - lo < _LUT_MAX_RANGE and bool(np.all(np.floor(px) == px)):
+                dtype = np.uint16 if hi - lo < 65536 else np.uint32
+                self._idx = (px - lo).astype(dtype)
+                self._values = np.arange(lo, hi + 1.0, dtype=np.float32)
+
+    def grey(self, window: Window | None, invert: bool) -> np.ndarray:
+        """Displayed grey values (rows x cols uint8); ``window`` None = the file's default mapping."""
+        im = self.image
+        if self._idx is None or self._values is None:
+            return to_uint8(im, window, invert=invert)
+        if window is None and im.voi_lut is not None:
+            unit = apply_voi_lut(self._values, im.voi_lut)
+        else:
+            unit = apply_window(self._values, window or im.window)
+        if invert:
+            unit = 1.0 - unit
+        lut = np.rint(unit * 255.0).astype(np.uint8)
+        out = lut[self._idx]
+        if im.padding_mask is not None:
+            out[im.padding_mask] = 0
+        return out
+
+    def colour(self, window: Window | None, invert: bool) -> np.ndarray:
+        """Displayed RGB (rows x cols x 3 uint8) for colour sources: the window applies per channel."""
+        rgb = self.image.rgb
+        assert rgb is not None
+        unit = apply_window(np.arange(256, dtype=np.float32), window or self.image.window)
+        if invert:
+            unit = 1.0 - unit
+        lut = np.rint(unit * 255.0).astype(np.uint8)
+        return lut[rgb]
+
+    def render(self, window: Window | None, invert: bool) -> np.ndarray:
+        return self.colour(window, invert) if self.image.rgb is not None else self.grey(window, invert)
+
+
+def array_to_qimage(arr: np.ndarray) -> QImage:
+    """uint8 grey (h, w) or RGB (h, w, 3) -> an independent QImage."""
+    arr = np.ascontiguousarray(arr)
+    h, w = arr.shape[:2]
+    if arr.ndim == 2:
+        return QImage(arr.data, w, h, w, QImage.Format.Format_Grayscale8).copy()
+    return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+
+
+class ImageCanvas(QGraphicsView):
+    """Shows a :class:`StudyImage` with window/level, zoom, pan, orientation and an overlay layer."""
+
+    pixel_hovered = Signal(object)  # PixelReadout | None
+    window_changed = Signal(object)  # Window | None (None: the file's VOI LUT)
+    view_changed = Signal()  # zoom or orientation changed
+    files_dropped = Signal(list)  # list[str]
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self._scene = QGraphicsScene(self)
+        self.setScene(self._scene)
+        self.setBackgroundBrush(QBrush(QColor(0, 0, 0)))
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.AnchorUnderMouse)
+        self.setResizeAnchor(QGraphicsView.ViewportAnchor.AnchorViewCenter)
+        self.setDragMode(QGraphicsView.DragMode.ScrollHandDrag)
+        self.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+        self.setViewportUpdateMode(QGraphicsView.ViewportUpdateMode.FullViewportUpdate)
+        self.setMouseTracking(True)
+        self.setAcceptDrops(True)
+        self.setContextMenuPolicy(Qt.ContextMenuPolicy.PreventContextMenu)  # right-drag is window/level
+        self.setFrameShape(QGraphicsView.Shape.NoFrame)
+        self.setMinimumSize(200, 200)
+        self.setToolTip("")
+
+        self._image_item = QGraphicsPixmapItem()
+        self._image_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._scene.addItem(self._image_item)
+        self._overlay_item = QGraphicsPixmapItem(self._image_item)  # child: shares orientation
+        self._overlay_item.setTransformationMode(Qt.TransformationMode.SmoothTransformation)
+        self._overlay_item.setZValue(1.0)
+        self._overlay_item.setVisible(False)
+
+        self.image: StudyImage | None = None
+        self._mapper: DisplayMapper | None = None
+        self._window: Window | None = None
+        self._user_invert = False
+        self._orient = (1, 0, 0, 1)  # screen-relative 2x2 matrix (a, b, c, d)
+        self._fit_mode = True
+        self._overlay_wanted = True
+        self._has_overlay = False
+        self._message = "Open a file or folder (Ctrl+O / Ctrl+Shift+O), or drop files here."
+        self._wl_drag: tuple[QPoint, Window] | None = None
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.setInterval(0)
+        self._render_timer.timeout.connect(self._render_now)
+        self.renders = 0  # image layer renders (diagnostics)
+
+    # ------------------------------------------------------------------ image
+    def set_image(self, image: StudyImage | None, *, keep_view: bool = False) -> None:
+        """Show ``image`` (None clears). ``keep_view`` keeps zoom/orientation/window (frame changes)."""
+        prev = self.image
+        self.image = image
+        self.clear_overlay()
+        if image is None:
+            self._mapper = None
+            self._image_item.setPixmap(QPixmap())
+            self._scene.setSceneRect(QRectF())
+            self.viewport().update()
+            return
+        self._message = ""
+        self._mapper = DisplayMapper(image)
+        same_geometry = prev is not None and prev.shape == image.shape
+        if not (keep_view and same_geometry):
+            self._window = None if image.voi_lut is not None else image.window
+            self._user_invert = False
+        self._render_now()
+        self._apply_orientation()
+        if not (keep_view and same_geometry):
+            self._orient = (1, 0, 0, 1)
+            self._apply_orientation()
+            self.fit()
+        self.window_changed.emit(self._window)
+
+    def show_message(self, text: str) -> None:
+        """Clear the canvas and show ``text`` (e.g. why a file could not be opened)."""
+        self.set_image(None)
+        self._message = text
+        self.viewport().update()
+
+    @property
+    def message(self) -> str:
+        return self._message
+
+    # ----------------------------------------------------------- window/level
+    @property
+    def window(self) -> Window | None:
+        """The current window (None: the file's VOI LUT)."""
+        return self._window
+
+    def effective_window(self) -> Window | None:
+        if self._window is not None:
+            return self._window
+        return self.image.window if self.image is not None else None
+
+    def set_window(self, window: Window | None) -> None:
+        if self.image is None:
+            return
+        self._window = window
+        self._render_timer.start()
+        self.window_changed.emit(window)
+
+    def reset_window(self) -> None:
+        if self.image is not None:
+            self.set_window(None if self.image.voi_lut is not None else self.image.window)
+
+    @property
+    def inverted(self) -> bool:
+        """Whether the user toggled inversion (on top of MONOCHROME1's own inversion)."""
+        return self._user_invert
+
+    def set_inverted(self, on: bool) -> None:
+        self._user_invert = bool(on)
+        self._render_timer.start()
+
+    def toggle_invert(self) -> None:
+        self.set_inverted(not self._user_invert)
+
+    def display_array(self) -> np.ndarray | None:
+        """The displayed image layer (uint8 grey or RGB) at the image's own size."""
+        if self._mapper is None or self.image is None:
+            return None
+        return self._mapper.render(self._window, self.image.invert_for_display != self._user_invert)
+
+    def _render_now(self) -> None:
+        self._render_timer.stop()
+        arr = self.display_array()
+        if arr is None:
+            return
+        self._image_item.setPixmap(QPixmap.fromImage(array_to_qimage(arr)))
+        self.renders += 1
+
+    # --------------------------------------------------------------- overlay
+    def set_overlay(self, layer_image: QImage, image_shape: tuple[int, int]) -> None:
+        """Show a coloured heatmap (any size) stretched over the image's rows x columns."""
+        rows, cols = image_shape
+        self._overlay_item.setPixmap(QPixmap.fromImage(layer_image))
+        self._overlay_item.setTransform(
+            QTransform.fromScale(cols / max(1, layer_image.width()), rows / max(1, layer_image.height())))
+        self._has_overlay = True
+        self._overlay_item.setVisible(self._overlay_wanted)
+
+    def clear_overlay(self) -> None:
+        self._has_overlay = False
+        self._overlay_item.setPixmap(QPixmap())
+        self._overlay_item.setVisible(False)
+
+    def set_overlay_opacity(self, fraction: float) -> None:
+        """Blend weight of the heatmap layer, 0..1 (a re-blend only)."""
+        self._overlay_item.setOpacity(max(0.0, min(1.0, float(fraction))))
+
+    @property
+    def overlay_opacity(self) -> float:
+        return float(self._overlay_item.opacity())
+
+    def set_overlay_visible(self, on: bool) -> None:
+        self._overlay_wanted = bool(on)
+        self._overlay_item.setVisible(self._overlay_wanted and self._has_overlay)
+
+    @property
+    def overlay_shown(self) -> bool:
+        return self._overlay_item.isVisible()
+
+    # ------------------------------------------------------------ zoom / pan
+    @property
+    def zoom(self) -> float:
+        """Screen pixels per image pixel."""
+        t = self.transform()
+        return float(np.hypot(t.m11(), t.m12()))
+
+    def fit(self) -> None:
+        """Fit the whole image in the window (and keep fitting on resize)."""
+        self._fit_mode = True
+        if self.image is not None:
+            self.fitInView(self._scene.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+        self.view_changed.emit()
+
+    def actual_size(self) -> None:
+        """1:1: one image pixel per screen pixel, centred."""
+        self._fit_mode = False
+        centre = self.mapToScene(self.viewport().rect().center())
+        self.setTransform(QTransform())
+        self.centerOn(centre)
+        self.view_changed.emit()
+
+    def zoom_by(self, factor: float, anchor: QPoint | None = None) -> None:
+        """Zoom by ``factor`` keeping the scene point under ``anchor`` (viewport coords) fixed."""
+        if self.image is None:
+            return
+        target = max(MIN_ZOOM, min(MAX_ZOOM, self.zoom * factor))
+        factor = target / max(self.zoom, 1e-9)
+        if abs(factor - 1.0) < 1e-6:
+            return
+        self._fit_mode = False
+        anchor = anchor if anchor is not None else self.viewport().rect().center()
+        fixed = self.mapToScene(anchor)
+        old = self.transformationAnchor()
+        self.setTransformationAnchor(QGraphicsView.ViewportAnchor.NoAnchor)
+        self.scale(factor, factor)
+        moved = self.mapFromScene(fixed) - anchor  # scroll so that ``fixed`` is under ``anchor`` again
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + moved.x())
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + moved.y())
+        self.setTransformationAnchor(old)
+        self.view_changed.emit()
+
+    def pan_by(self, dx: int, dy: int) -> None:
+        self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + dx)
+        self.verticalScrollBar().setValue(self.verticalScrollBar().value() + dy)
+
+    # ----------------------------------------------------------- orientation
+    def _apply_orientation(self) -> None:
+        if self.image is None:
+            return
+        a, b, c, d = self._orient
+        cy, cx = self.image.rows / 2.0, self.image.columns / 2.0
+        t = QTransform(a, c, b, d, -(a * cx + b * cy), -(c * cx + d * cy))
+        self._image_item.setTransform(t)
+        self._scene.setSceneRect(self._image_item.sceneBoundingRect())
+        if self._fit_mode:
+            self.fit()
+        self.view_changed.emit()
+
+    def _compose(self, m: tuple[int, int, int, int]) -> None:
+        a, b, c, d = self._orient
+        p, q, r, s = m
+        self._orient = (p * a + q * c, p * b + q * d, r * a + s * c, r * b + s * d)
+        self._apply_orientation()
+
+    def rotate_clockwise(self) -> None:
+        self._compose((0, -1, 1, 0))
+
+    def rotate_counterclockwise(self) -> None:
+        self._compose((0, 1, -1, 0))
+
+    def flip_horizontal(self) -> None:
+        self._compose((-1, 0, 0, 1))
+
+    def flip_vertical(self) -> None:
+        self._compose((1, 0, 0, -1))
+
+    def reset_orientation(self) -> None:
+        self._orient = (1, 0, 0, 1)
+        self._apply_orientation()
+
+    @property
+    def orientation(self) -> tuple[int, int, int, int]:
+        """The screen-relative orientation matrix (a, b, c, d); identity = as acquired."""
+        return self._orient
+
+    def reset_view(self) -> None:
+        """Window, inversion, orientation and zoom back to how the file opened."""
+        self._user_invert = False
+        self.reset_window()
+        self.reset_orientation()
+        self.fit()
+
+    # ---------------------------------------------------------- rendering out
+    def render_viewport(self) -> QImage:
+        """What the viewport shows now (image + overlay in the current view), as a QImage."""
+        return self.viewport().grab().toImage()
+
+    def image_point(self, viewport_pos: QPoint) -> QPointF:
+        """Image (column, row) coordinates under a viewport position."""
+        return self._image_item.mapFromScene(self.mapToScene(viewport_pos))
+
+    def readout_at(self, viewport_pos: QPoint) -> PixelReadout | None:
+        if self.image is None:
+            return None
+        p = self.image_point(viewport_pos)
+        col, row = int(np.floor(p.x())), int(np.floor(p.y()))
+        if not (0 <= row < self.image.rows and 0 <= col < self.image.columns):
+            return None
+        value = float(self.image.pixels[row, col])
+        rgb = None
+        if self.image.rgb is not None:
+            rgb = tuple(int(v) for v in self.image.rgb[row, col][:3])
+        return PixelReadout(row, col, value, rgb, self._units())
+
+    def _units(self) -> str:
+        md = self.image.metadata if self.image is not None else {}
+        units = md.get("rescale_type") or md.get("units")
+        if units:
+            return str(units)
+        return "HU" if str(md.get("modality", "")).upper() == "CT" else ""
+
+    # ------------------------------------------------------------------ events
+    def wheelEvent(self, event) -> None:  # noqa: N802
+        steps = event.angleDelta().y() / 120.0
+        if steps and self.image is not None:
+            self.zoom_by(ZOOM_STEP ** steps, event.position().toPoint())
+        event.accept()
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        if self._fit_mode and self.image is not None:
+            self.fitInView(self._scene.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
+
+    def mousePressEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.RightButton and self.image is not None:
+            start = self.effective_window()
+            if start is not None:
+                self._wl_drag = (event.position().toPoint(), start)
+                self.viewport().setCursor(Qt.CursorShape.SizeAllCursor)
+            event.accept()
+            return
+        super().mousePressEvent(event)
+
+    def mouseMoveEvent(self, event) -> None:  # noqa: N802
+        pos = event.position().toPoint()
+        if self._wl_drag is not None:
+            start_pos, start = self._wl_drag
+            d = pos - start_pos
+            self.set_window(self.dragged_window(start, d.x(), d.y()))
+            event.accept()
+        else:
+            super().mouseMoveEvent(event)
+        self.pixel_hovered.emit(self.readout_at(pos))
+
+    def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        if event.button() == Qt.MouseButton.RightButton and self._wl_drag is not None:
+            self._wl_drag = None
+            self.viewport().unsetCursor()
+            event.accept()
+            return
+        super().mouseReleaseEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self.pixel_hovered.emit(None)
+        super().leaveEvent(event)
+
+    def dragged_window(self, start: Window, dx: float, dy: float) -> Window:
+        """Window after a right-drag of (dx, dy) screen pixels: right = wider, down = higher level."""
+        assert self.image is not None
+        md = self._mapper
+        if md is not None and md._values is not None:  # integer data: its own range
+            span = float(md._values[-1] - md._values[0]) or 1.0
+        else:
+            span = max(float(start.width), 1e-3) * 4.0
+        step = span / 600.0
+        width = max(step, float(start.width) + dx * step)
+        centre = float(start.center) + dy * step
+        return Window(center=centre, width=width, function=start.function, source="manual",
+                      explanation="manual")
+
+    def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+        if self.image is None and self._message:
+            painter.save()
+            painter.resetTransform()
+            painter.setPen(QColor(200, 200, 200))
+            r = self.viewport().rect().adjusted(30, 30, -30, -30)
+            painter.drawText(r, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._message)
+            painter.restore()
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.files_dropped.emit(paths)
+            event.acceptProposedAction()
+        else:
+            event.ignore()

@@ -1,0 +1,192 @@
+"""The results panel: what the classifier says about the image on screen, and how far to trust it.
+
+Shows the predicted class, the probability of every class, the model's
+decision threshold and whether the score is above it, the model's name and
+version, the device it ran on, a busy indicator, and always the sentence that
+this is a decision aid, not a diagnosis. Demonstration and untrained models get
+a banner that cannot be missed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QFont
+from PySide6.QtWidgets import (
+    QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget,
+)
+
+from cxr_desktop import DECISION_AID_NOTICE
+
+_BANNER_STYLE = {
+    "danger": "background:#8b1a1a; color:white; padding:6px; border-radius:3px; font-weight:bold;",
+    "warning": "background:#8a5a00; color:white; padding:6px; border-radius:3px;",
+}
+
+
+def _label(text: str = "", *, bold: bool = False, wrap: bool = True, size: float | None = None) -> QLabel:
+    lab = QLabel(text)
+    lab.setWordWrap(wrap)
+    lab.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    if bold or size:
+        f = QFont(lab.font())
+        f.setBold(bold)
+        if size:
+            f.setPointSizeF(size)
+        lab.setFont(f)
+    return lab
+
+
+class ResultsPanel(QWidget):
+    """Prediction, per-class probabilities, threshold, model, device, busy state and notices."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(6, 6, 6, 6)
+        lay.setSpacing(6)
+
+        self.banner = _label()
+        self.banner.setVisible(False)
+        lay.addWidget(self.banner)
+
+        busy_row = QHBoxLayout()
+        self.busy_bar = QProgressBar()
+        self.busy_bar.setRange(0, 0)  # indeterminate
+        self.busy_bar.setMaximumHeight(10)
+        self.busy_bar.setTextVisible(False)
+        self.busy_label = _label("Analysing image...", wrap=False)
+        busy_row.addWidget(self.busy_label)
+        busy_row.addWidget(self.busy_bar, 1)
+        self.busy_box = QWidget()
+        self.busy_box.setLayout(busy_row)
+        busy_row.setContentsMargins(0, 0, 0, 0)
+        self.busy_box.setVisible(False)
+        lay.addWidget(self.busy_box)
+
+        self.predicted_label = _label("No image", bold=True, size=13.0)
+        lay.addWidget(self.predicted_label)
+        self.threshold_label = _label()
+        lay.addWidget(self.threshold_label)
+
+        self.prob_frame = QFrame()
+        self.prob_grid = QGridLayout(self.prob_frame)
+        self.prob_grid.setContentsMargins(0, 0, 0, 0)
+        self.prob_grid.setColumnStretch(1, 1)
+        lay.addWidget(self.prob_frame)
+        self.prob_rows: dict[str, tuple[QLabel, QProgressBar, QLabel]] = {}
+
+        self.message_label = _label()
+        self.message_label.setStyleSheet("color:#c06000;")
+        self.message_label.setVisible(False)
+        lay.addWidget(self.message_label)
+
+        line = QFrame()
+        line.setFrameShape(QFrame.Shape.HLine)
+        lay.addWidget(line)
+        self.model_label = _label("Model: loading...")
+        self.device_label = _label("Device: -")
+        lay.addWidget(self.model_label)
+        lay.addWidget(self.device_label)
+
+        self.notice_label = _label(DECISION_AID_NOTICE)
+        f = QFont(self.notice_label.font())
+        f.setItalic(True)
+        self.notice_label.setFont(f)
+        self.notice_label.setStyleSheet("color:#b0b0b0;" if self.palette().window().color().lightness() < 128
+                                        else "color:#505050;")
+        lay.addWidget(self.notice_label)
+        lay.addStretch(1)
+        self._classes: list[str] = []
+
+    # ------------------------------------------------------------ model
+    def set_model(self, active: Any) -> None:
+        """Show the active model (an :class:`~cxr_desktop.gui.model_controller.ActiveModel`)."""
+        card = active.card
+        engine = active.engine
+        self.model_label.setText(f"Model: {card.display_name}")
+        self.model_label.setToolTip(card.intended_use)
+        info = getattr(engine, "device_info", None)
+        self.device_label.setText(f"Device: {engine.device_label}")
+        self.device_label.setToolTip(f"Why: {info.reason}" if info is not None else "")
+        banners = []
+        style = "warning"
+        if active.untrained:
+            banners.append("UNTRAINED MODEL - its outputs are meaningless. Open a trained model "
+                           "(Model > Open model file).")
+            style = "danger"
+        if getattr(card, "demonstration", False):
+            banners.append("DEMONSTRATION MODEL - for trying the software only; not validated for "
+                           "clinical use.")
+            style = "danger"
+        banners += [n for n in active.notes if n not in banners]
+        if not active.untrained:
+            banners += list(getattr(card, "warnings", []) or [])
+        self.banner.setText("\n".join(banners))
+        self.banner.setStyleSheet(_BANNER_STYLE[style])
+        self.banner.setVisible(bool(banners))
+        self._set_classes(list(card.classes))
+        self.clear_result("Waiting for an image" if not self.prob_rows else None)
+
+    def set_model_loading(self, text: str) -> None:
+        self.model_label.setText(f"Model: {text}")
+
+    def _set_classes(self, classes: list[str]) -> None:
+        if classes == self._classes:
+            return
+        for labels in self.prob_rows.values():
+            for w in labels:
+                self.prob_grid.removeWidget(w)
+                w.deleteLater()
+        self.prob_rows.clear()
+        for row, name in enumerate(classes):
+            name_lab = _label(name, wrap=False)
+            bar = QProgressBar()
+            bar.setRange(0, 1000)
+            bar.setTextVisible(False)
+            bar.setMaximumHeight(12)
+            value = _label("-", wrap=False)
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            value.setMinimumWidth(52)
+            self.prob_grid.addWidget(name_lab, row, 0)
+            self.prob_grid.addWidget(bar, row, 1)
+            self.prob_grid.addWidget(value, row, 2)
+            self.prob_rows[name] = (name_lab, bar, value)
+        self._classes = classes
+
+    # ------------------------------------------------------------ results
+    def set_busy(self, busy: bool, text: str = "Analysing image...") -> None:
+        self.busy_label.setText(text)
+        self.busy_box.setVisible(bool(busy))
+
+    @property
+    def busy(self) -> bool:
+        return not self.busy_box.isHidden()
+
+    def clear_result(self, message: str | None = None) -> None:
+        self.predicted_label.setText("No result")
+        self.threshold_label.setText("")
+        for _, bar, value in self.prob_rows.values():
+            bar.setValue(0)
+            value.setText("-")
+        self.show_message(message)
+
+    def show_message(self, text: str | None) -> None:
+        """A note instead of (or beside) a result: not scored, failed, no image."""
+        self.message_label.setText(text or "")
+        self.message_label.setVisible(bool(text))
+
+    def show_prediction(self, prediction: Any, positive_class: str | None = None) -> None:
+        """Show an engine ``Prediction``."""
+        self._set_classes(list(prediction.probabilities))
+        self.predicted_label.setText(f"Predicted: {prediction.label}")
+        for name, p in prediction.probabilities.items():
+            _, bar, value = self.prob_rows[name]
+            bar.setValue(int(round(p * 1000)))
+            value.setText(f"{100.0 * p:.1f} %")
+        side = "above" if prediction.above_threshold else "below"
+        target = f"P({positive_class})" if positive_class else "score"
+        self.threshold_label.setText(
+            f"{target} = {prediction.score:.3f}: {side} the model's decision threshold {prediction.threshold:.3f}")
+        self.show_message(None)

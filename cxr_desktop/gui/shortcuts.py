@@ -1,0 +1,123 @@
+"""Every keyboard shortcut, in one table that both the menus and Help > Shortcuts read.
+
+Because the main window builds its actions from :data:`SHORTCUTS`, the help
+dialog can never disagree with what the keys do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtGui import QKeySequence
+from PySide6.QtWidgets import (
+    QDialog, QDialogButtonBox, QHeaderView, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+)
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """One action: its id (the main window's handler), menu text, keys, group and help text."""
+
+    id: str
+    text: str
+    keys: tuple[str, ...]
+    group: str
+    help: str = ""
+
+
+SHORTCUTS: tuple[Shortcut, ...] = (
+    # File
+    Shortcut("open_files", "&Open files...", ("Ctrl+O",), "File", "Open image files (PNG, JPEG, TIFF, DICOM)."),
+    Shortcut("open_folder", "Open &folder...", ("Ctrl+Shift+O",), "File", "Open every image in a folder."),
+    Shortcut("export_view", "&Export view as PNG...", ("Ctrl+E",), "File",
+             "Save the current view with overlay and legend (no patient data)."),
+    Shortcut("close_all", "&Close all", ("Ctrl+W",), "File", "Clear the study list."),
+    Shortcut("quit", "&Quit", ("Ctrl+Q",), "File"),
+    # Navigate
+    Shortcut("next_image", "&Next image", ("N", "Ctrl+Down"), "Navigate", "Next file in the study list."),
+    Shortcut("prev_image", "&Previous image", ("P", "Ctrl+Up"), "Navigate", "Previous file in the study list."),
+    Shortcut("next_frame", "Next &frame", ("PgDown", "]"), "Navigate", "Multi-frame images."),
+    Shortcut("prev_frame", "Previous f&rame", ("PgUp", "["), "Navigate", "Multi-frame images."),
+    Shortcut("first_frame", "First frame", ("Home",), "Navigate"),
+    Shortcut("last_frame", "Last frame", ("End",), "Navigate"),
+    # View
+    Shortcut("fit", "&Fit to window", ("F",), "View"),
+    Shortcut("actual_size", "&1:1 (actual pixels)", ("1",), "View"),
+    Shortcut("zoom_in", "Zoom &in", ("+", "="), "View", "Or the mouse wheel, around the cursor."),
+    Shortcut("zoom_out", "Zoom &out", ("-",), "View"),
+    Shortcut("rotate_cw", "Rotate &right (90 deg)", ("R",), "View", "View only; the file is not changed."),
+    Shortcut("rotate_ccw", "Rotate &left (90 deg)", ("Shift+R",), "View", "View only."),
+    Shortcut("flip_h", "Flip &horizontal", ("H",), "View", "View only."),
+    Shortcut("flip_v", "Flip &vertical", ("V",), "View", "View only."),
+    Shortcut("reset_view", "Reset &view", ("Ctrl+R",), "View", "Zoom, orientation, window and inversion."),
+    # Window / level
+    Shortcut("invert", "&Invert", ("I",), "Window/level"),
+    Shortcut("reset_window", "&Reset window", ("W",), "Window/level", "Back to the file's own window."),
+    Shortcut("preset_1", "Preset 1", ("Ctrl+1",), "Window/level", "Window presets in menu order (Ctrl+1..9)."),
+    Shortcut("preset_2", "Preset 2", ("Ctrl+2",), "Window/level"),
+    Shortcut("preset_3", "Preset 3", ("Ctrl+3",), "Window/level"),
+    Shortcut("preset_4", "Preset 4", ("Ctrl+4",), "Window/level"),
+    Shortcut("preset_5", "Preset 5", ("Ctrl+5",), "Window/level"),
+    Shortcut("preset_6", "Preset 6", ("Ctrl+6",), "Window/level"),
+    Shortcut("preset_7", "Preset 7", ("Ctrl+7",), "Window/level"),
+    Shortcut("preset_8", "Preset 8", ("Ctrl+8",), "Window/level"),
+    Shortcut("preset_9", "Preset 9", ("Ctrl+9",), "Window/level"),
+    # Overlay
+    Shortcut("toggle_overlay", "Show &heatmap", ("O",), "Overlay", "Grad-CAM overlay on/off."),
+    Shortcut("opacity_up", "Opacity +10 %", (".", ">"), "Overlay"),
+    Shortcut("opacity_down", "Opacity -10 %", (",", "<"), "Overlay"),
+    Shortcut("cycle_colormap", "Next &colour map", ("C",), "Overlay", "Turbo, Jet, Viridis, Inferno."),
+    # Model
+    Shortcut("open_model", "&Open model file...", ("Ctrl+M",), "Model", "Use another .safetensors model file."),
+    Shortcut("show_card", "Show model &card", ("Ctrl+Shift+M",), "Model", "What the model is, how it was made."),
+    Shortcut("default_model", "Use the &default model", (), "Model"),
+    # Tools
+    Shortcut("screen_folder", "&Screen a folder...", (), "Tools", "Score every image in a folder."),
+    Shortcut("train_model", "&Train a model...", (), "Tools", "Train a classifier on your own labelled images."),
+    # Help
+    Shortcut("show_shortcuts", "&Keyboard shortcuts", ("F1", "?"), "Help"),
+    Shortcut("about", "&About CXR Review", (), "Help", "Version, and which device the model runs on and why."),
+)
+
+MOUSE_HELP: tuple[tuple[str, str], ...] = (
+    ("Mouse wheel", "Zoom around the cursor"),
+    ("Left-drag", "Pan"),
+    ("Right-drag", "Window/level: left-right = width (contrast), up-down = level (brightness)"),
+    ("Arrow keys", "Pan (when the image has focus)"),
+    ("Drag and drop", "Drop files or folders on the window to open them"),
+)
+
+BY_ID: dict[str, Shortcut] = {s.id: s for s in SHORTCUTS}
+
+
+def key_sequences(shortcut: Shortcut) -> list[QKeySequence]:
+    return [QKeySequence(k) for k in shortcut.keys]
+
+
+def keys_text(shortcut: Shortcut) -> str:
+    return ", ".join(QKeySequence(k).toString(QKeySequence.SequenceFormat.NativeText) for k in shortcut.keys)
+
+
+class ShortcutsDialog(QDialog):
+    """Help > Keyboard shortcuts: every action with its keys, plus the mouse gestures."""
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("Keyboard shortcuts")
+        rows = [(s.group, s.text.replace("&", "").rstrip("."), keys_text(s), s.help) for s in SHORTCUTS if s.keys]
+        rows += [("Mouse", what, how, "") for what, how in MOUSE_HELP]
+        self.table = QTableWidget(len(rows), 4, self)
+        self.table.setHorizontalHeaderLabels(["Group", "Action", "Keys", "Notes"])
+        for r, row in enumerate(rows):
+            for c, text in enumerate(row):
+                self.table.setItem(r, c, QTableWidgetItem(text))
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(self.reject)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.table)
+        lay.addWidget(buttons)
+        self.resize(760, 560)

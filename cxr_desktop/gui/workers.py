@@ -1,0 +1,337 @@
+"""Background work for the viewer: image loading and classification off the GUI thread.
+
+Every job runs as a superqt worker (``create_worker``) on a dedicated
+``QThreadPool`` and reports through Qt signals, which Qt delivers on the GUI
+thread. Jobs the user has moved past are superseded: while one job runs, only
+the newest request waits; older ones are dropped without running. A running
+job is not interrupted (a backbone pass cannot be stopped half-way), but its
+result is only cached, not shown, if the user has moved on.
+
+Predictions (class probabilities + Grad-CAM) are cached per (image path,
+frame, model, explained class), so going back to an image is instant.
+torch is never imported here: the engine module is imported by the model
+controller on a worker thread (:mod:`cxr_desktop.gui.model_controller`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import partial
+from typing import TYPE_CHECKING, Any, Callable
+
+from PySide6.QtCore import QObject, QThreadPool, Signal
+from superqt.utils import GeneratorWorker, create_worker
+
+from cxr_desktop.errors import ImageError
+from cxr_desktop.imaging.types import StudyImage
+
+if TYPE_CHECKING:  # torch-free at run time
+    from cxr_desktop.inference.engine import ImageResult
+
+log = logging.getLogger(__name__)
+
+PREDICTION_CACHE_BYTES = 384 * 1024 * 1024
+IMAGE_CACHE_ITEMS = 4
+
+
+class WorkerRunner:
+    """Starts superqt workers on its own thread pool and keeps them alive until they finish."""
+
+    def __init__(self, name: str, threads: int = 1):
+        self.pool = QThreadPool()
+        self.pool.setObjectName(name)
+        self.pool.setMaxThreadCount(max(1, threads))
+        self._live: set[Any] = set()
+
+    def _start(self, worker: Any, signals: dict[str, Callable | None]) -> Any:
+        for name, slot in signals.items():
+            if slot is not None:
+                getattr(worker, name).connect(slot)
+        self._live.add(worker)
+        worker.finished.connect(partial(self._live.discard, worker))
+        self.pool.start(worker)
+        return worker
+
+    def start_function(self, fn: Callable[..., Any], *args: Any, returned: Callable | None = None,
+                       errored: Callable | None = None, finished: Callable | None = None,
+                       **kwargs: Any) -> Any:
+        """Run ``fn(*args, **kwargs)`` in the pool; ``returned(value)`` / ``errored(exc)`` on the GUI thread."""
+        worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+        return self._start(worker, {"returned": returned, "errored": errored, "finished": finished})
+
+    def start_generator(self, fn: Callable[..., Any], *args: Any, yielded: Callable | None = None,
+                        returned: Callable | None = None, errored: Callable | None = None,
+                        finished: Callable | None = None, **kwargs: Any) -> Any:
+        """Run a generator function; each yielded item arrives via ``yielded``; ``quit()`` stops it."""
+        worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True,
+                               _worker_class=GeneratorWorker, **kwargs)
+        return self._start(worker, {"yielded": yielded, "returned": returned, "errored": errored,
+                                    "finished": finished})
+
+    @property
+    def active(self) -> int:
+        return len(self._live)
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Ask generator jobs to stop and wait for the pool to drain."""
+        for worker in list(self._live):
+            try:
+                worker.quit()
+            except RuntimeError:  # already deleted
+                pass
+        return bool(self.pool.waitForDone(timeout_ms))
+
+
+# ---------------------------------------------------------------- images
+
+
+@dataclass
+class LoadedStudy:
+    """A decoded frame for the viewer, with its DICOM tags; or why it could not be read."""
+
+    path: str
+    frame: int
+    image: StudyImage | None
+    error: ImageError | None = None
+    tags: list[tuple[str, str, str, str]] | None = None
+    tags_error: str | None = None
+
+
+def load_for_view(path: str, frame: int = 0) -> LoadedStudy:
+    """Decode one frame and, for DICOM, read its tags (runs in a worker; never raises ImageError)."""
+    from cxr_desktop.imaging import load_image, read_dicom_tags
+
+    try:
+        image = load_image(path, frame=frame)
+    except ImageError as exc:
+        return LoadedStudy(path, frame, None, exc)
+    out = LoadedStudy(path, frame, image)
+    if image.source_format == "dicom":
+        try:
+            out.tags = read_dicom_tags(path)
+        except ImageError as exc:
+            out.tags_error = exc.user_message()
+    return out
+
+
+class _LatestOnly:
+    """One job at a time on a runner; a new request replaces any waiting one."""
+
+    def __init__(self, runner: WorkerRunner, done: Callable[[Any, Any], None],
+                 failed: Callable[[Any, Exception], None], idle: Callable[[bool], None]):
+        self.runner = runner
+        self._done = done
+        self._failed = failed
+        self._idle = idle
+        self.running: Any = None  # key of the job in the pool
+        self.pending: tuple[Any, Callable[..., Any], tuple[Any, ...]] | None = None
+        self.superseded = 0
+
+    @property
+    def busy(self) -> bool:
+        return self.running is not None or self.pending is not None
+
+    def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
+        if self.pending is not None:
+            self.superseded += 1
+        self.pending = (key, fn, args)
+        self._kick()
+
+    def drop_pending(self) -> None:
+        if self.pending is not None:
+            self.superseded += 1
+        self.pending = None
+
+    def _kick(self) -> None:
+        if self.running is not None or self.pending is None:
+            self._idle(self.busy)
+            return
+        key, fn, args = self.pending
+        self.pending = None
+        self.running = key
+        self._idle(True)
+        self.runner.start_function(fn, *args, returned=partial(self._on_returned, key),
+                                   errored=partial(self._on_errored, key))
+
+    def _on_returned(self, key: Any, value: Any) -> None:
+        self.running = None
+        try:
+            self._done(key, value)
+        finally:
+            self._kick()
+
+    def _on_errored(self, key: Any, exc: Exception) -> None:
+        self.running = None
+        try:
+            self._failed(key, exc)
+        finally:
+            self._kick()
+
+
+class ImageLoader(QObject):
+    """Decodes frames in a worker; only the latest request is reported (``loaded``)."""
+
+    loaded = Signal(object)  # LoadedStudy
+    busy_changed = Signal(bool)
+
+    def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None):
+        super().__init__(parent)
+        self.runner = runner or WorkerRunner("image-loader", threads=1)
+        self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self.busy_changed.emit)
+        self._wanted: tuple[str, int] | None = None
+        self._cache: OrderedDict[tuple[str, int], LoadedStudy] = OrderedDict()
+
+    def request(self, path: str, frame: int = 0) -> None:
+        key = (str(path), int(frame))
+        self._wanted = key
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self._queue.drop_pending()
+            self.loaded.emit(hit)
+            return
+        self._queue.submit(key, load_for_view, key[0], key[1])
+
+    def forget(self, path: str) -> None:
+        for key in [k for k in self._cache if k[0] == path]:
+            del self._cache[key]
+
+    def _on_done(self, key: tuple[str, int], study: LoadedStudy) -> None:
+        if study.image is not None:
+            self._cache[key] = study
+            while len(self._cache) > IMAGE_CACHE_ITEMS:
+                self._cache.popitem(last=False)
+        if key == self._wanted:
+            self.loaded.emit(study)
+
+    def _on_failed(self, key: tuple[str, int], exc: Exception) -> None:
+        log.warning("image loading failed unexpectedly: %s", type(exc).__name__)
+        if key == self._wanted:
+            from cxr_desktop.errors import Reason
+
+            err = ImageError(Reason.UNREADABLE, f"The file could not be read ({type(exc).__name__}).", key[0])
+            self.loaded.emit(LoadedStudy(key[0], key[1], None, err))
+
+
+# ---------------------------------------------------------------- predictions
+
+
+@dataclass(frozen=True)
+class PredictionKey:
+    """What a cached prediction depends on."""
+
+    path: str
+    frame: int
+    model_id: str
+    cam_class: str | None  # None: the map explains the predicted class
+
+
+@dataclass
+class PredictionOutcome:
+    """A finished prediction for the current image (``result``), or why there is none (``error``)."""
+
+    key: PredictionKey
+    result: "ImageResult | None"
+    error: str | None = None
+    from_cache: bool = False
+
+
+def _predict(engine: Any, image: StudyImage, cam_class: str | None) -> "ImageResult":
+    return engine.predict(image, cam=True, cam_class=cam_class)
+
+
+class ClassifierWorker(QObject):
+    """Prediction + Grad-CAM in a worker thread, superseded when the user moves on, cached.
+
+    ``engine_runner`` should be the runner the model controller loads engines on,
+    so that loading and predicting never compete for the CPU.
+    """
+
+    result_ready = Signal(object)  # PredictionOutcome, only for the image currently wanted
+    busy_changed = Signal(bool)
+
+    def __init__(self, engine_runner: WorkerRunner, parent: QObject | None = None,
+                 cache_bytes: int = PREDICTION_CACHE_BYTES):
+        super().__init__(parent)
+        self.runner = engine_runner
+        self.engine: Any = None
+        self.model_id: str | None = None
+        self.computations = 0  # engine calls actually made (cache hits excluded)
+        self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self.busy_changed.emit)
+        self._wanted: PredictionKey | None = None
+        self._cache: OrderedDict[PredictionKey, Any] = OrderedDict()
+        self._cache_bytes = 0
+        self._cache_limit = cache_bytes
+
+    @property
+    def busy(self) -> bool:
+        return self._queue.busy
+
+    @property
+    def superseded(self) -> int:
+        """Requests dropped before they ran because the user moved on."""
+        return self._queue.superseded
+
+    def set_engine(self, engine: Any, model_id: str) -> None:
+        """Use ``engine`` from now on (waiting requests for the old one are dropped)."""
+        self.engine = engine
+        self.model_id = model_id
+        self._queue.drop_pending()
+        self._wanted = None
+
+    def key_for(self, image: StudyImage, cam_class: str | None = None) -> PredictionKey | None:
+        if self.model_id is None:
+            return None
+        return PredictionKey(str(image.path), int(image.frame_index), self.model_id, cam_class)
+
+    def cached(self, key: PredictionKey) -> "ImageResult | None":
+        return self._cache.get(key)
+
+    def request(self, image: StudyImage, *, cam_class: str | None = None) -> PredictionKey | None:
+        """Predict ``image`` (from the cache when possible); the outcome comes via ``result_ready``."""
+        key = self.key_for(image, cam_class)
+        if key is None or self.engine is None:
+            return None
+        self._wanted = key
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            self._queue.drop_pending()
+            self.busy_changed.emit(self._queue.busy)
+            self.result_ready.emit(PredictionOutcome(key, hit, None, True))
+            return key
+        self._queue.submit(key, self._run, self.engine, image, cam_class)
+        return key
+
+    def cancel(self) -> None:
+        """The user moved to something that needs no prediction: drop what waits."""
+        self._wanted = None
+        self._queue.drop_pending()
+        self.busy_changed.emit(self._queue.busy)
+
+    def _run(self, engine: Any, image: StudyImage, cam_class: str | None) -> "ImageResult":
+        self.computations += 1
+        return _predict(engine, image, cam_class)
+
+    def _store(self, key: PredictionKey, result: Any) -> None:
+        size = int(getattr(getattr(result, "heatmap", None), "nbytes", 0)) + 4096
+        self._cache[key] = result
+        self._cache_bytes += size
+        while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
+            _, old = self._cache.popitem(last=False)
+            self._cache_bytes -= int(getattr(getattr(old, "heatmap", None), "nbytes", 0)) + 4096
+
+    def _on_done(self, key: PredictionKey, result: Any) -> None:
+        if key.model_id == self.model_id:
+            self._store(key, result)
+        if key == self._wanted:
+            self.result_ready.emit(PredictionOutcome(key, result))
+
+    def _on_failed(self, key: PredictionKey, exc: Exception) -> None:
+        log.warning("prediction failed: %s", type(exc).__name__)  # no paths, no patient data
+        if key == self._wanted:
+            self.result_ready.emit(PredictionOutcome(
+                key, None, f"The classifier could not process this image ({type(exc).__name__}). "
+                "The image can still be viewed; try another model or report the problem."))

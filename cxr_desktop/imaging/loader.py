@@ -1,0 +1,204 @@
+"""Entry points: sniff the format from magic bytes, then load / probe the file.
+
+The extension is never trusted (files from PACS exports often have none, or a wrong
+one). Every failure leaves :func:`load_image` and :func:`probe` as :class:`ImageError`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, TypeVar
+
+from cxr_desktop.errors import ImageError, Reason
+from cxr_desktop.imaging.dicom_io import load_dicom, probe_dicom, read_dicom_tags as _read_tags
+from cxr_desktop.imaging.raster import load_raster, probe_raster
+from cxr_desktop.imaging.types import ImageInfo, StudyImage
+
+#: Largest image (per frame) decoded by default: 12000 x 12000 pixels.
+DEFAULT_MAX_PIXELS = 12000 * 12000
+#: Largest declared pixel data (all frames, all samples) read by default.
+DEFAULT_MAX_BYTES = 2 * 1024**3
+
+SUPPORTED_FORMATS = ("png", "jpeg", "tiff", "dicom")
+_HEAD_BYTES = 512
+_EXPLICIT_VRS = {b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO",
+                 b"LT", b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"PN", b"SH", b"SL", b"SQ",
+                 b"SS", b"ST", b"SV", b"TM", b"UC", b"UI", b"UL", b"UN", b"UR", b"US", b"UT", b"UV"}
+_OTHER_FORMATS = {  # recognised, but not read: say what the file is and how to convert it
+    "bmp": "a BMP image", "gif": "a GIF image", "webp": "a WebP image", "jp2": "a JPEG 2000 image",
+    "jxl": "a JPEG XL image", "heif": "a HEIF/HEIC photo", "pdf": "a PDF document",
+    "zip": "a ZIP archive", "nifti": "a NIfTI volume",
+}
+
+T = TypeVar("T")
+
+
+def sniff_format(head: bytes) -> str | None:
+    """Format from the first bytes of a file: 'png', 'jpeg', 'tiff', 'dicom', another known
+    format name (see ``_OTHER_FORMATS``), or None."""
+    if len(head) >= 132 and head[128:132] == b"DICM":  # before TIFF: DICOM/TIFF dual files
+        return "dicom"
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return "png"
+    if head.startswith(b"\xff\xd8\xff"):
+        return "jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "tiff"
+    if _looks_like_bare_dicom(head):
+        return "dicom"
+    if head.startswith(b"BM") and len(head) >= 26:
+        return "bmp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    if head.startswith((b"\x00\x00\x00\x0cjP  ", b"\xff\x4f\xff\x51")):
+        return "jp2"
+    if head.startswith((b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")):
+        return "jxl"
+    if head[4:12] in (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypavif"):
+        return "heif"
+    if head.startswith(b"%PDF"):
+        return "pdf"
+    if head.startswith(b"PK\x03\x04"):
+        return "zip"
+    if head[344:348] in (b"n+1\x00", b"ni1\x00"):
+        return "nifti"
+    return None
+
+
+def _looks_like_bare_dicom(head: bytes) -> bool:
+    """A DICOM stream without preamble: starts with a (0002,xxxx) or (0008,xxxx) element."""
+    if len(head) < 8:
+        return False
+    for order in ("little", "big"):
+        group = int.from_bytes(head[0:2], order)
+        elem = int.from_bytes(head[2:4], order)
+        if group not in (0x0002, 0x0008):
+            continue
+        if head[4:6] in _EXPLICIT_VRS:
+            return True
+        length = int.from_bytes(head[4:8], "little")
+        if order == "little" and elem < 0x0200 and length < 256:  # implicit VR little endian
+            return True
+    return False
+
+
+def _read_head(path: str | Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(_HEAD_BYTES)
+
+
+def is_image_file(path: str | Path) -> bool:
+    """Cheap magic-byte test for folder walks (PNG, JPEG, TIFF, DICOM); never raises."""
+    try:
+        if not os.path.isfile(path):
+            return False
+        return sniff_format(_read_head(path)) in SUPPORTED_FORMATS
+    except Exception:
+        return False
+
+
+def _format_of(path: str | Path) -> str:
+    """The supported format of ``path``, or ImageError saying why it is not readable."""
+    p = Path(path)
+    if p.is_dir():
+        raise ImageError(Reason.NOT_AN_IMAGE, "This is a folder, not an image file. Choose an image "
+                         "file, or open the folder as a study.", path)
+    try:
+        head = _read_head(p)
+    except FileNotFoundError:
+        raise ImageError(Reason.UNREADABLE, "The file does not exist (it may have been moved or "
+                         "deleted). Check the location and open it again.", path) from None
+    except PermissionError:
+        raise ImageError(Reason.UNREADABLE, "The file cannot be opened: permission denied. Ask your "
+                         "administrator for read access or copy the file to your own folder.", path) from None
+    except OSError as exc:
+        raise ImageError(Reason.UNREADABLE, f"The file cannot be read from disk ({type(exc).__name__}). "
+                         "Check the drive or network share and try again.", path) from None
+    if not head:
+        raise ImageError(Reason.NOT_AN_IMAGE, "The file is empty (0 bytes). Copy or export the image "
+                         "again.", path)
+    fmt = sniff_format(head)
+    if fmt in SUPPORTED_FORMATS:
+        return fmt  # type: ignore[return-value]
+    if fmt in _OTHER_FORMATS:
+        raise ImageError(Reason.UNSUPPORTED_PIXEL_FORMAT, f"This file is {_OTHER_FORMATS[fmt]}; CXR Review "
+                         "reads PNG, JPEG, TIFF and DICOM. Convert it to PNG (or export DICOM) and open "
+                         "it again.", path)
+    raise ImageError(Reason.NOT_AN_IMAGE, "This file is not an image CXR Review can read (it is not PNG, "
+                     "JPEG, TIFF or DICOM). Choose a chest X-ray image file.", path)
+
+
+def _guarded(path: str | Path, action: Callable[[], T]) -> T:
+    """Run ``action``; anything but ImageError becomes ImageError (class name only, no text)."""
+    try:
+        return action()
+    except ImageError:
+        raise
+    except MemoryError:
+        raise ImageError(Reason.TOO_LARGE, "There is not enough memory to open this image. Close other "
+                         "images or programs and try again.", path) from None
+    except RecursionError:
+        raise ImageError(Reason.UNREADABLE, "The file's structure is damaged (nested too deeply) and "
+                         "cannot be read. Export the image again from the source system.", path) from None
+    except (KeyboardInterrupt, SystemExit):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - also panics of compiled decoders (not Exception)
+        raise ImageError(Reason.UNREADABLE, f"The file could not be read ({type(exc).__name__}); it may "
+                         "be damaged. Export the image again from the source system.", path) from None
+
+
+def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
+               max_bytes: int = DEFAULT_MAX_BYTES) -> StudyImage:
+    """Read one frame of a PNG / JPEG / TIFF / DICOM file as a :class:`StudyImage`.
+
+    ``pixels`` are grey float32 in modality units; see :class:`StudyImage`. Sizes are
+    checked from the header before decoding (``max_pixels`` per frame, ``max_bytes`` of
+    declared pixel data). Raises :class:`ImageError` and nothing else.
+    """
+    def run() -> StudyImage:
+        fmt = _format_of(path)
+        if not isinstance(frame, int) or isinstance(frame, bool):
+            raise ImageError(Reason.FRAME_OUT_OF_RANGE, "The frame number must be a whole number "
+                             "(0 for the first frame).", path)
+        if fmt == "dicom":
+            return load_dicom(path, frame=frame, max_pixels=max_pixels, max_bytes=max_bytes)
+        return load_raster(path, fmt, frame=frame, max_pixels=max_pixels, max_bytes=max_bytes)
+
+    return _guarded(path, run)
+
+
+def probe(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
+          max_bytes: int = DEFAULT_MAX_BYTES) -> ImageInfo:
+    """Header-only facts (format, size, frames, grouping metadata); decodes no pixels.
+
+    Raises :class:`ImageError` like :func:`load_image` for what a header can show
+    (not an image, truncated header, no pixel data, missing decoder, too large).
+    """
+    def run() -> ImageInfo:
+        fmt = _format_of(path)
+        if fmt == "dicom":
+            return probe_dicom(path, max_pixels=max_pixels, max_bytes=max_bytes)
+        info = probe_raster(path, fmt)
+        from cxr_desktop.imaging.raster import declared_size_check
+
+        declared_size_check(info.rows, info.columns, info.frames if fmt == "tiff" else 1, 1, 1,
+                            max_pixels, max_bytes, path)
+        return info
+
+    return _guarded(path, run)
+
+
+def read_dicom_tags(path: str | Path) -> list[tuple[str, str, str, str]]:
+    """(tag "(gggg,eeee)", name, VR, short value) for the viewer's tag panel; no pixel data.
+
+    Raises :class:`ImageError` (NOT_AN_IMAGE for non-DICOM files).
+    """
+    def run() -> list[tuple[str, str, str, str]]:
+        if _format_of(path) != "dicom":
+            raise ImageError(Reason.NOT_AN_IMAGE, "This file is not DICOM, so it has no DICOM tags.", path)
+        return _read_tags(path)
+
+    return _guarded(path, run)

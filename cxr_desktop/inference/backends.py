@@ -1,0 +1,112 @@
+"""Backbone runners: torch (CUDA or CPU) and ONNX Runtime (fastest on the CPU).
+
+A backend turns a normalised batch (N, 3, S, S) into last-block activations
+(N, 2048, S/32, S/32); the small head always runs in torch (fp32), so
+prediction and Grad-CAM share one backbone pass whatever the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from cxr_desktop.model.architecture import CxrClassifier, FeatureExtractor
+
+log = logging.getLogger(__name__)
+
+
+class FeatureBackend(Protocol):
+    name: str
+
+    def features(self, batch: np.ndarray) -> torch.Tensor:
+        """Activations (N, 2048, h, w) as a float32 CPU tensor."""
+
+
+class TorchBackend:
+    """torch eager; on CUDA with channels_last and autocast (bf16 where supported, else fp16)."""
+
+    def __init__(self, model: CxrClassifier, device: str = "cpu"):
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.autocast_dtype: torch.dtype | None = None
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+            self.autocast_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.name = f"torch-{self.device.type}"
+
+    def features(self, batch: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))
+        with torch.inference_mode():
+            if self.device.type == "cuda":
+                x = x.pin_memory().to(self.device, non_blocking=True).contiguous(
+                    memory_format=torch.channels_last)
+                with torch.autocast("cuda", dtype=self.autocast_dtype):
+                    out = self.model.features(x)
+                return out.float().cpu()
+            return self.model.features(x)
+
+
+class OnnxBackend:
+    """ONNX Runtime on the CPU, with the exported graph cached per model file hash."""
+
+    def __init__(self, model: CxrClassifier, *, input_size: int, model_sha256: str,
+                 cache_dir: Path, threads: int | None = None):
+        import onnxruntime as ort
+
+        self.path = export_features_onnx(model, input_size=input_size, cache_dir=cache_dir,
+                                         key=model_sha256)
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.intra_op_num_threads = threads or max(1, _physical_cores())
+        opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.name = "onnxruntime-cpu"
+
+    def features(self, batch: np.ndarray) -> torch.Tensor:
+        x = np.ascontiguousarray(batch, dtype=np.float32)
+        (out,) = self.session.run(None, {"input": x})
+        return torch.from_numpy(out)
+
+
+def _physical_cores() -> int:
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except Exception:
+        return os.cpu_count() or 1
+
+
+def export_features_onnx(model: CxrClassifier, *, input_size: int, cache_dir: Path, key: str) -> Path:
+    """Export the backbone to ONNX once per (model hash, input size); atomic write."""
+    cache_dir = Path(cache_dir)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    target = cache_dir / f"features-{key[:24]}-{input_size}-torch{torch.__version__.split('+')[0]}.onnx"
+    if target.exists() and target.stat().st_size > 0:
+        return target
+    fe = FeatureExtractor(model).eval().cpu()
+    dummy = torch.zeros(1, 3, input_size, input_size)
+    fd, tmp = tempfile.mkstemp(dir=cache_dir, suffix=".onnx.tmp")
+    os.close(fd)
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                fe, (dummy,), tmp, input_names=["input"], output_names=["features"],
+                dynamic_axes={"input": {0: "n"}, "features": {0: "n"}},
+                opset_version=17, dynamo=False,
+            )
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    log.info("exported backbone to ONNX: %s", target.name)
+    return target

@@ -1,0 +1,734 @@
+"""The model file: one safetensors file holding the weights and the model card.
+
+Why safetensors: it is plain data (a JSON header plus raw tensor bytes), so
+opening a model file can never execute code. PyTorch pickle checkpoints
+(``.pt``/``.pth``/``.ckpt``) can, so they are never opened as model files;
+:func:`convert_checkpoint` turns a plain state dict into a model file once,
+through ``torch.load(weights_only=True)``, which refuses anything but tensors.
+
+Layout: the model's ``state_dict`` tensors under their own names, optional
+extra tensors (e.g. training-feature statistics) under ``extra.<name>``, and
+metadata ``{"format": "cxr-review-model", "cxr_card": <card JSON>}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import pickle
+import re
+import struct
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO, Iterable, Iterator, Literal, Mapping, Sequence
+
+import torch
+
+from cxr_desktop.errors import ModelFileError
+from cxr_desktop.model.architecture import DEFAULT_HEAD, HEAD_TYPES, CxrClassifier, build_classifier
+from cxr_desktop.model.card import ModelCard, default_preprocessing, software_versions, utc_now_iso
+
+FORMAT_KEY = "format"
+FORMAT_NAME = "cxr-review-model"
+CARD_KEY = "cxr_card"
+EXTRA_PREFIX = "extra."
+MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
+MAX_FILE_BYTES = 4 * 1024**3  # a ResNet50 file is ~100 MB; refuse to read gigabytes by mistake
+HEAD_PRESETS: dict[str, dict[str, Any]] = {
+    "linear": dict(DEFAULT_HEAD),
+    "mlp": {"type": "gap_mlp", "hidden": [256], "dropout": 0.5},
+}
+
+_CHUNK = 16 * 1024 * 1024
+_DTYPE_SIZES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4,
+    "I64": 8, "U64": 8, "F64": 8,
+}
+_FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
+_INT_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64"}
+_REEXPORT = "Re-export the model with 'cxr-train' or 'cxr-model', or copy the file again from its source."
+
+FileKind = Literal["safetensors", "zip", "pickle", "empty", "unknown"]
+
+
+@dataclass
+class LoadedModel:
+    """A verified model: ``model`` is fp32 in eval mode; ``sha256`` is of the exact bytes loaded."""
+
+    model: CxrClassifier
+    card: ModelCard
+    sha256: str
+    path: str
+    extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ConversionResult:
+    """What :func:`convert_checkpoint` wrote."""
+
+    path: str
+    sha256: str
+    card: ModelCard
+    head_converted: bool  # False: the head is new and untrained
+    dropped_keys: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Header:
+    entries: dict[str, dict[str, Any]]
+    metadata: dict[str, str]
+    data_start: int
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def resolve_head(head: str | Mapping[str, Any] | None) -> dict[str, Any]:
+    """A head spec from a preset name (``"linear"``, ``"mlp"``), a spec dict, or None (linear)."""
+    if head is None:
+        return dict(DEFAULT_HEAD)
+    if isinstance(head, str):
+        if head not in HEAD_PRESETS:
+            raise ValueError(f"Unknown head {head!r}; choose one of {', '.join(HEAD_PRESETS)}.")
+        return json.loads(json.dumps(HEAD_PRESETS[head]))
+    spec = dict(head)
+    if spec.get("type") not in HEAD_TYPES:
+        raise ValueError(f"Unknown head type {spec.get('type')!r}; expected one of {HEAD_TYPES}.")
+    return spec
+
+
+def sniff_format(prefix: bytes) -> FileKind:
+    """Recognise a file from its first bytes (at least 9 are needed for safetensors)."""
+    if not prefix:
+        return "empty"
+    if len(prefix) >= 9 and prefix[8:9] == b"{":
+        return "safetensors"
+    if prefix.startswith(b"PK\x03\x04"):
+        return "zip"
+    if prefix[0] == 0x80:
+        return "pickle"
+    return "unknown"
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """SHA-256 hex of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_path(path: str | os.PathLike[str]) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise ModelFileError("The model file does not exist. Check the path, or choose the file again.", p)
+    if p.is_dir():
+        raise ModelFileError("This is a folder, not a model file. Choose the .safetensors file inside it.", p)
+    return p
+
+
+def _unreadable(p: Path, exc: OSError) -> ModelFileError:
+    why = exc.strerror or exc.__class__.__name__
+    return ModelFileError(
+        f"The model file cannot be read ({why}). Check that it exists and that you may read it.", p
+    )
+
+
+def _pickle_refusal(kind: FileKind, p: Path) -> ModelFileError:
+    style = "ZIP-packed pickle" if kind == "zip" else "pickle"
+    return ModelFileError(
+        f"This is a PyTorch checkpoint ({style} format, as written by torch.save), not a CXR Review "
+        "model file. Pickle files can execute code when opened, so CXR Review never opens them as "
+        "models. If it holds a plain state dict from the research scripts, convert it once with "
+        f"'cxr-model convert {p.name} --classes A,B --out model.safetensors'.",
+        p,
+    )
+
+
+def _kind_refusal(kind: FileKind, p: Path, size: int) -> ModelFileError:
+    if kind == "empty":
+        return ModelFileError(f"The model file is empty (0 bytes). {_REEXPORT}", p)
+    if size < 9:
+        return ModelFileError(
+            f"The file is only {size} bytes long: it is truncated or not a model file. {_REEXPORT}", p
+        )
+    if kind in ("zip", "pickle"):
+        return _pickle_refusal(kind, p)
+    return ModelFileError(
+        "This is not a CXR Review model file (it does not start like a safetensors file); it may be "
+        f"damaged or another kind of file. Model files end in .safetensors. {_REEXPORT}",
+        p,
+    )
+
+
+def _read_header(fh: BinaryIO, size: int, p: Path) -> _Header:
+    """Parse and check a safetensors header; every offset must lie inside the file."""
+    first = fh.read(9)
+    kind = sniff_format(first)
+    if kind != "safetensors":
+        raise _kind_refusal(kind, p, size)
+    (n,) = struct.unpack("<Q", first[:8])
+    if n > MAX_HEADER_BYTES or 8 + n > size:
+        raise ModelFileError(
+            f"The file is truncated or corrupt: its header claims {n} bytes but the file has only "
+            f"{size} bytes. {_REEXPORT}",
+            p,
+        )
+    raw = first[8:] + fh.read(n - 1)
+    if len(raw) != n:
+        raise ModelFileError(f"The file ended while its header was being read (truncated). {_REEXPORT}", p)
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        raise ModelFileError(f"The file's header is corrupt (not valid JSON). {_REEXPORT}", p) from None
+    if not isinstance(header, dict):
+        raise ModelFileError(f"The file's header is corrupt (not a JSON object). {_REEXPORT}", p)
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise ModelFileError(f"The file's metadata is corrupt (not text entries). {_REEXPORT}", p)
+    data_len = size - 8 - n
+    spans: list[tuple[int, int, str]] = []
+    for name, entry in header.items():
+        try:
+            dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
+            if not all(isinstance(d, int) and d >= 0 for d in shape) or not (
+                isinstance(begin, int) and isinstance(end, int) and 0 <= begin <= end
+            ):
+                raise ValueError
+        except (TypeError, KeyError, ValueError):
+            raise ModelFileError(f"The header entry for {name!r} is corrupt. {_REEXPORT}", p) from None
+        if dtype not in _DTYPE_SIZES:
+            raise ModelFileError(f"Tensor {name!r} has an unsupported data type {dtype!r}. {_REEXPORT}", p)
+        if end > data_len:
+            raise ModelFileError(
+                f"The file is truncated or corrupt: tensor {name!r} lies beyond the end of the file "
+                f"(data out of range). {_REEXPORT}",
+                p,
+            )
+        if end - begin != math.prod(shape) * _DTYPE_SIZES[dtype]:
+            raise ModelFileError(
+                f"The file is corrupt: tensor {name!r} has {end - begin} bytes but its shape needs "
+                f"{math.prod(shape) * _DTYPE_SIZES[dtype]}. {_REEXPORT}",
+                p,
+            )
+        spans.append((begin, end, name))
+    spans.sort()
+    for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
+        if begin_b < end_a:
+            raise ModelFileError(f"The file is corrupt: tensors {a!r} and {b!r} overlap. {_REEXPORT}", p)
+    return _Header(entries=header, metadata=meta, data_start=8 + n)
+
+
+def _card_from_metadata(meta: Mapping[str, str], p: Path) -> ModelCard:
+    fmt = meta.get(FORMAT_KEY)
+    if CARD_KEY not in meta:
+        if fmt == FORMAT_NAME:
+            raise ModelFileError(f"The model file has lost its model card (no 'cxr_card' metadata). {_REEXPORT}", p)
+        raise ModelFileError(
+            "This safetensors file is not a CXR Review model: it has no model card ('cxr_card' "
+            "metadata). If it holds ResNet50 weights, make a model file from it with "
+            f"'cxr-model convert {p.name} --classes A,B --out model.safetensors'.",
+            p,
+        )
+    if fmt is not None and fmt != FORMAT_NAME:
+        raise ModelFileError(
+            f"The file declares format {fmt!r}, not {FORMAT_NAME!r}; this app cannot use it.", p
+        )
+    try:
+        return ModelCard.from_json(meta[CARD_KEY])
+    except ModelFileError as exc:
+        raise ModelFileError(exc.message, p) from None
+
+
+def _file_size(p: Path, fh: BinaryIO) -> int:
+    size = os.fstat(fh.fileno()).st_size
+    if size > MAX_FILE_BYTES:
+        raise ModelFileError(
+            f"The file is {size / 1024**3:.1f} GiB, far larger than a ResNet50 model file; "
+            "it is not a CXR Review model.",
+            p,
+        )
+    return size
+
+
+def nonfinite_keys(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """Names of floating tensors holding NaN or infinity."""
+    return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _examples(names: Sequence[str], n: int = 3) -> str:
+    shown = ", ".join(list(names)[:n])
+    return shown + (", ..." if len(names) > n else "")
+
+
+def _is_nbt(key: str) -> bool:
+    return key.endswith("num_batches_tracked")
+
+
+def _build_for_card(card: ModelCard, p: Path | None) -> CxrClassifier:
+    try:
+        return build_classifier(num_classes=len(card.classes), head=card.head)
+    except (ValueError, TypeError) as exc:
+        raise ModelFileError(f"The model card describes a classifier this app cannot build ({exc}).", p) from None
+
+
+def _final_head_key(expected: Mapping[str, Any]) -> str:
+    return [k for k in expected if k.startswith("head.") and k.endswith(".weight")][-1]
+
+
+def _check_against_architecture(
+    shapes: Mapping[str, tuple[int, ...]], dtypes: Mapping[str, str], model: CxrClassifier,
+    card: ModelCard, p: Path,
+) -> None:
+    """Compare the file's tensor names/shapes with the architecture the card describes."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    last = _final_head_key(expected)
+    got = shapes.get(last)
+    if got is not None and len(got) == 2 and got[1] == expected[last][1] and got[0] != expected[last][0]:
+        raise ModelFileError(
+            f"The model card lists {len(card.classes)} classes ({', '.join(card.classes)}) but the "
+            f"classifier head has {got[0]} outputs: the card and the weights do not belong together. "
+            f"{_REEXPORT}",
+            p,
+        )
+    missing = [k for k in expected if k not in shapes and not _is_nbt(k)]
+    unexpected = [k for k in shapes if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing ({_examples(missing)})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+        raise ModelFileError(
+            f"The weights do not match a ResNet50 with a {card.head.get('type')} head: "
+            f"{' and '.join(parts)} tensors. {_REEXPORT}",
+            p,
+        )
+    wrong = [k for k in shapes if shapes[k] != expected[k]]
+    if wrong:
+        k = wrong[0]
+        raise ModelFileError(
+            f"{len(wrong)} tensors have the wrong shape for the architecture on the model card "
+            f"(e.g. {k} is {list(shapes[k])}, expected {list(expected[k])}). {_REEXPORT}",
+            p,
+        )
+    for k, dt in dtypes.items():
+        allowed = _INT_DTYPES if _is_nbt(k) else _FLOAT_DTYPES
+        if dt not in allowed:
+            raise ModelFileError(f"Tensor {k!r} has data type {dt}, which a weight cannot have. {_REEXPORT}", p)
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def read_card(path: str | os.PathLike[str]) -> ModelCard:
+    """The card of a model file from its header alone (fast; weights are not checked)."""
+    p = _check_path(path)
+    try:
+        with open(p, "rb") as fh:
+            header = _read_header(fh, _file_size(p, fh), p)
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+    return _card_from_metadata(header.metadata, p)
+
+
+def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> LoadedModel:
+    """Load and fully verify a model file; never executes code from the file.
+
+    Raises :class:`ModelFileError` saying what is wrong and what to do.
+    """
+    p = _check_path(path)
+    try:
+        with open(p, "rb") as fh:
+            _file_size(p, fh)
+            data = fh.read()
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+    sha = hashlib.sha256(data).hexdigest()
+    header = _read_header(io.BytesIO(data), len(data), p)
+    card = _card_from_metadata(header.metadata, p)
+    model = _build_for_card(card, p)
+    model_keys = [k for k in header.entries if not k.startswith(EXTRA_PREFIX)]
+    _check_against_architecture(
+        {k: tuple(header.entries[k]["shape"]) for k in model_keys},
+        {k: header.entries[k]["dtype"] for k in model_keys},
+        model, card, p,
+    )
+    from safetensors.torch import load as st_load
+
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # SafetensorError and friends: the header passed our checks, the data did not
+        raise ModelFileError(f"The file is corrupt ({exc}). {_REEXPORT}", p) from None
+    del data
+    state = {k: t for k, t in tensors.items() if not k.startswith(EXTRA_PREFIX)}
+    bad = nonfinite_keys(state)
+    if bad:
+        raise ModelFileError(
+            f"The weights contain invalid numbers (NaN or infinity) in {len(bad)} tensors "
+            f"(e.g. {_examples(bad)}). The training run that produced this file diverged; use an "
+            "earlier model file or train again.",
+            p,
+        )
+    state = {k: (t.float() if t.is_floating_point() else t) for k, t in state.items()}
+    model.load_state_dict(state, strict=False)  # keys were checked above; num_batches_tracked may be absent
+    model.to(device).eval()
+    extras = {k[len(EXTRA_PREFIX):]: t for k, t in tensors.items() if k.startswith(EXTRA_PREFIX)}
+    return LoadedModel(model=model, card=card, sha256=sha, path=str(p), extra_tensors=extras)
+
+
+def save_model(
+    path: str | os.PathLike[str],
+    model: CxrClassifier,
+    card: ModelCard,
+    *,
+    half: bool = False,
+    extra_tensors: Mapping[str, torch.Tensor] | None = None,
+) -> str:
+    """Write ``model`` and ``card`` to one safetensors file atomically; returns its sha256 hex.
+
+    ``half`` stores floating tensors as fp16 (half the size; loaded back as fp32).
+    ``extra_tensors`` are stored as ``extra.<name>`` unchanged (never halved).
+    Raises ``ValueError`` for a model the loader would refuse (mismatched card, NaN weights).
+    """
+    card.validate()
+    num_classes = getattr(model, "num_classes", None)
+    if num_classes != len(card.classes):
+        raise ValueError(f"The card lists {len(card.classes)} classes but the model has {num_classes} outputs.")
+    head_spec = getattr(model, "head_spec", None)
+    if json.dumps(head_spec, sort_keys=True) != json.dumps(card.head, sort_keys=True):
+        raise ValueError(f"card.head {card.head} differs from the model's head {head_spec}.")
+    tensors: dict[str, torch.Tensor] = {}
+    for k, t in model.state_dict().items():
+        t = t.detach().to("cpu")
+        if half and t.is_floating_point():
+            t = t.half()
+        tensors[k] = t.contiguous()
+    bad = nonfinite_keys(tensors)
+    if bad:
+        raise ValueError(f"Refusing to save weights with NaN/inf values (e.g. {_examples(bad)}).")
+    for name, t in (extra_tensors or {}).items():
+        if not isinstance(name, str) or not name or not isinstance(t, torch.Tensor):
+            raise ValueError(f"extra_tensors must map non-empty names to tensors (got {name!r}).")
+        tensors[EXTRA_PREFIX + name] = t.detach().to("cpu").contiguous()
+    return _atomic_write(Path(path), _serialize(tensors, {FORMAT_KEY: FORMAT_NAME, CARD_KEY: card.to_json()}))
+
+
+_TORCH_TO_ST = {
+    torch.float64: "F64", torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
+
+
+def _serialize(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Iterator[bytes | memoryview]:
+    """Safetensors bytes, deterministically laid out (the library orders metadata at random,
+    which would change the sha256 of identical models).
+
+    Order: metadata first, then tensors by decreasing element size and name, so every
+    tensor is aligned to its element size; the header is space-padded to 8 bytes.
+    """
+    for name, t in tensors.items():
+        if t.dtype not in _TORCH_TO_ST:
+            raise ValueError(f"Tensor {name!r} has type {t.dtype}, which a model file cannot store.")
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    offset = 0
+    for name in order:
+        t = tensors[name]
+        nbytes = t.numel() * t.element_size()
+        header[name] = {"dtype": _TORCH_TO_ST[t.dtype], "shape": list(t.shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    raw = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raw += b" " * (-len(raw) % 8)
+    return _chunks(struct.pack("<Q", len(raw)) + raw, [tensors[k] for k in order])
+
+
+def _chunks(head: bytes, tensors: Sequence[torch.Tensor]) -> Iterator[bytes | memoryview]:
+    yield head
+    for t in tensors:
+        flat = t.contiguous().reshape(-1)
+        if flat.numel():
+            data = memoryview(flat.view(torch.uint8).numpy())  # little-endian host assumed (x86, ARM)
+            for start in range(0, len(data), _CHUNK):
+                yield data[start:start + _CHUNK]
+
+
+def _write_chunks(fh: BinaryIO, chunks: Iterable[bytes | memoryview]) -> str:
+    """Write chunks; returns the sha256 of what was written."""
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+        fh.write(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, chunks: Iterable[bytes | memoryview]) -> str:
+    """Temp file in the same folder, flush + fsync, then ``os.replace``: readers see old or new,
+    never half. Returns the sha256 of the bytes written."""
+    directory = path.parent
+    mode = (path.stat().st_mode & 0o777) if path.exists() else 0o644
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            sha = _write_chunks(fh, chunks)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # directory fsync: POSIX only
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    return sha
+
+
+# --------------------------------------------------------------------------- conversion
+
+_BODY_ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
+
+
+def extract_state_dict(obj: Any, p: Path | None = None) -> dict[str, torch.Tensor]:
+    """A ``{name: tensor}`` dict from a loaded checkpoint (plain, or wrapped as ``{"state_dict": ...}``),
+    with ``module.`` (DataParallel) prefixes removed."""
+    def is_sd(o: Any) -> bool:
+        return isinstance(o, Mapping) and bool(o) and all(
+            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in o.items()
+        )
+
+    if not is_sd(obj) and isinstance(obj, Mapping):
+        obj = next((obj[k] for k in _WRAPPER_KEYS if k in obj and is_sd(obj[k])), obj)
+    if not is_sd(obj):
+        raise ModelFileError(
+            "The checkpoint does not hold a state dict (a mapping of names to tensors). Save the "
+            "weights with torch.save(model.state_dict(), 'weights.pt') and convert that file.",
+            p,
+        )
+    out = {}
+    for k, v in obj.items():
+        while k.startswith("module."):
+            k = k[len("module."):]
+        out[k] = v
+    return out
+
+
+def _load_checkpoint_tensors(p: Path) -> dict[str, torch.Tensor]:
+    """Tensors of a research checkpoint: safetensors, or torch.load(weights_only=True) and nothing else."""
+    try:
+        with open(p, "rb") as fh:
+            prefix = fh.read(9)
+            size = _file_size(p, fh)
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+    kind = sniff_format(prefix)
+    if kind == "empty":
+        raise _kind_refusal(kind, p, size)
+    if kind == "safetensors":
+        with open(p, "rb") as fh:
+            header = _read_header(fh, size, p)
+        if CARD_KEY in header.metadata:
+            raise ModelFileError("This is already a CXR Review model file; there is nothing to convert.", p)
+        from safetensors.torch import load_file
+
+        try:
+            return extract_state_dict(load_file(str(p)), p)
+        except ModelFileError:
+            raise
+        except Exception as exc:
+            raise ModelFileError(f"The safetensors file is corrupt ({exc}).", p) from None
+    try:
+        obj = torch.load(p, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        what = f" (it refers to {found.group(1)})" if found else ""
+        raise ModelFileError(
+            f"The checkpoint was refused: it contains objects other than tensors{what}, and loading "
+            "them would run code from the file (pickle). Only plain state dicts are converted. In the "
+            "research environment, save just the weights with torch.save(model.state_dict(), "
+            "'weights.pt') and convert that file.",
+            p,
+        ) from None
+    except Exception as exc:
+        raise ModelFileError(
+            f"The file could not be read as a PyTorch checkpoint ({exc.__class__.__name__}); it is "
+            "damaged or not a checkpoint.",
+            p,
+        ) from None
+    return extract_state_dict(obj, p)
+
+
+def _fc_linear(fc: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(weight, bias) when the checkpoint's ``fc`` is a single Linear layer (``fc.x`` or ``fc.N.x``)."""
+    prefixes = {k.rsplit(".", 1)[0] for k in fc}
+    if len(prefixes) != 1:
+        return None
+    pre = prefixes.pop()
+    w, b = fc.get(pre + ".weight"), fc.get(pre + ".bias")
+    if w is None or b is None or len(fc) != 2 or w.dim() != 2 or b.dim() != 1:
+        return None
+    return w, b
+
+
+def convert_checkpoint(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    *,
+    classes: Sequence[str],
+    positive_class: str | None = None,
+    head: str | Mapping[str, Any] | None = None,
+    name: str | None = None,
+    input_size: int = 224,
+    half: bool = False,
+    new_head: bool = False,
+    seed: int | None = None,
+) -> ConversionResult:
+    """Make a model file from a research state dict (torchvision ResNet50 keys or this app's keys).
+
+    The checkpoint is read with ``torch.load(weights_only=True)`` only, which refuses
+    anything that would run code. ``fc.*`` becomes the head when it is a single Linear
+    with one output per class; otherwise pass ``new_head=True`` for a fresh, untrained
+    head. The card records the provenance and warns that threshold and metrics are unknown.
+    """
+    src_p = _check_path(src)
+    if Path(dst).resolve() == src_p.resolve():
+        raise ValueError("The output file must differ from the checkpoint.")
+    classes = list(classes)
+    spec = resolve_head(head)
+    sd = _load_checkpoint_tensors(src_p)
+    if all(k.startswith(("body.", "head.")) for k in sd):
+        body_keys = {k: v for k, v in sd.items() if k.startswith("body.")}
+        head_sd = {k: v for k, v in sd.items() if k.startswith("head.")}
+        fc: dict[str, torch.Tensor] = {}
+        other: list[str] = []
+    else:
+        body_keys = {"body." + k: v for k, v in sd.items() if k.startswith(_BODY_ROOTS)}
+        fc = {k: v for k, v in sd.items() if k.startswith("fc.")}
+        head_sd = {}
+        other = [k for k in sd if not k.startswith(_BODY_ROOTS) and not k.startswith("fc.")]
+    if other:
+        raise ModelFileError(
+            f"The checkpoint is not a ResNet50 state dict: {len(other)} tensors have unknown names "
+            f"(e.g. {_examples(other)}).",
+            src_p,
+        )
+
+    if seed is not None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = build_classifier(num_classes=len(classes), head=spec)
+    else:
+        model = build_classifier(num_classes=len(classes), head=spec)
+    expected = model.state_dict()
+    last = _final_head_key(expected)
+    dropped: list[str] = []
+    lin = _fc_linear(fc) if fc else None
+    if head_sd:  # this app's own key layout
+        lin = (head_sd[last], head_sd[last[: -len("weight")] + "bias"]) if last in head_sd else None
+    outputs = lin[0].shape[0] if lin is not None else None
+    if outputs is not None and outputs != len(classes) and not new_head:
+        raise ModelFileError(
+            f"The checkpoint's final layer has {outputs} outputs but {len(classes)} classes were "
+            f"given ({', '.join(classes)}). List the classes in the order the model was trained "
+            "with, or use --new-head to start an untrained head.",
+            src_p,
+        )
+    if new_head:
+        dropped = sorted(fc) + sorted(head_sd)
+        head_sd = {}
+    elif fc:
+        fits = lin is not None and spec["type"] == "gap_dropout_linear" and lin[0].shape == expected[last].shape
+        if not fits:
+            raise ModelFileError(
+                f"The checkpoint's classifier (fc: {_examples(sorted(fc))}) cannot be mapped onto a "
+                f"{spec['type']} head. Use --new-head to start a fresh, untrained head (the model "
+                "must then be trained with cxr-train before use).",
+                src_p,
+            )
+        assert lin is not None
+        head_sd = {last: lin[0], last[: -len("weight")] + "bias": lin[1]}
+    elif not head_sd:
+        raise ModelFileError(
+            "The checkpoint has no classifier layer (fc). Use --new-head to start a fresh, untrained "
+            "head (the model must then be trained with cxr-train before use).",
+            src_p,
+        )
+    head_converted = bool(head_sd)
+    state = {**body_keys, **head_sd}
+    missing = [k for k in expected if k not in state and not _is_nbt(k) and (k.startswith("body.") or head_sd)]
+    unexpected = [k for k in state if k not in expected]
+    if missing or unexpected:
+        raise ModelFileError(
+            f"The checkpoint does not match a ResNet50 with a {spec['type']} head: {len(missing)} "
+            f"tensors missing ({_examples(missing)}), {len(unexpected)} unexpected "
+            f"({_examples(unexpected)}).",
+            src_p,
+        )
+    wrong = [k for k in state if tuple(state[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ModelFileError(
+            f"{len(wrong)} tensors have the wrong shape for ResNet50 (e.g. {k} is "
+            f"{list(state[k].shape)}, expected {list(expected[k].shape)}).",
+            src_p,
+        )
+    bad = nonfinite_keys(state)
+    if bad:
+        raise ModelFileError(
+            f"The checkpoint contains NaN or infinite weights (e.g. {_examples(bad)}); it cannot be used.",
+            src_p,
+        )
+    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, strict=False)
+    model.eval()
+
+    warnings = [
+        f"Converted from a research checkpoint ({src_p.name}): the decision threshold (0.5) and the "
+        "performance metrics are unknown. Validate the model on local data before relying on it."
+    ]
+    if not head_converted:
+        warnings.append(
+            "Untrained head: the classifier head is new (random). The model's outputs are "
+            "meaningless until it is trained with cxr-train."
+        )
+    card = ModelCard(
+        name=name or src_p.stem,
+        classes=classes,
+        positive_class=positive_class,
+        head=spec,
+        input_size=int(input_size),
+        preprocessing=default_preprocessing(int(input_size)),
+        decision_threshold=0.5,
+        provenance={
+            "source": "converted",
+            "note": f"converted from {src_p.name}",
+            "converted_from": src_p.name,
+            "source_sha256": file_sha256(src_p),
+            "head": "from checkpoint fc" if head_converted else "new (untrained)",
+            "created": utc_now_iso(),
+            "software": software_versions(),
+        },
+        metrics={},
+        warnings=warnings,
+    )
+    try:
+        card.validate()
+    except ModelFileError as exc:
+        raise ValueError(exc.message) from None
+    sha = save_model(dst, model, card, half=half)
+    return ConversionResult(
+        path=str(dst), sha256=sha, card=card, head_converted=head_converted, dropped_keys=tuple(dropped)
+    )

@@ -1,0 +1,28 @@
+"""Input safety (no Qt): is an image an adult frontal chest radiograph the model may score?
+
+``check_image`` runs the metadata and image rules before the model; ``check_learned``
+runs the feature-distance check on the engine's pooled features after it. An
+out-of-scope image is shown with its reasons and without a score by default.
+"""
+
+from cxr_desktop.scope.check import (
+    ScopeResult,
+    ScopeSettings,
+    check_image,
+    check_info,
+    check_learned,
+)
+from cxr_desktop.scope.learned import LearnedScopeCheck, from_loaded
+from cxr_desktop.scope.rules import RULE_CODES, ScopeReason
+
+__all__ = [
+    "LearnedScopeCheck",
+    "RULE_CODES",
+    "ScopeReason",
+    "ScopeResult",
+    "ScopeSettings",
+    "check_image",
+    "check_info",
+    "check_learned",
+    "from_loaded",
+]

@@ -1,0 +1,148 @@
+"""Decode + preprocess in worker processes: a torch Dataset whose items never raise.
+
+Each item is a :class:`DecodedItem`: the model input for a scorable image, or
+the reason it is not one (``error`` with a :class:`~cxr_desktop.errors.Reason`
+code, ``out_of_scope`` with the scope check's reason). The collate function
+stacks the inputs of the good items and passes the others through, so one bad
+file becomes one row and never stops a batch. Preprocessing is the app's one
+:func:`~cxr_desktop.preprocess.preprocess_for_card`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from cxr_desktop.errors import ImageError, Reason
+from cxr_desktop.imaging.types import StudyImage
+from cxr_desktop.preprocess import preprocess_for_card
+from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE
+from cxr_desktop.screening.scope import scope_check
+
+ImageLoader = Callable[[str], StudyImage]
+ScopeCheck = Callable[[StudyImage], "str | None"]
+
+
+def default_loader(path: str) -> StudyImage:
+    """The app's image loader (first frame)."""
+    from cxr_desktop.imaging import load_image
+
+    return load_image(path)
+
+
+@dataclass
+class DecodedItem:
+    """One file after decoding: ``input`` (3, S, S) float32 only when ``status`` is ok."""
+
+    index: int
+    status: str
+    input: np.ndarray | None = None
+    rows: int = 0
+    columns: int = 0
+    reason: str = ""
+    detail: str = ""
+
+
+def decode_item(index: int, path: str, preprocessing: dict[str, Any], *,
+                loader: ImageLoader = default_loader, scope: ScopeCheck = scope_check) -> DecodedItem:
+    """Load, scope-check and preprocess one file; every failure becomes a status, never an exception."""
+    name = Path(path).name
+    try:
+        image = loader(path)
+    except ImageError as exc:
+        return DecodedItem(index, STATUS_ERROR, reason=exc.reason.value, detail=exc.user_message())
+    except MemoryError:
+        return DecodedItem(index, STATUS_ERROR, reason=Reason.TOO_LARGE.value,
+                           detail=f"{name}: not enough memory to decode this image; screen it on a "
+                                  "computer with more memory or fewer workers.")
+    except Exception as exc:  # a decoder bug must not stop the run
+        return DecodedItem(index, STATUS_ERROR, reason=Reason.UNREADABLE.value,
+                           detail=f"{name}: the file could not be read ({exc.__class__.__name__}); "
+                                  "check it opens in another viewer, or re-export it.")
+    try:
+        why = scope(image)
+    except Exception as exc:
+        why = f"the input check failed ({exc.__class__.__name__})"
+    if why:
+        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=image.rows, columns=image.columns, reason=why,
+                           detail=f"{name}: not scored: {why}. The model is meant for frontal chest "
+                                  "radiographs; review this image without the decision aid.")
+    try:
+        x = preprocess_for_card(image, preprocessing)
+    except Exception as exc:
+        return DecodedItem(index, STATUS_ERROR, rows=image.rows, columns=image.columns,
+                           reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
+                           detail=f"{name}: the image could not be prepared for the model "
+                                  f"({exc.__class__.__name__}).")
+    if not np.all(np.isfinite(x)):
+        return DecodedItem(index, STATUS_ERROR, rows=image.rows, columns=image.columns,
+                           reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
+                           detail=f"{name}: the pixel values are not finite numbers; re-export the image.")
+    return DecodedItem(index, STATUS_OK, input=x, rows=image.rows, columns=image.columns)
+
+
+class ScreeningDataset(Dataset):
+    """Item ``i`` = :func:`decode_item` of ``root / relpaths[i]`` (kept small to pickle to workers)."""
+
+    def __init__(self, root: str | os.PathLike[str], relpaths: Sequence[str], preprocessing: dict[str, Any],
+                 *, loader: ImageLoader = default_loader, scope: ScopeCheck = scope_check):
+        self.root = str(root)
+        self.relpaths = list(relpaths)
+        self.preprocessing = dict(preprocessing)
+        self.loader = loader
+        self.scope = scope
+
+    def __len__(self) -> int:
+        return len(self.relpaths)
+
+    def __getitem__(self, i: int) -> DecodedItem:
+        return decode_item(i, os.path.join(self.root, self.relpaths[i]), self.preprocessing,
+                           loader=self.loader, scope=self.scope)
+
+
+@dataclass
+class DecodedBatch:
+    """A collated batch: every item (inputs stripped), and the good inputs stacked in ``inputs``.
+
+    ``ok_positions[j]`` is the position in ``items`` of ``inputs[j]``.
+    """
+
+    items: list[DecodedItem]
+    inputs: torch.Tensor | None
+    ok_positions: list[int] = field(default_factory=list)
+
+    def pin_memory(self) -> "DecodedBatch":
+        """Called by the DataLoader when ``pin_memory=True`` (CUDA only)."""
+        if self.inputs is not None:
+            self.inputs = self.inputs.pin_memory()
+        return self
+
+
+def collate_decoded(items: Sequence[DecodedItem]) -> DecodedBatch:
+    """Stack the good inputs; pass error / out-of-scope items through."""
+    arrays = []
+    positions = []
+    for pos, item in enumerate(items):
+        if item.status == STATUS_OK and item.input is not None:
+            arrays.append(item.input)
+            positions.append(pos)
+            item.input = None
+    inputs = torch.from_numpy(np.stack(arrays)) if arrays else None
+    return DecodedBatch(list(items), inputs, positions)
+
+
+def worker_init(_worker_id: int) -> None:
+    """One thread per decode worker (the workers are the parallelism)."""
+    torch.set_num_threads(1)
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except Exception:
+        pass

@@ -1,0 +1,430 @@
+"""Screen a folder: the generator that the command line and the app both drive.
+
+``screen_folder`` walks the folder, decodes and preprocesses in DataLoader
+worker processes (overlapping with inference on the device), scores each batch
+with the engine's ``run_batch`` (prediction and Grad-CAM in one backbone pass),
+journals every finished row (flush + fsync per batch) and yields typed progress
+events. At the end (or on cancel) it writes the CSV (and JSON) atomically,
+sorted by score. A decoder that crashes a worker process costs one ``error`` row
+for the file that did it, never the run.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+from torch.utils.data import DataLoader, Subset
+
+from cxr_desktop.errors import CxrError, Reason
+from cxr_desktop.screening.dataset import (
+    DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader, worker_init,
+)
+from cxr_desktop.screening.heatmaps import write_heatmap_files
+from cxr_desktop.screening.results import (
+    STATUS_ERROR, Journal, JournalHeader, ResultRow, iter_unique, journal_path_for,
+    read_journal, read_results_csv, sorted_rows, summarise, write_csv, write_json,
+)
+from cxr_desktop.screening.scope import scope_check
+from cxr_desktop.screening.walk import iter_image_files
+
+log = logging.getLogger(__name__)
+
+MAX_DEFAULT_WORKERS = 4
+
+
+class ResumeMismatch(CxrError):
+    """``--resume`` found results written by another model (or not by this app)."""
+
+
+# --------------------------------------------------------------------------- options and events
+
+
+def default_workers() -> int:
+    """Decode worker processes: min(CPU cores, 4)."""
+    return max(1, min(os.cpu_count() or 1, MAX_DEFAULT_WORKERS))
+
+
+def default_mp_context() -> str:
+    """'forkserver' on Linux (workers never inherit the app's threads: Qt, ONNX Runtime), else 'spawn'."""
+    import multiprocessing as mp
+    import sys
+
+    if sys.platform.startswith("linux") and "forkserver" in mp.get_all_start_methods():
+        return "forkserver"
+    return "spawn"
+
+
+@dataclass
+class ScreenOptions:
+    """How to run. ``workers=0`` decodes in this process (no overlap; for debugging)."""
+
+    batch_size: int = 16
+    workers: int | None = None  # None: default_workers()
+    heatmaps_dir: Path | None = None
+    json_path: Path | None = None
+    resume: bool = False
+    prefetch_factor: int = 2
+    mp_context: str | None = None  # None: default_mp_context()
+    scope: ScopeCheck = scope_check
+    loader: ImageLoader = default_loader
+    heatmap_threads: int | None = None  # None: max(1, workers)
+
+
+@dataclass
+class WalkProgress:
+    """Still looking for files."""
+
+    found: int
+
+
+@dataclass
+class ScreenStarted:
+    total: int  # input files found
+    already_done: int  # rows kept from an earlier run (resume)
+    to_do: int
+    workers: int
+    batch_size: int
+    device: str
+    model: str
+
+
+@dataclass
+class RowsDone:
+    """A batch finished: its rows are in the journal."""
+
+    rows: list[ResultRow]
+    done: int  # rows so far, including resumed ones
+    total: int
+    elapsed_s: float
+    rate: float  # files per second in this run
+    eta_s: float | None
+
+
+@dataclass
+class ScreenNote:
+    """Something the user should know (a worker crash recovered, an engine fallback)."""
+
+    message: str
+
+
+@dataclass
+class ScreenFinished:
+    out_csv: Path
+    json_path: Path | None
+    summary: dict[str, Any]
+    elapsed_s: float
+    rate: float
+    cancelled: bool
+    rows_written: int
+    heatmaps_failed: int = 0
+
+
+ScreenEvent = WalkProgress | ScreenStarted | RowsDone | ScreenNote | ScreenFinished
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class _Scored:
+    """One scored batch: rows in batch order, CAMs (k, h, w) for ``ok_positions`` (or None)."""
+
+    rows: list[ResultRow]
+    geometry: list[tuple[int, int]]
+    ok_positions: list[int]
+    cams: np.ndarray | None
+
+
+@dataclass
+class _Pending:
+    rows: list[ResultRow]
+    jobs: list[tuple[int, Future]] = field(default_factory=list)  # (row position, heatmap job)
+
+    def ready(self) -> bool:
+        return all(f.done() for _, f in self.jobs)
+
+
+class _WorkerCrashed(Exception):
+    pass
+
+
+def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os.PathLike[str], *,
+                  options: ScreenOptions | None = None,
+                  cancel: threading.Event | None = None) -> Iterator[ScreenEvent]:
+    """Screen every image under ``folder`` with ``engine``; yields progress, ends with :class:`ScreenFinished`.
+
+    Stop early by setting ``cancel`` (checked between batches; the CSV of the
+    finished rows is still written) or by closing the generator (finished rows
+    stay in the journal for ``resume``). Raises :class:`ResumeMismatch` before any
+    work when resuming results of another model, ``OSError`` when the output
+    cannot be written.
+    """
+    opts = options or ScreenOptions()
+    folder = Path(folder)
+    out_csv = Path(out_csv)
+    card = engine.card
+    journal_path = journal_path_for(out_csv)
+    header = JournalHeader(model=card.display_name, model_sha256=str(getattr(engine, "model_sha256", "")),
+                           classes=list(card.classes), positive_class=card.classes[card.positive_index],
+                           threshold=float(card.decision_threshold))
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder.name or folder} is not a folder")
+
+    prior = _prior_rows(out_csv, journal_path, header) if opts.resume else []
+    exclude = [out_csv, journal_path] + [p for p in (opts.json_path, opts.heatmaps_dir) if p]
+    relpaths: list[str] = []
+    for rel in iter_image_files(folder, exclude=exclude):
+        relpaths.append(rel)
+        if len(relpaths) % 500 == 0:
+            yield WalkProgress(len(relpaths))
+    all_paths = set(relpaths)
+    done_paths = {r.path for r in prior} & all_paths
+    todo = [p for p in relpaths if p not in done_paths]
+    workers = default_workers() if opts.workers is None else max(0, int(opts.workers))
+    batch_size = max(1, int(opts.batch_size))
+
+    journal = Journal(journal_path, header, resume=opts.resume)
+    heat_pool = (ThreadPoolExecutor(max_workers=opts.heatmap_threads or max(1, workers),
+                                    thread_name_prefix="cxr-heatmaps") if opts.heatmaps_dir else None)
+    pending: collections.deque[_Pending] = collections.deque()
+    heat_failed = 0
+    batches: Iterator[_Scored | str] | None = None
+
+    def flush(max_pending: int) -> None:
+        """Journal finished batches in order; a batch waits until its heatmap files are written."""
+        nonlocal heat_failed
+        while pending and (len(pending) > max_pending or pending[0].ready()):
+            item = pending.popleft()
+            for pos, fut in item.jobs:
+                err = fut.exception()
+                if err is not None:
+                    heat_failed += 1
+                    item.rows[pos].detail = (f"Heatmap files could not be written ({err.__class__.__name__}); "
+                                             "check free space and permissions of the heatmap folder.")
+            journal.append(item.rows)
+
+    try:
+        if prior:
+            in_journal = {r.path for r in read_journal(journal_path)[1]}
+            journal.append([r for r in prior if r.path not in in_journal and r.path in all_paths])
+        yield ScreenStarted(total=len(relpaths), already_done=len(done_paths), to_do=len(todo), workers=workers,
+                            batch_size=batch_size, device=str(getattr(engine, "device_label", "")),
+                            model=card.display_name)
+        for note in list(getattr(engine, "notes", None) or []):
+            yield ScreenNote(str(note))
+        t0 = time.perf_counter()
+        done, new = len(done_paths), 0
+        cancelled = False
+        dataset = ScreeningDataset(folder, todo, card.preprocessing, loader=opts.loader, scope=opts.scope)
+        want_cam = opts.heatmaps_dir is not None
+        batches = _scored_batches(dataset, engine, workers, batch_size, opts, want_cam)
+        for scored in batches:
+            if isinstance(scored, str):
+                yield ScreenNote(scored)
+                continue
+            jobs = _submit_heatmaps(heat_pool, folder, opts, scored) if heat_pool is not None else []
+            pending.append(_Pending(scored.rows, jobs))
+            flush(max_pending=1)
+            done += len(scored.rows)
+            new += len(scored.rows)
+            elapsed = time.perf_counter() - t0
+            rate = new / elapsed if elapsed > 0 else 0.0
+            yield RowsDone(rows=scored.rows, done=done, total=len(relpaths), elapsed_s=elapsed, rate=rate,
+                           eta_s=(len(relpaths) - done) / rate if rate > 0 else None)
+            if cancel is not None and cancel.is_set():
+                cancelled = True
+                break
+        flush(max_pending=0)
+        elapsed = time.perf_counter() - t0
+        journal.close()
+        rows = sorted_rows(r for r in iter_unique(read_journal(journal_path)[1]) if r.path in all_paths)
+        rate = new / elapsed if elapsed > 0 else 0.0
+        summary = summarise(rows)
+        summary.update(elapsed_s=round(elapsed, 3), files_per_s=round(rate, 3), cancelled=cancelled)
+        write_csv(out_csv, rows, card.classes)
+        if opts.json_path:
+            write_json(opts.json_path, rows, header, summary)
+        if not cancelled and len(rows) == len(all_paths):
+            journal_path.unlink(missing_ok=True)  # the CSV now holds every row
+        yield ScreenFinished(out_csv=out_csv, json_path=opts.json_path, summary=summary, elapsed_s=elapsed,
+                             rate=rate, cancelled=cancelled, rows_written=len(rows), heatmaps_failed=heat_failed)
+    finally:
+        # Closed early (GeneratorExit) or failed: stop the workers, keep every row whose heatmaps are complete.
+        if batches is not None:
+            batches.close()  # type: ignore[attr-defined]
+        if heat_pool is not None:
+            heat_pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            while pending and pending[0].ready() and not any(f.cancelled() for _, f in pending[0].jobs):
+                flush(max_pending=len(pending) - 1)
+        except Exception:  # best effort on the way out; the journal stays consistent
+            log.warning("could not journal the last batch")
+        journal.close()
+
+
+def _prior_rows(out_csv: Path, journal_path: Path, header: JournalHeader) -> list[ResultRow]:
+    """Rows of an earlier run of the same model: the finished CSV, then the journal (which wins)."""
+    rows: list[ResultRow] = []
+    if out_csv.exists():
+        try:
+            classes, csv_rows = read_results_csv(out_csv)
+        except (ValueError, OSError, UnicodeDecodeError) as exc:
+            raise ResumeMismatch(f"{out_csv.name} cannot be resumed: {exc}. Choose another output file, or "
+                                 "start over without resume.") from None
+        if classes != header.classes or any(r.model != header.model for r in csv_rows):
+            raise ResumeMismatch(f"{out_csv.name} holds results of another model; use the same model, "
+                                 "or start over without resume.")
+        rows.extend(csv_rows)
+    if journal_path.exists():
+        jheader, jrows = read_journal(journal_path)
+        if jheader is not None:
+            if jheader.model_sha256 != header.model_sha256 or jheader.classes != header.classes:
+                raise ResumeMismatch(f"{journal_path.name} was written by model {jheader.model!r}; use the "
+                                     "same model, or start over without resume.")
+            rows.extend(jrows)
+    return list(iter_unique(rows))
+
+
+def _make_loader(dataset: Any, workers: int, batch_size: int, opts: ScreenOptions, pin: bool) -> DataLoader:
+    kwargs: dict[str, Any] = {}
+    if workers > 0:
+        import multiprocessing as mp
+
+        method = opts.mp_context or default_mp_context()
+        ctx = mp.get_context(method)
+        if method == "forkserver":
+            # Import torch and the decoders once in the fork server: workers start in milliseconds.
+            ctx.set_forkserver_preload(["cxr_desktop.screening.dataset"])
+        kwargs.update(multiprocessing_context=ctx, prefetch_factor=max(1, opts.prefetch_factor),
+                      worker_init_fn=worker_init, persistent_workers=False)  # one pass over the folder
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate_decoded, pin_memory=pin, drop_last=False, **kwargs)
+
+
+def _iterate(loader: DataLoader) -> Iterator[DecodedBatch]:
+    """Batches in order; a dead worker process becomes :class:`_WorkerCrashed`."""
+    it = iter(loader)
+    try:
+        while True:
+            try:
+                batch = next(it)
+            except StopIteration:
+                return
+            except RuntimeError as exc:
+                text = str(exc)
+                if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
+                    raise _WorkerCrashed(text) from None
+                raise
+            yield batch
+    finally:
+        shutdown = getattr(it, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+
+
+def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_size: int,
+                    opts: ScreenOptions, want_cam: bool) -> Iterator[_Scored | str]:
+    """Scored batches in order (and notes as ``str``), recovering from crashed decode workers.
+
+    After a crash, the files that may have been in flight are decoded by one
+    worker, one at a time; a file that kills that worker twice gets an ``error``
+    row and screening goes on (a single chance failure costs nothing).
+    """
+    pin = getattr(getattr(engine, "device_info", None), "kind", "cpu") == "cuda"
+    queue = list(range(len(dataset)))
+    isolate = 0  # > 0: the next `isolate` items are decoded one by one by a single worker
+    suspect = False  # queue[0] crashed a single worker once
+    while queue:
+        if suspect:
+            seg, w, bs = queue[:1], 1, 1
+        elif isolate > 0:
+            seg, w, bs = queue[:isolate], 1, 1
+        else:
+            seg, w, bs = queue, workers, batch_size
+        consumed = 0
+        try:
+            for batch in _iterate(_make_loader(Subset(dataset, seg), w, bs, opts, pin)):
+                for item in batch.items:  # Subset position -> dataset index
+                    item.index = seg[item.index]
+                consumed += len(batch.items)
+                yield _score(batch, dataset, engine, want_cam)
+        except _WorkerCrashed:
+            log.warning("a decode worker process stopped unexpectedly")
+            queue = queue[consumed:]
+            if isolate > 0:
+                isolate = max(0, isolate - consumed)
+            if suspect:
+                bad, queue = queue[0], queue[1:]
+                suspect, isolate = False, max(0, isolate - 1)
+                name = Path(dataset.relpaths[bad]).name
+                yield _Scored([_crash_row(dataset, bad, engine)], [(0, 0)], [], None)
+                yield (f"The image decoder stopped unexpectedly on {name}; it is listed as an error "
+                       "and screening goes on.")
+            elif isolate > 0:
+                suspect = True
+            else:
+                isolate = w * max(1, opts.prefetch_factor) * bs + bs  # everything that was in flight
+            continue
+        queue = queue[len(seg):]
+        if suspect:
+            suspect, isolate = False, max(0, isolate - 1)  # decoded fine alone: not the culprit
+        else:
+            isolate = 0
+
+
+def _crash_row(dataset: ScreeningDataset, index: int, engine: Any) -> ResultRow:
+    rel = dataset.relpaths[index]
+    return ResultRow(path=rel, status=STATUS_ERROR, reason=Reason.UNREADABLE.value,
+                     detail=f"{Path(rel).name}: the image decoder stopped unexpectedly on this file (it may be "
+                            "damaged or use a variant this app cannot read); open it in another viewer.",
+                     model=engine.card.display_name)
+
+
+def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam: bool) -> _Scored:
+    """Rows for a decoded batch; the good inputs go through the model in one ``run_batch`` call."""
+    from cxr_desktop.inference.engine import Prediction
+
+    card = engine.card
+    rows = [ResultRow(path=dataset.relpaths[it.index], status=it.status, reason=it.reason, detail=it.detail,
+                      model=card.display_name) for it in batch.items]
+    cams = None
+    if batch.inputs is not None:
+        k = len(batch.ok_positions)
+        x = batch.inputs.numpy()  # pinned host memory on CUDA; the engine moves it
+        out = engine.run_batch(x, cam=want_cam, cam_classes=[card.positive_index] * k if want_cam else None)
+        cams = out.cams
+        device = str(getattr(engine, "device_label", ""))
+        for j, pos in enumerate(batch.ok_positions):
+            p = Prediction.from_probs(out.probabilities[j], card, device)
+            r = rows[pos]
+            r.label, r.score, r.above_threshold, r.probabilities = p.label, p.score, p.above_threshold, p.probabilities
+        batch.inputs = None
+    return _Scored(rows, [(it.rows, it.columns) for it in batch.items], list(batch.ok_positions), cams)
+
+
+def _submit_heatmaps(pool: ThreadPoolExecutor, folder: Path, opts: ScreenOptions,
+                     scored: _Scored) -> list[tuple[int, Future]]:
+    if scored.cams is None:
+        return []
+    return [(pos, pool.submit(_write_heatmap, folder, scored.rows[pos].path, opts.heatmaps_dir,
+                              np.array(scored.cams[j]), opts.loader))
+            for j, pos in enumerate(scored.ok_positions)]
+
+
+def _write_heatmap(folder: Path, relpath: str, out_dir: Path, cam: np.ndarray, loader: ImageLoader) -> None:
+    """Re-decode the image (only small maps travel between steps, so memory stays flat) and write both PNGs."""
+    from cxr_desktop.imaging.display import to_uint8
+    from cxr_desktop.inference.cam import to_image_geometry
+
+    image = loader(str(folder / relpath))
+    heat = to_image_geometry(cam, image.rows, image.columns)
+    write_heatmap_files(out_dir, relpath, heat, to_uint8(image))

@@ -1,0 +1,99 @@
+"""Input-safety statistics: how far an image's features are from the training data.
+
+Fitted on the pooled 2048-d penultimate features of the TRAINING split: PCA to
+``k`` dimensions, one mean per class and a shared covariance shrunk towards a
+scaled identity (Ledoit-Wolf), inverted to a precision matrix. The distance of
+a new image is the Mahalanobis distance to the nearest class mean (Lee et al.
+2018, in PCA space); the threshold is a high percentile of the VALIDATION
+split's distances, so about 1 % of genuine in-distribution images exceed it.
+
+Stored in the model file as extra tensors ``ood.pca_mean``, ``ood.pca_components``,
+``ood.class_means``, ``ood.precision`` and ``card.extra["ood"]``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+METHOD = "pca-mahalanobis-nearest-class-mean"
+TENSOR_NAMES = ("ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision")
+
+
+def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
+    """Ledoit-Wolf shrunk covariance of centred rows ``x`` (n, d) and the shrinkage used."""
+    n, d = x.shape
+    emp = x.T @ x / n
+    mu = np.trace(emp) / d
+    x2 = x ** 2
+    beta_ = float(np.sum((x2.T @ x2) / n - emp ** 2)) / n
+    delta_ = float(np.sum((emp - mu * np.eye(d)) ** 2))
+    beta = min(beta_, delta_)
+    shrink = 0.0 if delta_ == 0 else beta / delta_
+    return (1.0 - shrink) * emp + shrink * mu * np.eye(d), float(shrink)
+
+
+def fit_ood(train_pooled: np.ndarray, train_labels: np.ndarray, val_pooled: np.ndarray, *,
+            n_classes: int, k: int = 64, percentile: float = 99.0) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Fit the statistics; returns (extra tensors for :func:`~cxr_desktop.model.save_model`, card info)."""
+    x = np.asarray(train_pooled, dtype=np.float64)
+    y = np.asarray(train_labels, dtype=np.int64)
+    if x.ndim != 2 or len(x) < 3:
+        raise ValueError("at least three training feature vectors are needed")
+    mean = x.mean(0)
+    xc = x - mean
+    k = int(max(1, min(k, len(x) - 1, x.shape[1])))
+    _, _, vt = np.linalg.svd(xc, full_matrices=False)
+    comps = vt[:k]
+    z = xc @ comps.T
+    means = np.zeros((n_classes, k))
+    present = []
+    for c in range(n_classes):
+        if np.any(y == c):
+            means[c] = z[y == c].mean(0)
+            present.append(c)
+    within = z - means[y]
+    cov, shrink = ledoit_wolf(within)
+    cov += 1e-6 * (np.trace(cov) / k) * np.eye(k)
+    precision = np.linalg.inv(cov)
+    precision = (precision + precision.T) / 2.0
+    tensors = {
+        "ood.pca_mean": torch.from_numpy(mean.astype(np.float32)),
+        "ood.pca_components": torch.from_numpy(comps.astype(np.float32)),
+        "ood.class_means": torch.from_numpy(means[present].astype(np.float32)),
+        "ood.precision": torch.from_numpy(precision.astype(np.float32)),
+    }
+    val = ood_distance(np.asarray(val_pooled), tensors) if len(val_pooled) else ood_distance(x, tensors)
+    info = {
+        "method": METHOD,
+        "k": k,
+        "threshold": float(np.percentile(val, percentile)),
+        "percentile": float(percentile),
+        "threshold_split": "validation" if len(val_pooled) else "training",
+        "shrinkage": shrink,
+        "train_images": int(len(x)),
+        "tensors": list(TENSOR_NAMES),
+        "distance": "Mahalanobis distance (PCA space, shared covariance) to the nearest class mean",
+    }
+    return tensors, info
+
+
+def _get(tensors: Mapping[str, Any], name: str) -> np.ndarray:
+    for key in (name, "extra." + name):
+        if key in tensors:
+            t = tensors[key]
+            return t.detach().cpu().double().numpy() if isinstance(t, torch.Tensor) else np.asarray(t, np.float64)
+    raise KeyError(f"the model file has no {name!r} statistics (train it with cxr-train to add them)")
+
+
+def ood_distance(pooled: np.ndarray, tensors: Mapping[str, Any]) -> np.ndarray:
+    """Distance (N,) of pooled features (N, 2048) (or one vector) to the training data."""
+    x = np.atleast_2d(np.asarray(pooled, dtype=np.float64))
+    mean, comps = _get(tensors, "ood.pca_mean"), _get(tensors, "ood.pca_components")
+    means, prec = _get(tensors, "ood.class_means"), _get(tensors, "ood.precision")
+    z = (x - mean) @ comps.T
+    d = z[:, None, :] - means[None, :, :]  # (N, C, k)
+    m2 = np.einsum("nck,kl,ncl->nc", d, prec, d)
+    return np.sqrt(np.maximum(m2.min(1), 0.0))
