@@ -11,6 +11,10 @@ Prints, for a model file:
     AUROC chest vs non-chest, against the named baseline "max-softmax probability" (1 - max p,
     Hendrycks & Gimpel 2017), and the flag rates at the card's threshold.
 
+(c) with --refit: the same features, statistics refitted by the training code on half of the shared
+    chest radiographs, AUROC on the held-out half (the method on this data, apart from the model's
+    own training set).
+
 Usage: python bench/bench_scope.py [--model resources/models/demo-cxr.safetensors] [--data ../shared/data]
        python bench/bench_scope.py --synthetic   # no trained model yet: random-init model with
                                                  # synthetic statistics (exercises the script only)
@@ -36,6 +40,7 @@ from cxr_desktop.inference.engine import EngineOptions, load_engine  # noqa: E40
 from cxr_desktop.paths import default_model_path  # noqa: E402
 from cxr_desktop.preprocess import preprocess_for_card  # noqa: E402
 from cxr_desktop.scope import RULE_CODES, ScopeSettings, check_image, from_loaded  # noqa: E402
+from cxr_desktop.scope.learned import METHOD  # noqa: E402
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
 CHEST_DICOMS = {"RG1_J2KI.dcm"}
@@ -70,7 +75,7 @@ def synthetic_model(folder: Path, input_size: int) -> Path:
         "ood.class_means": (0.1 * rng.standard_normal((2, k))).astype(np.float32),
         "ood.precision": np.eye(k, dtype=np.float32),
     }
-    card.extra["ood"] = {"method": "mahalanobis_pca", "threshold": 1.0, "k": k, "synthetic": True}
+    card.extra["ood"] = {"method": METHOD, "threshold": 1.0, "k": k, "synthetic": True}
     card.warnings.append("Synthetic feature statistics for bench/bench_scope.py; not a real model.")
     path = folder / "synthetic-scope.safetensors"
     save_model(path, model, card, extra_tensors={n: torch.from_numpy(t) for n, t in tensors.items()})
@@ -96,8 +101,9 @@ def evaluate(paths: list[Path], engine, learned, settings: ScopeSettings, batch:
             return
         out = engine.run_batch(np.stack(inputs))
         dist = learned.distance(out.pooled) if learned.enabled else np.full(len(inputs), np.nan)
-        for (name, codes), d, p in zip(pending, np.atleast_1d(dist), out.probabilities):
-            rows.append({"name": name, "codes": codes, "distance": float(d), "max_p": float(p.max())})
+        for (name, codes), d, p, pooled in zip(pending, np.atleast_1d(dist), out.probabilities, out.pooled):
+            rows.append({"name": name, "codes": codes, "distance": float(d), "max_p": float(p.max()),
+                         "pooled": pooled})
         inputs.clear()
         pending.clear()
 
@@ -105,7 +111,8 @@ def evaluate(paths: list[Path], engine, learned, settings: ScopeSettings, batch:
         try:
             image = load_image(p)
         except CxrError as exc:
-            undecodable.append(f"{p.name} ({getattr(exc, 'reason', 'error')})")
+            reason = getattr(exc, "reason", None)
+            undecodable.append(f"{p.name} ({getattr(reason, 'value', reason) or 'error'})")
             continue
         pending.append((p.name, check_image(image, settings).codes))
         inputs.append(preprocess_for_card(image, engine.card.preprocessing))
@@ -113,6 +120,22 @@ def evaluate(paths: list[Path], engine, learned, settings: ScopeSettings, batch:
             flush()
     flush()
     return rows, undecodable
+
+
+def refit(chest: list[dict], other: list[dict]) -> None:
+    """Statistics fitted by the training code on half the shared chest radiographs, held-out AUROC."""
+    from cxr_desktop.training.ood import fit_ood, ood_distance
+
+    pooled = np.stack([r["pooled"] for r in chest])
+    train, val, held = pooled[0::2], pooled[1::4], pooled[3::4]
+    tensors, info = fit_ood(train, np.zeros(len(train), int), val, n_classes=1, k=min(16, len(train) - 1))
+    dh = ood_distance(held, tensors)
+    do = ood_distance(np.stack([r["pooled"] for r in other]), tensors)
+    t = info["threshold"]
+    print(f"\n(c) statistics refitted on {len(train)} shared chest radiographs (k={info['k']}, threshold "
+          f"{t:.3g} from {len(val)} validation images), evaluated on {len(held)} held-out chest radiographs")
+    print(f"  Mahalanobis distance AUROC {auroc(dh, do):.3f}; at threshold: held-out chest flagged "
+          f"{int((dh > t).sum())}/{len(dh)}, non-chest flagged {int((do > t).sum())}/{len(do)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--input-size", type=int, default=224, help="input size of the --synthetic model")
     ap.add_argument("--backend", default="auto", choices=["auto", "torch", "onnx"])
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--refit", action="store_true",
+                    help="also refit the statistics (training code's fit_ood) on half of the shared chest "
+                         "radiographs and evaluate on the held-out half vs the non-chest DICOMs")
     args = ap.parse_args(argv)
 
     if not (args.data / "cxr").is_dir() or not (args.data / "dicom").is_dir():
@@ -168,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     missed = [r["name"] for r in other if not r["codes"]]
     print(f"  non-chest images no rule flags: {', '.join(missed) or 'none'}")
     if any_c:
-        print(f"  chest images flagged: " + ", ".join(f"{r['name']} ({';'.join(r['codes'])})" for r in chest if r["codes"]))
+        print("  chest images flagged: " + ", ".join(f"{r['name']} ({';'.join(r['codes'])})" for r in chest if r["codes"]))
 
     print("\n(b) learned check: AUROC chest (negative) vs non-chest (positive)")
     if not learned.enabled:
@@ -180,8 +206,8 @@ def main(argv: list[str] | None = None) -> int:
         msp_o = 1.0 - np.array([r["max_p"] for r in other])
         a_learned, a_msp = auroc(dc, do), auroc(msp_c, msp_o)
         print(f"  Mahalanobis distance (learned check)          AUROC {a_learned:.3f}")
-        print(f"  baseline: max-softmax probability (1 - max p) AUROC {a_msp:.3f}   "
-              f"learned/baseline x{a_learned / a_msp:.2f}" if a_msp > 0 else "")
+        ratio = f"x{a_learned / a_msp:.2f}" if a_msp > 0 else "n/a"
+        print(f"  baseline: max-softmax probability (1 - max p) AUROC {a_msp:.3f}   learned/baseline {ratio}")
         grey = [r for r in other if "colour_image" not in r["codes"]]
         if grey:
             dg = np.array([r["distance"] for r in grey])
@@ -194,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  distance {name:<10} median {np.median(d):8.2f}  range [{d.min():.2f}, {d.max():.2f}]")
         rules_or_learned = sum(bool(r["codes"]) or r["distance"] > t for r in other)
         print(f"  non-chest flagged by rules or learned check: {rules_or_learned}/{len(other)}")
+    if args.refit:
+        refit(chest, other)
     for r in odd:
         print(f"\n  {r['name']} (mislabelled MONOCHROME1, shown as a negative): rules "
               f"{';'.join(r['codes']) or 'none'}, distance {r['distance']:.2f}")

@@ -22,12 +22,14 @@ from cxr_desktop.scope import (
     check_info,
     check_learned,
     from_loaded,
+    learned_hook,
+    scope_reason,
 )
 from cxr_desktop.scope import rules
+from cxr_desktop.scope.learned import METHOD
 from cxr_desktop.scope.rules import polarity
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".dcm"}
-CR_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1"
 DX_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.1.1"
 
 
@@ -363,6 +365,18 @@ def test_result_text_helpers(tmp_path, cxr_pixels):
     assert check_image(load_image(write_dicom(tmp_path / "ok.dcm", cxr_pixels))).summary() == "In scope"
 
 
+def test_hook_forms_for_screening_and_viewer(tmp_path, cxr_pixels):
+    import functools
+    import pickle
+
+    lateral = load_image(write_dicom(tmp_path / "x.dcm", cxr_pixels, ViewPosition="LL"))
+    frontal = load_image(write_dicom(tmp_path / "ok.dcm", cxr_pixels))
+    hook = pickle.loads(pickle.dumps(functools.partial(scope_reason, settings=ScopeSettings(min_age_years=16))))
+    assert hook(frontal) is None
+    assert hook(lateral) == check_image(lateral).message().rstrip(".")
+    assert learned_hook(LearnedScopeCheck.from_model({}, Card({}))) is None  # nothing to run
+
+
 # --------------------------------------------------------------------------- learned check (maths)
 
 
@@ -390,7 +404,7 @@ def test_learned_distance_matches_an_independent_mahalanobis():
     rng = np.random.default_rng(7)
     tensors, cov = make_stats(rng)
     check = LearnedScopeCheck.from_model({k: torch.from_numpy(v) for k, v in tensors.items()},
-                                         Card({"ood": {"method": "mahalanobis_pca", "threshold": 3.0, "k": 8}}))
+                                         Card({"ood": {"method": METHOD, "threshold": 3.0, "k": 8}}))
     assert check.enabled and "8 principal components" in check.status
     x = rng.standard_normal((5, 2048)) * 2
     z = (x - tensors["ood.pca_mean"].astype(np.float64)) @ tensors["ood.pca_components"].T.astype(np.float64)
@@ -411,12 +425,14 @@ def test_learned_distance_matches_an_independent_mahalanobis():
     assert reason is not None and reason.code == rules.LEARNED
     assert f"{check.distance(far):.1f}" in reason.message
     assert check_learned(far, check, ScopeSettings(enabled_rules=frozenset(RULE_CODES) - {rules.LEARNED})) is None
+    after_model = learned_hook(check)
+    assert after_model(at_mean) is None and after_model(far) == reason.message.rstrip(".")
 
 
 def test_learned_check_absent_or_broken_statistics_disable_it_clearly():
     rng = np.random.default_rng(1)
     tensors, _ = make_stats(rng)
-    good = {"ood": {"method": "mahalanobis_pca", "threshold": 3.0, "k": 8}}
+    good = {"ood": {"method": METHOD, "threshold": 3.0, "k": 8}}
     off = LearnedScopeCheck.from_model({}, Card({}))
     assert not off.enabled and "no statistics" in off.status
     assert check_learned(np.zeros(2048), off) is None and off.is_out(np.zeros(2048)) is False
@@ -424,10 +440,10 @@ def test_learned_check_absent_or_broken_statistics_disable_it_clearly():
         off.distance(np.zeros(2048))
     cases = {
         "missing ood.precision": ({k: v for k, v in tensors.items() if k != "ood.precision"}, good),
-        "threshold": (tensors, {"ood": {"method": "mahalanobis_pca", "k": 8}}),
+        "threshold": (tensors, {"ood": {"method": METHOD, "k": 8}}),
         "does not implement": (tensors, {"ood": {"method": "energy", "threshold": 1.0}}),
         "ood.precision has shape": ({**tensors, "ood.precision": np.eye(3)}, good),
-        "k=4": (tensors, {"ood": {"method": "mahalanobis_pca", "threshold": 3.0, "k": 4}}),
+        "k=4": (tensors, {"ood": {"method": METHOD, "threshold": 3.0, "k": 4}}),
         "NaN": ({**tensors, "ood.class_means": np.full((2, 8), np.nan)}, good),
         "card.extra": (tensors, {}),
     }
@@ -436,43 +452,82 @@ def test_learned_check_absent_or_broken_statistics_disable_it_clearly():
         assert not check.enabled and expected in check.status, (expected, check.status)
 
 
-# --------------------------------------------------------------------------- learned check (model file)
+# --------------------------------------------------------------------------- learned check (shared data)
+
+NON_CHEST_SAMPLE = ("693_UNCR.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm", "OBXXXX1A.dcm", "JPEG-LL.dcm",
+                    "MR-SIEMENS-DICOM-WithOverlays.dcm", "explicit_VR-UN.dcm", "SC_rgb.dcm", "eCT_Supplemental.dcm",
+                    "gdcm-US-ALOKA-16.dcm", "emri_small.dcm", "liver.dcm", "JLSL_08_07_0_1F.dcm",
+                    "parametric_map_float.dcm", "color-pl.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm")
+
+
+def auroc(negatives, positives) -> float:
+    neg, pos = np.asarray(negatives), np.asarray(positives)
+    return float(np.mean(pos[:, None] > neg[None, :]) + 0.5 * np.mean(pos[:, None] == neg[None, :]))
 
 
 @pytest.fixture(scope="module")
-def tiny_model_file(tmp_path_factory):
-    """A 64-px random-init model saved with feature statistics, as the training engine will."""
-    import torch
+def fitted_model_file(tmp_path_factory, cxr_dir, dicom_dir):
+    """A 64-px model whose feature statistics the training code fitted on real chest radiographs.
 
+    The weights are random (no ImageNet weights offline), which is enough for the check's
+    plumbing: file -> engine pooled features -> distance -> flag. Training uses every other
+    figure1 image, validation (threshold) a few more; the rest are held out.
+    """
+    from cxr_desktop.inference.engine import EngineOptions, InferenceEngine
     from cxr_desktop.model.modelfile import save_model
     from cxr_desktop.model.weights import init_model
+    from cxr_desktop.preprocess import preprocess_for_card
+    from cxr_desktop.training.ood import fit_ood
 
     model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
                              input_size=64, seed=0)
-    tensors, _ = make_stats(np.random.default_rng(3))
-    card.extra["ood"] = {"method": "mahalanobis_pca", "threshold": 4.0, "k": 8}
+    engine = InferenceEngine(model, card, options=EngineOptions(backend="torch"))
+    chest = real_cxr_paths(cxr_dir, dicom_dir)
+    train, val, held_out = chest[0::2], chest[1::4], chest[3::4]
+
+    def pooled(paths):
+        x = np.stack([preprocess_for_card(load_image(p), card.preprocessing) for p in paths])
+        return engine.run_batch(x).pooled
+
+    tensors, info = fit_ood(pooled(train), np.arange(len(train)) % 2, pooled(val), n_classes=2, k=8)
+    card.extra["ood"] = info
     path = tmp_path_factory.mktemp("scope-model") / "with-ood.safetensors"
-    save_model(path, model, card, extra_tensors={k: torch.from_numpy(v) for k, v in tensors.items()})
-    return path, tensors
+    save_model(path, model, card, extra_tensors=tensors)
+    return path, held_out, [dicom_dir / n for n in NON_CHEST_SAMPLE]
 
 
-def test_learned_check_from_a_model_file_on_a_real_image(tiny_model_file, cxr_dir, tmp_path, monkeypatch):
-    from cxr_desktop.inference.engine import EngineOptions, load_engine
+def test_learned_check_agrees_with_the_training_engine(fitted_model_file):
     from cxr_desktop.model.modelfile import load_model
+    from cxr_desktop.training import ood
+
+    loaded = load_model(fitted_model_file[0])
+    check = from_loaded(loaded)
+    assert ood.METHOD == METHOD and check.enabled, check.status
+    assert check.threshold == loaded.card.extra["ood"]["threshold"]
+    x = np.random.default_rng(5).standard_normal((6, 2048)) * 0.1 + 0.3
+    np.testing.assert_allclose(check.distance(x), ood.ood_distance(x, loaded.extra_tensors), rtol=1e-9)
+
+
+def test_learned_check_on_the_shared_data_flags_non_chest_dicoms(fitted_model_file, tmp_path, monkeypatch):
+    from cxr_desktop.inference.engine import EngineOptions, load_engine
 
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
-    path, tensors = tiny_model_file
-    loaded = load_model(path)
-    check = from_loaded(loaded)
-    assert check.enabled and check.threshold == 4.0
-    np.testing.assert_allclose(check.precision, tensors["ood.precision"].astype(np.float64), rtol=1e-6)
+    path, held_out, others = fitted_model_file
     engine = load_engine(path, options=EngineOptions(backend="torch"))
-    result = engine.predict(load_image(cxr_dir / "00000001_000.png"), cam=False)
-    assert result.pooled.shape == (2048,)
-    d = check.distance(result.pooled)
-    assert np.isfinite(d) and d > 0
-    reason = check_learned(result.pooled, from_loaded(engine))
-    assert (reason is not None) == (d > 4.0)
+    check = from_loaded(engine)
+
+    def run(paths):
+        results = [engine.predict(load_image(p), cam=False) for p in paths]
+        return (np.array([check.distance(r.pooled) for r in results]),
+                [check_learned(r.pooled, check) for r in results])
+
+    d_chest, r_chest = run(held_out)
+    d_other, r_other = run(others)
+    assert auroc(d_chest, d_other) >= 0.9
+    flagged_other = [r for r in r_other if r is not None]
+    assert len(flagged_other) >= 0.8 * len(others)
+    assert sum(r is not None for r in r_chest) <= 0.25 * len(held_out)
+    assert all(r.code == rules.LEARNED and "Unlike the model's training images" in r.message for r in flagged_other)
 
 
 def test_demo_model_separates_chest_radiographs_from_other_dicoms(cxr_dir, dicom_dir, tmp_path, monkeypatch):
@@ -490,14 +545,10 @@ def test_demo_model_separates_chest_radiographs_from_other_dicoms(cxr_dir, dicom
     if not check.enabled:
         pytest.skip(check.status)
     chest = real_cxr_paths(cxr_dir, dicom_dir)[::4]
-    other = [dicom_dir / n for n in ("693_UNCR.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm", "OBXXXX1A.dcm", "JPEG-LL.dcm",
-                                     "MR-SIEMENS-DICOM-WithOverlays.dcm", "explicit_VR-UN.dcm", "SC_rgb.dcm",
-                                     "eCT_Supplemental.dcm", "gdcm-US-ALOKA-16.dcm", "emri_small.dcm", "liver.dcm")]
+    other = [dicom_dir / n for n in NON_CHEST_SAMPLE]
 
     def distances(paths):
         x = np.stack([preprocess_for_card(load_image(p), engine.card.preprocessing) for p in paths])
         return check.distance(engine.run_batch(x).pooled)
 
-    d_chest, d_other = distances(chest), distances(other)
-    auroc = float(np.mean(d_other[:, None] > d_chest[None, :]) + 0.5 * np.mean(d_other[:, None] == d_chest[None, :]))
-    assert auroc >= 0.9, (auroc, d_chest, d_other)
+    assert auroc(distances(chest), distances(other)) >= 0.9

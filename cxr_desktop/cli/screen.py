@@ -141,6 +141,10 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
 
     from cxr_desktop.errors import CxrError
     from cxr_desktop.inference.engine import EngineOptions, load_engine
+    from cxr_desktop.screening.runner import prepare_workers
+
+    if args.workers != 0:
+        prepare_workers()  # the decode workers' fork server starts while the model loads
 
     try:
         engine = load_engine(model_path, options=EngineOptions(device=args.device, max_batch=args.batch_size))

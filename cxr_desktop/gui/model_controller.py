@@ -83,9 +83,8 @@ def default_model(engine_options: dict[str, Any] | None = None) -> ActiveModel:
         except ModelFileError as exc:
             notes.append(f"The bundled model could not be used: {exc}")
     else:
-        notes.append("No trained model is installed (the bundled model file is missing), so a new, "
-                     "untrained model is used: its outputs are meaningless. Open a trained model "
-                     "with Model > Open model file.")
+        notes.append("No trained model is installed (the bundled model file is missing). Open a trained "
+                     "model with Model > Open model file, or train one with Tools > Train a model.")
     active = untrained_model(engine_options)
     active.notes = notes + active.notes
     return active

@@ -114,11 +114,11 @@ def paint_legend(painter: QPainter, rect: QRectF, colormap: str, title: str,
     painter.drawText(QRectF(rect.left(), rect.top(), rect.width(), 2 * line),
                      int(Qt.AlignmentFlag.AlignLeft | Qt.TextFlag.TextWordWrap), title)
     x = bar.right() + 5
-    painter.drawText(QRectF(x, bar.top() - line / 2, rect.right() - x, line),
-                     int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), "high")
-    painter.drawText(QRectF(x, bar.bottom() - line / 2, rect.right() - x, line),
-                     int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), "low")
-    painter.drawText(QRectF(rect.left(), bar.bottom() + 2, rect.width(), line * 1.3),
+    painter.drawText(QRectF(x, bar.top(), rect.right() - x, line),
+                     int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), "high")
+    painter.drawText(QRectF(x, bar.bottom() - line, rect.right() - x, line),
+                     int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom), "low")
+    painter.drawText(QRectF(rect.left(), bar.bottom() + 4, rect.width(), line * 1.3),
                      int(Qt.AlignmentFlag.AlignLeft), "relative, per image")
     painter.restore()
 
@@ -131,9 +131,13 @@ class ColorLegend(QWidget):
         self.colormap = next(iter(COLORMAPS))
         self.class_name: str | None = None
         self.setMinimumSize(QSize(110, 150))
-        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Expanding)
+        self.setMaximumHeight(240)
+        self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         self.setToolTip("Grad-CAM colour scale: where the model's evidence for the class is strongest "
                         "(scaled per image, so colours are not comparable between images).")
+
+    def sizeHint(self) -> QSize:  # noqa: N802
+        return QSize(150, 220)
 
     @property
     def title(self) -> str:

@@ -61,7 +61,8 @@ class OverlayPanel(QWidget):
         lay = QVBoxLayout(self)
         lay.setContentsMargins(6, 6, 6, 6)
         lay.addLayout(form)
-        lay.addWidget(self.legend, 1)
+        lay.addWidget(self.legend)
+        lay.addStretch(1)
 
     # -------------------------------------------------------------- state
     @property

@@ -113,8 +113,7 @@ class ResultsPanel(QWidget):
         banners = []
         style = "warning"
         if active.untrained:
-            banners.append("UNTRAINED MODEL - its outputs are meaningless. Open a trained model "
-                           "(Model > Open model file).")
+            banners.append("UNTRAINED MODEL - its outputs are meaningless.")
             style = "danger"
         if getattr(card, "demonstration", False):
             banners.append("DEMONSTRATION MODEL - for trying the software only; not validated for "

@@ -28,6 +28,7 @@ class StartupReporter:
         self.exit_after = exit_after or None
         self.quit_fn = quit_fn
         self.seen: dict[str, float] = {}
+        self.quitting = False
 
     @classmethod
     def from_env(cls) -> "StartupReporter":
@@ -42,4 +43,5 @@ class StartupReporter:
             sys.stdout.write(json.dumps({"event": event, "t": now, **extra}) + "\n")
             sys.stdout.flush()
         if self.exit_after == event and self.quit_fn is not None:
+            self.quitting = True
             self.quit_fn()

@@ -68,6 +68,7 @@ class StudyListWidget(QWidget):
         self._scans = 0
         self._auto_select = False
         self._suppress_signal = False
+        self.selection_is_auto = False  # the current entry was chosen by opening, not by the user
 
     # ------------------------------------------------------------ opening
     def add_paths(self, paths: Iterable[str], *, select_first: bool = True) -> None:
@@ -136,7 +137,7 @@ class StudyListWidget(QWidget):
         if existing is not None:  # opened again: just go there
             if self._auto_select and existing.data(0, ENTRY_ROLE).ok:
                 self._auto_select = False
-                self.tree.setCurrentItem(existing)
+                self._select(existing, auto=True)
             return
         item = QTreeWidgetItem()
         item.setData(0, ENTRY_ROLE, entry)
@@ -146,7 +147,7 @@ class StudyListWidget(QWidget):
         self._update_summary()
         if entry.ok and self._auto_select:
             self._auto_select = False
-            self.tree.setCurrentItem(item)
+            self._select(item, auto=True)
 
     def _style_item(self, item: QTreeWidgetItem, entry: StudyEntry) -> None:
         if entry.ok:
@@ -216,12 +217,31 @@ class StudyListWidget(QWidget):
         item = self.tree.currentItem()
         return item.data(0, ENTRY_ROLE) if item is not None else None
 
+    def _select(self, item: QTreeWidgetItem, *, auto: bool = False) -> None:
+        self.selection_is_auto = auto
+        try:
+            self.tree.setCurrentItem(item)
+        finally:
+            self.selection_is_auto = auto
+
     def select_path(self, path: str) -> bool:
         item = self._items.get(path)
         if item is None:
             return False
-        self.tree.setCurrentItem(item)
+        self._select(item)
         return True
+
+    def select_readable_after(self, path: str, *, auto: bool = True) -> bool:
+        """Select the first readable entry after ``path`` (an opened file that turned out unreadable)."""
+        leaves = self._leaf_items()
+        start = next((i for i, it in enumerate(leaves) if it.data(0, ENTRY_ROLE).path == path), -1)
+        for item in leaves[start + 1:]:
+            if item.data(0, ENTRY_ROLE).ok:
+                self._select(item, auto=auto)
+                return True
+        if self._scans:  # more files may still come: select the next readable one found
+            self._auto_select = True
+        return False
 
     def step(self, delta: int) -> bool:
         """Select the next (+1) or previous (-1) readable entry; False at the ends."""
@@ -235,7 +255,7 @@ class StudyListWidget(QWidget):
             i = 0 if delta > 0 else len(leaves) - 1
         if not 0 <= i < len(leaves):
             return False
-        self.tree.setCurrentItem(leaves[i])
+        self._select(leaves[i])
         return True
 
     def _on_current_changed(self, current: QTreeWidgetItem | None, _previous) -> None:
@@ -249,5 +269,5 @@ class StudyListWidget(QWidget):
         else:
             self.bad_entry_selected.emit(entry)
 
-    def shutdown(self) -> None:
-        self._runner.shutdown()
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        return self._runner.shutdown(timeout_ms)

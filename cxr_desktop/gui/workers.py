@@ -183,6 +183,15 @@ class ImageLoader(QObject):
         self._wanted: tuple[str, int] | None = None
         self._cache: OrderedDict[tuple[str, int], LoadedStudy] = OrderedDict()
 
+    @property
+    def busy(self) -> bool:
+        return self._queue.busy
+
+    @property
+    def superseded(self) -> int:
+        """Loads dropped before they ran because the user moved on."""
+        return self._queue.superseded
+
     def request(self, path: str, frame: int = 0) -> None:
         key = (str(path), int(frame))
         self._wanted = key
@@ -190,6 +199,7 @@ class ImageLoader(QObject):
         if hit is not None:
             self._cache.move_to_end(key)
             self._queue.drop_pending()
+            self.busy_changed.emit(self._queue.busy)
             self.loaded.emit(hit)
             return
         self._queue.submit(key, load_for_view, key[0], key[1])

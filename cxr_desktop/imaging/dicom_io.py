@@ -133,14 +133,16 @@ def read_dicom(path: str | Path, *, header_only: bool, max_bytes: int) -> DicomF
 
     def stop_when(tag: Any, vr: Any, length: int) -> bool:
         if int(tag) in PIXEL_TAGS and "keyword" not in seen:
-            seen.update(keyword=PIXEL_TAGS[int(tag)], length=length, offset=guard.tell())
+            # position in the file; meaningless once pydicom reads from an inflated buffer
+            seen.update(keyword=PIXEL_TAGS[int(tag)], length=length,
+                        offset=None if deflated else guard.tell())
             return header_only
         return False
 
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         guard = _GuardedFile(f, size, path)
-        _check_deflate(guard, path, max_bytes)
+        deflated = _check_deflate(guard, path, max_bytes)
         try:
             ds = pydicom.filereader.read_partial(guard, stop_when=stop_when, force=True)  # type: ignore[arg-type]
         except zlib.error:
@@ -154,7 +156,7 @@ def read_dicom(path: str | Path, *, header_only: bool, max_bytes: int) -> DicomF
     keyword = seen.get("keyword")
     length = seen.get("length")
     truncated = False
-    if keyword is not None and length is not None and length != UNDEFINED_LENGTH:
+    if seen.get("offset") is not None and length is not None and length != UNDEFINED_LENGTH:
         truncated = seen["offset"] + length > size
     if keyword is not None and not header_only and keyword not in ds:
         truncated = True  # encapsulated data without its end delimiter
@@ -178,9 +180,13 @@ def _short_values(ds: Dataset) -> bool:
     return False
 
 
-def _check_deflate(guard: _GuardedFile, path: str, max_bytes: int) -> None:
-    """Refuse a Deflated Explicit VR file that would inflate beyond ``max_bytes`` (zip bomb)."""
+def _check_deflate(guard: _GuardedFile, path: str, max_bytes: int) -> bool:
+    """Refuse a Deflated Explicit VR file that would inflate beyond ``max_bytes`` (zip bomb).
+
+    Returns whether the file is deflated.
+    """
     start = guard.tell()
+    is_deflated = False
     try:
         from pydicom.filereader import _read_file_meta_info, read_preamble
 
@@ -208,6 +214,7 @@ def _check_deflate(guard: _GuardedFile, path: str, max_bytes: int) -> None:
         pass  # pydicom reports the problem when it parses the file properly
     finally:
         guard.seek(start)
+    return is_deflated
 
 
 # --------------------------------------------------------------------------- header checks
@@ -297,6 +304,8 @@ def check_header(df: DicomFile, path: str | Path, *, max_pixels: int, max_bytes:
     samples = px.as_int(px.get_value(ds, "SamplesPerPixel", 1), 1) or 1
     bits = px.as_int(px.get_value(ds, "BitsAllocated"))
     pi = px.photometric(ds)
+    if bits is None or not 1 <= bits <= 64:
+        raise _damaged(path, "its header lacks a valid Bits Allocated value")
     if bits not in (1, 8, 16, 32, 64):
         raise ImageError(Reason.UNSUPPORTED_PIXEL_FORMAT,
                          f"The image uses {bits} bits per pixel, which this app cannot display. "

@@ -6,13 +6,14 @@ one). Every failure leaves :func:`load_image` and :func:`probe` as :class:`Image
 
 from __future__ import annotations
 
+import operator
 import os
 from pathlib import Path
 from typing import Callable, TypeVar
 
 from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging.dicom_io import load_dicom, probe_dicom, read_dicom_tags as _read_tags
-from cxr_desktop.imaging.raster import load_raster, probe_raster
+from cxr_desktop.imaging.raster import declared_size_check, load_raster, probe_raster
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
 
 #: Largest image (per frame) decoded by default: 12000 x 12000 pixels.
@@ -160,12 +161,16 @@ def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MA
     """
     def run() -> StudyImage:
         fmt = _format_of(path)
-        if not isinstance(frame, int) or isinstance(frame, bool):
+        try:
+            index = operator.index(frame)  # int or numpy integer; not 1.0, not True
+        except TypeError:
+            index = None
+        if index is None or isinstance(frame, bool):
             raise ImageError(Reason.FRAME_OUT_OF_RANGE, "The frame number must be a whole number "
                              "(0 for the first frame).", path)
         if fmt == "dicom":
-            return load_dicom(path, frame=frame, max_pixels=max_pixels, max_bytes=max_bytes)
-        return load_raster(path, fmt, frame=frame, max_pixels=max_pixels, max_bytes=max_bytes)
+            return load_dicom(path, frame=index, max_pixels=max_pixels, max_bytes=max_bytes)
+        return load_raster(path, fmt, frame=index, max_pixels=max_pixels, max_bytes=max_bytes)
 
     return _guarded(path, run)
 
@@ -182,8 +187,6 @@ def probe(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
         if fmt == "dicom":
             return probe_dicom(path, max_pixels=max_pixels, max_bytes=max_bytes)
         info = probe_raster(path, fmt)
-        from cxr_desktop.imaging.raster import declared_size_check
-
         declared_size_check(info.rows, info.columns, info.frames if fmt == "tiff" else 1, 1, 1,
                             max_pixels, max_bytes, path)
         return info

@@ -164,6 +164,8 @@ def _decode_error(path: str | Path, fmt: str, exc: BaseException) -> ImageError:
 def _oriented_size(im: Image.Image) -> tuple[int, int]:
     """(rows, columns) after applying the EXIF orientation (phone photos of films)."""
     w, h = im.size
+    if im.format not in ("JPEG", "MPO", "TIFF"):  # PNG's getexif() decodes the whole image
+        return h, w
     try:
         orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # a damaged EXIF block must not stop the image
@@ -232,7 +234,7 @@ def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_
             rows, cols = _oriented_size(im)
             frames = _frames(im)
             bands = len(im.getbands())
-            declared_size_check(rows, cols, frames if fmt == "tiff" else 1, bands, 4 if im.mode in ("I", "F") else 2,
+            declared_size_check(rows, cols, frames if fmt == "tiff" else 1, bands, _bytes_per_sample(im.mode),
                                 max_pixels, max_bytes, path)
             if not 0 <= frame < frames:
                 raise frame_error(frame, frames, path)
@@ -252,6 +254,10 @@ def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_
     return _to_study_image(arr, bits, fmt, frame, frames, meta, path)
 
 
+def _bytes_per_sample(mode: str) -> int:
+    return 4 if mode in ("I", "F") else 2 if mode.startswith("I;16") else 1
+
+
 def frame_error(frame: int, frames: int, path: str | Path) -> ImageError:
     return ImageError(
         Reason.FRAME_OUT_OF_RANGE,
@@ -263,7 +269,8 @@ def frame_error(frame: int, frames: int, path: str | Path) -> ImageError:
 
 def _pixels_from_pil(im: Image.Image, path: str | Path, fmt: str) -> tuple[np.ndarray, int]:
     """Decoded pixels as (array, bits per sample); colour arrays are (rows, cols, 3) RGB."""
-    im = ImageOps.exif_transpose(im) or im
+    if im.format in ("JPEG", "MPO", "TIFF"):
+        im = ImageOps.exif_transpose(im) or im
     mode = im.mode
     if mode == "1":
         im, mode = im.convert("L"), "L"

@@ -11,6 +11,8 @@ from cxr_desktop.scope.check import (
     check_image,
     check_info,
     check_learned,
+    learned_hook,
+    scope_reason,
 )
 from cxr_desktop.scope.learned import LearnedScopeCheck, from_loaded
 from cxr_desktop.scope.rules import RULE_CODES, ScopeReason
@@ -25,4 +27,6 @@ __all__ = [
     "check_info",
     "check_learned",
     "from_loaded",
+    "learned_hook",
+    "scope_reason",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
@@ -183,3 +183,32 @@ def check_learned(pooled: Any, learned: LearnedScopeCheck | None,
     if learned is None or not learned.enabled or not s.enabled(rules.LEARNED):
         return None
     return learned.reason(pooled)
+
+
+# --------------------------------------------------------------------------- hook forms
+
+
+def scope_reason(image: StudyImage, settings: ScopeSettings | None = None) -> str | None:
+    """Hook form of :func:`check_image`: ``None`` when in scope, else every reason in one line.
+
+    For ``screening.scope.scope_check`` and the viewer (``functools.partial(scope_reason,
+    settings=...)`` pickles to screening workers). No final full stop, so callers can embed it.
+    """
+    result = check_image(image, settings)
+    return None if result.in_scope else result.message().rstrip(".")
+
+
+def learned_hook(learned: LearnedScopeCheck | None,
+                 settings: ScopeSettings | None = None) -> Callable[[Any], str | None] | None:
+    """Hook form of :func:`check_learned` for the screening runner's ``after_model``.
+
+    ``None`` (no hook) when the check is disabled, so callers skip it entirely.
+    """
+    if learned is None or not learned.enabled or not (settings or ScopeSettings()).enabled(rules.LEARNED):
+        return None
+
+    def after_model(pooled: Any) -> str | None:
+        reason = learned.reason(pooled)
+        return None if reason is None else reason.message.rstrip(".")
+
+    return after_model

@@ -25,7 +25,8 @@ import numpy as np
 from cxr_desktop.scope.rules import LEARNED, ScopeReason
 
 TENSOR_NAMES = ("ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision")
-METHOD = "mahalanobis_pca"
+#: The method name the training engine writes (``cxr_desktop.training.ood.METHOD``).
+METHOD = "pca-mahalanobis-nearest-class-mean"
 NOT_STORED = (
     "this model file stores no statistics of its training images' features, so images unlike the "
     "training data cannot be recognised (train the model with cxr-train to add them)"
@@ -63,7 +64,8 @@ class LearnedScopeCheck:
     @classmethod
     def from_model(cls, extra_tensors: Mapping[str, Any] | None, card: Any) -> "LearnedScopeCheck":
         """From a loaded model's ``extra_tensors`` and card (``LoadedModel`` or engine attributes)."""
-        tensors = dict(extra_tensors or {})
+        tensors = {(k[len("extra."):] if str(k).startswith("extra.") else k): v
+                   for k, v in dict(extra_tensors or {}).items()}
         extra = getattr(card, "extra", None) or {}
         info = extra.get("ood") if isinstance(extra, Mapping) else None
         present = [n for n in TENSOR_NAMES if n in tensors]

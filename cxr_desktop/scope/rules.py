@@ -21,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from cxr_desktop.imaging.types import StudyImage
+from cxr_desktop.preprocess import unit_grey
 
 # --------------------------------------------------------------------------- reason codes
 
@@ -318,8 +319,6 @@ def polarity(unit_square: np.ndarray) -> Polarity:
 
 def model_view(image: StudyImage, size: int = POLARITY_SIZE) -> np.ndarray:
     """The image as the model sees it (default window, MONOCHROME1 inverted, stretched square)."""
-    from cxr_desktop.preprocess import unit_grey
-
     return unit_grey(image, size)
 
 

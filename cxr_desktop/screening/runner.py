@@ -19,7 +19,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from torch.utils.data import DataLoader, Subset
@@ -30,7 +30,7 @@ from cxr_desktop.screening.dataset import (
 )
 from cxr_desktop.screening.heatmaps import write_heatmap_files
 from cxr_desktop.screening.results import (
-    STATUS_ERROR, Journal, JournalHeader, ResultRow, iter_unique, journal_path_for,
+    STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE, Journal, JournalHeader, ResultRow, iter_unique, journal_path_for,
     read_journal, read_results_csv, sorted_rows, summarise, write_csv, write_json,
 )
 from cxr_desktop.screening.scope import scope_check
@@ -63,6 +63,26 @@ def default_mp_context() -> str:
     return "spawn"
 
 
+_PRELOAD = ["cxr_desktop.screening.dataset", "cxr_desktop.imaging"]
+
+
+def prepare_workers(method: str | None = None) -> None:
+    """Start the fork server in the background (it imports torch and the decoders once).
+
+    Call early (e.g. before loading the model) so the first batch does not wait
+    for it; harmless to call more than once, and a no-op for other start methods.
+    """
+    import multiprocessing as mp
+
+    method = method or default_mp_context()
+    if method != "forkserver":
+        return
+    mp.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    from multiprocessing import forkserver
+
+    threading.Thread(target=forkserver.ensure_running, name="cxr-forkserver-start", daemon=True).start()
+
+
 @dataclass
 class ScreenOptions:
     """How to run. ``workers=0`` decodes in this process (no overlap; for debugging)."""
@@ -74,7 +94,8 @@ class ScreenOptions:
     resume: bool = False
     prefetch_factor: int = 2
     mp_context: str | None = None  # None: default_mp_context()
-    scope: ScopeCheck = scope_check
+    scope: ScopeCheck = scope_check  # before the model, in the decode workers (picklable)
+    after_model: Callable[[np.ndarray], str | None] | None = None  # pooled features (2048,) -> reason
     loader: ImageLoader = default_loader
     heatmap_threads: int | None = None  # None: max(1, workers)
 
@@ -139,7 +160,6 @@ class _Scored:
     """One scored batch: rows in batch order, CAMs (k, h, w) for ``ok_positions`` (or None)."""
 
     rows: list[ResultRow]
-    geometry: list[tuple[int, int]]
     ok_positions: list[int]
     cams: np.ndarray | None
 
@@ -179,6 +199,9 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder.name or folder} is not a folder")
 
+    workers = default_workers() if opts.workers is None else max(0, int(opts.workers))
+    if workers:
+        prepare_workers(opts.mp_context)  # overlaps with the folder walk
     prior = _prior_rows(out_csv, journal_path, header) if opts.resume else []
     exclude = [out_csv, journal_path] + [p for p in (opts.json_path, opts.heatmaps_dir) if p]
     relpaths: list[str] = []
@@ -189,7 +212,6 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
     all_paths = set(relpaths)
     done_paths = {r.path for r in prior} & all_paths
     todo = [p for p in relpaths if p not in done_paths]
-    workers = default_workers() if opts.workers is None else max(0, int(opts.workers))
     batch_size = max(1, int(opts.batch_size))
 
     journal = Journal(journal_path, header, resume=opts.resume)
@@ -303,7 +325,7 @@ def _make_loader(dataset: Any, workers: int, batch_size: int, opts: ScreenOption
         ctx = mp.get_context(method)
         if method == "forkserver":
             # Import torch and the decoders once in the fork server: workers start in milliseconds.
-            ctx.set_forkserver_preload(["cxr_desktop.screening.dataset"])
+            ctx.set_forkserver_preload(_PRELOAD)
         kwargs.update(multiprocessing_context=ctx, prefetch_factor=max(1, opts.prefetch_factor),
                       worker_init_fn=worker_init, persistent_workers=False)  # one pass over the folder
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
@@ -353,10 +375,8 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
         consumed = 0
         try:
             for batch in _iterate(_make_loader(Subset(dataset, seg), w, bs, opts, pin)):
-                for item in batch.items:  # Subset position -> dataset index
-                    item.index = seg[item.index]
                 consumed += len(batch.items)
-                yield _score(batch, dataset, engine, want_cam)
+                yield _score(batch, dataset, engine, want_cam, opts.after_model)
         except _WorkerCrashed:
             log.warning("a decode worker process stopped unexpectedly")
             queue = queue[consumed:]
@@ -366,7 +386,7 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
                 bad, queue = queue[0], queue[1:]
                 suspect, isolate = False, max(0, isolate - 1)
                 name = Path(dataset.relpaths[bad]).name
-                yield _Scored([_crash_row(dataset, bad, engine)], [(0, 0)], [], None)
+                yield _Scored([_crash_row(dataset, bad, engine)], [], None)
                 yield (f"The image decoder stopped unexpectedly on {name}; it is listed as an error "
                        "and screening goes on.")
             elif isolate > 0:
@@ -389,8 +409,13 @@ def _crash_row(dataset: ScreeningDataset, index: int, engine: Any) -> ResultRow:
                      model=engine.card.display_name)
 
 
-def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam: bool) -> _Scored:
-    """Rows for a decoded batch; the good inputs go through the model in one ``run_batch`` call."""
+def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam: bool,
+           after_model: Callable[[np.ndarray], str | None] | None = None) -> _Scored:
+    """Rows for a decoded batch; the good inputs go through the model in one ``run_batch`` call.
+
+    ``after_model`` (the learned input check) sees each image's pooled features; when it
+    returns a reason the row is ``out_of_scope`` and its score is withheld.
+    """
     from cxr_desktop.inference.engine import Prediction
 
     card = engine.card
@@ -406,9 +431,20 @@ def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam
         for j, pos in enumerate(batch.ok_positions):
             p = Prediction.from_probs(out.probabilities[j], card, device)
             r = rows[pos]
-            r.label, r.score, r.above_threshold, r.probabilities = p.label, p.score, p.above_threshold, p.probabilities
+            why = after_model(out.pooled[j]) if after_model is not None else None
+            if why:
+                r.status, r.reason = STATUS_OUT_OF_SCOPE, why
+                r.detail = (f"{Path(r.path).name}: not scored: {why}. The model is meant for frontal chest "
+                            "radiographs; review this image without the decision aid.")
+            else:
+                r.label, r.score, r.above_threshold, r.probabilities = (p.label, p.score, p.above_threshold,
+                                                                        p.probabilities)
         batch.inputs = None
-    return _Scored(rows, [(it.rows, it.columns) for it in batch.items], list(batch.ok_positions), cams)
+    keep = [j for j, pos in enumerate(batch.ok_positions) if rows[pos].status == STATUS_OK]
+    if cams is not None and len(keep) != len(batch.ok_positions):  # no heatmap for a withheld score
+        cams = cams[keep]
+    ok_positions = [batch.ok_positions[j] for j in keep]
+    return _Scored(rows, ok_positions, cams)
 
 
 def _submit_heatmaps(pool: ThreadPoolExecutor, folder: Path, opts: ScreenOptions,

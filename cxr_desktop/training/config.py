@@ -88,10 +88,12 @@ class TrainConfig:
     def resolved_work_dir(self) -> Path:
         return Path(self.work_dir) if self.work_dir else Path(str(self.out) + ".run")
 
-    def resolved_workers(self) -> int:
+    def resolved_workers(self, cuda: bool = False) -> int:
+        """DataLoader worker processes: on the CPU the model, not loading, is the bottleneck
+        (images are decoded once into a cache), so automatic means 0 there."""
         if self.workers is not None:
             return max(0, int(self.workers))
-        return min(4, max(0, (os.cpu_count() or 1) // 2))
+        return min(8, max(0, (os.cpu_count() or 1) // 2)) if cuda else 0
 
     def validate(self) -> None:
         """Raise :class:`TrainingError` for settings that cannot work."""

@@ -152,7 +152,10 @@ class ModelSaved:
 
 @dataclass
 class ReportSaved:
+    """The HTML report was written (``error`` set: it failed; the model file is saved regardless)."""
+
     path: str
+    error: str | None = None
 
 
 @dataclass

@@ -1,0 +1,53 @@
+"""Start the review window: ``cxr-desktop [PATH ...]`` ends up in :func:`run`.
+
+Order matters for start-up time: the window is created and shown first (Qt,
+numpy and the light viewer modules only), and the model, which needs torch,
+starts loading on a worker thread once the event loop runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from PySide6.QtWidgets import QApplication
+
+from cxr_desktop.gui.crash import install_excepthook
+from cxr_desktop.gui.startup_report import StartupReporter
+
+QUIT_WAIT_MS = 3000
+
+
+def create_app(argv: list[str] | None = None) -> QApplication:
+    """The QApplication (reused if one exists, e.g. under pytest-qt)."""
+    app = QApplication.instance()
+    if app is None:
+        app = QApplication(argv if argv is not None else sys.argv[:1])
+    app.setApplicationName("CXR Review")
+    app.setOrganizationName("CXR Review")
+    app.setApplicationDisplayName("CXR Review")
+    return app  # type: ignore[return-value]
+
+
+def run(paths: list[str], model: str | None = None) -> int:
+    """Open the main window on ``paths`` (files or folders) and run until it is closed."""
+    app = create_app()
+    install_excepthook()
+    from cxr_desktop.gui.main_window import MainWindow
+
+    reporter = StartupReporter.from_env()
+    reporter.quit_fn = app.quit
+    engine_options = {}
+    if os.environ.get("CXR_DEVICE"):  # auto | cpu | cuda (support and benchmarks)
+        engine_options["device"] = os.environ["CXR_DEVICE"]
+    window = MainWindow(reporter=reporter, engine_options=engine_options)
+    window.start_when_shown(list(paths), model)
+    window.show()
+    code = int(app.exec())
+    if not window.shutdown(timeout_ms=QUIT_WAIT_MS):
+        # A model is still loading (torch import, ONNX export): nothing is being written that
+        # matters (settings are synced, outputs are atomic), so do not keep the user waiting.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -1,0 +1,677 @@
+"""The review window: study list, image canvas with Grad-CAM overlay, results, tags, menus.
+
+The window only wires widgets and workers together; decoding, prediction and
+model loading run in workers (:mod:`cxr_desktop.gui.workers`,
+:mod:`cxr_desktop.gui.model_controller`), so the window never freezes. Flow:
+study list selection -> :class:`ImageLoader` decodes the frame -> canvas shows
+it -> :class:`ClassifierWorker` predicts + computes Grad-CAM -> results panel
+and overlay. Messages to the user never contain patient data or tracebacks.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
+from PySide6.QtWidgets import (
+    QDockWidget, QFileDialog, QLabel, QMainWindow, QMessageBox, QTabWidget,
+    QVBoxLayout, QWidget,
+)
+
+from cxr_desktop.gui.canvas import ImageCanvas, PixelReadout
+from cxr_desktop.gui.crash import REDACTOR
+from cxr_desktop.gui.dialogs import AboutDialog, ModelCardDialog
+from cxr_desktop.gui.export_view import export_png
+from cxr_desktop.gui.model_controller import ActiveModel, ModelController
+from cxr_desktop.gui.overlay import HeatmapLayer
+from cxr_desktop.gui.overlay_panel import OPACITY_STEP, OverlayPanel
+from cxr_desktop.gui.results_panel import ResultsPanel
+from cxr_desktop.gui.scope import out_of_scope_reason
+from cxr_desktop.gui.settings import AppSettings
+from cxr_desktop.gui.shortcuts import SHORTCUTS, ShortcutsDialog, key_sequences
+from cxr_desktop.gui.startup_report import StartupReporter
+from cxr_desktop.gui.study_list import StudyListWidget
+from cxr_desktop.gui.study_scan import StudyEntry
+from cxr_desktop.gui.tags_panel import TagsPanel
+from cxr_desktop.gui.window_presets import Preset, presets_for
+from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
+from cxr_desktop.imaging.types import StudyImage
+
+log = logging.getLogger(__name__)
+
+IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
+MODEL_FILTER = "CXR Review model (*.safetensors);;All files (*)"
+
+
+class _FirstPaint(QObject):
+    """Calls ``callback`` once, on the window's first paint (= the user can see it)."""
+
+    def __init__(self, callback: Callable[[], None]):
+        super().__init__()
+        self._callback: Callable[[], None] | None = callback
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if self._callback is not None and event.type() in (QEvent.Type.Paint, QEvent.Type.Expose):
+            cb, self._callback = self._callback, None
+            cb()
+        return False
+
+
+class MainWindow(QMainWindow):
+    """CXR Review's main window."""
+
+    image_displayed = Signal(object)  # StudyImage on the canvas
+    prediction_shown = Signal(object)  # PredictionOutcome shown in the results panel
+    load_failed = Signal(object)  # LoadedStudy whose file could not be decoded
+
+    def __init__(self, settings: AppSettings | None = None, *, engine_options: dict[str, Any] | None = None,
+                 reporter: StartupReporter | None = None, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setWindowTitle("CXR Review")
+        self.setAcceptDrops(True)
+        self.settings = settings or AppSettings.from_env()
+        self.reporter = reporter or StartupReporter(False)
+
+        self.engine_runner = WorkerRunner("engine", threads=1)
+        self.loader = ImageLoader(parent=self)
+        self.classifier = ClassifierWorker(self.engine_runner, parent=self)
+        self.models = ModelController(self.engine_runner, self.settings, engine_options=engine_options, parent=self)
+
+        self.canvas = ImageCanvas(self)
+        self.study_list = StudyListWidget()
+        self.results = ResultsPanel()
+        self.overlay_panel = OverlayPanel(opacity=self.settings.overlay_opacity,
+                                          colormap=self.settings.overlay_colormap,
+                                          visible=self.settings.overlay_visible)
+        self.tags = TagsPanel()
+        self.setCentralWidget(self.canvas)
+        self._build_docks()
+        self._build_status_bar()
+
+        self.current_entry: StudyEntry | None = None
+        self._entry_auto = False
+        self.current_image: StudyImage | None = None
+        self.current_outcome: PredictionOutcome | None = None
+        self.layer: HeatmapLayer | None = None
+        self.presets: list[Preset] = []
+        self.last_message: tuple[str, str] | None = None  # (title, text) of the last dialog/notice
+        self._message_box: QMessageBox | None = None
+        self._dialogs: list[QWidget] = []
+        self.actions: dict[str, QAction] = {}
+
+        self._build_menus()
+        self._connect()
+        self.canvas.set_overlay_opacity(self.overlay_panel.opacity / 100.0)
+        self.canvas.set_overlay_visible(self.overlay_panel.overlay_visible)
+        self.resize(1400, 900)
+        self._pending_start: tuple[list[str], str | None] | None = None
+        self._shown = False
+        self._first_paint = _FirstPaint(self._on_first_paint)
+        self.installEventFilter(self._first_paint)
+
+    # ================================================================ layout
+    def _build_docks(self) -> None:
+        left = QDockWidget("Studies", self)
+        left.setObjectName("studies")
+        left.setWidget(self.study_list)
+        left.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(Qt.DockWidgetArea.LeftDockWidgetArea, left)
+
+        right = QWidget()
+        col = QVBoxLayout(right)
+        col.setContentsMargins(0, 0, 0, 0)
+        col.addWidget(self.results, 0)  # height-for-width layout: wrapped text is never clipped
+        self.side_tabs = QTabWidget()
+        self.side_tabs.addTab(self.overlay_panel, "Heatmap")
+        self.side_tabs.addTab(self.tags, "DICOM tags")
+        col.addWidget(self.side_tabs, 1)
+        dock = QDockWidget("Decision aid", self)
+        dock.setObjectName("results")
+        dock.setWidget(right)
+        dock.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.resizeDocks([left, dock], [250, 340], Qt.Orientation.Horizontal)
+        self.docks = {"studies": left, "results": dock}
+
+    def _build_status_bar(self) -> None:
+        sb = self.statusBar()
+        self.pixel_label = QLabel("")
+        self.window_label = QLabel("")
+        self.zoom_label = QLabel("")
+        self.frame_label = QLabel("")
+        for w in (self.pixel_label, self.window_label, self.zoom_label, self.frame_label):
+            w.setMinimumWidth(60)
+        self.pixel_label.setMinimumWidth(240)
+        sb.addPermanentWidget(self.pixel_label)
+        sb.addPermanentWidget(self.window_label)
+        sb.addPermanentWidget(self.zoom_label)
+        sb.addPermanentWidget(self.frame_label)
+
+    def _build_menus(self) -> None:
+        handlers: dict[str, Callable[[], Any]] = {
+            "open_files": self.choose_files, "open_folder": self.choose_folder, "export_view": self.choose_export,
+            "close_all": self.close_all, "quit": self.close,
+            "next_image": lambda: self.study_list.step(+1), "prev_image": lambda: self.study_list.step(-1),
+            "next_frame": lambda: self.step_frame(+1), "prev_frame": lambda: self.step_frame(-1),
+            "first_frame": lambda: self.go_to_frame(0), "last_frame": lambda: self.go_to_frame(10**9),
+            "fit": self.canvas.fit, "actual_size": self.canvas.actual_size,
+            "zoom_in": lambda: self.canvas.zoom_by(1.25), "zoom_out": lambda: self.canvas.zoom_by(0.8),
+            "rotate_cw": self.canvas.rotate_clockwise, "rotate_ccw": self.canvas.rotate_counterclockwise,
+            "flip_h": self.canvas.flip_horizontal, "flip_v": self.canvas.flip_vertical,
+            "reset_view": self.reset_view, "invert": self.canvas.toggle_invert,
+            "reset_window": self.canvas.reset_window,
+            "toggle_overlay": lambda: self.overlay_panel.set_overlay_visible(not self.overlay_panel.overlay_visible),
+            "opacity_up": lambda: self.overlay_panel.step_opacity(OPACITY_STEP),
+            "opacity_down": lambda: self.overlay_panel.step_opacity(-OPACITY_STEP),
+            "cycle_colormap": self.overlay_panel.cycle_colormap,
+            "open_model": self.choose_model, "show_card": self.show_model_card,
+            "default_model": self.models.use_default,
+            "screen_folder": self.open_screening, "train_model": self.open_training,
+            "show_shortcuts": self.show_shortcuts, "about": self.show_about,
+        }
+        for i in range(1, 10):
+            handlers[f"preset_{i}"] = (lambda n=i: self.apply_preset(n - 1))
+        for sc in SHORTCUTS:
+            act = QAction(sc.text, self)
+            if sc.keys:
+                act.setShortcuts(key_sequences(sc))
+                act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            if sc.help:
+                act.setStatusTip(sc.help)
+            act.triggered.connect(lambda _checked=False, h=handlers[sc.id]: h())
+            self.actions[sc.id] = act
+            self.addAction(act)  # shortcuts work even for actions not in a menu
+        self.actions["toggle_overlay"].setCheckable(True)
+        self.actions["toggle_overlay"].setChecked(self.overlay_panel.overlay_visible)
+        self.actions["invert"].setCheckable(True)
+
+        mb = self.menuBar()
+        m = mb.addMenu("&File")
+        for key in ("open_files", "open_folder"):
+            m.addAction(self.actions[key])
+        self.recent_menu = m.addMenu("Open &recent")
+        m.addSeparator()
+        m.addAction(self.actions["export_view"])
+        m.addAction(self.actions["close_all"])
+        m.addSeparator()
+        m.addAction(self.actions["quit"])
+
+        m = mb.addMenu("&View")
+        for key in ("next_image", "prev_image", None, "next_frame", "prev_frame", "first_frame", "last_frame", None,
+                    "fit", "actual_size", "zoom_in", "zoom_out", None, "rotate_cw", "rotate_ccw", "flip_h",
+                    "flip_v", None, "reset_view"):
+            m.addSeparator() if key is None else m.addAction(self.actions[key])
+
+        m = mb.addMenu("&Window/level")
+        m.addAction(self.actions["invert"])
+        m.addAction(self.actions["reset_window"])
+        m.addSeparator()
+        self.presets_menu = m.addMenu("&Presets")
+        self.presets_menu.setEnabled(False)
+
+        m = mb.addMenu("&Overlay")
+        for key in ("toggle_overlay", "opacity_up", "opacity_down", "cycle_colormap"):
+            m.addAction(self.actions[key])
+
+        m = mb.addMenu("&Model")
+        m.addAction(self.actions["open_model"])
+        self.recent_models_menu = m.addMenu("&Recent models")
+        m.addAction(self.actions["default_model"])
+        m.addSeparator()
+        m.addAction(self.actions["show_card"])
+
+        m = mb.addMenu("&Tools")
+        m.addAction(self.actions["screen_folder"])
+        m.addAction(self.actions["train_model"])
+
+        m = mb.addMenu("&Help")
+        m.addAction(self.actions["show_shortcuts"])
+        m.addAction(self.actions["about"])
+        self._refresh_recent_menus()
+
+    def _connect(self) -> None:
+        self.study_list.entry_selected.connect(self._on_entry_selected)
+        self.study_list.bad_entry_selected.connect(self._on_bad_entry)
+        self.loader.loaded.connect(self._on_loaded)
+        self.classifier.result_ready.connect(self._on_outcome)
+        self.classifier.busy_changed.connect(self._update_busy)
+        self.loader.busy_changed.connect(self._update_busy)
+        self.models.ready.connect(self._on_model_ready)
+        self.models.failed.connect(self._on_model_failed)
+        self.models.loading.connect(self._on_model_loading)
+        self.canvas.pixel_hovered.connect(self._on_pixel)
+        self.canvas.window_changed.connect(self._on_window_changed)
+        self.canvas.view_changed.connect(self._on_view_changed)
+        self.canvas.files_dropped.connect(self.open_paths)
+        self.overlay_panel.opacity_changed.connect(self._on_opacity)
+        self.overlay_panel.colormap_changed.connect(self._on_colormap)
+        self.overlay_panel.visible_changed.connect(self._on_overlay_visible)
+        self.overlay_panel.cam_class_changed.connect(lambda _c: self.request_prediction())
+
+    # ================================================================ start-up
+    def _on_first_paint(self) -> None:
+        self._shown = True
+        self.reporter.mark("window_shown", torch_loaded="torch" in sys.modules)
+        if self._pending_start is not None:
+            QTimer.singleShot(0, self._start_pending)
+
+    def start_when_shown(self, paths: list[str] | None = None, model: str | None = None) -> None:
+        """:meth:`start` once the window has been painted, so that nothing delays the first window."""
+        self._pending_start = (list(paths or []), model)
+        if self._shown:
+            QTimer.singleShot(0, self._start_pending)
+        else:  # never painted (e.g. minimised): start anyway
+            QTimer.singleShot(2000, self._start_pending)
+
+    def _start_pending(self) -> None:
+        pending, self._pending_start = self._pending_start, None
+        if pending is not None and not self.reporter.quitting:
+            self.start(*pending)
+
+    def start(self, paths: list[str] | None = None, model: str | None = None) -> None:
+        """Begin loading the model (worker) and open ``paths``."""
+        self.models.load_startup(model)
+        if paths:
+            self.open_paths(paths)
+
+    # ================================================================ opening
+    def open_paths(self, paths: list[str]) -> None:
+        """Open files and/or folders (menu, command line, drag and drop, recent files)."""
+        paths = [str(p) for p in paths if str(p)]
+        if not paths:
+            return
+        for p in paths:
+            REDACTOR.register_path(p)
+            REDACTOR.register_path(Path(p).resolve())
+            self.settings.add_recent_file(str(Path(p).resolve()) if Path(p).exists() else p)
+        self._refresh_recent_menus()
+        self.study_list.add_paths(paths, select_first=True)
+
+    def choose_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(self, "Open images", self.settings.last_dir, IMAGE_FILTER)
+        if files:
+            self.settings.last_dir = str(Path(files[0]).parent)
+            self.open_paths(files)
+
+    def choose_folder(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open folder", self.settings.last_dir)
+        if folder:
+            self.settings.last_dir = folder
+            self.open_paths([folder])
+
+    def close_all(self) -> None:
+        self.study_list.clear()
+        self.current_entry = None
+        self._show_nothing("Open a file or folder (Ctrl+O / Ctrl+Shift+O), or drop files here.")
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            self.open_paths(paths)
+            event.acceptProposedAction()
+
+    # ================================================================ images
+    def _on_entry_selected(self, entry: StudyEntry) -> None:
+        self.current_entry = entry
+        self._entry_auto = self.study_list.selection_is_auto
+        self.load_frame(0)
+
+    def _on_bad_entry(self, entry: StudyEntry) -> None:
+        self.current_entry = entry
+        self._show_nothing(f"{entry.message}\n\n(reason: {entry.reason})")
+
+    def _show_nothing(self, message: str) -> None:
+        self.current_image = None
+        self.current_outcome = None
+        self.layer = None
+        self.classifier.cancel()
+        self.canvas.show_message(message)
+        self.results.clear_result(None)
+        self.tags.set_tags(None, "No DICOM file shown.")
+        self.frame_label.setText("")
+        self.presets_menu.setEnabled(False)
+
+    def load_frame(self, frame: int) -> None:
+        if self.current_entry is None:
+            return
+        self.loader.request(self.current_entry.path, frame)
+        self._update_busy()
+
+    def step_frame(self, delta: int) -> None:
+        if self.current_image is not None:
+            self.go_to_frame(self.current_image.frame_index + delta)
+
+    def go_to_frame(self, frame: int) -> None:
+        im = self.current_image
+        if im is None or im.frame_count <= 1:
+            return
+        frame = max(0, min(im.frame_count - 1, int(frame)))
+        if frame != im.frame_index:
+            self.load_frame(frame)
+
+    def _on_loaded(self, study: LoadedStudy) -> None:
+        entry = self.current_entry
+        if entry is None or study.path != entry.path:
+            return
+        if study.image is None:
+            err = study.error
+            self.study_list.mark_failed(study.path, err)
+            self._show_nothing(f"{err.user_message() if err else 'The file could not be read.'}")
+            self._update_busy()
+            self.load_failed.emit(study)
+            if self._entry_auto:  # opened, not chosen: show the next readable file instead
+                self.study_list.select_readable_after(study.path)
+            return
+        image = study.image
+        pid = image.metadata.get("patient_id")
+        if pid:
+            REDACTOR.register_patient_id(pid)
+        same_file = self.current_image is not None and self.current_image.path == image.path
+        self.current_image = image
+        self.current_outcome = None
+        self.layer = None
+        self.canvas.set_image(image, keep_view=same_file)
+        self._rebuild_presets(image)
+        if study.tags is not None:
+            self.tags.set_tags(study.tags)
+        else:
+            self.tags.set_tags(None, study.tags_error or f"{image.source_format.upper()} file: no DICOM tags.")
+        self.frame_label.setText(f"Frame {image.frame_index + 1}/{image.frame_count}" if image.frame_count > 1
+                                 else "")
+        self.setWindowTitle(f"CXR Review - {Path(image.path or '').name}")
+        self.image_displayed.emit(image)
+        self.reporter.mark("image_shown")
+        self.request_prediction()
+
+    # ================================================================ predictions
+    def request_prediction(self) -> None:
+        """Ask the classifier about the image on screen (cached, superseded, off the GUI thread)."""
+        image = self.current_image
+        self.current_outcome = None
+        self.canvas.clear_overlay()
+        self.layer = None
+        if image is None:
+            return
+        reason = out_of_scope_reason(image)
+        if reason:
+            self.classifier.cancel()
+            self._update_busy()
+            self.results.clear_result(f"Not scored: {reason}. The classifier is only for chest radiographs; "
+                                      "the image can still be viewed.")
+            return
+        if self.classifier.engine is None:
+            self.results.clear_result("The model is still loading; the result follows.")
+            self._update_busy()
+            return
+        self.results.clear_result(None)
+        self.classifier.request(image, cam_class=self.overlay_panel.cam_class)
+
+    def _update_busy(self, *_args: Any) -> None:
+        """One busy indicator for loading the image, loading the model and analysing."""
+        if self.loader.busy:
+            self.results.set_busy(True, "Loading image...")
+        elif self.models.busy and self.current_image is not None:
+            self.results.set_busy(True, "Loading the model...")
+        elif self.classifier.busy:
+            self.results.set_busy(True, "Analysing image...")
+        else:
+            self.results.set_busy(False)
+
+    def _on_outcome(self, outcome: PredictionOutcome) -> None:
+        image = self.current_image
+        if image is None:
+            return
+        expected = self.classifier.key_for(image, self.overlay_panel.cam_class)
+        if outcome.key != expected:
+            return
+        self._update_busy()
+        self.current_outcome = outcome
+        if outcome.result is None:
+            self.results.clear_result(outcome.error)
+            self.prediction_shown.emit(outcome)
+            return
+        active = self.models.active
+        res = outcome.result
+        self.results.show_prediction(res.prediction, active.card.positive_class if active else None)
+        if res.heatmap is not None:
+            self.layer = HeatmapLayer(res.heatmap, res.cam_class)
+            self.canvas.set_overlay(self.layer.image(self.overlay_panel.colormap), image.shape)
+            self.overlay_panel.set_explained(res.cam_class)
+        self.prediction_shown.emit(outcome)
+        self.reporter.mark("first_result")
+
+    # ================================================================ overlay
+    def _on_opacity(self, percent: int) -> None:
+        self.canvas.set_overlay_opacity(percent / 100.0)
+        self.settings.overlay_opacity = percent
+
+    def _on_colormap(self, name: str) -> None:
+        self.settings.overlay_colormap = name
+        if self.layer is not None and self.current_image is not None:
+            self.canvas.set_overlay(self.layer.image(name), self.current_image.shape)
+
+    def _on_overlay_visible(self, on: bool) -> None:
+        self.canvas.set_overlay_visible(on)
+        self.actions["toggle_overlay"].setChecked(on)
+        self.settings.overlay_visible = on
+
+    # ================================================================ window/level
+    def _rebuild_presets(self, image: StudyImage) -> None:
+        self.presets = presets_for(image)
+        self.presets_menu.clear()
+        group = QActionGroup(self.presets_menu)
+        for i, preset in enumerate(self.presets):
+            act = self.presets_menu.addAction(preset.name)
+            if i < 9:
+                act.setShortcut(QKeySequence(f"Ctrl+{i + 1}"))
+                act.setShortcutContext(Qt.ShortcutContext.WidgetShortcut)  # the window-wide action fires
+            act.triggered.connect(lambda _c=False, n=i: self.apply_preset(n))
+            group.addAction(act)
+        self.presets_menu.setEnabled(bool(self.presets))
+
+    def apply_preset(self, index: int) -> None:
+        if self.current_image is None or not 0 <= index < len(self.presets):
+            return
+        preset = self.presets[index]
+        if preset.window is None:
+            self.canvas.set_window(None)
+        else:
+            self.canvas.set_window(preset.window)
+        self.statusBar().showMessage(f"Window: {preset.name}", 3000)
+
+    def reset_view(self) -> None:
+        self.canvas.reset_view()
+        self.actions["invert"].setChecked(False)
+
+    # ================================================================ status bar
+    def _on_pixel(self, readout: PixelReadout | None) -> None:
+        self.pixel_label.setText(readout.text() if readout is not None else "")
+
+    def _on_window_changed(self, window) -> None:
+        if window is None:
+            self.window_label.setText("W/L: file VOI LUT")
+        else:
+            self.window_label.setText(f"W {window.width:.6g} / L {window.center:.6g}")
+        self.actions["invert"].setChecked(self.canvas.inverted)
+
+    def _on_view_changed(self) -> None:
+        self.zoom_label.setText(f"Zoom {self.canvas.zoom * 100:.0f} %")
+
+    # ================================================================ models
+    def _on_model_loading(self, text: str) -> None:
+        self.results.set_model_loading(text)
+        self.statusBar().showMessage(text)
+        self._update_busy()
+
+    def _on_model_ready(self, active: ActiveModel) -> None:
+        self.classifier.set_engine(active.engine, active.model_id)
+        self._update_busy()
+        self.results.set_model(active)
+        self.overlay_panel.set_classes(list(active.card.classes))
+        self.statusBar().showMessage(f"Model ready: {active.display_name} on {active.engine.device_label}", 5000)
+        self._refresh_recent_menus()
+        self.reporter.mark("model_ready")
+        if active.refused_path:
+            self.inform("Model not used", active.notes[0] if active.notes else "The model could not be used.")
+        self.request_prediction()
+
+    def _on_model_failed(self, message: str) -> None:
+        self._update_busy()
+        self.statusBar().showMessage("The model was not changed.", 5000)
+        if self.models.active is not None:
+            self.results.set_model(self.models.active)
+        self.inform("Model not used", message)
+
+    def choose_model(self) -> None:
+        start = str(Path(self.settings.last_model).parent) if self.settings.last_model else ""
+        path, _ = QFileDialog.getOpenFileName(self, "Open model file", start, MODEL_FILTER)
+        if path:
+            self.models.open_model(path)
+
+    def open_model(self, path: str) -> None:
+        """Switch model (same as Model > Open model file)."""
+        self.models.open_model(path)
+
+    def show_model_card(self) -> None:
+        if self.models.active is None:
+            self.inform("Model card", "The model is still loading.")
+            return
+        self._keep_dialog(ModelCardDialog(self.models.active, self))
+
+    # ================================================================ recent lists
+    def _refresh_recent_menus(self) -> None:
+        self.recent_menu.clear()
+        for p in self.settings.recent_files:
+            act = self.recent_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, path=p: self._open_recent(path))
+        self.recent_menu.setEnabled(bool(self.settings.recent_files))
+        self.recent_models_menu.clear()
+        for p in self.settings.recent_models:
+            act = self.recent_models_menu.addAction(p)
+            act.triggered.connect(lambda _c=False, path=p: self.models.open_model(path))
+        self.recent_models_menu.setEnabled(bool(self.settings.recent_models))
+
+    def _open_recent(self, path: str) -> None:
+        if not Path(path).exists():
+            self.inform("File not found", f"{Path(path).name} is no longer there (moved or deleted).")
+            return
+        self.open_paths([path])
+
+    # ================================================================ export
+    def choose_export(self) -> None:
+        if self.current_image is None:
+            self.inform("Export view", "Open an image first.")
+            return
+        default = Path(self.settings.last_dir or ".") / f"cxr-view-{datetime.datetime.now():%Y%m%d-%H%M%S}.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", str(default), "PNG image (*.png)")
+        if path:
+            if not path.lower().endswith(".png"):
+                path += ".png"
+            self.export_view(path)
+
+    def export_view(self, path: str) -> Path | None:
+        """Save what the canvas shows, with legend and caption (no patient data)."""
+        overlay_on = self.canvas.overlay_shown and self.layer is not None
+        title = f"Grad-CAM: {self.layer.class_name}" if overlay_on and self.layer else ""
+        caption = ""
+        if self.models.active is not None and self.current_outcome is not None and self.current_outcome.result:
+            pred = self.current_outcome.result.prediction
+            caption = f"Model {self.models.active.display_name}: predicted {pred.label} ({pred.score:.3f})"
+        try:
+            out = export_png(path, self.canvas.render_viewport(),
+                             colormap=self.overlay_panel.colormap if overlay_on else None,
+                             legend_title=title, caption=caption)
+        except OSError as exc:
+            self.inform("Export failed", f"The view could not be saved to {Path(path).name} "
+                                         f"({exc.strerror or type(exc).__name__}). Choose another folder.")
+            return None
+        self.statusBar().showMessage(f"View exported to {out.name}", 5000)
+        return out
+
+    # ================================================================ tools
+    def _optional_dialog(self, module: str, cls_name: str, what: str) -> QWidget | None:
+        try:
+            mod = __import__(f"cxr_desktop.gui.{module}", fromlist=[cls_name])
+            cls = getattr(mod, cls_name)
+        except (ImportError, AttributeError):
+            self.inform(what, f"{what} is not available in this version of CXR Review.")
+            return None
+        params = inspect.signature(cls).parameters
+        kwargs: dict[str, Any] = {}
+        active = self.models.active
+        if "parent" in params:
+            kwargs["parent"] = self
+        if "model_path" in params and active is not None and active.path:
+            kwargs["model_path"] = active.path
+        if "settings" in params:
+            kwargs["settings"] = self.settings.q
+        dialog = cls(**kwargs)
+        if "parent" not in params:
+            dialog.setParent(self, Qt.WindowType.Dialog)
+        return dialog
+
+    def open_screening(self) -> None:
+        dialog = self._optional_dialog("screening_panel", "ScreeningDialog", "Screening")
+        if dialog is None:
+            return
+        if hasattr(dialog, "open_study_requested"):
+            dialog.open_study_requested.connect(lambda path: self.open_paths([path]))
+        self._keep_dialog(dialog)
+
+    def open_training(self) -> None:
+        dialog = self._optional_dialog("training_wizard", "TrainingWizard", "Training")
+        if dialog is None:
+            return
+        if hasattr(dialog, "model_ready"):
+            dialog.model_ready.connect(self.open_model)
+        self._keep_dialog(dialog)
+
+    # ================================================================ help
+    def show_shortcuts(self) -> None:
+        self._keep_dialog(ShortcutsDialog(self))
+
+    def show_about(self) -> None:
+        self._keep_dialog(AboutDialog(self.models.active, self))
+
+    def _keep_dialog(self, dialog: QWidget) -> None:
+        self._dialogs = [d for d in self._dialogs if d.isVisible()]
+        self._dialogs.append(dialog)
+        dialog.show()
+        dialog.raise_()
+
+    def inform(self, title: str, text: str) -> None:
+        """A non-blocking message box (the viewer keeps working behind it)."""
+        self.last_message = (title, text)
+        if self._message_box is not None:
+            self._message_box.close()
+        box = QMessageBox(QMessageBox.Icon.Information, title, text, QMessageBox.StandardButton.Ok, self)
+        box.setWindowModality(Qt.WindowModality.NonModal)
+        box.open()
+        self._message_box = box
+
+    # ================================================================ shutdown
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self, timeout_ms: int = 30000) -> bool:
+        """Stop workers; False if one is still busy after ``timeout_ms`` (e.g. a model still loading)."""
+        self.settings.sync()
+        self.classifier.cancel()
+        ok = self.study_list.shutdown(timeout_ms)
+        ok = self.loader.runner.shutdown(timeout_ms) and ok
+        ok = self.engine_runner.shutdown(timeout_ms) and ok
+        return ok
+

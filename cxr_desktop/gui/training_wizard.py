@@ -1,0 +1,907 @@
+"""Training wizard: a thin Qt layer over :func:`cxr_desktop.training.engine.train`.
+
+Pages: folder -> scan summary -> split -> settings -> training (live curves,
+progress with ETA, cancel keeping the best epoch) -> evaluation (metrics, ROC,
+confusion matrix, threshold slider, Grad-CAM gallery) -> save (model file +
+report, optionally made the active model through :attr:`TrainingWizard.model_ready`).
+
+All work (scan, training, gallery, saving) runs in superqt generator/function
+workers; the pages only turn events into widgets.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import math
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, Signal
+from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QPixmap
+from PySide6.QtWidgets import (
+    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
+    QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QTableWidget,
+    QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage,
+)
+from superqt.utils import create_worker
+
+from cxr_desktop import DECISION_AID_NOTICE
+
+
+def _start(fn: Callable[..., Any], *args: Any, owner: Any, **signals: Callable[..., Any]) -> Any:
+    """Start a superqt worker (generator or function) with ``signals`` connected; kept alive on ``owner``."""
+    worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True)
+    for name, slot in signals.items():
+        getattr(worker, name).connect(slot)
+    live = owner.__dict__.setdefault("_workers", set())
+    live.add(worker)
+    worker.finished.connect(lambda w=worker: live.discard(w))
+    worker.start()
+    return worker
+
+
+def _folder_row(edit: QLineEdit, parent: QWidget, title: str) -> QWidget:
+    row = QWidget(parent)
+    lay = QHBoxLayout(row)
+    lay.setContentsMargins(0, 0, 0, 0)
+    lay.addWidget(edit, 1)
+    btn = QPushButton("Browse...", row)
+    btn.clicked.connect(lambda: _browse_dir(edit, parent, title))
+    lay.addWidget(btn)
+    return row
+
+
+def _browse_dir(edit: QLineEdit, parent: QWidget, title: str) -> None:
+    d = QFileDialog.getExistingDirectory(parent, title, edit.text() or str(Path.home()))
+    if d:
+        edit.setText(d)
+
+
+def _explain(text: str) -> QLabel:
+    lab = QLabel(text)
+    lab.setWordWrap(True)
+    lab.setStyleSheet("color: palette(mid); font-size: 90%;")
+    return lab
+
+
+# --------------------------------------------------------------------------- charts
+
+
+class CurveChart(QWidget):
+    """Small line chart painted with QPainter: named series of (x, y) points."""
+
+    COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd")
+
+    def __init__(self, title: str, *, y_range: tuple[float, float] | None = None, parent: QWidget | None = None,
+                 diagonal: bool = False):
+        super().__init__(parent)
+        self.title = title
+        self.y_range = y_range
+        self.diagonal = diagonal
+        self.series: dict[str, list[tuple[float, float]]] = {}
+        self.markers: list[tuple[float, float, str]] = []
+        self.vlines: list[float] = []
+        self.setMinimumSize(260, 180)
+
+    def set_series(self, name: str, points: Sequence[tuple[float, float]]) -> None:
+        self.series[name] = [(float(x), float(y)) for x, y in points if math.isfinite(y)]
+        self.update()
+
+    def add_point(self, name: str, x: float, y: float) -> None:
+        if math.isfinite(y):
+            self.series.setdefault(name, []).append((float(x), float(y)))
+            self.update()
+
+    def paintEvent(self, event: Any) -> None:  # noqa: N802 - Qt name
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        r = QRectF(self.rect()).adjusted(40, 22, -10, -28)
+        p.fillRect(self.rect(), self.palette().base())
+        p.setPen(self.palette().text().color())
+        p.drawText(QRectF(0, 2, self.width(), 18), Qt.AlignmentFlag.AlignCenter, self.title)
+        pts = [pt for s in self.series.values() for pt in s]
+        xs = [x for x, _ in pts] or [0.0, 1.0]
+        ys = [y for _, y in pts] or [0.0, 1.0]
+        x0, x1 = min(xs), max(xs)
+        if x1 - x0 < 1e-9:
+            x0, x1 = x0 - 0.5, x1 + 0.5
+        y0, y1 = self.y_range if self.y_range else (min(ys), max(ys))
+        if y1 - y0 < 1e-9:
+            y0, y1 = y0 - 0.5, y1 + 0.5
+
+        def at(x: float, y: float) -> QPointF:
+            return QPointF(r.left() + (x - x0) / (x1 - x0) * r.width(), r.bottom() - (y - y0) / (y1 - y0) * r.height())
+
+        p.setPen(QPen(QColor("#999999"), 1))
+        p.drawRect(r)
+        p.drawText(QRectF(0, r.top() - 6, 38, 14), Qt.AlignmentFlag.AlignRight, f"{y1:.3g}")
+        p.drawText(QRectF(0, r.bottom() - 8, 38, 14), Qt.AlignmentFlag.AlignRight, f"{y0:.3g}")
+        p.drawText(QRectF(r.left(), r.bottom() + 2, 60, 14), Qt.AlignmentFlag.AlignLeft, f"{x0:.3g}")
+        p.drawText(QRectF(r.right() - 60, r.bottom() + 2, 60, 14), Qt.AlignmentFlag.AlignRight, f"{x1:.3g}")
+        if self.diagonal:
+            p.setPen(QPen(QColor("#bbbbbb"), 1, Qt.PenStyle.DotLine))
+            p.drawLine(at(x0, y0), at(x1, y1))
+        for v in self.vlines:
+            p.setPen(QPen(QColor("#888888"), 1, Qt.PenStyle.DashLine))
+            p.drawLine(at(v, y0), at(v, y1))
+        legend_y = r.top() + 4
+        for i, (name, s) in enumerate(self.series.items()):
+            colour = QColor(self.COLOURS[i % len(self.COLOURS)])
+            p.setPen(QPen(colour, 2))
+            if len(s) == 1:
+                p.drawEllipse(at(*s[0]), 3, 3)
+            elif s:
+                path = QPainterPath(at(*s[0]))
+                for x, y in s[1:]:
+                    path.lineTo(at(x, y))
+                p.drawPath(path)
+            p.drawText(QRectF(r.left() + 6, legend_y, r.width() - 12, 14), Qt.AlignmentFlag.AlignLeft, name)
+            legend_y += 14
+        for x, y, label in self.markers:
+            p.setPen(QPen(QColor("#d62728"), 2))
+            p.drawEllipse(at(x, y), 5, 5)
+            p.drawText(at(x, y) + QPointF(8, 12), label)
+        p.end()
+
+
+# --------------------------------------------------------------------------- pages
+
+
+class FolderPage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.setTitle("Choose the images")
+        self.setSubTitle("A folder with one subfolder per class (for example normal/ and abnormal/); files may be "
+                         "nested at any depth and mix PNG, JPEG and DICOM. The folders are only read, never changed.")
+        self.data = QLineEdit(self)
+        self.test = QLineEdit(self)
+        self.regex = QLineEdit(self)
+        self.regex.setPlaceholderText(r"e.g. ^(\d+)_  (first group = patient)")
+        form = QFormLayout(self)
+        form.addRow("Training folder:", _folder_row(self.data, self, "Training folder"))
+        form.addRow("", _explain("Images of each class in its own subfolder."))
+        form.addRow("Test folder (optional):", _folder_row(self.test, self, "Test folder"))
+        form.addRow("", _explain("A separate set with the same subfolders, used only for the final evaluation. "
+                                 "Without it, a share of the patients is held out for testing."))
+        form.addRow("Patient pattern (optional):", self.regex)
+        form.addRow("", _explain("DICOM PatientID groups images of one patient. For other files a regular "
+                                 "expression on the file name can; otherwise each file is its own patient."))
+        self.data.textChanged.connect(self.completeChanged)
+        self.test.textChanged.connect(self.completeChanged)
+        if wizard.settings is not None:
+            self.data.setText(str(wizard.settings.value("training/last_folder", "") or ""))
+
+    def isComplete(self) -> bool:  # noqa: N802
+        ok = bool(self.data.text().strip()) and Path(self.data.text().strip()).is_dir()
+        t = self.test.text().strip()
+        return ok and (not t or Path(t).is_dir())
+
+
+class ScanPage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("Scan")
+        self.setSubTitle("Counting images per class, checking every file, finding duplicates and patients.")
+        self.bar = QProgressBar(self)
+        self.status = QLabel(self)
+        self.text = QPlainTextEdit(self)
+        self.text.setReadOnly(True)
+        lay = QVBoxLayout(self)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.status)
+        lay.addWidget(self.text, 1)
+        self.train_scan: Any = None
+        self.test_scan: Any = None
+        self.error: str | None = None
+        self._running = False
+
+    def initializePage(self) -> None:  # noqa: N802
+        from cxr_desktop.training.scan import iter_scan
+
+        self.train_scan = self.test_scan = None
+        self.error = None
+        self.text.clear()
+        self.bar.setValue(0)
+        folder = self.wiz.folder_page
+        data, test = folder.data.text().strip(), folder.test.text().strip()
+        regex = folder.regex.text().strip() or None
+        if self.wiz.settings is not None:
+            self.wiz.settings.setValue("training/last_folder", data)
+        self.cancel = threading.Event()
+
+        def job() -> Any:
+            tr = yield from iter_scan(data, patient_regex=regex, cancelled=self.cancel.is_set)
+            te = None
+            if test:
+                te = yield from iter_scan(test, classes=tr.classes, patient_regex=regex, cancelled=self.cancel.is_set)
+            return tr, te
+
+        self._running = True
+        self.completeChanged.emit()
+        self.worker = _start(job, owner=self, yielded=self._progress, returned=self._done, errored=self._failed,
+                             finished=self._finished)
+
+    def _progress(self, ev: Any) -> None:
+        self.bar.setMaximum(max(1, ev.total))
+        self.bar.setValue(ev.done)
+        self.status.setText(f"{ev.folder}: {ev.done} of {ev.total} files")
+
+    def _done(self, value: Any) -> None:
+        self.train_scan, self.test_scan = value
+        lines = self.train_scan.summary_lines()
+        if self.test_scan is not None:
+            lines += ["", "Test folder:"] + ["  " + s for s in self.test_scan.summary_lines()]
+        self.text.setPlainText("\n".join(lines))
+        self.status.setText("Scan complete." + ("" if self.usable() else " Not enough images to train: each class "
+                                                "needs at least 3 usable images."))
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = str(exc)
+        self.status.setText("The folder cannot be used.")
+        self.text.setPlainText(self.error)
+
+    def _finished(self) -> None:
+        self._running = False
+        self.completeChanged.emit()
+
+    def usable(self) -> bool:
+        return self.train_scan is not None and len(self.train_scan.classes) >= 2 and all(
+            n >= 3 for n in self.train_scan.counts().values())
+
+    def isComplete(self) -> bool:  # noqa: N802
+        return not self._running and self.usable()
+
+    def cleanupPage(self) -> None:  # noqa: N802
+        if getattr(self, "cancel", None) is not None:
+            self.cancel.set()
+
+
+class SplitPage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("Split")
+        self.setSubTitle("Patients, not images, are divided between training, validation and test, so no patient "
+                         "is ever evaluated on after being trained on. The split is stratified by class and "
+                         "repeatable with the same seed.")
+        self.val = QDoubleSpinBox(self)
+        self.val.setRange(0.05, 0.5)
+        self.val.setSingleStep(0.05)
+        self.val.setValue(0.15)
+        self.test = QDoubleSpinBox(self)
+        self.test.setRange(0.0, 0.5)
+        self.test.setSingleStep(0.05)
+        self.test.setValue(0.15)
+        self.seed = QSpinBox(self)
+        self.seed.setRange(0, 2**31 - 1)
+        self.table = QTableWidget(self)
+        self.note = QLabel(self)
+        self.note.setWordWrap(True)
+        form = QFormLayout()
+        form.addRow("Validation share:", self.val)
+        form.addRow("", _explain("Chooses the best epoch and the decision threshold."))
+        form.addRow("Test share:", self.test)
+        form.addRow("", _explain("Held out until the end for an honest estimate (not used with a test folder)."))
+        form.addRow("Seed:", self.seed)
+        lay = QVBoxLayout(self)
+        lay.addLayout(form)
+        lay.addWidget(self.table, 1)
+        lay.addWidget(self.note)
+        for w in (self.val, self.test, self.seed):
+            w.valueChanged.connect(self.refresh)
+
+    def initializePage(self) -> None:  # noqa: N802
+        has_test = self.wiz.scan_page.test_scan is not None
+        self.test.setEnabled(not has_test)
+        self.refresh()
+
+    def refresh(self) -> None:
+        from cxr_desktop.training.split import split_counts, split_groups
+
+        scan = self.wiz.scan_page.train_scan
+        if scan is None:
+            return
+        has_test = self.wiz.scan_page.test_scan is not None
+        items = scan.items
+        try:
+            split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=self.val.value(),
+                                 test_fraction=0.0 if has_test else self.test.value(), seed=self.seed.value())
+        except ValueError as exc:
+            self.note.setText(str(exc))
+            return
+        counts = split_counts(split, [i.label for i in items], [i.group for i in items], scan.classes)
+        if has_test:
+            t = self.wiz.scan_page.test_scan
+            counts["test"] = {**t.counts(), "groups": t.n_groups}
+        cols = list(scan.classes) + ["patients"]
+        self.table.setColumnCount(len(cols))
+        self.table.setHorizontalHeaderLabels(cols)
+        self.table.setRowCount(3)
+        self.table.setVerticalHeaderLabels(["training", "validation", "test" + (" (folder)" if has_test else "")])
+        for r, name in enumerate(("train", "val", "test")):
+            for c, cls in enumerate(scan.classes):
+                self.table.setItem(r, c, QTableWidgetItem(str(counts[name].get(cls, 0))))
+            self.table.setItem(r, len(cols) - 1, QTableWidgetItem(str(counts[name]["groups"])))
+        self.note.setText("\n".join(split.warnings))
+
+
+class SettingsPage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("Settings")
+        self.setSubTitle("The defaults suit most data sets; each setting says what it does.")
+        inner = QWidget(self)
+        form = QFormLayout(inner)
+
+        def add(label: str, widget: QWidget, help_text: str) -> QWidget:
+            form.addRow(label, widget)
+            form.addRow("", _explain(help_text))
+            return widget
+
+        def spin(lo: int, hi: int, val: int) -> QSpinBox:
+            s = QSpinBox(inner)
+            s.setRange(lo, hi)
+            s.setValue(val)
+            return s
+
+        def dspin(lo: float, hi: float, val: float, decimals: int = 5, step: float = 0.0001) -> QDoubleSpinBox:
+            s = QDoubleSpinBox(inner)
+            s.setDecimals(decimals)
+            s.setRange(lo, hi)
+            s.setSingleStep(step)
+            s.setValue(val)
+            return s
+
+        def combo(items: Sequence[str], current: str) -> QComboBox:
+            c = QComboBox(inner)
+            c.addItems(list(items))
+            c.setCurrentText(current)
+            return c
+
+        self.positive = add("Positive class:", QComboBox(inner), "Its probability is the score compared with "
+                            "the decision threshold.")
+        self.weights = add("Initial weights:", combo(["imagenet", "none"], "imagenet"),
+                           "ImageNet weights (if installed offline) make training far faster and better; "
+                           "'none' starts from random weights.")
+        self.input_size = add("Input size (px):", spin(64, 512, 224), "Images are resized to this square; "
+                              "224 is the ResNet50 standard, smaller is faster.")
+        self.epochs_frozen = add("Stage 1 epochs:", spin(0, 200, 5), "Trains only the new classifier head, "
+                                 "the backbone frozen (fast: its features are computed once).")
+        self.epochs_finetune = add("Stage 2 epochs:", spin(0, 500, 10), "Fine-tunes the network at a lower "
+                                   "learning rate (slow on a CPU).")
+        self.finetune = add("Stage 2 trains:", combo(["all", "layer3", "layer4"], "all"),
+                            "All blocks, or only the last blocks (faster, less prone to over-fitting on small data).")
+        self.batch = add("Batch size:", spin(2, 512, 32), "Images per step; lower it if memory runs out.")
+        self.lr_head = add("Stage 1 learning rate:", dspin(1e-6, 1.0, 1e-3), "Step size for the head.")
+        self.lr_finetune = add("Stage 2 learning rate:", dspin(1e-7, 1.0, 1e-4, 6, 0.00001),
+                               "Smaller, so pretrained features are refined rather than overwritten.")
+        self.optimizer = add("Optimizer:", combo(["adam", "sgd"], "adam"), "adam = AdamW (robust default); "
+                             "sgd = SGD with momentum.")
+        self.scheduler = add("Learning-rate schedule:", combo(["cosine", "plateau", "none"], "cosine"),
+                             "Cosine decays smoothly; plateau lowers it when validation stops improving.")
+        self.monitor = add("Best epoch by:", combo(["auc", "loss"], "auc"), "Validation metric that picks the "
+                           "saved epoch and drives early stopping.")
+        self.patience = add("Early-stop patience:", spin(0, 100, 5), "Epochs without improvement before a stage "
+                            "stops (0: never).")
+        self.balance = add("Class imbalance:", combo(["weights", "sampler", "none"], "weights"),
+                           "Weight the loss by inverse class frequency, or sample classes equally.")
+        self.augment = add("Augmentation:", combo(["none", "light", "standard"], "standard"), "Small rotations, "
+                           "zoom, shifts, exposure and sharpness changes during stage 2.")
+        self.hflip = add("Horizontal flips:", QCheckBox("allow", inner), "Off by default: a flipped chest puts the "
+                         "heart on the wrong side.")
+        self.threshold = add("Threshold rule:", combo(["sensitivity", "youden", "fixed"], "sensitivity"),
+                             "How the decision threshold is chosen on the validation split.")
+        self.target = add("Target sensitivity:", dspin(0.5, 1.0, 0.95, 2, 0.01), "The threshold is the highest one "
+                          "reaching this sensitivity on validation.")
+        self.device = add("Device:", combo(["auto", "cpu", "cuda"], "auto"), "auto uses a CUDA GPU if present "
+                          "(mixed precision), else the CPU.")
+        self.half = add("Half-size file:", QCheckBox("store fp16 weights", inner), "Halves the model file; "
+                        "predictions change by well under 0.1 %.")
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(inner)
+        lay = QVBoxLayout(self)
+        lay.addWidget(scroll)
+
+    def initializePage(self) -> None:  # noqa: N802
+        scan = self.wiz.scan_page.train_scan
+        if scan is not None and self.positive.count() != len(scan.classes):
+            self.positive.clear()
+            self.positive.addItems(scan.classes)
+            self.positive.setCurrentIndex(len(scan.classes) - 1)
+
+    def values(self) -> dict[str, Any]:
+        return dict(
+            positive_class=self.positive.currentText() or None, weights=self.weights.currentText(),
+            input_size=self.input_size.value(), epochs_frozen=self.epochs_frozen.value(),
+            epochs_finetune=self.epochs_finetune.value(), finetune=self.finetune.currentText(),
+            batch_size=self.batch.value(), lr_head=self.lr_head.value(), lr_finetune=self.lr_finetune.value(),
+            optimizer=self.optimizer.currentText(), scheduler=self.scheduler.currentText(),
+            monitor=self.monitor.currentText(), patience=self.patience.value(), balance=self.balance.currentText(),
+            augment=self.augment.currentText(), hflip=self.hflip.isChecked(),
+            threshold_method=self.threshold.currentText(), target_sensitivity=self.target.value(),
+            device=self.device.currentText(), half=self.half.isChecked(),
+        )
+
+    def validatePage(self) -> bool:  # noqa: N802
+        if self.epochs_frozen.value() + self.epochs_finetune.value() == 0:
+            self.epochs_finetune.setFocus()
+            return False
+        return True
+
+
+class TrainingPage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("Training")
+        self.setSubTitle("Curves update after every epoch. Cancel keeps the best epoch so far.")
+        self.loss_chart = CurveChart("loss (train / validation)", parent=self)
+        self.auc_chart = CurveChart("validation AUC", y_range=(0.0, 1.0), parent=self)
+        self.bar = QProgressBar(self)
+        self.bar.setRange(0, 1000)
+        self.status = QLabel(self)
+        self.status.setWordWrap(True)
+        self.log = QPlainTextEdit(self)
+        self.log.setReadOnly(True)
+        self.log.setMaximumBlockCount(2000)
+        self.cancel_btn = QPushButton("Cancel training (keep the best epoch)", self)
+        self.cancel_btn.clicked.connect(self.request_cancel)
+        charts = QHBoxLayout()
+        charts.addWidget(self.loss_chart)
+        charts.addWidget(self.auc_chart)
+        lay = QVBoxLayout(self)
+        lay.addLayout(charts, 2)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.status)
+        lay.addWidget(self.cancel_btn)
+        lay.addWidget(self.log, 1)
+        self.result: Any = None
+        self.error: str | None = None
+        self.running = False
+        self.cancel = threading.Event()
+        self.worker: Any = None
+
+    # -- start ----------------------------------------------------------------
+    def config(self) -> Any:
+        from cxr_desktop.training.config import TrainConfig
+
+        folder, split = self.wiz.folder_page, self.wiz.split_page
+        run_dir = self.wiz.run_root() / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        test = folder.test.text().strip() or None
+        cfg = TrainConfig(
+            data_dir=folder.data.text().strip(), out=str(run_dir / "model.safetensors"), test_dir=test,
+            patient_regex=folder.regex.text().strip() or None, val_fraction=split.val.value(),
+            test_fraction=0.0 if test else split.test.value(), seed=split.seed.value(),
+            name=f"Trained on {Path(folder.data.text().strip()).name}", **self.wiz.settings_page.values(),
+        )
+        for k, v in self.wiz.overrides.items():
+            setattr(cfg, k, v)
+        return cfg
+
+    def initializePage(self) -> None:  # noqa: N802
+        from cxr_desktop.training.engine import train
+
+        self.result, self.error = None, None
+        self.loss_chart.series.clear()
+        self.auc_chart.series.clear()
+        self.log.clear()
+        self.cancel = threading.Event()
+        try:
+            cfg = self.config()
+            cfg.validate()
+        except Exception as exc:  # settings that cannot work: say so on the page
+            self.error = str(exc)
+            self.status.setText(f"Cannot start: {exc}")
+            return
+        self.cfg = cfg
+        self.t0 = time.monotonic()
+        self.epoch_times: list[float] = []
+        self.stage_epochs = {1: cfg.epochs_frozen, 2: cfg.epochs_finetune}
+        self.n_epoch = 0
+        self.running = True
+        self.cancel_btn.setEnabled(True)
+        self.completeChanged.emit()
+        self.worker = _start(train, cfg, self.cancel, owner=self, yielded=self.on_event, returned=self._returned,
+                             errored=self._failed, finished=self._finished)
+
+    def request_cancel(self) -> None:
+        self.cancel.set()
+        self.cancel_btn.setEnabled(False)
+        self.status.setText("Stopping after this batch; the best epoch so far will be evaluated and saved...")
+
+    def stop_now(self) -> None:
+        """Wizard closed: stop everything (the second cancel also stops the final evaluation)."""
+        if self.running:
+            self.cancel.set()
+            if self.worker is not None:
+                self.worker.quit()
+
+    # -- events -----------------------------------------------------------------
+    def _say(self, text: str) -> None:
+        self.log.appendPlainText(text)
+
+    def on_event(self, ev: Any) -> None:  # noqa: C901 - flat dispatch
+        from cxr_desktop.training import events as E
+
+        if isinstance(ev, E.PrepareProgress):
+            self.status.setText(f"Preparing images: {ev.done} of {ev.total}")
+        elif isinstance(ev, E.PrepareDone):
+            self._say(f"Images prepared; {len(ev.skipped)} could not be decoded.")
+            for p in ev.skipped:
+                self._say(f"  skipped {p.rel}: {p.message}")
+        elif isinstance(ev, E.SplitDone):
+            for name, row in ev.counts.items():
+                self._say(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
+        elif isinstance(ev, E.ModelReady):
+            self._say(f"Device: {ev.device}")
+            for w in ev.warnings:
+                self._say(f"Warning: {w}")
+        elif isinstance(ev, E.StageStarted):
+            self._say(f"Stage {ev.stage} ({'head only' if ev.stage == 1 else 'fine-tuning ' + ev.trainable}), "
+                      f"{ev.epochs} epochs")
+            if ev.stage == 2 and self.n_epoch:
+                self.loss_chart.vlines = [self.n_epoch + 0.5]
+                self.auc_chart.vlines = [self.n_epoch + 0.5]
+        elif isinstance(ev, E.FeatureProgress):
+            self.status.setText(f"Stage 1: computing backbone features once ({ev.split}): {ev.done} of {ev.total}")
+        elif isinstance(ev, E.BatchProgress):
+            if ev.phase == "train":
+                self._progress(ev.stage, ev.epoch, ev.batch / max(1, ev.batches))
+                self.status.setText(f"Stage {ev.stage}, epoch {ev.epoch}: batch {ev.batch} of {ev.batches}, "
+                                    f"{ev.images_per_second:.1f} images/s{self._eta(ev)}")
+        elif isinstance(ev, E.EpochDone):
+            self.n_epoch += 1
+            self.epoch_times.append(ev.seconds)
+            self.loss_chart.add_point("train", self.n_epoch, ev.train_loss)
+            self.loss_chart.add_point("validation", self.n_epoch, ev.val_loss)
+            self.auc_chart.add_point("validation AUC", self.n_epoch, ev.val_auc)
+            self._progress(ev.stage, ev.epoch, 1.0)
+            self._say(f"stage {ev.stage} epoch {ev.epoch}: train loss {ev.train_loss:.4f}, val loss "
+                      f"{ev.val_loss:.4f}, val AUC {ev.val_auc:.4f}, {ev.seconds:.1f} s" + (" (best)" if ev.is_best else ""))
+        elif isinstance(ev, E.EarlyStopped):
+            self._say(f"Stage {ev.stage} stopped early: {ev.reason}")
+        elif isinstance(ev, E.Cancelled):
+            self._say(ev.message)
+        elif isinstance(ev, E.EvaluationStarted):
+            self.status.setText(f"Evaluating the best epoch on the {ev.split} split ({ev.images} images)...")
+        elif isinstance(ev, E.ModelSaved):
+            self._say(f"Model written ({ev.size_bytes / 1e6:.1f} MB).")
+
+    def _progress(self, stage: int, epoch: int, frac: float) -> None:
+        total = sum(self.stage_epochs.values()) or 1
+        done = (self.stage_epochs[1] if stage == 2 else 0) + epoch - 1 + frac
+        self.bar.setValue(int(1000 * min(1.0, done / total)))
+
+    def _eta(self, ev: Any) -> str:
+        if ev.images_per_second <= 0:
+            return ""
+        left_batches = ev.batches - ev.batch
+        per_batch = (ev.batch / max(ev.images_per_second, 1e-9)) / max(1, ev.batch) * (self.cfg.batch_size)
+        epoch_s = per_batch * ev.batches
+        left_epochs = self.stage_epochs[ev.stage] - ev.epoch
+        secs = left_batches * per_batch + left_epochs * epoch_s
+        if ev.stage == 1 and self.stage_epochs[2]:
+            return " (time left: known once fine-tuning starts)"
+        return f", about {_duration(secs)} left"
+
+    def _returned(self, result: Any) -> None:
+        self.result = result
+        if result is not None and result.model_path:
+            self.status.setText("Training finished." if not result.cancelled else
+                                "Training stopped by you; the best epoch so far was evaluated.")
+            self.bar.setValue(1000)
+        else:
+            self.status.setText("No model was produced.")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.error = str(exc)
+        self.status.setText(f"Training failed: {exc}")
+        self._say(f"Error: {exc}")
+
+    def _finished(self) -> None:
+        self.running = False
+        self.cancel_btn.setEnabled(False)
+        self.completeChanged.emit()
+
+    def isComplete(self) -> bool:  # noqa: N802
+        return not self.running and self.result is not None and self.result.model_path is not None
+
+    def cleanupPage(self) -> None:  # noqa: N802 - Back pressed: stop the run
+        self.stop_now()
+
+
+def _duration(secs: float) -> str:
+    secs = max(0, int(secs))
+    if secs < 90:
+        return f"{secs} s"
+    if secs < 5400:
+        return f"{round(secs / 60)} min"
+    return f"{secs / 3600:.1f} h"
+
+
+class EvaluationPage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("Evaluation")
+        self.setSubTitle("The threshold was chosen on the validation split; the test split gives the honest "
+                         "estimate. Move the slider to see the sensitivity / specificity trade-off.")
+        self.metrics = QLabel(self)
+        self.metrics.setTextFormat(Qt.TextFormat.RichText)
+        self.metrics.setWordWrap(True)
+        self.roc = CurveChart("ROC (sensitivity vs 1 - specificity)", y_range=(0.0, 1.0), parent=self, diagonal=True)
+        self.confusion = QTableWidget(self)
+        self.slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.slider.setRange(0, 1000)
+        self.slider_label = QLabel(self)
+        self.gallery = QWidget(self)
+        self.gallery_layout = QGridLayout(self.gallery)
+        self.gallery_status = QLabel("Grad-CAM examples are being prepared...", self)
+        scroll = QScrollArea(self)
+        scroll.setWidgetResizable(True)
+        scroll.setWidget(self.gallery)
+        top = QHBoxLayout()
+        top.addWidget(self.metrics, 2)
+        top.addWidget(self.roc, 2)
+        top.addWidget(self.confusion, 1)
+        lay = QVBoxLayout(self)
+        lay.addWidget(QLabel(f"<i>{html.escape(DECISION_AID_NOTICE)}</i>"))
+        lay.addLayout(top, 2)
+        lay.addWidget(self.slider)
+        lay.addWidget(self.slider_label)
+        lay.addWidget(self.gallery_status)
+        lay.addWidget(scroll, 2)
+        self.slider.valueChanged.connect(self._threshold_moved)
+        self.threshold = 0.5
+
+    def initializePage(self) -> None:  # noqa: N802
+        from cxr_desktop.training.metrics import roc_curve
+
+        result = self.wiz.training_page.result
+        ev = result.evaluation
+        card = result.card
+        pos = card.positive_class
+        rows = []
+        for name, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
+            if m is None:
+                continue
+            cell = []
+            for k in ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy"):
+                lo, hi = m.get(f"{k}_ci95", [float("nan")] * 2)
+                cell.append(f"{'ROC AUC' if k == 'auc' else k}: {m[k]:.3f} ({lo:.3f}-{hi:.3f})")
+            rows.append(f"<b>{name}</b> ({m['n']} images, {m['n_positive']} {html.escape(str(pos))})<br>"
+                        + "<br>".join(cell))
+        warn = "".join(f"<br><span style='color:#b06000'>{html.escape(w)}</span>" for w in card.warnings)
+        self.metrics.setText("<br><br>".join(rows) + "<br><small>95 % bootstrap intervals.</small>" + warn)
+        self.roc.series.clear()
+        for split in ("val", "test"):
+            y, s = ev.positive_scores(split)
+            if len(set(y.tolist())) == 2:
+                fpr, tpr, _ = roc_curve(y, s)
+                self.roc.set_series("validation" if split == "val" else "test", list(zip(fpr, tpr)))
+        final = ev.test_metrics or ev.val_metrics
+        cm = final["confusion_matrix"]
+        labels = [f"not {pos}", str(pos)]
+        self.confusion.setRowCount(2)
+        self.confusion.setColumnCount(2)
+        self.confusion.setHorizontalHeaderLabels([f"pred. {x}" for x in labels])
+        self.confusion.setVerticalHeaderLabels([f"true {x}" for x in labels])
+        for i in range(2):
+            for j in range(2):
+                self.confusion.setItem(i, j, QTableWidgetItem(str(cm[i][j])))
+        self.slider.setValue(int(round(card.decision_threshold * 1000)))
+        self._threshold_moved(self.slider.value())
+        self._load_gallery(result)
+
+    def _threshold_moved(self, value: int) -> None:
+        result = self.wiz.training_page.result
+        if result is None or result.evaluation is None:
+            return
+        self.threshold = value / 1000.0
+        ev = result.evaluation
+        v = ev.at_threshold(self.threshold, "val")
+        text = (f"Threshold {self.threshold:.3f} - validation: sensitivity {v['sensitivity']:.3f}, specificity "
+                f"{v['specificity']:.3f}")
+        self.roc.markers = [(1 - v["specificity"], v["sensitivity"], "val")] if math.isfinite(v["sensitivity"]) else []
+        if ev.test is not None:
+            t = ev.at_threshold(self.threshold, "test")
+            text += f"; test: sensitivity {t['sensitivity']:.3f}, specificity {t['specificity']:.3f}"
+        if abs(self.threshold - result.card.decision_threshold) > 5e-4:
+            text += f"  (chosen on validation: {result.card.decision_threshold:.3f})"
+        self.slider_label.setText(text)
+        self.roc.update()
+
+    def _load_gallery(self, result: Any) -> None:
+        from cxr_desktop.training.report import gallery
+
+        ev = result.evaluation
+        split = "test" if ev.test is not None else "val"
+        preds = ev.test if ev.test is not None else ev.val
+        y, s = ev.positive_scores(split)
+        while self.gallery_layout.count():
+            w = self.gallery_layout.takeAt(0).widget()
+            if w is not None:
+                w.deleteLater()
+        self.gallery_status.setText("Grad-CAM examples are being prepared...")
+        _start(gallery, result.model_path, preds.paths, preds.rels, y, s, result.card.decision_threshold,
+               self.wiz.gallery_per_kind, result.card.positive_class, 160, owner=self,
+               returned=self._show_gallery, errored=lambda e: self.gallery_status.setText(f"No gallery: {e}"))
+
+    def _show_gallery(self, cells: Any) -> None:
+        import base64
+
+        self.gallery_status.setText(f"Grad-CAM of '{self.wiz.training_page.result.card.positive_class}' on "
+                                    "examples from the evaluation split:")
+        for row, (kind, items) in enumerate(cells):
+            self.gallery_layout.addWidget(QLabel(f"<b>{html.escape(kind)}</b>"), row, 0)
+            for col, (b64, cap) in enumerate(items):
+                pix = QPixmap()
+                pix.loadFromData(base64.b64decode(b64))
+                lab = QLabel()
+                lab.setPixmap(pix)
+                lab.setToolTip(cap)
+                self.gallery_layout.addWidget(lab, row, col + 1)
+        self.gallery_done = True
+
+
+class SavePage(QWizardPage):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__()
+        self.wiz = wizard
+        self.setTitle("Save")
+        self.setSubTitle("Write the model file (with its card: classes, threshold, metrics, data summary) and the "
+                         "training report.")
+        self.path = QLineEdit(self)
+        self.report = QLineEdit(self)
+        self.make_active = QCheckBox("Use this model in the viewer now", self)
+        self.make_active.setChecked(True)
+        self.save_btn = QPushButton("Save", self)
+        self.save_btn.clicked.connect(self.save)
+        self.status = QLabel(self)
+        self.status.setWordWrap(True)
+        browse = QPushButton("Browse...", self)
+        browse.clicked.connect(self._browse)
+        row = QHBoxLayout()
+        row.addWidget(self.path, 1)
+        row.addWidget(browse)
+        form = QFormLayout(self)
+        form.addRow("Model file:", row)
+        form.addRow("Report (HTML):", self.report)
+        form.addRow("", self.make_active)
+        form.addRow("", self.save_btn)
+        form.addRow("", self.status)
+        self.saved_path: str | None = None
+        self.saving = False
+        self.path.textChanged.connect(self._path_changed)
+
+    def _browse(self) -> None:
+        p, _ = QFileDialog.getSaveFileName(self, "Save model", self.path.text(), "Model files (*.safetensors)")
+        if p:
+            self.path.setText(p if p.endswith(".safetensors") else p + ".safetensors")
+
+    def _path_changed(self, text: str) -> None:
+        if text.endswith(".safetensors"):
+            self.report.setText(text[: -len(".safetensors")] + "-report.html")
+        self.saved_path = None
+        self.completeChanged.emit()
+
+    def initializePage(self) -> None:  # noqa: N802
+        from cxr_desktop.paths import data_dir
+
+        result = self.wiz.training_page.result
+        stem = Path(self.wiz.folder_page.data.text().strip()).name or "model"
+        default = data_dir() / "models" / f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M}.safetensors"
+        if not self.path.text():
+            self.path.setText(str(default))
+        self.saved_path = None
+        self.status.setText(f"Decision threshold: {self.wiz.evaluation_page.threshold:.3f}"
+                            + (" (changed on the evaluation page)"
+                               if abs(self.wiz.evaluation_page.threshold - result.card.decision_threshold) > 5e-4 else ""))
+
+    def save(self) -> None:
+        result = self.wiz.training_page.result
+        path = Path(self.path.text().strip())
+        report = self.report.text().strip() or None
+        threshold = self.wiz.evaluation_page.threshold
+        if not path.name:
+            self.status.setText("Choose where to save the model file.")
+            return
+        self.saving = True
+        self.save_btn.setEnabled(False)
+        self.status.setText("Saving...")
+        self.completeChanged.emit()
+        _start(save_model_and_report, result, str(path), threshold, report, owner=self,
+               returned=self._saved, errored=self._failed, finished=self._finished)
+
+    def _saved(self, path: str) -> None:
+        self.saved_path = path
+        self.status.setText(f"Saved {Path(path).name}" + (f" and {Path(self.report.text()).name}"
+                                                           if self.report.text().strip() else "") + ".")
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText(f"Could not save: {exc}")
+
+    def _finished(self) -> None:
+        self.saving = False
+        self.save_btn.setEnabled(True)
+        self.completeChanged.emit()
+
+    def isComplete(self) -> bool:  # noqa: N802
+        return self.saved_path is not None and not self.saving
+
+
+def save_model_and_report(result: Any, path: str, threshold: float, report: str | None) -> str:
+    """Worker job: the model with the chosen threshold, then its report (from the saved file's card)."""
+    import dataclasses
+
+    from cxr_desktop.model.modelfile import read_card
+    from cxr_desktop.training.engine import save_with_threshold
+    from cxr_desktop.training.report import write_report
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sha = save_with_threshold(result, path, threshold)
+    if report:
+        final = dataclasses.replace(result, model_path=path, sha256=sha, card=read_card(path))
+        write_report(report, final)
+    return path
+
+
+# --------------------------------------------------------------------------- the wizard
+
+
+class TrainingWizard(QWizard):
+    """Folder -> scan -> split -> settings -> training -> evaluation -> save.
+
+    ``model_ready(path)`` is emitted on Finish when the user chose to make the
+    saved model the active one.
+    """
+
+    model_ready = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None, *,
+                 overrides: dict[str, Any] | None = None, run_root: str | Path | None = None,
+                 gallery_per_kind: int = 3):
+        super().__init__(parent)
+        self.setWindowTitle("Train a model - CXR Review")
+        self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
+        self.settings = settings
+        self.overrides = dict(overrides or {})  # TrainConfig fields fixed by the caller (tests, administrators)
+        self._run_root = Path(run_root) if run_root else None
+        self.gallery_per_kind = gallery_per_kind
+        self.folder_page = FolderPage(self)
+        self.scan_page = ScanPage(self)
+        self.split_page = SplitPage(self)
+        self.settings_page = SettingsPage(self)
+        self.training_page = TrainingPage(self)
+        self.evaluation_page = EvaluationPage(self)
+        self.save_page = SavePage(self)
+        for page in (self.folder_page, self.scan_page, self.split_page, self.settings_page, self.training_page,
+                     self.evaluation_page, self.save_page):
+            self.addPage(page)
+        self.resize(980, 760)
+
+    def run_root(self) -> Path:
+        """Where runs keep their checkpoints (the user data folder unless given)."""
+        from cxr_desktop.paths import data_dir
+
+        root = self._run_root or (data_dir() / "training-runs")
+        root.mkdir(parents=True, exist_ok=True)
+        return root
+
+    def accept(self) -> None:
+        if self.save_page.saved_path and self.save_page.make_active.isChecked():
+            self.model_ready.emit(self.save_page.saved_path)
+        super().accept()
+
+    def reject(self) -> None:
+        self.training_page.stop_now()
+        if getattr(self.scan_page, "cancel", None) is not None:
+            self.scan_page.cancel.set()
+        super().reject()

@@ -1,0 +1,969 @@
+"""The training engine: ``train(config)`` is a generator of typed progress events.
+
+Steps: scan -> patient-level split -> decode every image once -> stage 1 (new
+head, backbone frozen; backbone features computed once and cached) -> stage 2
+(fine-tune at a lower learning rate) -> evaluation of the best epoch (threshold
+chosen on validation, metrics with bootstrap CIs on test) -> input-safety
+statistics -> model file (+ HTML report).
+
+Cancelling: set the ``cancel`` event. Between two batches the engine stops
+training, clears the event and still evaluates and saves the best epoch so far;
+setting it again stops that too (nothing is saved, the checkpoints remain, so
+``resume`` continues later). Every completed epoch is checkpointed atomically;
+``config.resume`` continues from the last one after a crash or a kill.
+
+The functions :func:`train_one_epoch` and :func:`evaluate` follow torchvision's
+``references/classification/train.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Generator, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
+
+from cxr_desktop.model.architecture import CxrClassifier
+from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
+from cxr_desktop.training import checkpoint as ckpt
+from cxr_desktop.training.atomic import write_bytes_atomic
+from cxr_desktop.training.config import TrainConfig, TrainingError
+from cxr_desktop.training.data import CachedImageDataset, augment_spec, class_weights, prepare_images, PrepareCancelled
+from cxr_desktop.training.events import (
+    BatchProgress, Cancelled, CheckpointSaved, EarlyStopped, EpochDone, EpochStarted, EvaluationDone,
+    EvaluationStarted, FeatureProgress, Finished, ModelReady, ModelSaved, PrepareDone, ReportSaved, Resumed,
+    ScanDone, SplitDone, StageStarted, TrainEvent,
+)
+from cxr_desktop.training.metrics import (
+    ThresholdChoice, binary_metrics_at, binary_report, multiclass_report, select_threshold, task_auc,
+)
+from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
+from cxr_desktop.training.split import Split, split_counts, split_groups
+
+log = logging.getLogger(__name__)
+
+UNTRAINED_PREFIX = "Untrained:"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class SplitPredictions:
+    """Scores of one split: labels (N,), probabilities (N, C), and the files (relative paths)."""
+
+    split: str
+    labels: np.ndarray
+    probs: np.ndarray
+    rels: list[str]
+    paths: list[str]
+
+
+@dataclass
+class Evaluation:
+    """What the evaluation page and the report show."""
+
+    classes: list[str]
+    positive_index: int
+    threshold: ThresholdChoice
+    val: SplitPredictions
+    test: SplitPredictions | None
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+
+    def positive_scores(self, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+        """(binary labels, positive-class scores) of a split."""
+        p = self.val if split == "val" else self.test
+        if p is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return (p.labels == self.positive_index).astype(np.int64), p.probs[:, self.positive_index]
+
+    def at_threshold(self, threshold: float, split: str = "val") -> dict[str, float]:
+        """Sensitivity, specificity ... of the positive class at ``threshold`` on a split."""
+        y, s = self.positive_scores(split)
+        return binary_metrics_at(y, s, threshold)
+
+
+@dataclass
+class TrainResult:
+    model_path: str | None
+    sha256: str | None
+    card: ModelCard | None
+    evaluation: Evaluation | None
+    history: list[EpochDone]
+    best: dict[str, Any] | None
+    cancelled: bool
+    report_path: str | None
+    work_dir: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- torchvision-style loops
+
+
+def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    loader: Iterator[tuple[torch.Tensor, torch.Tensor]], device: torch.device, *,
+                    scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
+                    cancelled: Callable[[], bool] = lambda: False,
+                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    ) -> Generator[tuple[int, float, float], None, tuple[float, bool]]:
+    """One pass over ``loader``; yields (batch, loss, images/s), returns (mean loss, was_cancelled).
+
+    ``forward`` replaces ``model(x)`` (stage 1 trains the head on cached pooled features).
+    """
+    fwd = forward or model
+    total, n, t0 = 0.0, 0, time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        if cancelled():
+            return (total / max(n, 1), True)
+        x = x.to(device, non_blocking=True)
+        if channels_last and x.dim() == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = y.to(device, non_blocking=True)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler is not None):
+            loss = criterion(fwd(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if not math.isfinite(float(loss)):
+            raise TrainingError("The training loss became NaN or infinite (training diverged). Lower the "
+                                "learning rate and start again.")
+        total += float(loss) * x.shape[0]
+        n += x.shape[0]
+        yield i + 1, float(loss), n / max(time.perf_counter() - t0, 1e-9)
+    return total / max(n, 1), False
+
+
+def evaluate(model: nn.Module, criterion: nn.Module, loader: Iterator[tuple[torch.Tensor, torch.Tensor]],
+             device: torch.device, *, channels_last: bool = False, amp: bool = False,
+             cancelled: Callable[[], bool] = lambda: False, pooled_input: bool = False,
+             ) -> Generator[int, None, tuple[float, np.ndarray, np.ndarray, np.ndarray | None, bool]]:
+    """Inference over ``loader``; yields the batch number, returns (loss, probs, labels, pooled, was_cancelled).
+
+    ``pooled_input``: the loader gives pooled features and only the head runs.
+    """
+    model.eval()
+    probs, labels, pooled = [], [], []
+    total, n = 0.0, 0
+    with torch.inference_mode():
+        for i, (x, y) in enumerate(loader):
+            if cancelled():
+                return float("nan"), np.zeros(0), np.zeros(0), None, True
+            x = x.to(device, non_blocking=True)
+            if channels_last and x.dim() == 4:
+                x = x.contiguous(memory_format=torch.channels_last)
+            y = y.to(device)
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
+                if pooled_input:
+                    p = x
+                else:
+                    p = model.features(x).float().mean(dim=(2, 3))  # type: ignore[operator]
+                    pooled.append(p.float().cpu().numpy())
+                logits = model.head.forward_pooled(p.float())  # type: ignore[union-attr]
+            total += float(criterion(logits.float(), y)) * x.shape[0]
+            n += x.shape[0]
+            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
+            labels.append(y.cpu().numpy())
+            yield i + 1
+    c = model.head.layers[-1].out_features  # type: ignore[union-attr,index]
+    return (total / max(n, 1), np.concatenate(probs) if probs else np.zeros((0, c), np.float32),
+            np.concatenate(labels) if labels else np.zeros(0, np.int64),
+            np.concatenate(pooled) if pooled else None, False)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _fingerprint(items: Sequence[ScanItem], split: Split) -> str:
+    h = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        for i in split.indices(name):
+            h.update(f"{name}|{items[i].rel}|{items[i].sha256}|{items[i].label}\n".encode())
+    return h.hexdigest()
+
+
+def _body_digest(model: CxrClassifier) -> str:
+    h = hashlib.sha256()
+    for k, v in sorted(model.body.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _npy_bytes(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+class _TensorPairs(torch.utils.data.Dataset):
+    def __init__(self, x: np.ndarray, y: np.ndarray):
+        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.x[i], self.y[i]
+
+
+def _set_trainable(model: CxrClassifier, scope: str) -> list[nn.Parameter]:
+    """Freeze everything but ``scope`` ("head", "all", "layer3", "layer4"); returns trainable params."""
+    body = model.body
+    order = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
+    if scope == "head":
+        train_from = len(order)
+    elif scope == "all":
+        train_from = 0
+    else:
+        train_from = order.index(scope)
+    for i, name in enumerate(order):
+        for p in getattr(body, name).parameters():
+            p.requires_grad_(i >= train_from)
+    for p in model.head.parameters():
+        p.requires_grad_(True)
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def _train_mode(model: CxrClassifier, scope: str) -> None:
+    """Train mode for trainable parts only: frozen BatchNorm keeps its running statistics."""
+    model.eval()
+    model.head.train()
+    order = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
+    if scope == "all":
+        model.body.train()
+    elif scope in order:
+        for name in order[order.index(scope):]:
+            getattr(model.body, name).train()
+
+
+def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+
+
+def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, epochs: int, lr: float) -> Any:
+    if cfg.scheduler == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.01)
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, mode="max" if cfg.monitor == "auc" else "min", factor=0.3, patience=max(1, cfg.patience // 2))
+    return None
+
+
+def _score(monitor: str, val_loss: float, val_auc: float) -> float:
+    """Higher is better."""
+    return val_auc if monitor == "auc" else -val_loss
+
+
+# --------------------------------------------------------------------------- the run
+
+
+class _Run:
+    """State of one training run; :meth:`events` is the generator behind :func:`train`."""
+
+    def __init__(self, config: TrainConfig, cancel: threading.Event | None):
+        self.cfg = config
+        self.cancel = cancel
+        self.work = config.resolved_work_dir()
+        self.history: list[EpochDone] = []
+        self.state: dict[str, Any] = {}
+        self.started = utc_now_iso()
+        self.cancel_ack = False  # the first cancel was turned into "finish with the best epoch"
+        self.stopped_training = False
+
+    def _threads(self) -> int:
+        """Threads for decoding during scan and preparation (decoders release the GIL)."""
+        import os
+
+        return max(2, min(8, os.cpu_count() or 2)) if self.cfg.workers is None else max(1, int(self.cfg.workers))
+
+    # -- cancel protocol ---------------------------------------------------
+    def cancelled(self) -> bool:
+        return self.cancel is not None and self.cancel.is_set()
+
+    # -- the generator -----------------------------------------------------
+    def events(self) -> Generator[TrainEvent, None, TrainResult | None]:
+        cfg = self.cfg
+        cfg.validate()
+        self.work.mkdir(parents=True, exist_ok=True)
+        out_parent = Path(cfg.out).resolve().parent
+        if not out_parent.is_dir():
+            raise TrainingError(f"The output folder {out_parent.name!r} does not exist; create it or choose another.")
+
+        # 1. scan
+        try:
+            scans = yield from self._scan()
+        except ScanCancelled:
+            yield Cancelled(0, 0, False, "Stopped during the folder scan; nothing was trained.")
+            return None
+        train_scan, test_scan = scans
+        yield ScanDone(train_scan, test_scan)
+
+        # 2. split
+        items, split = self._split(train_scan, test_scan)
+        self.items, self.split = items, split
+        self.labels = [it.label for it in items]
+        self.classes = list(train_scan.classes)
+        self.pos = self.classes.index(cfg.positive_class) if cfg.positive_class else len(self.classes) - 1
+
+        # 3. decode once
+        t0 = time.perf_counter()
+        try:
+            cache = yield from prepare_images(items, cfg.input_size, self.work / "cache",
+                                              workers=self._threads(), cancelled=self.cancelled)
+        except PrepareCancelled:
+            yield Cancelled(0, 0, False, "Stopped while preparing the images; nothing was trained.")
+            return None
+        self.cache = cache
+        yield PrepareDone(len(items), cache.problems, time.perf_counter() - t0, cache.reused)
+        if cache.problems:
+            split = Split(*(sorted(i for i in split.indices(n) if cache.ok[i]) for n in ("train", "val", "test")),
+                          seed=split.seed, val_fraction=split.val_fraction, test_fraction=split.test_fraction,
+                          test_source=split.test_source, warnings=split.warnings)
+            self.split = split
+        self._check_split(split)
+        self.counts = split_counts(split, self.labels, [it.group for it in items], self.classes)
+        yield SplitDone(self.counts, cfg.seed, split.test_source, split.warnings)
+        self.fingerprint = _fingerprint(items, split)
+        self.scans = (train_scan, test_scan)
+
+        # 4. model (new or resumed)
+        yield from self._model()
+
+        # 5. stages
+        self.monitor = cfg.monitor
+        val_labels = np.asarray([self.labels[i] for i in split.val])
+        if self.monitor == "auc" and len(set(val_labels.tolist())) < 2:
+            self.monitor = "loss"
+            split.warnings.append("the validation split lacks a class, so the best epoch is chosen by loss")
+        weights = class_weights([self.labels[i] for i in split.train], len(self.classes))
+        self.criterion = nn.CrossEntropyLoss(
+            weight=torch.from_numpy(weights).to(self.device) if cfg.balance == "weights" else None)
+        if not self.state.get("stage1_done"):
+            yield from self._stage1()
+        if not self.stopped_training and not self.state.get("stage2_done"):
+            yield from self._stage2()
+
+        # 6. evaluate the best epoch, save
+        best_file = self.state.get("best_file")
+        if not best_file:
+            if not self.stopped_training:  # e.g. every validation score was NaN
+                yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
+                                "No epoch produced a valid validation score, so there is no model to save.")
+            return TrainResult(None, None, None, None, self.history, None, True, None, str(self.work))
+        self.model.load_state_dict(ckpt.load_best(self.work / best_file))
+        result = yield from self._finish()
+        if result is None:
+            return None
+        yield Finished(result)
+        return result
+
+    # -- steps -------------------------------------------------------------
+    def _scan(self) -> Generator[TrainEvent, None, tuple[ScanResult, ScanResult | None]]:
+        cfg = self.cfg
+        workers = self._threads()
+        try:
+            train_scan = yield from iter_scan(cfg.data_dir, classes=cfg.classes, patient_regex=cfg.patient_regex,
+                                              decode=cfg.decode_check, workers=workers, cancelled=self.cancelled)
+            test_scan = None
+            if cfg.test_dir:
+                test_scan = yield from iter_scan(cfg.test_dir, classes=train_scan.classes,
+                                                 patient_regex=cfg.patient_regex, decode=cfg.decode_check,
+                                                 workers=workers, cancelled=self.cancelled)
+        except ScanError as exc:
+            raise TrainingError(str(exc)) from None
+        classes = train_scan.classes
+        if cfg.positive_class is not None and cfg.positive_class not in classes:
+            raise TrainingError(f"The positive class {cfg.positive_class!r} is not one of the class folders "
+                                f"({', '.join(classes)}).")
+        counts = train_scan.counts()
+        need = 2 if test_scan is not None else 3
+        few = [c for c, n in counts.items() if n < need]
+        if few:
+            raise TrainingError(
+                f"Class(es) {', '.join(few)} have fewer than {need} usable images; each class needs images for "
+                "training and validation" + ("" if test_scan is not None else " and testing")
+                + ". Add images or remove the folder.")
+        return train_scan, test_scan
+
+    def _split(self, train_scan: ScanResult, test_scan: ScanResult | None) -> tuple[list[ScanItem], Split]:
+        cfg = self.cfg
+        items = list(train_scan.items)
+        if test_scan is None:
+            split = split_groups([it.label for it in items], [it.group for it in items],
+                                 val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
+            return items, split
+        test_groups = {it.group for it in test_scan.items}
+        test_hashes = {it.sha256 for it in test_scan.items}
+        leaking = [it for it in items if it.group in test_groups or it.sha256 in test_hashes]
+        keep = [it for it in items if not (it.group in test_groups or it.sha256 in test_hashes)]
+        frac = cfg.val_fraction / max(1e-9, 1.0 - cfg.test_fraction) if cfg.test_fraction else cfg.val_fraction
+        split = split_groups([it.label for it in keep], [it.group for it in keep],
+                             val_fraction=min(frac, 0.5), test_fraction=0.0, seed=cfg.seed)
+        n = len(keep)
+        split.test = list(range(n, n + len(test_scan.items)))
+        split.test_source = "folder"
+        if leaking:
+            split.warnings.append(f"{len(leaking)} training-folder images share a patient or file with the test "
+                                  "folder and were left out of training and validation")
+        return keep + list(test_scan.items), split
+
+    def _check_split(self, split: Split) -> None:
+        for name in ("train", "val"):
+            present = {self.labels[i] for i in split.indices(name)}
+            if name == "train" and len(present) < len(self.classes):
+                missing = [self.classes[k] for k in range(len(self.classes)) if k not in present]
+                raise TrainingError(f"The training split has no images of {', '.join(missing)} (too few patients). "
+                                    "Add images of that class.")
+            if not split.indices(name):
+                raise TrainingError(f"The {name} split is empty; add images or change the split fractions.")
+
+    def _device(self) -> torch.device:
+        from cxr_desktop.inference.device import select_device
+
+        info = select_device(self.cfg.device)
+        self.device_info = info
+        return torch.device("cuda" if info.kind == "cuda" else "cpu")
+
+    def _model(self) -> Generator[TrainEvent, None, None]:
+        cfg = self.cfg
+        from cxr_desktop.model.weights import init_model
+
+        self.device = self._device()
+        self.cuda = self.device.type == "cuda"
+        existing = ckpt.load_latest(self.work) if cfg.resume else None
+        if cfg.resume and existing is None:
+            log.info("no checkpoint to resume from; starting a new run")
+        if existing is not None:
+            st = existing.state
+            if st.get("config") != cfg.resume_key():
+                diff = [k for k in cfg.resume_key() if (st.get("config") or {}).get(k) != cfg.resume_key()[k]]
+                raise TrainingError(
+                    "The checkpoint in the run folder was made with different settings "
+                    f"({', '.join(diff) or 'unknown'}). Resume with the same settings, or start a new run "
+                    "without --resume.")
+            if st.get("data") != self.fingerprint:
+                raise TrainingError("The data folder changed since the interrupted run started (files added, "
+                                    "removed or edited), so it cannot be resumed. Start a new run without --resume.")
+        if existing is None:
+            ckpt.clear(self.work)
+        model, card = init_model(classes=self.classes, positive_class=self.classes[self.pos],
+                                 weights="none" if existing is not None else cfg.weights,
+                                 input_size=cfg.input_size, head=cfg.head, name=cfg.name or "CXR Review model",
+                                 seed=cfg.seed)
+        if existing is not None:
+            model.load_state_dict(existing.model)
+            self.state = existing.state
+            self.history = [EpochDone(**h) for h in self.state.get("history", [])]
+            self.init_card = self.state["initial_card"]
+        else:
+            self.init_card = {"warnings": card.warnings, "provenance": card.provenance}
+            self.state = {"config": cfg.resume_key(), "data": self.fingerprint, "initial_card": self.init_card,
+                          "stage": 1, "epoch": 0, "number": 0, "history": [], "best": None, "best_file": None,
+                          "bad_epochs": 0, "stage1_done": cfg.epochs_frozen == 0, "stage2_done": False,
+                          "scheduler": None, "started": self.started}
+        self.started = self.state.get("started", self.started)
+        self.resumed_optimizer = existing.optimizer if existing is not None else None
+        self.model = model.to(self.device)
+        if self.cuda and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        yield ModelReady(
+            device=self.device_info.label, initial_weights=self.init_card["provenance"].get("initial_weights", {}),
+            warnings=[w for w in self.init_card["warnings"] if not w.startswith(UNTRAINED_PREFIX)],
+            trainable_parameters=sum(p.numel() for p in self.model.parameters()))
+        if existing is not None:
+            best = self.state.get("best") or {}
+            yield Resumed(self.state["stage"], self.state["epoch"], best.get("score"))
+
+    # -- stage bookkeeping ---------------------------------------------------
+    def _epoch_rng(self, stage: int, epoch: int) -> torch.Generator:
+        seed = int(self.cfg.seed) * 10007 + stage * 1009 + epoch
+        torch.manual_seed(seed)
+        return torch.Generator().manual_seed(seed)
+
+    def _record_epoch(self, stage: int, epoch: int, train_loss: float, val_loss: float, val_probs: np.ndarray,
+                      val_labels: np.ndarray, seconds: float, lr: float,
+                      optimizer: torch.optim.Optimizer, scheduler: Any) -> Generator[TrainEvent, None, bool]:
+        """Best tracking, checkpoint, events; returns True when the stage should stop early."""
+        cfg, st = self.cfg, self.state
+        auc = task_auc(val_labels, val_probs, self.pos) if len(val_labels) else float("nan")
+        acc = float(np.mean(val_probs.argmax(1) == val_labels)) if len(val_labels) else float("nan")
+        score = _score(self.monitor, val_loss, auc)
+        best = st.get("best")
+        improved = math.isfinite(score) and (best is None or score > best["score"] + 1e-4)
+        st["number"] += 1
+        if improved:
+            path = ckpt.save_best(self.work, st["number"], self.model)
+            st["best"] = {"score": float(score), "stage": stage, "epoch": epoch, "val_auc": auc,
+                          "val_loss": val_loss, "monitor": self.monitor}
+            st["best_file"] = path.name
+            st["bad_epochs"] = 0
+        else:
+            st["bad_epochs"] = st.get("bad_epochs", 0) + 1
+        if scheduler is not None:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                scheduler.step(score if math.isfinite(score) else 0.0)
+            else:
+                scheduler.step()
+        ev = EpochDone(stage, epoch, float(train_loss), float(val_loss), float(auc), float(seconds), float(lr),
+                       acc, improved)
+        self.history.append(ev)
+        stage_epochs = cfg.epochs_frozen if stage == 1 else cfg.epochs_finetune
+        stop = cfg.patience > 0 and st["bad_epochs"] >= cfg.patience and epoch < stage_epochs
+        st.update(stage=stage, epoch=epoch, history=[h.__dict__ for h in self.history],
+                  scheduler=scheduler.state_dict() if scheduler is not None else None)
+        if epoch >= stage_epochs or stop:
+            st[f"stage{stage}_done"] = True
+        yield ev
+        path = ckpt.save_checkpoint(self.work, st["number"], self.model, optimizer, st)
+        yield CheckpointSaved(str(path), stage, epoch)
+        if stop:
+            yield EarlyStopped(stage, epoch, f"no improvement of validation {self.monitor} for {cfg.patience} epochs")
+        return stop
+
+    def _handle_cancel(self, stage: int, epoch: int) -> Generator[TrainEvent, None, None]:
+        kept = bool(self.state.get("best_file"))
+        if self.cancel is not None:
+            self.cancel.clear()  # acknowledged: a second cancel stops the evaluation too
+        self.cancel_ack = True
+        self.stopped_training = True
+        msg = ("Training stopped; the best epoch so far is evaluated and saved." if kept
+               else "Training stopped before the first epoch completed; there is no model to save.")
+        yield Cancelled(stage, epoch, kept, msg)
+
+    def _loader(self, indices: Sequence[int], *, train: bool, augment: str, epoch: int, stage: int,
+                batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
+        cfg = self.cfg
+        ds = CachedImageDataset(self.cache.path, indices, [self.labels[i] for i in indices],
+                                augment=augment_spec(augment, hflip=cfg.hflip) if train else None,
+                                seed=cfg.seed * 31 + stage)
+        ds.set_epoch(epoch)
+        sampler = None
+        if train:
+            if cfg.balance == "sampler":
+                labels = np.asarray([self.labels[i] for i in indices])
+                w = class_weights(labels, len(self.classes))[labels]
+                sampler = WeightedRandomSampler(torch.from_numpy(w).double(), num_samples=len(indices),
+                                                replacement=True, generator=generator)
+            else:
+                sampler = RandomSampler(ds, generator=generator)
+        workers = cfg.resolved_workers(self.cuda)
+        return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
+                          pin_memory=self.cuda, drop_last=train and len(indices) > batch_size,
+                          persistent_workers=False)
+
+    # -- stage 1 --------------------------------------------------------------
+    def _stage1(self) -> Generator[TrainEvent, None, None]:
+        cfg, st = self.cfg, self.state
+        stage, epochs = 1, cfg.epochs_frozen
+        cached = not cfg.augment_frozen
+        params = _set_trainable(self.model, "head")
+        opt = _make_optimizer(cfg, params, cfg.lr_head)
+        sched = _make_scheduler(cfg, opt, epochs, cfg.lr_head)
+        start = 0
+        if st["stage"] == 1 and st["epoch"] > 0 and self.resumed_optimizer is not None:
+            opt.load_state_dict(self.resumed_optimizer)
+            if sched is not None and st.get("scheduler"):
+                sched.load_state_dict(st["scheduler"])
+            start = st["epoch"]
+        else:
+            st["bad_epochs"] = 0
+        yield StageStarted(stage, epochs, cfg.lr_head, "head", cached)
+        feats: dict[str, np.ndarray] = {}
+        if cached:
+            for name in ("train", "val"):
+                f = yield from self._pooled_features(name)
+                if f is None:
+                    yield from self._handle_cancel(stage, start)
+                    return
+                feats[name] = f
+        val_idx = self.split.val
+        val_labels = np.asarray([self.labels[i] for i in val_idx], dtype=np.int64)
+        train_labels = np.asarray([self.labels[i] for i in self.split.train], dtype=np.int64)
+        for epoch in range(start + 1, epochs + 1):
+            gen = self._epoch_rng(stage, epoch)
+            lr = opt.param_groups[0]["lr"]
+            yield EpochStarted(stage, epoch, epochs, lr)
+            t0 = time.perf_counter()
+            self.model.eval()
+            self.model.head.train()
+            if cached:
+                ds = _TensorPairs(feats["train"], train_labels)
+                if cfg.balance == "sampler":
+                    w = class_weights(train_labels, len(self.classes))[train_labels]
+                    sampler: Any = WeightedRandomSampler(torch.from_numpy(w).double(), len(ds), True, generator=gen)
+                else:
+                    sampler = RandomSampler(ds, generator=gen)
+                loader: Any = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
+                                         drop_last=len(ds) > cfg.batch_size)
+                forward = self.model.head.forward_pooled
+            else:
+                loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
+                                      batch_size=cfg.batch_size, generator=gen)
+                forward = None
+            n_batches = len(loader)
+            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=None, cancelled=self.cancelled, forward=forward,
+                                  channels_last=self.cuda and cfg.channels_last)
+            while True:
+                try:
+                    b, loss, ips = next(run)
+                except StopIteration as stop:
+                    train_loss, was_cancelled = stop.value
+                    break
+                yield BatchProgress(stage, epoch, "train", b, n_batches, loss, ips)
+            if was_cancelled:
+                yield from self._handle_cancel(stage, epoch - 1)
+                return
+            if cached:
+                vl = DataLoader(_TensorPairs(feats["val"], val_labels), batch_size=256)
+                res = yield from self._evaluate(vl, stage, epoch, pooled_input=True)
+            else:
+                res = yield from self._evaluate(self._val_loader(), stage, epoch)
+            if res is None:
+                yield from self._handle_cancel(stage, epoch - 1)
+                return
+            val_loss, probs, labels, _ = res
+            stop = yield from self._record_epoch(stage, epoch, train_loss, val_loss, probs, labels,
+                                                 time.perf_counter() - t0, lr, opt, sched)
+            if stop:
+                break
+        st["stage1_done"] = True
+
+    def _val_loader(self) -> DataLoader:
+        return self._loader(self.split.val, train=False, augment="none", epoch=0, stage=0,
+                            batch_size=max(2, self.cfg.batch_size))
+
+    def _evaluate(self, loader: Any, stage: int, epoch: int, *, pooled_input: bool = False
+                  ) -> Generator[TrainEvent, None, tuple[float, np.ndarray, np.ndarray, np.ndarray | None] | None]:
+        n = len(loader)
+        t0 = time.perf_counter()
+        run = evaluate(self.model, self.criterion, loader, self.device, pooled_input=pooled_input,
+                       channels_last=self.cuda and self.cfg.channels_last, amp=self.cuda and self.cfg.amp,
+                       cancelled=self.cancelled)
+        bs = getattr(loader, "batch_size", 1) or 1
+        while True:
+            try:
+                b = next(run)
+            except StopIteration as stop:
+                loss, probs, labels, pooled, was_cancelled = stop.value
+                break
+            if not pooled_input:
+                yield BatchProgress(stage, epoch, "val", b, n, None, b * bs / max(time.perf_counter() - t0, 1e-9))
+        if was_cancelled:
+            return None
+        return loss, probs, labels, pooled
+
+    def _pooled_features(self, split: str) -> Generator[TrainEvent, None, np.ndarray | None]:
+        """Stage-1 backbone features of a split, computed once and kept in the run folder."""
+        idx = self.split.indices(split)
+        key = hashlib.sha256(f"{self.fingerprint}|{_body_digest(self.model)}|{split}".encode()).hexdigest()[:16]
+        path = self.work / f"features-{split}-{key}.npy"
+        if path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                arr = np.load(path)
+                if arr.shape == (len(idx), self.model.head.layers[-1].in_features) or arr.shape[0] == len(idx):
+                    yield FeatureProgress(split, len(idx), len(idx))
+                    return arr
+        for stale in self.work.glob(f"features-{split}-*.npy"):
+            with contextlib.suppress(OSError):
+                stale.unlink()
+        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0,
+                              batch_size=max(2, self.cfg.batch_size))
+        run = evaluate(self.model, self.criterion, loader, self.device, channels_last=self.cuda and self.cfg.channels_last,
+                       amp=self.cuda and self.cfg.amp, cancelled=self.cancelled)
+        bs = loader.batch_size or 1
+        while True:
+            try:
+                b = next(run)
+            except StopIteration as stop:
+                _, _, _, pooled, was_cancelled = stop.value
+                break
+            yield FeatureProgress(split, min(b * bs, len(idx)), len(idx))
+        if was_cancelled or pooled is None:
+            return None
+        write_bytes_atomic(path, _npy_bytes(pooled.astype(np.float32)))
+        return pooled
+
+    # -- stage 2 --------------------------------------------------------------
+    def _stage2(self) -> Generator[TrainEvent, None, None]:
+        cfg, st = self.cfg, self.state
+        stage, epochs = 2, cfg.epochs_finetune
+        if epochs <= 0:
+            st["stage2_done"] = True
+            return
+        resuming = st["stage"] == 2 and st["epoch"] > 0 and self.resumed_optimizer is not None
+        if not resuming and st.get("best_file"):  # fine-tune from the best stage-1 head
+            self.model.load_state_dict(ckpt.load_best(self.work / st["best_file"]))
+        scope = cfg.finetune
+        params = _set_trainable(self.model, scope)
+        opt = _make_optimizer(cfg, params, cfg.lr_finetune)
+        sched = _make_scheduler(cfg, opt, epochs, cfg.lr_finetune)
+        start = 0
+        if resuming:
+            opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
+            if sched is not None and st.get("scheduler"):
+                sched.load_state_dict(st["scheduler"])
+            start = st["epoch"]
+        else:
+            st["bad_epochs"] = 0
+            st["stage"], st["epoch"] = 2, 0
+        scaler = torch.amp.GradScaler("cuda") if self.cuda and cfg.amp else None
+        yield StageStarted(stage, epochs, cfg.lr_finetune, "all" if scope == "all" else f"{scope}+", False)
+        for epoch in range(start + 1, epochs + 1):
+            gen = self._epoch_rng(stage, epoch)
+            lr = opt.param_groups[0]["lr"]
+            yield EpochStarted(stage, epoch, epochs, lr)
+            t0 = time.perf_counter()
+            _train_mode(self.model, scope)
+            loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
+                                  batch_size=cfg.batch_size, generator=gen)
+            n_batches = len(loader)
+            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=scaler, cancelled=self.cancelled,
+                                  channels_last=self.cuda and cfg.channels_last)
+            while True:
+                try:
+                    b, loss, ips = next(run)
+                except StopIteration as stop:
+                    train_loss, was_cancelled = stop.value
+                    break
+                yield BatchProgress(stage, epoch, "train", b, n_batches, loss, ips)
+            if was_cancelled:
+                yield from self._handle_cancel(stage, epoch - 1)
+                return
+            res = yield from self._evaluate(self._val_loader(), stage, epoch)
+            if res is None:
+                yield from self._handle_cancel(stage, epoch - 1)
+                return
+            val_loss, probs, labels, _ = res
+            stop = yield from self._record_epoch(stage, epoch, train_loss, val_loss, probs, labels,
+                                                 time.perf_counter() - t0, lr, opt, sched)
+            if stop:
+                break
+        st["stage2_done"] = True
+
+    # -- evaluation and output ------------------------------------------------
+    def _predict(self, split: str) -> Generator[TrainEvent, None, tuple[SplitPredictions, np.ndarray] | None]:
+        idx = self.split.indices(split)
+        yield EvaluationStarted(split, len(idx))
+        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0, batch_size=max(2, self.cfg.batch_size))
+        res = yield from self._evaluate(loader, 0, 0)
+        if res is None:
+            return None
+        _, probs, labels, pooled = res
+        preds = SplitPredictions(split, labels, probs, [self.items[i].rel for i in idx],
+                                 [self.items[i].path for i in idx])
+        return preds, pooled if pooled is not None else np.zeros((0, 2048), np.float32)
+
+    def _finish(self) -> Generator[TrainEvent, None, TrainResult | None]:
+        cfg = self.cfg
+        self.model.eval()
+        out: dict[str, tuple[SplitPredictions, np.ndarray]] = {}
+        for split in ("val", "test", "train"):
+            if split == "test" and not self.split.test:
+                continue
+            r = yield from self._predict(split)
+            if r is None:
+                yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
+                                "Stopped during the final evaluation; nothing was saved. Resume to finish.")
+                return None
+            out[split] = r
+        val, test = out["val"][0], out.get("test", (None, None))[0]
+        yv = (val.labels == self.pos).astype(np.int64)
+        choice = select_threshold(yv, val.probs[:, self.pos], method=cfg.threshold_method,
+                                  target=cfg.target_sensitivity)
+        multi = len(self.classes) > 2
+        val_metrics = binary_report(yv, val.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
+        test_metrics = None
+        if test is not None and len(test.labels):
+            yt = (test.labels == self.pos).astype(np.int64)
+            test_metrics = binary_report(yt, test.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap,
+                                         seed=cfg.seed)
+        if multi:
+            val_metrics["multiclass"] = multiclass_report(val.labels, val.probs, self.classes, n_boot=cfg.bootstrap,
+                                                          seed=cfg.seed)
+            if test_metrics is not None and test is not None:
+                test_metrics["multiclass"] = multiclass_report(test.labels, test.probs, self.classes,
+                                                               n_boot=cfg.bootstrap, seed=cfg.seed)
+        evaluation = Evaluation(self.classes, self.pos, choice, val, test, val_metrics, test_metrics)
+        yield EvaluationDone(evaluation)
+
+        from cxr_desktop.training.ood import fit_ood
+
+        train_preds, train_pooled = out["train"]
+        ood_tensors, ood_info = fit_ood(train_pooled, train_preds.labels, out["val"][1],
+                                        n_classes=len(self.classes), k=cfg.ood_k, percentile=cfg.ood_percentile)
+        card = self._card(evaluation, ood_info)
+        from cxr_desktop.model.modelfile import save_model
+
+        self.model.to("cpu").to(memory_format=torch.contiguous_format)
+        sha = save_model(cfg.out, self.model, card, half=cfg.half, extra_tensors=ood_tensors)
+        yield ModelSaved(str(cfg.out), sha, Path(cfg.out).stat().st_size)
+        report_path = None
+        result = TrainResult(str(cfg.out), sha, card, evaluation, self.history, self.state.get("best"),
+                             self.cancel_ack, None, str(self.work), data=card.provenance.get("data", {}))
+        if cfg.report:
+            from cxr_desktop.training.report import write_report
+
+            try:
+                write_report(cfg.report, result)
+                report_path = str(cfg.report)
+                result.report_path = report_path
+                yield ReportSaved(report_path)
+            except Exception as exc:  # a report failure must not lose the trained model
+                log.warning("training report failed: %s", exc.__class__.__name__)
+                yield ReportSaved(str(cfg.report), error=f"{exc.__class__.__name__}: {exc}")
+        return result
+
+    def _card(self, ev: Evaluation, ood_info: dict[str, Any]) -> ModelCard:
+        from cxr_desktop.model.card import default_preprocessing
+        from cxr_desktop.model.modelfile import resolve_head
+
+        cfg = self.cfg
+        warnings = [w for w in self.init_card["warnings"] if not w.startswith(UNTRAINED_PREFIX)]
+        if self.cancel_ack:
+            warnings.append("Training was stopped early by the user; this is the best epoch reached by then.")
+        if ev.test_metrics is None:
+            warnings.append("No test split: the metrics are from the validation split that chose the threshold "
+                            "and the best epoch, so they are optimistic.")
+        warnings += list(cfg.extra_warnings)
+        train_scan, test_scan = self.scans
+        data = {
+            "folder": Path(cfg.data_dir).name,
+            "test_folder": Path(cfg.test_dir).name if cfg.test_dir else None,
+            "classes": self.classes,
+            "splits": self.counts,
+            "patient_groups": {k: v["groups"] for k, v in self.counts.items()},
+            "grouped_by": train_scan.group_sources(),
+            "patient_pattern": cfg.patient_regex,
+            "skipped_files": len(train_scan.problems) + (len(test_scan.problems) if test_scan else 0)
+            + len(self.cache.problems),
+            "duplicate_sets": len(train_scan.duplicates) + (len(test_scan.duplicates) if test_scan else 0),
+            "split_seed": cfg.seed,
+            "test_source": self.split.test_source,
+        }
+        settings = {k: v for k, v in cfg.to_dict().items()
+                    if k not in ("data_dir", "test_dir", "out", "work_dir", "report", "extra_warnings", "resume",
+                                 "name", "version", "demonstration", "intended_use")}
+        best = dict(self.state.get("best") or {})
+        history = [{"stage": h.stage, "epoch": h.epoch, "train_loss": round(h.train_loss, 5),
+                    "val_loss": round(h.val_loss, 5), "val_auc": None if math.isnan(h.val_auc) else round(h.val_auc, 5),
+                    "seconds": round(h.seconds, 1)} for h in self.history]
+
+        def compact(m: dict[str, Any] | None) -> dict[str, Any] | None:
+            return None if m is None else {k: v for k, v in m.items() if k != "roc"}
+
+        card = ModelCard(
+            name=cfg.name or "CXR Review model",
+            classes=list(self.classes),
+            positive_class=self.classes[self.pos],
+            version=cfg.version,
+            head=resolve_head(cfg.head),
+            input_size=int(cfg.input_size),
+            preprocessing=default_preprocessing(int(cfg.input_size)),
+            decision_threshold=float(ev.threshold.threshold),
+            provenance={
+                "source": "trained",
+                "trained_with": "cxr-train",
+                "created": utc_now_iso(),
+                "training_started": self.started,
+                "software": software_versions(),
+                "initial_weights": self.init_card["provenance"].get("initial_weights"),
+                "device": self.device_info.label,
+                "seed": cfg.seed,
+                "settings": settings,
+                "data": data,
+                "best_epoch": best,
+                "history": history,
+                "stopped_early_by_user": self.cancel_ack,
+            },
+            metrics={
+                "threshold_selection": {
+                    "split": "validation", "method": ev.threshold.method, "target": ev.threshold.target,
+                    "threshold": ev.threshold.threshold, "sensitivity": ev.threshold.sensitivity,
+                    "specificity": ev.threshold.specificity, "note": ev.threshold.note,
+                },
+                "validation": compact(ev.val_metrics),
+                "test": compact(ev.test_metrics),
+                "ci": "95 % percentile bootstrap over images",
+            },
+            warnings=warnings,
+            demonstration=bool(cfg.demonstration),
+            extra={"ood": ood_info},
+        )
+        if cfg.intended_use:
+            card.intended_use = cfg.intended_use
+        return card
+
+
+def train(config: TrainConfig, cancel: threading.Event | None = None) -> Generator[TrainEvent, None, TrainResult | None]:
+    """Run a training; yields typed events (:mod:`cxr_desktop.training.events`), returns the result.
+
+    ``cancel``: set it to stop between two batches (see the module docstring).
+    Raises :class:`TrainingError` when the data or settings cannot work.
+    """
+    return (yield from _Run(config, cancel).events())
+
+
+def run_to_end(config: TrainConfig, cancel: threading.Event | None = None,
+               on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult | None:
+    """Drive :func:`train` to the end (scripts, tests, benchmarks)."""
+    gen = train(config, cancel)
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        if on_event is not None:
+            on_event(ev)
+
+
+def save_with_threshold(result: TrainResult, path: str | Path, threshold: float) -> str:
+    """Write the trained model to ``path`` with a different decision threshold (wizard's slider).
+
+    The card's test metrics are recomputed at that threshold; returns the new sha256.
+    """
+    from cxr_desktop.model.modelfile import load_model, save_model
+
+    if result.model_path is None or result.evaluation is None or result.card is None:
+        raise TrainingError("There is no trained model to save.")
+    loaded = load_model(result.model_path)
+    card = loaded.card
+    ev = result.evaluation
+    card.decision_threshold = float(threshold)
+    sel = dict(card.metrics.get("threshold_selection", {}))
+    yv, sv = ev.positive_scores("val")
+    at_val = binary_metrics_at(yv, sv, threshold)
+    sel.update(method="user", threshold=float(threshold), sensitivity=at_val["sensitivity"],
+               specificity=at_val["specificity"], note="chosen by the user on the validation split's trade-off")
+    card.metrics["threshold_selection"] = sel
+    cfg_boot = int((card.provenance.get("settings") or {}).get("bootstrap", 1000))
+    card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot).items()
+                                  if k != "roc"} | ({"multiclass": ev.val_metrics["multiclass"]}
+                                                    if "multiclass" in ev.val_metrics else {})
+    if ev.test is not None and ev.test_metrics is not None:
+        yt, st = ev.positive_scores("test")
+        card.metrics["test"] = {k: v for k, v in binary_report(yt, st, threshold, n_boot=cfg_boot).items()
+                                if k != "roc"} | ({"multiclass": ev.test_metrics["multiclass"]}
+                                                  if "multiclass" in ev.test_metrics else {})
+    half = bool((card.provenance.get("settings") or {}).get("half", False))
+    return save_model(path, loaded.model, card, half=half, extra_tensors=loaded.extra_tensors)

@@ -1,0 +1,316 @@
+"""Self-contained HTML training report: curves, ROC, confusion matrix, metrics, Grad-CAM gallery.
+
+Plots are drawn with matplotlib's Agg canvas (no pyplot, no global backend, so it
+is safe next to the Qt GUI) and embedded as base64 PNGs. The gallery shows true
+and false positives and negatives from the test split with the heatmaps the
+app itself would show: the saved model file, loaded and run through
+:class:`~cxr_desktop.inference.engine.InferenceEngine`.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import cv2
+import numpy as np
+
+from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.training.atomic import write_text_atomic
+from cxr_desktop.training.metrics import roc_curve
+
+
+def _figure(w: float = 5.0, h: float = 3.6) -> Any:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(w, h), dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Any) -> str:
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _img(b64: str, alt: str, width: int | None = None) -> str:
+    w = f' width="{width}"' if width else ""
+    return f'<img alt="{html.escape(alt)}"{w} src="data:image/png;base64,{b64}">'
+
+
+def curves_png(history: Sequence[Any]) -> str:
+    """Loss (train, validation) and validation AUC per epoch, stages marked."""
+    fig = _figure(7.5, 3.4)
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(1, len(history) + 1)
+    ax1.plot(x, [h.train_loss for h in history], "o-", label="train loss")
+    ax1.plot(x, [h.val_loss for h in history], "s-", label="validation loss")
+    ax2.plot(x, [h.val_auc for h in history], "d-", color="tab:green", label="validation AUC")
+    for ax in (ax1, ax2):
+        n1 = sum(1 for h in history if h.stage == 1)
+        if 0 < n1 < len(history):
+            ax.axvline(n1 + 0.5, color="grey", ls="--", lw=1)
+        ax.set_xlabel("epoch (stage 1, then stage 2)")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+    best = [i + 1 for i, h in enumerate(history) if h.is_best]
+    if best:
+        ax2.axvline(best[-1], color="tab:red", lw=1, alpha=0.6)
+    ax1.set_ylabel("cross-entropy")
+    ax2.set_ylabel("AUC")
+    ax2.set_ylim(0, 1.02)
+    return _png(fig)
+
+
+def roc_png(curves: Sequence[tuple[str, np.ndarray, np.ndarray, float]], threshold_points: Sequence[tuple[str, float, float]] = ()) -> str:
+    """ROC curves ``(label, y, scores, auc)`` with the chosen operating points."""
+    fig = _figure(4.2, 4.0)
+    ax = fig.subplots()
+    for label, y, s, auc in curves:
+        if len(set(np.asarray(y).tolist())) < 2:
+            continue
+        fpr, tpr, _ = roc_curve(y, s)
+        ax.plot(fpr, tpr, label=f"{label} (AUC {auc:.3f})")
+    for label, fpr, tpr in threshold_points:
+        ax.plot([fpr], [tpr], "o", ms=7, label=label)
+    ax.plot([0, 1], [0, 1], ":", color="grey")
+    ax.set_xlabel("1 - specificity")
+    ax.set_ylabel("sensitivity")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def confusion_png(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str) -> str:
+    m = np.asarray(cm)
+    fig = _figure(3.6, 3.2)
+    ax = fig.subplots()
+    ax.imshow(m, cmap="Blues")
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, str(int(m[i, j])), ha="center", va="center",
+                    color="white" if m[i, j] > m.max() / 2 else "black")
+    ax.set_xticks(range(len(labels)), labels, rotation=30)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    return _png(fig)
+
+
+def overlay(grey_u8: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
+    """Jet heatmap over a grey image, RGB uint8 (what the viewer shows)."""
+    colour = cv2.applyColorMap(np.rint(np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+    base = np.repeat(grey_u8[..., None], 3, axis=2).astype(np.float32)
+    return np.clip((1 - alpha) * base + alpha * colour, 0, 255).astype(np.uint8)
+
+
+def _png_array(rgb: np.ndarray) -> str:
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]))
+    return base64.b64encode(buf.tobytes()).decode("ascii") if ok else ""
+
+
+def pick_examples(y: np.ndarray, scores: np.ndarray, threshold: float, per_kind: int) -> dict[str, list[int]]:
+    """Indices of the most confident TP/FP and the most missed FN/TN cases."""
+    pred = scores >= threshold
+    kinds = {
+        "true positive": np.where(pred & (y == 1))[0],
+        "false positive": np.where(pred & (y == 0))[0],
+        "false negative": np.where(~pred & (y == 1))[0],
+        "true negative": np.where(~pred & (y == 0))[0],
+    }
+    out = {}
+    for k, idx in kinds.items():
+        descending = k in ("true positive", "false positive")  # most confident positives first
+        order = np.argsort(-scores[idx] if descending else scores[idx], kind="stable")
+        out[k] = [int(i) for i in idx[order][:per_kind]]
+    return out
+
+
+def gallery(model_path: str, paths: Sequence[str], rels: Sequence[str], y: np.ndarray, scores: np.ndarray,
+            threshold: float, per_kind: int, positive: str, thumb: int = 224) -> list[tuple[str, list[tuple[str, str]]]]:
+    """[(kind, [(png b64, caption)])] with Grad-CAM of the positive class from the saved model."""
+    from cxr_desktop.errors import ImageError
+    from cxr_desktop.imaging import load_image, to_uint8
+    from cxr_desktop.inference.engine import EngineOptions, InferenceEngine
+    from cxr_desktop.model.modelfile import load_model
+
+    loaded = load_model(model_path)
+    engine = InferenceEngine(loaded.model, loaded.card, model_sha256=loaded.sha256,
+                             options=EngineOptions(device="cpu", backend="torch"))
+    out = []
+    for kind, idx in pick_examples(np.asarray(y), np.asarray(scores), threshold, per_kind).items():
+        cells = []
+        for i in idx:
+            try:
+                image = load_image(paths[i])
+            except ImageError:
+                continue
+            res = engine.predict(image, cam=True, cam_class=positive)
+            grey = to_uint8(image)
+            scale = thumb / max(grey.shape)
+            size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
+            g = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
+            h = cv2.resize(res.heatmap, size, interpolation=cv2.INTER_LINEAR) if res.heatmap is not None else np.zeros_like(g, np.float32)
+            cap = f"{rels[i]} - score {res.prediction.score:.3f}"
+            cells.append((_png_array(overlay(g, h)), cap))
+        out.append((kind, cells))
+    return out
+
+
+def _fmt(v: Any, nd: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "n/a"
+    return f"{v:.{nd}f}" if isinstance(v, float) else html.escape(str(v))
+
+
+def _metrics_table(val: dict[str, Any], test: dict[str, Any] | None) -> str:
+    rows = []
+    for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1"):
+        cells = []
+        for m in (val, test):
+            if m is None:
+                cells.append("<td>-</td>")
+                continue
+            lo, hi = m.get(f"{key}_ci95", [None, None])
+            cells.append(f"<td>{_fmt(m.get(key))} <span class=ci>({_fmt(lo)}-{_fmt(hi)})</span></td>")
+        rows.append(f"<tr><th>{'ROC AUC' if key == 'auc' else key}</th>{''.join(cells)}</tr>")
+    head = "<tr><th></th><th>validation (chose threshold)</th><th>test</th></tr>"
+    return f"<table>{head}{''.join(rows)}</table>"
+
+
+CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
+h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
+table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+.ci{color:#666;font-size:.9em} .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
+.notice{background:#eef4ff;border-left:4px solid #3070d0;padding:.5em 1em}
+.gallery{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0;width:230px} figcaption{font-size:.75em;word-break:break-all}
+"""
+
+
+def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, str]]]] | None = None) -> str:
+    """The report as one HTML string (``result`` is a :class:`~cxr_desktop.training.engine.TrainResult`)."""
+    card = result.card
+    ev = result.evaluation
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Training report: {esc(card.display_name)}"
+             f"</title><style>{CSS}</style></head><body>"]
+    parts.append(f"<h1>Training report: {esc(card.display_name)}</h1>")
+    parts.append(f"<p class=notice>{esc(DECISION_AID_NOTICE)}</p>")
+    if card.demonstration:
+        parts.append("<p class=warn><b>Demonstration model.</b> Not for clinical use.</p>")
+    if card.warnings:
+        parts.append("<div class=warn><b>Warnings</b><ul>" + "".join(f"<li>{esc(w)}</li>" for w in card.warnings)
+                     + "</ul></div>")
+    prov = card.provenance
+    parts.append("<h2>Model</h2><table>")
+    rows = [("classes", ", ".join(card.classes)), ("positive class", card.positive_class),
+            ("decision threshold", f"{card.decision_threshold:.4f}"), ("input size", card.input_size),
+            ("created", prov.get("created")), ("training started", prov.get("training_started")),
+            ("device", prov.get("device")),
+            ("initial weights", (prov.get("initial_weights") or {}).get("source")),
+            ("model file sha256", result.sha256), ("software", json.dumps(prov.get("software")))]
+    parts += [f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in rows]
+    parts.append("</table>")
+
+    data = prov.get("data", {})
+    parts.append("<h2>Data</h2><table><tr><th>split</th>" + "".join(f"<th>{esc(c)}</th>" for c in card.classes)
+                 + "<th>patient groups</th></tr>")
+    for split, row in (data.get("splits") or {}).items():
+        parts.append(f"<tr><th>{esc(split)}</th>" + "".join(f"<td>{row.get(c, 0)}</td>" for c in card.classes)
+                     + f"<td>{row.get('groups', 0)}</td></tr>")
+    parts.append("</table>")
+    parts.append(f"<p>Grouped by: {esc(json.dumps(data.get('grouped_by')))}; skipped files: "
+                 f"{data.get('skipped_files', 0)}; duplicate sets: {data.get('duplicate_sets', 0)}; test: "
+                 f"{esc(str(data.get('test_source')))}.</p>")
+
+    if result.history:
+        parts.append("<h2>Training curves</h2>" + _img(curves_png(result.history), "loss and AUC curves"))
+        best = result.best or {}
+        parts.append(f"<p>Best epoch: stage {best.get('stage')} epoch {best.get('epoch')} "
+                     f"(validation {esc(str(best.get('monitor')))}); that epoch's weights were saved.</p>")
+
+    if ev is not None:
+        th = ev.threshold
+        parts.append("<h2>Threshold and metrics</h2>")
+        parts.append(f"<p>Threshold {th.threshold:.4f} chosen on the validation split by <b>{esc(th.method)}</b>"
+                     + (f" (target sensitivity {th.target:.2f})" if th.target else "")
+                     + f"; validation sensitivity {_fmt(th.sensitivity)}, specificity {_fmt(th.specificity)}. "
+                     "Test metrics use that threshold unchanged. Intervals: 95 % bootstrap.</p>")
+        parts.append(_metrics_table(ev.val_metrics, ev.test_metrics))
+        curves = []
+        points = []
+        for name, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
+            if m is None:
+                continue
+            y, s = ev.positive_scores("val" if name == "validation" else "test")
+            curves.append((name, y, s, m["auc"]))
+            if len(set(y.tolist())) == 2:
+                points.append((f"{name} at threshold", 1 - m["specificity"], m["sensitivity"]))
+        imgs = [_img(roc_png(curves, points), "ROC curves")]
+        final = ev.test_metrics or ev.val_metrics
+        title = "test split" if ev.test_metrics else "validation split"
+        if "multiclass" in final:
+            imgs.append(_img(confusion_png(final["multiclass"]["confusion_matrix"], card.classes, title),
+                             "confusion matrix"))
+        else:
+            neg = "not " + card.positive_class if card.positive_class else "negative"
+            imgs.append(_img(confusion_png(final["confusion_matrix"], [neg, card.positive_class], title),
+                             "confusion matrix"))
+        parts.append("<div>" + " ".join(imgs) + "</div>")
+        for name, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
+            if m is not None and "multiclass" in m:
+                mc = m["multiclass"]
+                parts.append(f"<h3>{name}: one-vs-rest per class</h3><table><tr><th>class</th><th>AUC</th>"
+                             "<th>sensitivity</th><th>specificity</th><th>precision</th><th>F1</th></tr>")
+                for c, row in list(mc["per_class"].items()) + [("macro", mc["macro"])]:
+                    parts.append(f"<tr><th>{esc(c)}</th>" + "".join(
+                        f"<td>{_fmt(row[k])}</td>" for k in ("auc", "sensitivity", "specificity", "precision", "f1"))
+                        + "</tr>")
+                parts.append("</table>")
+
+    if gallery_cells:
+        parts.append("<h2>Grad-CAM gallery (test split)</h2><p>Heatmaps of the positive class from the saved "
+                     "model file, as the viewer shows them.</p>")
+        for kind, cells in gallery_cells:
+            parts.append(f"<h3>{esc(kind)} ({len(cells)})</h3><div class=gallery>")
+            parts += [f"<figure>{_img(b64, kind, 224)}<figcaption>{esc(cap)}</figcaption></figure>" for b64, cap in cells]
+            parts.append("</div>")
+
+    ood = card.extra.get("ood")
+    if ood:
+        parts.append(f"<h2>Input safety statistics</h2><p>{esc(ood.get('distance', ''))}; k = {ood.get('k')}, "
+                     f"threshold {ood.get('threshold', float('nan')):.2f} (the {ood.get('percentile')}th percentile "
+                     f"of {esc(str(ood.get('threshold_split')))} distances).</p>")
+    parts.append("<h2>Settings</h2><table>" + "".join(
+        f"<tr><th>{esc(k)}</th><td>{esc(json.dumps(v))}</td></tr>" for k, v in (prov.get("settings") or {}).items())
+        + "</table>")
+    parts.append("<h2>Model card</h2><details><summary>full card (JSON)</summary><pre>"
+                 + esc(json.dumps(json.loads(card.to_json()), indent=1)) + "</pre></details>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(path: str | Path, result: Any, *, per_kind: int | None = None) -> None:
+    """Render and write the HTML report atomically (Grad-CAM gallery from the test split, else validation)."""
+    ev = result.evaluation
+    cells = None
+    if ev is not None and result.model_path:
+        split = "test" if ev.test is not None else "val"
+        preds = ev.test if ev.test is not None else ev.val
+        y, s = ev.positive_scores(split)
+        n = per_kind if per_kind is not None else int((result.card.provenance.get("settings") or {}).get(
+            "gallery_per_kind", 3))
+        if n > 0 and len(y):
+            cells = gallery(result.model_path, preds.paths, preds.rels, y, s, result.card.decision_threshold, n,
+                            result.card.positive_class or result.card.classes[-1])
+    write_text_atomic(path, render_html(result, gallery_cells=cells))

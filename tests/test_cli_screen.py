@@ -1,0 +1,186 @@
+"""``cxr-screen``: exit codes, outputs, and kill -9 at any point followed by --resume."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from cxr_desktop.cli.screen import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
+from cxr_desktop.screening.results import journal_path_for
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    from cxr_desktop.model import init_model, save_model
+
+    d = tmp_path_factory.mktemp("cli-model")
+    model, card = init_model(classes=["normal", "pneumonia"], positive_class="pneumonia", weights="none",
+                             input_size=64, name="cli-test", seed=1)
+    path = d / "model.safetensors"
+    save_model(path, model, card)
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cli-cache"))
+
+
+def _folder(root: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        sub = root / ("a" if i % 3 else "b")
+        sub.mkdir(parents=True, exist_ok=True)
+        img = cv2.GaussianBlur((rng.random((48 + i, 40)) * 255).astype(np.uint8), (0, 0), 2)
+        cv2.imwrite(str(sub / f"img{i:03d}.png"), img)
+    return root
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_missing_bundled_model_is_a_usage_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_RESOURCES_DIR", str(tmp_path / "no-resources"))
+    _folder(tmp_path / "in", 1)
+    err = io.StringIO()
+    assert main([str(tmp_path / "in"), "--out", str(tmp_path / "r.csv")], stderr=err) == EXIT_USAGE
+    assert "--model" in err.getvalue()
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_unloadable_model_and_bad_arguments(tmp_path):
+    _folder(tmp_path / "in", 1)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x80\x04not a model")
+    err = io.StringIO()
+    assert main([str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--model", str(bad)], stderr=err) == EXIT_MODEL
+    assert "cannot be loaded" in err.getvalue()
+    err = io.StringIO()
+    assert main([str(tmp_path / "nowhere"), "--out", str(tmp_path / "r.csv"), "--model", str(bad)],
+                stderr=err) == EXIT_USAGE
+    assert "not a folder" in err.getvalue()
+    assert main([str(tmp_path / "in"), "--out", str(tmp_path / "missing-dir" / "r.csv"), "--model", str(bad)],
+                stderr=io.StringIO()) == EXIT_USAGE
+    with pytest.raises(SystemExit) as exc:
+        main([str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--batch-size", "0"])
+    assert exc.value.code == 2
+
+
+def test_cli_writes_ranked_csv_json_heatmaps_and_summary(tmp_path, model_file):
+    folder = _folder(tmp_path / "in", 6)
+    (folder / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0")
+    out = tmp_path / "res.csv"
+    err = io.StringIO()
+    code = main([str(folder), "--out", str(out), "--model", str(model_file), "--json", "--heatmaps",
+                 str(tmp_path / "maps"), "--workers", "1", "--batch-size", "4", "--device", "cpu"], stderr=err)
+    assert code == EXIT_OK, err.getvalue()
+    rows = _rows(out)
+    assert len(rows) == 7 and rows[-1]["path"] == "a/broken.png" and rows[-1]["status"] == "error"
+    assert list(rows[0]) == ["path", "status", "label", "score", "above_threshold", "p_normal", "p_pneumonia",
+                             "reason", "detail", "model"]
+    assert all(r["model"] == "cli-test v0" for r in rows)
+    doc = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert doc["summary"]["status"] == {"ok": 6, "error": 1}
+    assert len(list((tmp_path / "maps").rglob("*.heatmap.png"))) == 6
+    text = err.getvalue()
+    assert "7/7 files" in text and "img/s" in text and "ETA" in text  # progress
+    assert "status: error 1, ok 6" in text and "predicted label:" in text  # summary
+    assert "Decision aid only" in text
+
+
+# --------------------------------------------------------------------------- kill -9 and resume
+
+
+def _journal_rows(path: Path) -> int:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return -1
+    return max(0, data.count(b"\n") - 1)  # minus the header line
+
+
+def _start(folder: Path, out: Path, model: Path, *extra: str) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "cxr_desktop.cli.screen", str(folder), "--out", str(out), "--model", str(model),
+           "--workers", "1", "--batch-size", "2", "--device", "cpu", *extra]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120.0) -> bool:
+    """kill -9 the process as soon as ``ready()``; False if it ended first."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.005)
+    proc.kill()
+    raise AssertionError("the screening process did not reach the kill point in time")
+
+
+def _check_consistent(out: Path, expected: set[str]) -> None:
+    """Whatever exists after a kill parses, and never holds a duplicate or a foreign row."""
+    if out.exists():
+        paths = [r["path"] for r in _rows(out)]
+        assert len(paths) == len(set(paths)) and set(paths) <= expected
+
+
+@pytest.mark.slow
+def test_kill_9_at_several_points_then_resume_gives_exactly_one_row_per_file(tmp_path, model_file):
+    n = 30
+    folder = _folder(tmp_path / "in", n)
+    expected = {Path(os.path.relpath(p, folder)).as_posix() for p in folder.rglob("*.png")}
+    assert len(expected) == n
+    out = tmp_path / "res.csv"
+    journal = journal_path_for(out)
+
+    kill_points = [
+        ("during start-up, before the journal exists", None, 1.0),
+        ("journal created, no row yet", lambda: _journal_rows(journal) >= 0, None),
+        ("after 11 rows", lambda: _journal_rows(journal) >= 11, None),
+    ]
+    for i, (what, ready, after_s) in enumerate(kill_points):
+        proc = _start(folder, out, model_file, *(["--resume"] if i else []))
+        if ready is None:
+            time.sleep(after_s)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        else:
+            assert _kill_when(proc, ready), f"finished before the kill point: {what}"
+        _check_consistent(out, expected)
+        assert _journal_rows(journal) <= n, what
+
+    # resume and kill right after the final CSV write (if it does not exit first)
+    proc = _start(folder, out, model_file, "--resume")
+    _kill_when(proc, lambda: out.exists() and len(_rows(out)) == n)
+    _check_consistent(out, expected)
+    assert len(_rows(out)) == n
+
+    proc = _start(folder, out, model_file, "--resume")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr.decode(errors="replace")
+    assert f"{n} files ({n} already done, 0 to do)" in stderr.decode()
+    final = _rows(out)
+    paths = [r["path"] for r in final]
+    assert len(paths) == n and set(paths) == expected  # exactly one row per input file, no duplicates
+    assert all(r["status"] == "ok" and 0.0 <= float(r["score"]) <= 1.0 for r in final)
+    assert not journal.exists()
+    scores = [float(r["score"]) for r in final]
+    assert scores == sorted(scores, reverse=True)
