@@ -31,8 +31,77 @@ def _engine(report: dict[str, Any]):
                            "note": "no bundled model; a freshly initialised one was used",
                            "warnings": card.warnings}
     report["device"] = eng.device_label
+    report["device_reason"] = eng.device_info.reason
     report["engine_notes"] = list(eng.notes)
     return eng
+
+
+def bundle_info() -> dict[str, Any] | None:
+    """The packaged build's description (variant, version, build date), None in a checkout."""
+    path = resources_dir() / "bundle.json"
+    if not path.is_file():
+        return None
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"error": "bundle.json unreadable"}
+    return {k: info.get(k) for k in ("variant", "version", "built_utc", "glibc")}
+
+
+def check_transfer_syntaxes(ts_dir: Path) -> tuple[bool, dict[str, str]]:
+    """Decode every file of the bundled transfer-syntax set; (all passed, {name: result}).
+
+    With the ``manifest.json`` written at build time (packaging/collect_samples.py) each file
+    must also report the expected transfer syntax and size, every required syntax must have a
+    file, and the pydicom decoder plugins the build machine had for it (pylibjpeg for JPEG,
+    JPEG-LS and JPEG 2000) must be available here too - else a plugin whose entry points were
+    not bundled would go unnoticed wherever a fallback decoder exists.
+    """
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import UID
+
+    from cxr_desktop.errors import CxrError
+    from cxr_desktop.imaging import load_image
+
+    manifest_path = ts_dir / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    except (OSError, ValueError) as exc:
+        return False, {"manifest.json": f"FAILED: unreadable ({exc.__class__.__name__})"}
+    entries = manifest.get("files") or [{"file": p.name} for p in sorted(ts_dir.glob("*.dcm"))]
+    ok = True
+    results: dict[str, str] = {}
+    for entry in entries:
+        name = entry.get("name") or entry["file"]
+        uid = entry.get("uid")
+        try:
+            im = load_image(ts_dir / entry["file"])
+        except CxrError as exc:
+            results[name] = f"FAILED: {exc}"
+            ok = False
+            continue
+        got = im.metadata.get("transfer_syntax", "ok")
+        problems = []
+        if uid and got != UID(uid).name:
+            problems.append(f"read as {got!r}, expected {UID(uid).name!r}")
+        if entry.get("shape") and list(im.shape) != list(entry["shape"]):
+            problems.append(f"shape {tuple(im.shape)}, expected {tuple(entry['shape'])}")
+        wanted_plugins = set(entry.get("plugins") or [])
+        if uid and wanted_plugins:
+            have = set(get_decoder(UID(uid)).available_plugins)
+            if wanted_plugins - have:
+                problems.append(f"decoder plugin(s) {sorted(wanted_plugins - have)} not available")
+        results[name] = f"FAILED: {'; '.join(problems)}" if problems else got
+        ok &= not problems
+    listed = {e.get("uid") for e in entries}
+    for uid in manifest.get("required", []):
+        if uid not in listed:
+            results[UID(uid).name] = "FAILED: no file for this required transfer syntax"
+            ok = False
+    if not entries:
+        ok = False
+        results["-"] = "FAILED: the transfer-syntax folder is empty"
+    return ok, results
 
 
 def run_self_test() -> tuple[bool, dict[str, Any]]:
@@ -62,16 +131,15 @@ def run_self_test() -> tuple[bool, dict[str, Any]]:
 
     # Transfer syntaxes: a small bundled set (packaged builds), each must decode.
     ts_dir = resources_dir() / "selftest"
-    ts = {}
     if ts_dir.is_dir():
-        for p in sorted(ts_dir.glob("*.dcm")):
-            try:
-                im = load_image(p)
-                ts[p.name] = im.metadata.get("transfer_syntax", "ok")
-            except CxrError as exc:
-                ts[p.name] = f"FAILED: {exc}"
-                ok = False
-    report["transfer_syntaxes"] = ts or "no bundled transfer-syntax set (repo checkout)"
+        ts_ok, ts = check_transfer_syntaxes(ts_dir)
+        report["transfer_syntaxes"] = ts
+        ok &= ts_ok
+    else:
+        report["transfer_syntaxes"] = "no bundled transfer-syntax set (repo checkout)"
+    bundle = bundle_info()
+    if bundle:
+        report["bundle"] = bundle
 
     try:
         eng = _engine(report)

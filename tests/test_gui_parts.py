@@ -187,3 +187,22 @@ def test_window_appears_before_torch_is_imported(tmp_path, cxr_dir):
     assert "window_shown" in events
     assert events["window_shown"]["torch_loaded"] is False
     assert "Traceback" not in proc.stderr
+
+
+def test_qt_binding_keeps_reference_counts(qapp):
+    """Guards the PySide6 pin: 6.12.0 on CPython 3.11 drops a reference to None on every void
+    call and to True on every emit, which aborts a long session ('none_dealloc')."""
+    from PySide6.QtCore import QObject, Signal
+    from PySide6.QtWidgets import QLabel
+
+    class Emitter(QObject):
+        sig = Signal(object)
+
+    label, emitter = QLabel(), Emitter()
+    none0, true0 = sys.getrefcount(None), sys.getrefcount(True)
+    for _ in range(500):
+        label.setText("x")
+        qapp.processEvents()
+        emitter.sig.emit(1)
+    assert sys.getrefcount(None) - none0 > -100
+    assert sys.getrefcount(True) - true0 > -100

@@ -10,7 +10,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QImage
 
 from cxr_desktop.gui.screening_panel import SORT_ROLE, ScreeningDialog, WorklistModel
@@ -86,7 +86,7 @@ def test_run_fills_a_sortable_filterable_worklist(qtbot, model_and_engine, tmp_p
     # sorted by score, highest first; unscored rows last
     scores = _proxy_column(dlg, WorklistModel.COL_SCORE)
     assert scores == sorted(scores, reverse=True) and scores[-2:] == [-1.0, -1.0]
-    dlg.table.sortByColumn(WorklistModel.COL_SCORE, __import__("PySide6.QtCore").QtCore.Qt.SortOrder.AscendingOrder)
+    dlg.table.sortByColumn(WorklistModel.COL_SCORE, Qt.SortOrder.AscendingOrder)
     assert _proxy_column(dlg, WorklistModel.COL_SCORE) == sorted(scores)
 
     rows = dlg.model.rows()
@@ -107,15 +107,15 @@ def test_run_fills_a_sortable_filterable_worklist(qtbot, model_and_engine, tmp_p
     target = dlg.proxy.index(0, WorklistModel.COL_PATH)
     rect = dlg.table.visualRect(target)
     with qtbot.waitSignal(dlg.open_study_requested, timeout=5000) as opened:
-        qtbot.mouseDClick(dlg.table.viewport(), __import__("PySide6.QtCore").QtCore.Qt.MouseButton.LeftButton,
-                          pos=rect.center())
+        qtbot.mouseClick(dlg.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
+        qtbot.mouseDClick(dlg.table.viewport(), Qt.MouseButton.LeftButton, pos=rect.center())
     assert Path(opened.args[0]) == folder / target.data()
     assert Path(opened.args[0]).is_file()
 
     # thumbnails are made on demand, only when asked for
     rel = dlg.model.row_at(0).path
     if dlg.model.cached_thumbnail(rel) is None:
-        dlg.model.data(dlg.model.index(0, WorklistModel.COL_THUMB), 1)  # DecorationRole
+        dlg.model.data(dlg.model.index(0, WorklistModel.COL_THUMB), Qt.ItemDataRole.DecorationRole)
     qtbot.waitUntil(lambda: isinstance(dlg.model.cached_thumbnail(rel), QImage), timeout=20000)
     thumb = dlg.model.cached_thumbnail(rel)
     assert 0 < max(thumb.width(), thumb.height()) <= 64

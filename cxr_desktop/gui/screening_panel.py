@@ -198,16 +198,22 @@ class WorklistFilter(QSortFilterProxyModel):
         self._above_only = False
 
     def set_status(self, status: str | None) -> None:
-        self._status = status or None
-        self.invalidateFilter()
+        self._refilter("_status", status or None)
 
     def set_label(self, label: str | None) -> None:
-        self._label = label or None
-        self.invalidateFilter()
+        self._refilter("_label", label or None)
 
     def set_above_only(self, on: bool) -> None:
-        self._above_only = bool(on)
-        self.invalidateFilter()
+        self._refilter("_above_only", bool(on))
+
+    def _refilter(self, attr: str, value: Any) -> None:
+        if hasattr(self, "endFilterChange"):  # Qt >= 6.9
+            self.beginFilterChange()
+            setattr(self, attr, value)
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+        else:
+            setattr(self, attr, value)
+            self.invalidateFilter()
 
     def filterAcceptsRow(self, source_row: int, source_parent: QModelIndex | QPersistentModelIndex) -> bool:
         model = self.sourceModel()
@@ -283,8 +289,12 @@ def _thumbnail_job(folder: str, relpath: str) -> tuple[str, Any]:
     return relpath, thumb.pixels
 
 
-def _sha_job(model_path: str) -> str:
-    return model_sha256(model_path)
+def _sha_job(token: int, folder: str, model_path: str) -> tuple[int, str, str | None, str | None]:
+    """Worker thread: (token, folder, model SHA-256 or None, error class name or None)."""
+    try:
+        return token, folder, model_sha256(model_path), None
+    except OSError as exc:
+        return token, folder, None, exc.__class__.__name__
 
 
 # --------------------------------------------------------------------------- dialog
@@ -478,16 +488,19 @@ class ScreeningDialog(QDialog):
         self._update_buttons()
         if folder is None or model is None:
             return
-        token = self._check_token
-        self._thumb_runner.start_function(
-            _sha_job, str(model),
-            returned=lambda sha, t=token, f=folder: self._sha_ready(t, f, sha),
-            errored=lambda exc, t=token: self._sha_failed(t, exc),
-        )
+        # Bound methods as slots: Qt drops the connection if this dialog is gone first.
+        self._thumb_runner.start_function(_sha_job, self._check_token, str(folder), str(model),
+                                          returned=self._sha_ready)
 
-    def _sha_ready(self, token: int, folder: Path, sha: str) -> None:
+    def _sha_ready(self, result: tuple[int, str, str | None, str | None]) -> None:
+        token, folder_text, sha, error = result
         if token != self._check_token:
+            return  # the user has chosen another folder or model since
+        if sha is None:
+            self.status_label.setText(f"The model file cannot be read ({error}).")
+            self.previous_checked.emit(None)
             return
+        folder = Path(folder_text)
         self._model_sha = sha
         prev = find_previous(folder, sha, self._results_root)
         self._previous = prev
@@ -498,11 +511,6 @@ class ScreeningDialog(QDialog):
             self.previous_banner.show()
         self._update_buttons()
         self.previous_checked.emit(prev)
-
-    def _sha_failed(self, token: int, exc: Exception) -> None:
-        if token == self._check_token:
-            self.status_label.setText(f"The model file cannot be read ({exc.__class__.__name__}).")
-            self.previous_checked.emit(None)
 
     def open_previous(self) -> None:
         """Show the previous results of this folder and model in the worklist."""
@@ -715,8 +723,8 @@ class ScreeningDialog(QDialog):
     def shutdown(self, timeout_ms: int = 30000) -> bool:
         """Cancel a run and wait for the worker threads (for closing the app and tests)."""
         if self._cancel is not None:
-            self._cancel.set()
-        ok = self._runner.shutdown(timeout_ms)
+            self._cancel.set()  # a clean stop: the run writes its CSV of finished rows
+        ok = bool(self._runner.pool.waitForDone(timeout_ms)) or self._runner.shutdown(2000)
         return self._thumb_runner.shutdown(timeout_ms) and ok
 
     def done(self, result: int) -> None:  # close / Esc: stop the run, keep finished rows

@@ -94,6 +94,8 @@ class InferenceEngine:
         self._cpu_model = model.float().eval()
         self.head = self._cpu_model.head
         self.notes: list[str] = []
+        self.extra_tensors: dict[str, torch.Tensor] = {}
+        self.model_path: str | None = None
         self.device_info: DeviceInfo = select_device(self.options.device)
         if self.device_info.reason.startswith("CUDA requested but"):
             self.notes.append(self.device_info.reason)

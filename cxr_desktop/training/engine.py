@@ -225,6 +225,55 @@ class _TensorPairs(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
+class _StandardisedHead(nn.Module):
+    """Stage 1 on cached features: the head trained on standardised features, folded back afterwards.
+
+    Pooled features of a frozen backbone can have any scale (a random or
+    foreign backbone gives values in the thousands), which makes a linear head
+    slow or unstable to train. Training on ``(x - mean) / std`` is well
+    conditioned whatever the backbone; since the head's first layer is linear,
+    the standardisation folds exactly into it (``W / std``, ``b - W @ mean``), so
+    the saved model needs no extra layer.
+    """
+
+    def __init__(self, head: nn.Module, train_features: np.ndarray, *, fresh: bool):
+        super().__init__()
+        import copy
+
+        f = np.asarray(train_features, dtype=np.float64)
+        mean = f.mean(0)
+        std = f.std(0)
+        std = np.maximum(std, 1e-2 * float(std.mean()) + 1e-12)
+        self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
+        self.register_buffer("std", torch.from_numpy(std.astype(np.float32)))
+        self.head = copy.deepcopy(head)
+        lin = self._first_linear(self.head)
+        if fresh:  # a new head: initialise it for unit-variance inputs
+            for m in self.head.modules():
+                if isinstance(m, nn.Linear):
+                    m.reset_parameters()
+            return
+        with torch.no_grad():  # resumed: unfold, the same function on standardised inputs
+            lin.bias.add_(lin.weight @ self.mean.to(lin.weight.device))
+            lin.weight.mul_(self.std.to(lin.weight.device)[None, :])
+
+    @staticmethod
+    def _first_linear(head: nn.Module) -> nn.Linear:
+        return next(m for m in head.modules() if isinstance(m, nn.Linear))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return self.head.forward_pooled((pooled - self.mean) / self.std)  # type: ignore[operator]
+
+    def fold_into(self, head: nn.Module) -> None:
+        """Copy the trained head into ``head``, folding the standardisation into its first linear layer."""
+        with torch.no_grad():
+            for (name, dst), src in zip(head.state_dict().items(), self.head.state_dict().values()):
+                dst.copy_(src)
+            lin = self._first_linear(head)
+            lin.weight.div_(self.std.to(lin.weight.device)[None, :])
+            lin.bias.sub_(lin.weight @ self.mean.to(lin.weight.device))
+
+
 def _set_trainable(model: CxrClassifier, scope: str) -> list[nn.Parameter]:
     """Freeze everything but ``scope`` ("head", "all", "layer3", "layer4"); returns trainable params."""
     body = model.body
@@ -578,25 +627,29 @@ class _Run:
         stage, epochs = 1, cfg.epochs_frozen
         cached = not cfg.augment_frozen
         params = _set_trainable(self.model, "head")
+        resuming = st["stage"] == 1 and st["epoch"] > 0 and self.resumed_optimizer is not None
+        yield StageStarted(stage, epochs, cfg.lr_head, "head", cached)
+        feats: dict[str, np.ndarray] = {}
+        std_head: _StandardisedHead | None = None
+        if cached:
+            for name in ("train", "val"):
+                f = yield from self._pooled_features(name)
+                if f is None:
+                    yield from self._handle_cancel(stage, st["epoch"] if resuming else 0)
+                    return
+                feats[name] = f
+            std_head = _StandardisedHead(self.model.head, feats["train"], fresh=not resuming).to(self.device)
+            params = list(std_head.parameters())
         opt = _make_optimizer(cfg, params, cfg.lr_head)
         sched = _make_scheduler(cfg, opt, epochs, cfg.lr_head)
         start = 0
-        if st["stage"] == 1 and st["epoch"] > 0 and self.resumed_optimizer is not None:
-            opt.load_state_dict(self.resumed_optimizer)
+        if resuming:
+            opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
             if sched is not None and st.get("scheduler"):
                 sched.load_state_dict(st["scheduler"])
             start = st["epoch"]
         else:
             st["bad_epochs"] = 0
-        yield StageStarted(stage, epochs, cfg.lr_head, "head", cached)
-        feats: dict[str, np.ndarray] = {}
-        if cached:
-            for name in ("train", "val"):
-                f = yield from self._pooled_features(name)
-                if f is None:
-                    yield from self._handle_cancel(stage, start)
-                    return
-                feats[name] = f
         val_idx = self.split.val
         val_labels = np.asarray([self.labels[i] for i in val_idx], dtype=np.int64)
         train_labels = np.asarray([self.labels[i] for i in self.split.train], dtype=np.int64)
@@ -616,7 +669,9 @@ class _Run:
                     sampler = RandomSampler(ds, generator=gen)
                 loader: Any = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
                                          drop_last=len(ds) > cfg.batch_size)
-                forward = self.model.head.forward_pooled
+                assert std_head is not None
+                std_head.train()
+                forward = std_head
             else:
                 loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
                                       batch_size=cfg.batch_size, generator=gen)
@@ -634,6 +689,8 @@ class _Run:
             if was_cancelled:
                 yield from self._handle_cancel(stage, epoch - 1)
                 return
+            if std_head is not None:
+                std_head.fold_into(self.model.head)
             if cached:
                 vl = DataLoader(_TensorPairs(feats["val"], val_labels), batch_size=256)
                 res = yield from self._evaluate(vl, stage, epoch, pooled_input=True)
