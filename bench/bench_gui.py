@@ -177,7 +177,10 @@ def heartbeat(tmp: Path, model: Path, folder: Path, n_images: int) -> None:
     t0 = time.perf_counter()
     for e in entries:
         n = len(shown)
-        win.study_list.select_path(e.path)
+        if win.current_image is not None and win.current_image.path == e.path:
+            win.request_prediction()  # already on screen (opened first): ask again
+        else:
+            win.study_list.select_path(e.path)
         _wait(app, lambda: len(shown) > n and shown[-1] == e.path, 600)
     elapsed = time.perf_counter() - t0
     timer.stop()

@@ -41,6 +41,8 @@ EXCLUDED_MODULES = [
     "sklearn",
     "scipy",
     "pandas",
+    "tensorflow",
+    "tensorboard",
     "PyInstaller",
 ]
 EXCLUDED_MODULES_CPU = ["triton"]

@@ -114,23 +114,29 @@ def run_ldd(path: Path, env: dict[str, str]) -> LddResult:
 
 
 def owning_packages(paths: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Map host library paths to Debian packages; also try the /usr-merged twin of each path."""
+    """Map host library paths to Debian packages (one ``dpkg -S`` call for all of them).
+
+    Each path is also tried resolved and as its /usr-merged twin (``/lib/...`` vs
+    ``/usr/lib/...``), since dpkg knows a file only by the path its package ships.
+    """
+    candidates: dict[str, list[str]] = {}
+    for path in sorted(set(paths)):
+        cands = [path, os.path.realpath(path)]
+        for c in list(cands):
+            if c.startswith("/usr/lib"):
+                cands.append(c[len("/usr"):])
+            elif c.startswith("/lib"):
+                cands.append("/usr" + c)
+        candidates[path] = list(dict.fromkeys(cands))
+    every = sorted({c for cands in candidates.values() for c in cands})
+    hits: dict[str, str] = {}
+    for i in range(0, len(every), 200):  # keep the command line short
+        proc = subprocess.run(["dpkg", "-S", *every[i:i + 200]], capture_output=True, text=True)
+        hits.update(parse_dpkg_search(proc.stdout))  # exit 1 when some path has no owner: expected
     result: dict[str, str] = {}
     unowned: list[str] = []
-    for path in sorted(set(paths)):
-        candidates = [path, os.path.realpath(path)]
-        for c in list(candidates):
-            if c.startswith("/usr/lib"):
-                candidates.append(c[len("/usr"):])
-            elif c.startswith("/lib"):
-                candidates.append("/usr" + c)
-        pkg = None
-        for c in dict.fromkeys(candidates):
-            proc = subprocess.run(["dpkg", "-S", c], capture_output=True, text=True)
-            hit = parse_dpkg_search(proc.stdout)
-            if hit:
-                pkg = next(iter(hit.values()))
-                break
+    for path, cands in candidates.items():
+        pkg = next((hits[c] for c in cands if c in hits), None)
         if pkg:
             result[path] = pkg
         else:

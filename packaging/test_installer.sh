@@ -91,7 +91,11 @@ if [ "$ST_RC" != 0 ] || [ "$LINES" != 1 ]; then
     echo "test_installer: the installed self-test failed" >&2; exit 1
 fi
 "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); assert r["passed"] is True, r' "$ST_JSON"
-[ -d "$HOME/.cache/cxr-review" ] || { echo "test_installer: no user cache in ~/.cache/cxr-review" >&2; exit 1; }
+# The ONNX Runtime path exports the model graph once into the user's cache (not /opt).
+if echo "$ST_JSON" | grep -q onnxruntime; then
+    ls "$HOME"/.cache/cxr-review/onnx/*.onnx >/dev/null 2>&1 \
+        || { echo "test_installer: no exported graph in ~/.cache/cxr-review/onnx" >&2; exit 1; }
+fi
 WROTE=$(find /opt/cxr-review -newer "$TMPH/marker" | head -n 5)
 [ -z "$WROTE" ] || { echo "test_installer: the app wrote into /opt/cxr-review: $WROTE" >&2; exit 1; }
 
@@ -140,6 +144,9 @@ log "screenshot: $SHOT; app milestones: $EVENTS"
 kill "$APP_PID" 2>/dev/null || true; wait "$APP_PID" 2>/dev/null || true; APP_PID=""
 kill "$XVFB_PID" 2>/dev/null || true; wait "$XVFB_PID" 2>/dev/null || true; XVFB_PID=""
 
+USER_FILES=$(find "$HOME" -mindepth 1 | wc -l)
+log "user files written under the throw-away HOME: $USER_FILES"
+
 # --- 7. uninstall ------------------------------------------------------------------------------
 REMOVED=not-run
 if [ "${KEEP_INSTALLED:-0}" != 1 ]; then
@@ -150,7 +157,8 @@ if [ "${KEEP_INSTALLED:-0}" != 1 ]; then
              /usr/share/icons/hicolor/256x256/apps/cxr-review.png; do
         [ ! -e "$f" ] || { echo "test_installer: left after removal: $f" >&2; exit 1; }
     done
-    [ -d "$HOME/.cache/cxr-review" ] || { echo "test_installer: removal deleted user data" >&2; exit 1; }
+    USER_FILES_AFTER=$(find "$HOME" -mindepth 1 | wc -l)
+    [ "$USER_FILES_AFTER" = "$USER_FILES" ] || { echo "test_installer: removal touched user data" >&2; exit 1; }
     REMOVED="clean in ${REMOVE_S}s"
     log "removed: /opt/cxr-review and the launcher are gone; user data kept"
 fi

@@ -166,7 +166,15 @@ def test_opacity_and_colormap_rebend_without_new_cam(qtbot, window, model_files,
 def test_results_are_cached_per_image_and_model(qtbot, window, model_files, cxr_dir):
     load_model(qtbot, window, model_files["Alpha"])
     calls = count_cam_calls(window.classifier.engine)
-    first = open_and_predict(qtbot, window, cxr_dir / "00000001_000.png")
+    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
+        window.open_paths([str(cxr_dir / "00000001_000.png")])
+    assert window.classifier.busy and window.current_outcome is None
+    with qtbot.waitSignal(window.prediction_shown, timeout=TIMEOUT) as blocker:
+        for _ in range(3):  # asked again while it is being computed: computed once
+            window.request_prediction()
+    first = blocker.args[0]
+    qtbot.waitUntil(lambda: not window.classifier.busy, timeout=TIMEOUT)
+    assert len(calls) == 1 and not first.from_cache
     second = open_and_predict(qtbot, window, cxr_dir / "00027426_000.png")
     assert len(calls) == 2 and not second.from_cache
     with qtbot.waitSignal(window.prediction_shown, timeout=TIMEOUT) as blocker:
@@ -309,3 +317,19 @@ def test_gui_stays_responsive_while_predicting(qtbot, window, model_files, cxr_d
     assert gaps.size > 10
     print(f"heartbeat gaps: n={gaps.size} p99={np.percentile(gaps, 99):.0f} ms max={gaps.max():.0f} ms")
     assert gaps.max() < 300.0, f"GUI thread blocked for {gaps.max():.0f} ms"
+
+
+def test_training_wizard_model_becomes_active(qtbot, window, model_files):
+    load_model(qtbot, window, model_files["Alpha"])
+    window.actions["train_model"].trigger()
+    try:
+        from cxr_desktop.gui.training_wizard import TrainingWizard
+    except ImportError:  # not built yet: the menu says so instead of failing
+        assert window.last_message is not None and "not available" in window.last_message[1]
+        return
+    wizard = window._dialogs[-1]
+    assert isinstance(wizard, TrainingWizard)
+    with qtbot.waitSignal(window.models.ready, timeout=TIMEOUT) as blocker:
+        wizard.model_ready.emit(str(model_files["Beta"]))
+    assert blocker.args[0].card.name == "Beta" and "Beta v7" in window.results.model_label.text()
+    wizard.close()

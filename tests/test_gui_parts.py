@@ -186,6 +186,7 @@ def test_window_appears_before_torch_is_imported(tmp_path, cxr_dir):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "window_shown" in events
     assert events["window_shown"]["torch_loaded"] is False
+    assert events["window_shown"]["pydicom_loaded"] is False  # the image pipeline loads in a worker
     assert "Traceback" not in proc.stderr
 
 

@@ -355,3 +355,18 @@ def test_shortcuts_dialog_lists_every_bound_key(qtbot, window):
     for sc in SHORTCUTS:
         assert [k.toString() for k in window.actions[sc.id].shortcuts()] == \
                [k.toString() for k in __import__("cxr_desktop.gui.shortcuts", fromlist=["x"]).key_sequences(sc)]
+
+
+def test_tools_menu_opens_screening_and_its_studies(qtbot, window, cxr_dir):
+    window.actions["screen_folder"].trigger()
+    try:
+        from cxr_desktop.gui.screening_panel import ScreeningDialog
+    except ImportError:  # not built yet: the menu says so instead of failing
+        assert window.last_message is not None and "not available" in window.last_message[1]
+        return
+    dialog = window._dialogs[-1]
+    assert isinstance(dialog, ScreeningDialog) and dialog.isVisible()
+    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT) as blocker:
+        dialog.open_study_requested.emit(str(cxr_dir / "00027426_000.png"))
+    assert Path(blocker.args[0].path).name == "00027426_000.png"
+    dialog.close()

@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     ap.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
     ap.add_argument("--workers", type=_non_negative_int, default=None,
-                    help=f"decode worker processes (default {default_workers()}; 0 = decode in this process)")
+                    help=f"decode worker processes (default here: {default_workers('cpu')} on the CPU, "
+                         f"{default_workers('cuda')} with a GPU; 0 = decode in this process)")
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same --out and --model (done files are skipped)")
     ap.add_argument("--json", action="store_true", help="also write the results as JSON beside the CSV")

@@ -15,7 +15,7 @@ from PySide6.QtWidgets import QApplication
 from cxr_desktop.gui.crash import install_excepthook
 from cxr_desktop.gui.startup_report import StartupReporter
 
-QUIT_WAIT_MS = 3000
+QUIT_WAIT_MS = 1000
 
 
 def create_app(argv: list[str] | None = None) -> QApplication:

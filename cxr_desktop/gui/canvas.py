@@ -15,18 +15,19 @@ presets are described in :mod:`cxr_desktop.gui.window_presets`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
-from cxr_desktop.imaging.display import apply_voi_lut, apply_window, to_uint8
-from cxr_desktop.imaging.types import StudyImage, Window
+if TYPE_CHECKING:  # the imaging package (pydicom, ~0.5 s) loads after the window is shown
+    from cxr_desktop.gui.display_mapper import DisplayMapper
+    from cxr_desktop.imaging.types import StudyImage, Window
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
-_LUT_MAX_RANGE = 1 << 20  # integer data spanning up to ~1M values go through a table
 
 
 @dataclass(frozen=True)
@@ -44,52 +45,6 @@ class PixelReadout:
         units = f" {self.units}" if self.units else ""
         colour = f"  RGB {self.rgb[0]},{self.rgb[1]},{self.rgb[2]}" if self.rgb else ""
         return f"x {self.column}, y {self.row}: {v}{units}{colour}"
-
-
-class DisplayMapper:
-    """Modality values -> displayed uint8, exactly as :func:`to_uint8` but via a table when possible."""
-
-    def __init__(self, image: StudyImage):
-        self.image = image
-        self._idx: np.ndarray | None = None
-        self._values: np.ndarray | None = None
-        px = image.pixels
-        if image.rgb is None and px.size and np.isfinite(px).all():
-            lo, hi = float(px.min()), float(px.max())
-            if hi - lo < _LUT_MAX_RANGE and bool(np.all(np.floor(px) == px)):
-                dtype = np.uint16 if hi - lo < 65536 else np.uint32
-                self._idx = (px - lo).astype(dtype)
-                self._values = np.arange(lo, hi + 1.0, dtype=np.float32)
-
-    def grey(self, window: Window | None, invert: bool) -> np.ndarray:
-        """Displayed grey values (rows x cols uint8); ``window`` None = the file's default mapping."""
-        im = self.image
-        if self._idx is None or self._values is None:
-            return to_uint8(im, window, invert=invert)
-        if window is None and im.voi_lut is not None:
-            unit = apply_voi_lut(self._values, im.voi_lut)
-        else:
-            unit = apply_window(self._values, window or im.window)
-        if invert:
-            unit = 1.0 - unit
-        lut = np.rint(unit * 255.0).astype(np.uint8)
-        out = lut[self._idx]
-        if im.padding_mask is not None:
-            out[im.padding_mask] = 0
-        return out
-
-    def colour(self, window: Window | None, invert: bool) -> np.ndarray:
-        """Displayed RGB (rows x cols x 3 uint8) for colour sources: the window applies per channel."""
-        rgb = self.image.rgb
-        assert rgb is not None
-        unit = apply_window(np.arange(256, dtype=np.float32), window or self.image.window)
-        if invert:
-            unit = 1.0 - unit
-        lut = np.rint(unit * 255.0).astype(np.uint8)
-        return lut[rgb]
-
-    def render(self, window: Window | None, invert: bool) -> np.ndarray:
-        return self.colour(window, invert) if self.image.rgb is not None else self.grey(window, invert)
 
 
 def array_to_qimage(arr: np.ndarray) -> QImage:
@@ -151,8 +106,14 @@ class ImageCanvas(QGraphicsView):
         self.renders = 0  # image layer renders (diagnostics)
 
     # ------------------------------------------------------------------ image
-    def set_image(self, image: StudyImage | None, *, keep_view: bool = False) -> None:
-        """Show ``image`` (None clears). ``keep_view`` keeps zoom/orientation/window (frame changes)."""
+    def set_image(self, image: StudyImage | None, *, keep_view: bool = False,
+                  mapper: DisplayMapper | None = None, rendered: np.ndarray | None = None) -> None:
+        """Show ``image`` (None clears). ``keep_view`` keeps zoom/orientation/window (frame changes).
+
+        ``mapper`` and ``rendered`` (its default-window rendering) may be prepared in a worker
+        (:func:`cxr_desktop.gui.workers.load_for_view`), so large images cost the GUI thread
+        only the pixmap upload.
+        """
         prev = self.image
         self.image = image
         self.clear_overlay()
@@ -162,17 +123,24 @@ class ImageCanvas(QGraphicsView):
             self._scene.setSceneRect(QRectF())
             self.viewport().update()
             return
+        if mapper is None:
+            from cxr_desktop.gui.display_mapper import DisplayMapper
+
+            mapper = DisplayMapper(image)
         self._message = ""
-        self._mapper = DisplayMapper(image)
-        same_geometry = prev is not None and prev.shape == image.shape
-        if not (keep_view and same_geometry):
-            self._window = None if image.voi_lut is not None else image.window
+        self._mapper = mapper
+        keep = keep_view and prev is not None and prev.shape == image.shape
+        default_window = None if image.voi_lut is not None else image.window
+        if not keep:
+            self._window = default_window
             self._user_invert = False
-        self._render_now()
-        self._apply_orientation()
-        if not (keep_view and same_geometry):
             self._orient = (1, 0, 0, 1)
-            self._apply_orientation()
+        if rendered is not None and self._window == default_window and not self._user_invert:
+            self._show_array(rendered)
+        else:
+            self._render_now()
+        self._apply_orientation()
+        if not keep:
             self.fit()
         self.window_changed.emit(self._window)
 
@@ -229,8 +197,10 @@ class ImageCanvas(QGraphicsView):
     def _render_now(self) -> None:
         self._render_timer.stop()
         arr = self.display_array()
-        if arr is None:
-            return
+        if arr is not None:
+            self._show_array(arr)
+
+    def _show_array(self, arr: np.ndarray) -> None:
         self._image_item.setPixmap(QPixmap.fromImage(array_to_qimage(arr)))
         self.renders += 1
 
@@ -436,13 +406,15 @@ class ImageCanvas(QGraphicsView):
         """Window after a right-drag of (dx, dy) screen pixels: right = wider, down = higher level."""
         assert self.image is not None
         md = self._mapper
-        if md is not None and md._values is not None:  # integer data: its own range
-            span = float(md._values[-1] - md._values[0]) or 1.0
+        if md is not None and md.value_span is not None:  # integer data: its own range
+            span = md.value_span or 1.0
         else:
             span = max(float(start.width), 1e-3) * 4.0
         step = span / 600.0
         width = max(step, float(start.width) + dx * step)
         centre = float(start.center) + dy * step
+        from cxr_desktop.imaging.types import Window
+
         return Window(center=centre, width=width, function=start.function, source="manual",
                       explanation="manual")
 

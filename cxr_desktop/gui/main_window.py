@@ -15,7 +15,7 @@ import inspect
 import logging
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QEvent, QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
@@ -39,9 +39,11 @@ from cxr_desktop.gui.startup_report import StartupReporter
 from cxr_desktop.gui.study_list import StudyListWidget
 from cxr_desktop.gui.study_scan import StudyEntry
 from cxr_desktop.gui.tags_panel import TagsPanel
-from cxr_desktop.gui.window_presets import Preset, presets_for
 from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
-from cxr_desktop.imaging.types import StudyImage
+
+if TYPE_CHECKING:  # imaging (pydicom) is imported by the workers once the window is up
+    from cxr_desktop.gui.window_presets import Preset
+    from cxr_desktop.imaging.types import StudyImage
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +261,8 @@ class MainWindow(QMainWindow):
     # ================================================================ start-up
     def _on_first_paint(self) -> None:
         self._shown = True
-        self.reporter.mark("window_shown", torch_loaded="torch" in sys.modules)
+        self.reporter.mark("window_shown", torch_loaded="torch" in sys.modules,
+                           pydicom_loaded="pydicom" in sys.modules)
         if self._pending_start is not None:
             QTimer.singleShot(0, self._start_pending)
 
@@ -382,7 +385,7 @@ class MainWindow(QMainWindow):
         self.current_image = image
         self.current_outcome = None
         self.layer = None
-        self.canvas.set_image(image, keep_view=same_file)
+        self.canvas.set_image(image, keep_view=same_file, mapper=study.mapper, rendered=study.rendered)
         self._rebuild_presets(image)
         if study.tags is not None:
             self.tags.set_tags(study.tags)
@@ -446,7 +449,7 @@ class MainWindow(QMainWindow):
         res = outcome.result
         self.results.show_prediction(res.prediction, active.card.positive_class if active else None)
         if res.heatmap is not None:
-            self.layer = HeatmapLayer(res.heatmap, res.cam_class)
+            self.layer = outcome.layer or HeatmapLayer(res.heatmap, res.cam_class)
             self.canvas.set_overlay(self.layer.image(self.overlay_panel.colormap), image.shape)
             self.overlay_panel.set_explained(res.cam_class)
         self.prediction_shown.emit(outcome)
@@ -469,6 +472,8 @@ class MainWindow(QMainWindow):
 
     # ================================================================ window/level
     def _rebuild_presets(self, image: StudyImage) -> None:
+        from cxr_desktop.gui.window_presets import presets_for
+
         self.presets = presets_for(image)
         self.presets_menu.clear()
         group = QActionGroup(self.presets_menu)
@@ -663,7 +668,7 @@ class MainWindow(QMainWindow):
 
     # ================================================================ shutdown
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        self.shutdown()
+        self.shutdown(timeout_ms=2000)  # never keep the user waiting long (see app.run)
         super().closeEvent(event)
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:

@@ -9,7 +9,10 @@ module only adds the viewer's own fallback for builds without it.
 
 from __future__ import annotations
 
-from cxr_desktop.imaging.types import StudyImage
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cxr_desktop.imaging.types import StudyImage
 
 _RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
 

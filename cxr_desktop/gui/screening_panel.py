@@ -24,9 +24,9 @@ from typing import Any, Callable, Iterator, Sequence
 from PySide6.QtCore import (
     QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal,
 )
-from PySide6.QtGui import QImage
+from PySide6.QtGui import QCloseEvent, QImage
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QDialog, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView,
+    QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView,
     QLabel, QLineEdit, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
 
@@ -335,6 +335,9 @@ class ScreeningDialog(QDialog):
         self.last_error: str | None = None
         self.last_finished: Any = None
         self._build_ui()
+        app = QApplication.instance()
+        if app is not None:  # quitting the app stops a run cleanly (finished rows are kept)
+            app.aboutToQuit.connect(self._stop_run)
         if model_path is None:
             from cxr_desktop.paths import default_model_path
 
@@ -727,10 +730,17 @@ class ScreeningDialog(QDialog):
         ok = bool(self._runner.pool.waitForDone(timeout_ms)) or self._runner.shutdown(2000)
         return self._thumb_runner.shutdown(timeout_ms) and ok
 
-    def done(self, result: int) -> None:  # close / Esc: stop the run, keep finished rows
+    def _stop_run(self) -> None:
         if self._cancel is not None:
             self._cancel.set()
+
+    def done(self, result: int) -> None:  # Close / Esc: stop the run, keep finished rows
+        self._stop_run()
         super().done(result)
+
+    def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802 - window closed
+        self._stop_run()
+        super().closeEvent(event)
 
 
 def _default_engine_factory(model_path: Path) -> Any:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
 from cxr_desktop.errors import ImageError, Reason
-from cxr_desktop.imaging.types import ImageInfo
+if TYPE_CHECKING:  # the imaging package loads in the scan worker, not at window start-up
+    from cxr_desktop.imaging.types import ImageInfo
 
 IMAGE_SUFFIXES = frozenset({".dcm", ".dicom", ".dic", ".ima", ".png", ".jpg", ".jpeg", ".jpe", ".tif", ".tiff"})
 THUMB_SIDE = 96

@@ -22,12 +22,15 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
-from superqt.utils import GeneratorWorker, create_worker
 
 from cxr_desktop.errors import ImageError
-from cxr_desktop.imaging.types import StudyImage
 
-if TYPE_CHECKING:  # torch-free at run time
+if TYPE_CHECKING:  # torch-free at run time; imaging and superqt load when the first job starts
+    import numpy as np
+
+    from cxr_desktop.gui.display_mapper import DisplayMapper
+    from cxr_desktop.gui.overlay import HeatmapLayer
+    from cxr_desktop.imaging.types import StudyImage
     from cxr_desktop.inference.engine import ImageResult
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,8 @@ class WorkerRunner:
                        errored: Callable | None = None, finished: Callable | None = None,
                        **kwargs: Any) -> Any:
         """Run ``fn(*args, **kwargs)`` in the pool; ``returned(value)`` / ``errored(exc)`` on the GUI thread."""
+        from superqt.utils import create_worker
+
         worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True, **kwargs)
         return self._start(worker, {"returned": returned, "errored": errored, "finished": finished})
 
@@ -65,6 +70,8 @@ class WorkerRunner:
                         returned: Callable | None = None, errored: Callable | None = None,
                         finished: Callable | None = None, **kwargs: Any) -> Any:
         """Run a generator function; each yielded item arrives via ``yielded``; ``quit()`` stops it."""
+        from superqt.utils import GeneratorWorker, create_worker
+
         worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True,
                                _worker_class=GeneratorWorker, **kwargs)
         return self._start(worker, {"yielded": yielded, "returned": returned, "errored": errored,
@@ -97,17 +104,21 @@ class LoadedStudy:
     error: ImageError | None = None
     tags: list[tuple[str, str, str, str]] | None = None
     tags_error: str | None = None
+    mapper: DisplayMapper | None = None  # prepared display mapping (see canvas.set_image)
+    rendered: np.ndarray | None = None  # the picture with the file's default window
 
 
 def load_for_view(path: str, frame: int = 0) -> LoadedStudy:
-    """Decode one frame and, for DICOM, read its tags (runs in a worker; never raises ImageError)."""
+    """Decode one frame, prepare its display, and for DICOM read its tags (worker; never raises ImageError)."""
+    from cxr_desktop.gui.display_mapper import DisplayMapper
     from cxr_desktop.imaging import load_image, read_dicom_tags
 
     try:
         image = load_image(path, frame=frame)
     except ImageError as exc:
         return LoadedStudy(path, frame, None, exc)
-    out = LoadedStudy(path, frame, image)
+    mapper = DisplayMapper(image)
+    out = LoadedStudy(path, frame, image, mapper=mapper, rendered=mapper.default_render())
     if image.source_format == "dicom":
         try:
             out.tags = read_dicom_tags(path)
@@ -134,7 +145,11 @@ class _LatestOnly:
         return self.running is not None or self.pending is not None
 
     def submit(self, key: Any, fn: Callable[..., Any], *args: Any) -> None:
-        if self.pending is not None:
+        if key == self.running:  # already being computed: that result will do
+            self.drop_pending()
+            self._idle(self.busy)
+            return
+        if self.pending is not None and self.pending[0] != key:
             self.superseded += 1
         self.pending = (key, fn, args)
         self._kick()
@@ -246,10 +261,27 @@ class PredictionOutcome:
     result: "ImageResult | None"
     error: str | None = None
     from_cache: bool = False
+    layer: "HeatmapLayer | None" = None  # the heatmap prepared for drawing (see overlay.py)
 
 
-def _predict(engine: Any, image: StudyImage, cam_class: str | None) -> "ImageResult":
-    return engine.predict(image, cam=True, cam_class=cam_class)
+@dataclass
+class _Computed:
+    result: "ImageResult"
+    layer: "HeatmapLayer | None"
+
+    @property
+    def nbytes(self) -> int:
+        heat = getattr(self.result, "heatmap", None)
+        return int(getattr(heat, "nbytes", 0)) + 4096
+
+
+def predict_for_view(engine: Any, image: StudyImage, cam_class: str | None) -> _Computed:
+    """Prediction + Grad-CAM, and the heatmap shrunk for drawing (all off the GUI thread)."""
+    from cxr_desktop.gui.overlay import HeatmapLayer
+
+    result = engine.predict(image, cam=True, cam_class=cam_class)
+    layer = HeatmapLayer(result.heatmap, result.cam_class) if result.heatmap is not None else None
+    return _Computed(result, layer)
 
 
 class ClassifierWorker(QObject):
@@ -271,7 +303,7 @@ class ClassifierWorker(QObject):
         self.computations = 0  # engine calls actually made (cache hits excluded)
         self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self.busy_changed.emit)
         self._wanted: PredictionKey | None = None
-        self._cache: OrderedDict[PredictionKey, Any] = OrderedDict()
+        self._cache: OrderedDict[PredictionKey, _Computed] = OrderedDict()
         self._cache_bytes = 0
         self._cache_limit = cache_bytes
 
@@ -297,7 +329,8 @@ class ClassifierWorker(QObject):
         return PredictionKey(str(image.path), int(image.frame_index), self.model_id, cam_class)
 
     def cached(self, key: PredictionKey) -> "ImageResult | None":
-        return self._cache.get(key)
+        hit = self._cache.get(key)
+        return hit.result if hit is not None else None
 
     def request(self, image: StudyImage, *, cam_class: str | None = None) -> PredictionKey | None:
         """Predict ``image`` (from the cache when possible); the outcome comes via ``result_ready``."""
@@ -310,7 +343,7 @@ class ClassifierWorker(QObject):
             self._cache.move_to_end(key)
             self._queue.drop_pending()
             self.busy_changed.emit(self._queue.busy)
-            self.result_ready.emit(PredictionOutcome(key, hit, None, True))
+            self.result_ready.emit(PredictionOutcome(key, hit.result, None, True, hit.layer))
             return key
         self._queue.submit(key, self._run, self.engine, image, cam_class)
         return key
@@ -321,23 +354,22 @@ class ClassifierWorker(QObject):
         self._queue.drop_pending()
         self.busy_changed.emit(self._queue.busy)
 
-    def _run(self, engine: Any, image: StudyImage, cam_class: str | None) -> "ImageResult":
+    def _run(self, engine: Any, image: StudyImage, cam_class: str | None) -> _Computed:
         self.computations += 1
-        return _predict(engine, image, cam_class)
+        return predict_for_view(engine, image, cam_class)
 
-    def _store(self, key: PredictionKey, result: Any) -> None:
-        size = int(getattr(getattr(result, "heatmap", None), "nbytes", 0)) + 4096
-        self._cache[key] = result
-        self._cache_bytes += size
+    def _store(self, key: PredictionKey, done: _Computed) -> None:
+        self._cache[key] = done
+        self._cache_bytes += done.nbytes
         while self._cache_bytes > self._cache_limit and len(self._cache) > 1:
             _, old = self._cache.popitem(last=False)
-            self._cache_bytes -= int(getattr(getattr(old, "heatmap", None), "nbytes", 0)) + 4096
+            self._cache_bytes -= old.nbytes
 
-    def _on_done(self, key: PredictionKey, result: Any) -> None:
+    def _on_done(self, key: PredictionKey, done: _Computed) -> None:
         if key.model_id == self.model_id:
-            self._store(key, result)
+            self._store(key, done)
         if key == self._wanted:
-            self.result_ready.emit(PredictionOutcome(key, result))
+            self.result_ready.emit(PredictionOutcome(key, done.result, layer=done.layer))
 
     def _on_failed(self, key: PredictionKey, exc: Exception) -> None:
         log.warning("prediction failed: %s", type(exc).__name__)  # no paths, no patient data

@@ -142,12 +142,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         else:
             loss.backward()
             optimizer.step()
-        if not math.isfinite(float(loss)):
+        value = float(loss.detach())
+        if not math.isfinite(value):
             raise TrainingError("The training loss became NaN or infinite (training diverged). Lower the "
                                 "learning rate and start again.")
-        total += float(loss) * x.shape[0]
+        total += value * x.shape[0]
         n += x.shape[0]
-        yield i + 1, float(loss), n / max(time.perf_counter() - t0, 1e-9)
+        yield i + 1, value, n / max(time.perf_counter() - t0, 1e-9)
     return total / max(n, 1), False
 
 
@@ -408,7 +409,7 @@ class _Run:
         weights = class_weights([self.labels[i] for i in split.train], len(self.classes))
         self.criterion = nn.CrossEntropyLoss(
             weight=torch.from_numpy(weights).to(self.device) if cfg.balance == "weights" else None)
-        if not self.state.get("stage1_done"):
+        if not self.stopped_training and not self.state.get("stage1_done"):
             yield from self._stage1()
         if not self.stopped_training and not self.state.get("stage2_done"):
             yield from self._stage2()
@@ -543,6 +544,44 @@ class _Run:
         if existing is not None:
             best = self.state.get("best") or {}
             yield Resumed(self.state["stage"], self.state["epoch"], best.get("score"))
+        elif (self.init_card["provenance"].get("initial_weights") or {}).get("source") == "random":
+            ok = yield from self._calibrate_batchnorm()
+            if not ok:
+                self.stopped_training = True
+
+    def _calibrate_batchnorm(self, max_images: int = 256) -> Generator[TrainEvent, None, bool]:
+        """Random initial weights: estimate BatchNorm statistics from training images (no learning).
+
+        A fresh network's BatchNorm layers assume mean 0 / variance 1 everywhere, so in
+        evaluation mode (frozen stage 1, validation) its activations are wildly off
+        scale. One forward pass in training mode over some training images sets the
+        running statistics to the data's, like a first epoch would, without changing
+        any weight.
+        """
+        idx = list(self.split.train)[:max_images]
+        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0,
+                              batch_size=max(2, self.cfg.batch_size))
+        bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        saved = [m.momentum for m in bns]
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the calibration batches
+        self.model.train()
+        done = 0
+        try:
+            with torch.no_grad():
+                for x, _ in loader:
+                    if self.cancelled():
+                        yield from self._handle_cancel(0, 0)
+                        return False
+                    self.model.features(x.to(self.device))
+                    done += len(x)
+                    yield FeatureProgress("calibration", done, len(idx))
+        finally:
+            for m, mom in zip(bns, saved):
+                m.momentum = mom
+            self.model.eval()
+        return True
 
     # -- stage bookkeeping ---------------------------------------------------
     def _epoch_rng(self, stage: int, epoch: int) -> torch.Generator:
@@ -638,6 +677,7 @@ class _Run:
                     yield from self._handle_cancel(stage, st["epoch"] if resuming else 0)
                     return
                 feats[name] = f
+            torch.manual_seed(cfg.seed)  # the new head's initial weights
             std_head = _StandardisedHead(self.model.head, feats["train"], fresh=not resuming).to(self.device)
             params = list(std_head.parameters())
         opt = _make_optimizer(cfg, params, cfg.lr_head)

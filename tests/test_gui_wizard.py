@@ -1,0 +1,103 @@
+"""Training wizard: every page, headless, on a tiny folder; ends with a loadable model file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtWidgets import QWizard  # noqa: E402
+
+from cxr_desktop.gui.training_wizard import TrainingWizard  # noqa: E402
+from cxr_desktop.model.modelfile import load_model  # noqa: E402
+from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_dataset  # noqa: E402
+
+
+@pytest.fixture()
+def folder(tmp_path, cxr_dir):
+    root = tmp_path / "data"
+    write_dataset(find_sources(cxr_dir, max_side=256)[:8], root, variants=4, size=64, seed=2)
+    (root / "opacity" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # listed as a problem
+    return root
+
+
+def _next(qtbot, wiz, expected_page):
+    qtbot.waitUntil(lambda: wiz.button(QWizard.WizardButton.NextButton).isEnabled(), timeout=120_000)
+    wiz.next()
+    assert wiz.currentPage() is expected_page
+
+
+def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_path, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))
+    wiz = TrainingWizard(overrides={"bootstrap": 50}, gallery_per_kind=1)
+    qtbot.addWidget(wiz)
+    wiz.show()
+    ready = []
+    wiz.model_ready.connect(ready.append)
+
+    # folder page: Next stays disabled until the folder exists
+    assert not wiz.button(QWizard.WizardButton.NextButton).isEnabled()
+    wiz.folder_page.data.setText(str(folder))
+    wiz.folder_page.regex.setText(PATIENT_REGEX)
+    _next(qtbot, wiz, wiz.scan_page)
+
+    # scan page: summary with the broken file listed
+    qtbot.waitUntil(lambda: wiz.scan_page.train_scan is not None, timeout=60_000)
+    text = wiz.scan_page.text.toPlainText()
+    assert "opacity/broken.png" in text and "32 usable images" in text
+    _next(qtbot, wiz, wiz.split_page)
+
+    # split page: a patient-level preview table
+    assert wiz.split_page.table.rowCount() == 3
+    total = sum(int(wiz.split_page.table.item(r, c).text()) for r in range(3) for c in range(2))
+    assert total == 32
+    _next(qtbot, wiz, wiz.settings_page)
+
+    # settings: small and fast for the test
+    s = wiz.settings_page
+    assert s.positive.currentText() == "opacity"
+    s.weights.setCurrentText("none")
+    s.input_size.setValue(64)
+    s.epochs_frozen.setValue(1)
+    s.epochs_finetune.setValue(1)
+    s.batch.setValue(8)
+    _next(qtbot, wiz, wiz.training_page)
+
+    # training: runs in a worker; the GUI thread keeps processing events meanwhile
+    page = wiz.training_page
+    assert page.running
+    qtbot.waitUntil(lambda: not page.running, timeout=300_000)
+    assert page.error is None, page.error
+    assert page.result is not None and page.result.model_path
+    assert len(page.loss_chart.series["train"]) == 2 and len(page.auc_chart.series["validation AUC"]) == 2
+    _next(qtbot, wiz, wiz.evaluation_page)
+
+    # evaluation: metrics, slider changes the displayed trade-off, gallery arrives
+    ev = wiz.evaluation_page
+    assert "ROC AUC" in ev.metrics.text()
+    ev.slider.setValue(0)
+    assert "sensitivity 1.000" in ev.slider_label.text()
+    qtbot.waitUntil(lambda: getattr(ev, "gallery_done", False), timeout=120_000)
+    assert ev.gallery_layout.count() > 0
+    ev.slider.setValue(400)
+    _next(qtbot, wiz, wiz.save_page)
+
+    # save: model + report; Finish emits model_ready with the path
+    out = tmp_path / "saved" / "wizard-model.safetensors"
+    wiz.save_page.path.setText(str(out))
+    assert wiz.save_page.report.text().endswith("wizard-model-report.html")
+    assert not wiz.button(QWizard.WizardButton.FinishButton).isEnabled()
+    wiz.save_page.save_btn.click()
+    qtbot.waitUntil(lambda: wiz.save_page.saved_path is not None, timeout=120_000)
+    loaded = load_model(out)
+    assert loaded.card.decision_threshold == pytest.approx(0.4)
+    assert loaded.card.classes == ["normal", "opacity"] and loaded.card.input_size == 64
+    assert "ood" in loaded.card.extra and "ood.precision" in loaded.extra_tensors
+    report = Path(wiz.save_page.report.text()).read_text()
+    assert "data:image/png;base64," in report and "0.4000" in report
+    qtbot.waitUntil(lambda: wiz.button(QWizard.WizardButton.FinishButton).isEnabled(), timeout=10_000)
+    wiz.button(QWizard.WizardButton.FinishButton).click()
+    assert ready == [str(out)]
