@@ -5,6 +5,7 @@
 # dist/<variant>/cxr-review_<version>_<arch>.deb which installs:
 #   /opt/cxr-review/                          the bundle
 #   /usr/bin/cxr-desktop                      launcher (tiny shell script)
+#   /usr/bin/cxr-screen, cxr-train, cxr-model the command-line tools, through the same executable
 #   /usr/share/applications/cxr-review.desktop
 #   /usr/share/icons/hicolor/<size>/apps/cxr-review.png (+ scalable .svg)
 # Depends: the host packages found by ldd over the bundle (packaging/deb_depends.py).
@@ -35,6 +36,11 @@ echo "build_deb: Depends: $DEPENDS"
 cp -al "$BUNDLE" "$STAGE/opt/cxr-review" 2>/dev/null || cp -a "$BUNDLE" "$STAGE/opt/cxr-review"
 chmod -R u+rwX,go+rX,go-w "$STAGE/opt/cxr-review"
 install -m 0755 packaging/deb/cxr-desktop "$STAGE/usr/bin/cxr-desktop"
+for tool in screen train model; do  # the command-line tools run through the same executable
+    printf '#!/bin/sh\n# Launcher installed as /usr/bin/cxr-%s (see packaging/entry.py).\nexport CXR_ENTRY=%s\nexec /opt/cxr-review/cxr-desktop "$@"\n' \
+        "$tool" "$tool" >"$STAGE/usr/bin/cxr-$tool"
+    chmod 0755 "$STAGE/usr/bin/cxr-$tool"
+done
 install -m 0644 packaging/cxr-review.desktop "$STAGE/usr/share/applications/cxr-review.desktop"
 for s in 16 32 48 64 128 256 512; do
     install -D -m 0644 "resources/icons/cxr-review-$s.png" "$STAGE/usr/share/icons/hicolor/${s}x${s}/apps/cxr-review.png"

@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
@@ -343,7 +343,7 @@ def test_recent_files_are_remembered(qtbot, window, cxr_dir):
 
 
 def test_shortcuts_dialog_lists_every_bound_key(qtbot, window):
-    from cxr_desktop.gui.shortcuts import SHORTCUTS
+    from cxr_desktop.gui.shortcuts import SHORTCUTS, key_sequences
 
     window.show_shortcuts()
     dialog = window._dialogs[-1]
@@ -353,8 +353,7 @@ def test_shortcuts_dialog_lists_every_bound_key(qtbot, window):
             assert sc.text.replace("&", "").rstrip(".") in texts
     # every shortcut is bound on the window
     for sc in SHORTCUTS:
-        assert [k.toString() for k in window.actions[sc.id].shortcuts()] == \
-               [k.toString() for k in __import__("cxr_desktop.gui.shortcuts", fromlist=["x"]).key_sequences(sc)]
+        assert [k.toString() for k in window.actions[sc.id].shortcuts()] == [k.toString() for k in key_sequences(sc)]
 
 
 def test_tools_menu_opens_screening_and_its_studies(qtbot, window, cxr_dir):
@@ -370,3 +369,22 @@ def test_tools_menu_opens_screening_and_its_studies(qtbot, window, cxr_dir):
         dialog.open_study_requested.emit(str(cxr_dir / "00027426_000.png"))
     assert Path(blocker.args[0].path).name == "00027426_000.png"
     dialog.close()
+
+
+def test_keys_drive_the_viewer(qtbot, window, cxr_dir):
+    open_and_wait(qtbot, window, cxr_dir / "00000001_000.png")
+    window.activateWindow()
+    window.canvas.setFocus()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
+    before = window.canvas.display_array().copy()
+    qtbot.keyClick(window.canvas, Qt.Key.Key_I)
+    np.testing.assert_array_equal(window.canvas.display_array(), 255 - before)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_R)
+    assert window.canvas.orientation == (0, -1, 1, 0)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_1)
+    assert abs(window.canvas.zoom - 1.0) < 1e-9
+    opacity = window.overlay_panel.opacity
+    qtbot.keyClick(window.canvas, Qt.Key.Key_Period)
+    assert window.overlay_panel.opacity == min(100, opacity + 10)
+    qtbot.keyClick(window.canvas, Qt.Key.Key_O)
+    assert not window.overlay_panel.overlay_visible

@@ -353,3 +353,23 @@ def test_selftest_transfer_syntax_check_passes_then_catches_damage(staged, tmp_p
     (ts / "manifest.json").write_text(json.dumps(manifest))
     ok, results = check_transfer_syntaxes(ts)
     assert not ok and results["RLE Lossless"].startswith("FAILED: no file")
+
+
+def test_entry_point_dispatches_to_the_command_line_tools():
+    """One executable in the bundle: CXR_ENTRY picks the tool (the .deb's cxr-screen etc. set it)."""
+    import os
+
+    def run(entry):
+        env = dict(os.environ, QT_QPA_PLATFORM="offscreen")
+        if entry is not None:
+            env["CXR_ENTRY"] = entry
+        return subprocess.run([sys.executable, str(PACKAGING / "entry.py"), "--help"], capture_output=True,
+                              text=True, env=env, cwd=REPO, timeout=120)
+
+    screen = run("screen")
+    assert screen.returncode == 0 and "--resume" in screen.stdout  # cxr-screen's own options
+    desktop = run(None)
+    assert desktop.returncode == 0 and "--self-test" in desktop.stdout
+    bad = run("bogus")
+    assert bad.returncode == 2 and "CXR_ENTRY must be one of" in bad.stderr
+    assert "export CXR_ENTRY=%s" in (PACKAGING / "build_deb.sh").read_text()

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--threshold", choices=THRESHOLD_METHODS, default="sensitivity",
                     help="how the decision threshold is chosen on the validation split")
     ap.add_argument("--target-sensitivity", type=float, default=0.95)
+    ap.add_argument("--threads", type=int, help="CPU threads for PyTorch (on a busy shared machine 1 can be "
+                    "much faster than oversubscribing the cores)")
     ap.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0 on CPU, several on CUDA)")
     ap.add_argument("--work-dir", help="checkpoints and caches (default: MODEL.run beside the model file)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
@@ -96,7 +98,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         lr_head=args.lr_head, lr_finetune=args.lr_finetune, weight_decay=args.weight_decay,
         optimizer=args.optimizer, scheduler=args.scheduler, monitor=args.monitor, patience=args.patience,
         balance=args.balance, augment=args.augment, augment_frozen=args.augment_frozen, hflip=args.hflip,
-        device=args.device, amp=not args.no_amp, workers=args.workers, resume=args.resume,
+        device=args.device, amp=not args.no_amp, workers=args.workers, threads=args.threads, resume=args.resume,
         threshold_method=args.threshold, target_sensitivity=args.target_sensitivity, half=args.half,
         report=args.report, name=args.name, version=args.model_version, demonstration=args.demonstration,
         extra_warnings=list(args.warning), intended_use=args.intended_use, decode_check=not args.no_decode_check,

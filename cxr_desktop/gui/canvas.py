@@ -56,6 +56,13 @@ def array_to_qimage(arr: np.ndarray) -> QImage:
     return QImage(arr.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
 
 
+def packed_to_qimage(packed: np.ndarray) -> QImage:
+    """0xFFRRGGBB uint32 (h, w) -> an independent RGB32 QImage (Qt's native format: drawn without conversion)."""
+    packed = np.ascontiguousarray(packed, dtype=np.uint32)
+    h, w = packed.shape
+    return QImage(packed.data, w, h, 4 * w, QImage.Format.Format_RGB32).copy()
+
+
 class ImageCanvas(QGraphicsView):
     """Shows a :class:`StudyImage` with window/level, zoom, pan, orientation and an overlay layer."""
 
@@ -107,12 +114,12 @@ class ImageCanvas(QGraphicsView):
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: StudyImage | None, *, keep_view: bool = False,
-                  mapper: DisplayMapper | None = None, rendered: np.ndarray | None = None) -> None:
+                  mapper: DisplayMapper | None = None, prepared: QImage | None = None) -> None:
         """Show ``image`` (None clears). ``keep_view`` keeps zoom/orientation/window (frame changes).
 
-        ``mapper`` and ``rendered`` (its default-window rendering) may be prepared in a worker
-        (:func:`cxr_desktop.gui.workers.load_for_view`), so large images cost the GUI thread
-        only the pixmap upload.
+        ``mapper`` and ``prepared`` (the default-window picture as an RGB32 QImage) may be made
+        in a worker (:func:`cxr_desktop.gui.workers.load_for_view`), so that a large image costs
+        the GUI thread only the pixmap upload.
         """
         prev = self.image
         self.image = image
@@ -135,8 +142,8 @@ class ImageCanvas(QGraphicsView):
             self._window = default_window
             self._user_invert = False
             self._orient = (1, 0, 0, 1)
-        if rendered is not None and self._window == default_window and not self._user_invert:
-            self._show_array(rendered)
+        if prepared is not None and self._window == default_window and not self._user_invert:
+            self._show_qimage(prepared)
         else:
             self._render_now()
         self._apply_orientation()
@@ -196,12 +203,13 @@ class ImageCanvas(QGraphicsView):
 
     def _render_now(self) -> None:
         self._render_timer.stop()
-        arr = self.display_array()
-        if arr is not None:
-            self._show_array(arr)
+        if self._mapper is None or self.image is None:
+            return
+        packed = self._mapper.render_packed(self._window, self.image.invert_for_display != self._user_invert)
+        self._show_qimage(packed_to_qimage(packed))
 
-    def _show_array(self, arr: np.ndarray) -> None:
-        self._image_item.setPixmap(QPixmap.fromImage(array_to_qimage(arr)))
+    def _show_qimage(self, img: QImage) -> None:
+        self._image_item.setPixmap(QPixmap.fromImage(img))
         self.renders += 1
 
     # --------------------------------------------------------------- overlay

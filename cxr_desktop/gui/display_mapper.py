@@ -32,19 +32,24 @@ class DisplayMapper:
                 self._idx = (px - lo).astype(dtype)
                 self._values = np.arange(lo, hi + 1.0, dtype=np.float32)
 
-    def grey(self, window: Window | None, invert: bool) -> np.ndarray:
-        """Displayed grey values (rows x cols uint8); ``window`` None = the file's default mapping."""
+    def _table(self, window: Window | None, invert: bool) -> np.ndarray:
+        """uint8 display value for every integer value min..max (the look-up table)."""
         im = self.image
-        if self._idx is None or self._values is None:
-            return to_uint8(im, window, invert=invert)
+        assert self._values is not None
         if window is None and im.voi_lut is not None:
             unit = apply_voi_lut(self._values, im.voi_lut)
         else:
             unit = apply_window(self._values, window or im.window)
         if invert:
             unit = 1.0 - unit
-        lut = np.rint(unit * 255.0).astype(np.uint8)
-        out = lut[self._idx]
+        return np.rint(unit * 255.0).astype(np.uint8)
+
+    def grey(self, window: Window | None, invert: bool) -> np.ndarray:
+        """Displayed grey values (rows x cols uint8); ``window`` None = the file's default mapping."""
+        im = self.image
+        if self._idx is None:
+            return to_uint8(im, window, invert=invert)
+        out = self._table(window, invert)[self._idx]
         if im.padding_mask is not None:
             out[im.padding_mask] = 0
         return out
@@ -53,11 +58,13 @@ class DisplayMapper:
         """Displayed RGB (rows x cols x 3 uint8) for colour sources: the window applies per channel."""
         rgb = self.image.rgb
         assert rgb is not None
+        return self._channel_table(window, invert)[rgb]
+
+    def _channel_table(self, window: Window | None, invert: bool) -> np.ndarray:
         unit = apply_window(np.arange(256, dtype=np.float32), window or self.image.window)
         if invert:
             unit = 1.0 - unit
-        lut = np.rint(unit * 255.0).astype(np.uint8)
-        return lut[rgb]
+        return np.rint(unit * 255.0).astype(np.uint8)
 
     @property
     def value_span(self) -> float | None:
@@ -66,10 +73,31 @@ class DisplayMapper:
             return None
         return float(self._values[-1] - self._values[0])
 
-    def default_render(self) -> np.ndarray:
-        """The picture with the file's own default window (what the viewer first shows)."""
-        im = self.image
-        return self.render(None if im.voi_lut is not None else im.window, im.invert_for_display)
+    @property
+    def default_window(self) -> Window | None:
+        """The file's own mapping: None (its VOI LUT) or its default window."""
+        return None if self.image.voi_lut is not None else self.image.window
 
     def render(self, window: Window | None, invert: bool) -> np.ndarray:
+        """uint8 grey (rows x cols) or RGB (rows x cols x 3), as :func:`to_uint8` defines."""
         return self.colour(window, invert) if self.image.rgb is not None else self.grey(window, invert)
+
+    def render_packed(self, window: Window | None, invert: bool) -> np.ndarray:
+        """The same picture as 0xFFRRGGBB uint32 (rows x cols): Qt's native RGB32, no conversion to draw."""
+        im = self.image
+        if im.rgb is not None:
+            t = self._channel_table(window, invert).astype(np.uint32)
+            rgb = im.rgb
+            return (0xFF000000 | (t[rgb[..., 0]] << 16) | (t[rgb[..., 1]] << 8) | t[rgb[..., 2]]).astype(np.uint32)
+        if self._idx is None:
+            return pack_grey(self.grey(window, invert))
+        table = self._table(window, invert).astype(np.uint32) * np.uint32(0x010101) | np.uint32(0xFF000000)
+        out = table[self._idx]
+        if im.padding_mask is not None:
+            out[im.padding_mask] = np.uint32(0xFF000000)
+        return out
+
+
+def pack_grey(grey: np.ndarray) -> np.ndarray:
+    """uint8 grey -> 0xFFvvvvvv uint32."""
+    return grey.astype(np.uint32) * np.uint32(0x010101) | np.uint32(0xFF000000)

@@ -385,8 +385,8 @@ class MainWindow(QMainWindow):
         self.current_image = image
         self.current_outcome = None
         self.layer = None
-        self.canvas.set_image(image, keep_view=same_file, mapper=study.mapper, rendered=study.rendered)
-        self._rebuild_presets(image)
+        self.canvas.set_image(image, keep_view=same_file, mapper=study.mapper, prepared=study.prepared)
+        self._rebuild_presets(image, study.presets)
         if study.tags is not None:
             self.tags.set_tags(study.tags)
         else:
@@ -419,7 +419,7 @@ class MainWindow(QMainWindow):
             self._update_busy()
             return
         self.results.clear_result(None)
-        self.classifier.request(image, cam_class=self.overlay_panel.cam_class)
+        self.classifier.request(image, cam_class=self.overlay_panel.cam_class, colormap=self.overlay_panel.colormap)
 
     def _update_busy(self, *_args: Any) -> None:
         """One busy indicator for loading the image, loading the model and analysing."""
@@ -471,10 +471,12 @@ class MainWindow(QMainWindow):
         self.settings.overlay_visible = on
 
     # ================================================================ window/level
-    def _rebuild_presets(self, image: StudyImage) -> None:
-        from cxr_desktop.gui.window_presets import presets_for
+    def _rebuild_presets(self, image: StudyImage, presets: list[Preset] | None = None) -> None:
+        if presets is None:
+            from cxr_desktop.gui.window_presets import presets_for
 
-        self.presets = presets_for(image)
+            presets = presets_for(image)
+        self.presets = presets
         self.presets_menu.clear()
         group = QActionGroup(self.presets_menu)
         for i, preset in enumerate(self.presets):

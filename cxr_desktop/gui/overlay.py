@@ -56,11 +56,11 @@ def colourise(heat_u8: np.ndarray, name: str) -> np.ndarray:
     return colormap_lut(name)[heat_u8]
 
 
-def rgb_to_qimage(rgb: np.ndarray) -> QImage:
-    """RGB uint8 (h, w, 3) -> an independent QImage (the numpy buffer may be freed)."""
-    rgb = np.ascontiguousarray(rgb)
-    h, w, _ = rgb.shape
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
+def colourise_packed(heat_u8: np.ndarray, name: str) -> np.ndarray:
+    """uint8 map -> 0xFFRRGGBB uint32 (h, w): one table look-up, drawn by Qt without conversion."""
+    lut = colormap_lut(name).astype(np.uint32)
+    table = np.uint32(0xFF000000) | (lut[:, 0] << 16) | (lut[:, 1] << 8) | lut[:, 2]
+    return table.astype(np.uint32)[heat_u8]
 
 
 class HeatmapLayer:
@@ -78,10 +78,12 @@ class HeatmapLayer:
         return (int(self._u8.shape[0]), int(self._u8.shape[1]))
 
     def image(self, colormap: str) -> QImage:
-        """The coloured layer for ``colormap`` (cached)."""
+        """The coloured layer for ``colormap`` (cached; safe to call from a worker thread)."""
         img = self._coloured.get(colormap)
         if img is None:
-            img = rgb_to_qimage(colourise(self._u8, colormap))
+            packed = np.ascontiguousarray(colourise_packed(self._u8, colormap))
+            h, w = packed.shape
+            img = QImage(packed.data, w, h, 4 * w, QImage.Format.Format_RGB32).copy()
             self._coloured[colormap] = img
             self.colourings += 1
         return img

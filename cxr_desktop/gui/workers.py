@@ -22,14 +22,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QThreadPool, Signal
+from PySide6.QtGui import QImage
 
 from cxr_desktop.errors import ImageError
 
 if TYPE_CHECKING:  # torch-free at run time; imaging and superqt load when the first job starts
-    import numpy as np
-
     from cxr_desktop.gui.display_mapper import DisplayMapper
     from cxr_desktop.gui.overlay import HeatmapLayer
+    from cxr_desktop.gui.window_presets import Preset
     from cxr_desktop.imaging.types import StudyImage
     from cxr_desktop.inference.engine import ImageResult
 
@@ -105,12 +105,15 @@ class LoadedStudy:
     tags: list[tuple[str, str, str, str]] | None = None
     tags_error: str | None = None
     mapper: DisplayMapper | None = None  # prepared display mapping (see canvas.set_image)
-    rendered: np.ndarray | None = None  # the picture with the file's default window
+    prepared: QImage | None = None  # the picture with the file's default window, RGB32
+    presets: list[Preset] | None = None  # window presets for this image
 
 
 def load_for_view(path: str, frame: int = 0) -> LoadedStudy:
     """Decode one frame, prepare its display, and for DICOM read its tags (worker; never raises ImageError)."""
+    from cxr_desktop.gui.canvas import packed_to_qimage
     from cxr_desktop.gui.display_mapper import DisplayMapper
+    from cxr_desktop.gui.window_presets import presets_for
     from cxr_desktop.imaging import load_image, read_dicom_tags
 
     try:
@@ -118,7 +121,8 @@ def load_for_view(path: str, frame: int = 0) -> LoadedStudy:
     except ImageError as exc:
         return LoadedStudy(path, frame, None, exc)
     mapper = DisplayMapper(image)
-    out = LoadedStudy(path, frame, image, mapper=mapper, rendered=mapper.default_render())
+    picture = packed_to_qimage(mapper.render_packed(mapper.default_window, image.invert_for_display))
+    out = LoadedStudy(path, frame, image, mapper=mapper, prepared=picture, presets=presets_for(image))
     if image.source_format == "dicom":
         try:
             out.tags = read_dicom_tags(path)
@@ -275,12 +279,17 @@ class _Computed:
         return int(getattr(heat, "nbytes", 0)) + 4096
 
 
-def predict_for_view(engine: Any, image: StudyImage, cam_class: str | None) -> _Computed:
-    """Prediction + Grad-CAM, and the heatmap shrunk for drawing (all off the GUI thread)."""
+def predict_for_view(engine: Any, image: StudyImage, cam_class: str | None,
+                     colormap: str | None = None) -> _Computed:
+    """Prediction + Grad-CAM, and the heatmap shrunk and coloured for drawing (all off the GUI thread)."""
     from cxr_desktop.gui.overlay import HeatmapLayer
 
     result = engine.predict(image, cam=True, cam_class=cam_class)
-    layer = HeatmapLayer(result.heatmap, result.cam_class) if result.heatmap is not None else None
+    layer = None
+    if result.heatmap is not None:
+        layer = HeatmapLayer(result.heatmap, result.cam_class)
+        if colormap:
+            layer.image(colormap)
     return _Computed(result, layer)
 
 
@@ -332,8 +341,12 @@ class ClassifierWorker(QObject):
         hit = self._cache.get(key)
         return hit.result if hit is not None else None
 
-    def request(self, image: StudyImage, *, cam_class: str | None = None) -> PredictionKey | None:
-        """Predict ``image`` (from the cache when possible); the outcome comes via ``result_ready``."""
+    def request(self, image: StudyImage, *, cam_class: str | None = None,
+                colormap: str | None = None) -> PredictionKey | None:
+        """Predict ``image`` (from the cache when possible); the outcome comes via ``result_ready``.
+
+        ``colormap``: colour the heatmap in the worker too (what the overlay will show first).
+        """
         key = self.key_for(image, cam_class)
         if key is None or self.engine is None:
             return None
@@ -345,7 +358,7 @@ class ClassifierWorker(QObject):
             self.busy_changed.emit(self._queue.busy)
             self.result_ready.emit(PredictionOutcome(key, hit.result, None, True, hit.layer))
             return key
-        self._queue.submit(key, self._run, self.engine, image, cam_class)
+        self._queue.submit(key, self._run, self.engine, image, cam_class, colormap)
         return key
 
     def cancel(self) -> None:
@@ -354,9 +367,9 @@ class ClassifierWorker(QObject):
         self._queue.drop_pending()
         self.busy_changed.emit(self._queue.busy)
 
-    def _run(self, engine: Any, image: StudyImage, cam_class: str | None) -> _Computed:
+    def _run(self, engine: Any, image: StudyImage, cam_class: str | None, colormap: str | None) -> _Computed:
         self.computations += 1
-        return predict_for_view(engine, image, cam_class)
+        return predict_for_view(engine, image, cam_class, colormap)
 
     def _store(self, key: PredictionKey, done: _Computed) -> None:
         self._cache[key] = done

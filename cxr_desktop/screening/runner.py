@@ -355,6 +355,9 @@ def _iterate(loader: DataLoader) -> Iterator[DecodedBatch]:
                 if "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text):
                     raise _WorkerCrashed(text) from None
                 raise
+            except (ConnectionError, EOFError) as exc:
+                # A batch sent just before its worker died: its shared-memory tensor can no longer be fetched.
+                raise _WorkerCrashed(exc.__class__.__name__) from None
             yield batch
     finally:
         shutdown = getattr(it, "_shutdown_workers", None)

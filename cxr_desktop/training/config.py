@@ -60,6 +60,7 @@ class TrainConfig:
     optimizer: str = "adam"  # "adam" = AdamW (decoupled weight decay); "sgd" = SGD, momentum 0.9, Nesterov
     scheduler: str = "cosine"
     monitor: str = "auc"
+    warmup: bool = True  # stage 2: learning rate ramps up linearly during its first epoch
     patience: int = 5  # epochs without improvement before a stage stops early (0: never)
     balance: str = "weights"
     augment: str = "standard"  # stage 2 augmentation preset
@@ -69,6 +70,7 @@ class TrainConfig:
     amp: bool = True  # mixed precision, CUDA only
     channels_last: bool = True  # CUDA only
     workers: int | None = None  # DataLoader worker processes; None: automatic
+    threads: int | None = None  # torch CPU threads for this process; None: leave torch's default
     resume: bool = False
     threshold_method: str = "sensitivity"
     target_sensitivity: float = 0.95

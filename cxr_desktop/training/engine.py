@@ -118,16 +118,23 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
                     scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
                     cancelled: Callable[[], bool] = lambda: False,
                     forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    lr_scale: Callable[[int], float] | None = None,
                     ) -> Generator[tuple[int, float, float], None, tuple[float, bool]]:
     """One pass over ``loader``; yields (batch, loss, images/s), returns (mean loss, was_cancelled).
 
-    ``forward`` replaces ``model(x)`` (stage 1 trains the head on cached pooled features).
+    ``forward`` replaces ``model(x)`` (stage 1 trains the head on cached pooled features);
+    ``lr_scale(batch_index)`` multiplies the learning rate of that step (warm-up).
     """
     fwd = forward or model
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
     total, n, t0 = 0.0, 0, time.perf_counter()
     for i, (x, y) in enumerate(loader):
         if cancelled():
+            _restore_lr(optimizer, base_lrs)
             return (total / max(n, 1), True)
+        if lr_scale is not None:
+            for g, lr in zip(optimizer.param_groups, base_lrs):
+                g["lr"] = lr * lr_scale(i)
         x = x.to(device, non_blocking=True)
         if channels_last and x.dim() == 4:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -149,7 +156,13 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
         total += value * x.shape[0]
         n += x.shape[0]
         yield i + 1, value, n / max(time.perf_counter() - t0, 1e-9)
+    _restore_lr(optimizer, base_lrs)
     return total / max(n, 1), False
+
+
+def _restore_lr(optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
+    for g, lr in zip(optimizer.param_groups, lrs):
+        g["lr"] = lr
 
 
 def evaluate(model: nn.Module, criterion: nn.Module, loader: Iterator[tuple[torch.Tensor, torch.Tensor]],
@@ -275,6 +288,20 @@ class _StandardisedHead(nn.Module):
             lin.bias.sub_(lin.weight @ self.mean.to(lin.weight.device))
 
 
+def _zero_init_residual(model: CxrClassifier) -> None:
+    """For random initial weights: the last BatchNorm of every residual block starts at zero.
+
+    Each block then starts as the identity, which makes training a deep ResNet from
+    scratch stable (Goyal et al. 2017; torchvision's ``zero_init_residual``).
+    """
+    from torchvision.models.resnet import Bottleneck
+
+    with torch.no_grad():
+        for m in model.body.modules():
+            if isinstance(m, Bottleneck):
+                m.bn3.weight.zero_()
+
+
 def _set_trainable(model: CxrClassifier, scope: str) -> list[nn.Parameter]:
     """Freeze everything but ``scope`` ("head", "all", "layer3", "layer4"); returns trainable params."""
     body = model.body
@@ -315,8 +342,8 @@ def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, epochs: int, l
     if cfg.scheduler == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.01)
     if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="max" if cfg.monitor == "auc" else "min", factor=0.3, patience=max(1, cfg.patience // 2))
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(  # stepped with the score, which is higher-better
+            opt, mode="max", factor=0.3, patience=max(1, cfg.patience // 2))
     return None
 
 
@@ -355,6 +382,8 @@ class _Run:
     def events(self) -> Generator[TrainEvent, None, TrainResult | None]:
         cfg = self.cfg
         cfg.validate()
+        if cfg.threads:
+            torch.set_num_threads(int(cfg.threads))
         self.work.mkdir(parents=True, exist_ok=True)
         out_parent = Path(cfg.out).resolve().parent
         if not out_parent.is_dir():
@@ -545,6 +574,7 @@ class _Run:
             best = self.state.get("best") or {}
             yield Resumed(self.state["stage"], self.state["epoch"], best.get("score"))
         elif (self.init_card["provenance"].get("initial_weights") or {}).get("source") == "random":
+            _zero_init_residual(self.model)
             ok = yield from self._calibrate_batchnorm()
             if not ok:
                 self.stopped_training = True
@@ -717,8 +747,8 @@ class _Run:
                                       batch_size=cfg.batch_size, generator=gen)
                 forward = None
             n_batches = len(loader)
-            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=None, cancelled=self.cancelled, forward=forward,
-                                  channels_last=self.cuda and cfg.channels_last)
+            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=None,
+                                  cancelled=self.cancelled, forward=forward, channels_last=self.cuda and cfg.channels_last)
             while True:
                 try:
                     b, loss, ips = next(run)
@@ -835,8 +865,11 @@ class _Run:
             loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
                                   batch_size=cfg.batch_size, generator=gen)
             n_batches = len(loader)
-            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=scaler, cancelled=self.cancelled,
-                                  channels_last=self.cuda and cfg.channels_last)
+            warm = None
+            if epoch == 1 and cfg.warmup:  # linear warm-up over the first epoch: no early blow-up
+                warm = lambda i, n=n_batches: (i + 1) / n  # noqa: E731
+            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=scaler,
+                                  cancelled=self.cancelled, lr_scale=warm, channels_last=self.cuda and cfg.channels_last)
             while True:
                 try:
                     b, loss, ips = next(run)
@@ -1049,9 +1082,11 @@ def save_with_threshold(result: TrainResult, path: str | Path, threshold: float)
     card.decision_threshold = float(threshold)
     sel = dict(card.metrics.get("threshold_selection", {}))
     yv, sv = ev.positive_scores("val")
-    at_val = binary_metrics_at(yv, sv, threshold)
-    sel.update(method="user", threshold=float(threshold), sensitivity=at_val["sensitivity"],
-               specificity=at_val["specificity"], note="chosen by the user on the validation split's trade-off")
+    if abs(float(threshold) - float(sel.get("threshold", -1.0))) > 1e-9:
+        at_val = binary_metrics_at(yv, sv, threshold)
+        sel.update(method="user", target=None, threshold=float(threshold), sensitivity=at_val["sensitivity"],
+                   specificity=at_val["specificity"],
+                   note="chosen by the user on the validation split's sensitivity/specificity trade-off")
     card.metrics["threshold_selection"] = sel
     cfg_boot = int((card.provenance.get("settings") or {}).get("bootstrap", 1000))
     card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot).items()
