@@ -167,6 +167,9 @@ if [ "${KEEP_INSTALLED:-0}" != 1 ]; then
     done
     USER_FILES_AFTER=$(find "$HOME" -mindepth 1 | wc -l)
     [ "$USER_FILES_AFTER" = "$USER_FILES" ] || { echo "test_installer: removal touched user data" >&2; exit 1; }
+    # remove leaves dpkg's record of the maintainer scripts ("rc"); purge drops that too
+    dpkg --purge cxr-review >/dev/null
+    ! dpkg -s cxr-review >/dev/null 2>&1 || { echo "test_installer: cxr-review still known to dpkg after purge" >&2; exit 1; }
     REMOVED="clean in ${REMOVE_S}s"
     log "removed: /opt/cxr-review and the launcher are gone; user data kept"
 fi

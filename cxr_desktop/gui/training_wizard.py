@@ -22,7 +22,8 @@ from typing import Any, Callable, Sequence
 from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (
-    QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
+    QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout,
+    QHeaderView, QLabel,
     QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage,
 )
@@ -279,6 +280,7 @@ class SplitPage(QWizardPage):
         self.seed = QSpinBox(self)
         self.seed.setRange(0, 2**31 - 1)
         self.table = QTableWidget(self)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.note = QLabel(self)
         self.note.setWordWrap(True)
         form = QFormLayout()
@@ -638,6 +640,8 @@ class EvaluationPage(QWizardPage):
         self.metrics.setWordWrap(True)
         self.roc = CurveChart("ROC (sensitivity vs 1 - specificity)", y_range=(0.0, 1.0), parent=self, diagonal=True)
         self.confusion = QTableWidget(self)
+        self.confusion.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setRange(0, 1000)
         self.slider_label = QLabel(self)
@@ -688,10 +692,11 @@ class EvaluationPage(QWizardPage):
                 self.roc.set_series("validation" if split == "val" else "test", list(zip(fpr, tpr)))
         final = ev.test_metrics or ev.val_metrics
         cm = final["confusion_matrix"]
-        labels = [f"not {pos}", str(pos)]
+        others = [c for c in card.classes if c != pos]
+        labels = [others[0] if len(others) == 1 else f"not {pos}", str(pos)]
         self.confusion.setRowCount(2)
         self.confusion.setColumnCount(2)
-        self.confusion.setHorizontalHeaderLabels([f"pred. {x}" for x in labels])
+        self.confusion.setHorizontalHeaderLabels([f"predicted\n{x}" for x in labels])
         self.confusion.setVerticalHeaderLabels([f"true {x}" for x in labels])
         for i in range(2):
             for j in range(2):
@@ -744,10 +749,17 @@ class EvaluationPage(QWizardPage):
             for col, (b64, cap) in enumerate(items):
                 pix = QPixmap()
                 pix.loadFromData(base64.b64decode(b64))
+                cell = QWidget()
+                box = QVBoxLayout(cell)
+                box.setContentsMargins(2, 2, 2, 2)
                 lab = QLabel()
                 lab.setPixmap(pix)
+                lab.setFixedSize(pix.size())
                 lab.setToolTip(cap)
-                self.gallery_layout.addWidget(lab, row, col + 1)
+                text = QLabel(cap.rsplit(" - ", 1)[-1])
+                box.addWidget(lab)
+                box.addWidget(text)
+                self.gallery_layout.addWidget(cell, row, col + 1, Qt.AlignmentFlag.AlignLeft)
         self.gallery_done = True
 
 

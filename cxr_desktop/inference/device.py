@@ -28,6 +28,8 @@ def cpu_name() -> str:
 
 def select_device(requested: str = "auto") -> DeviceInfo:
     """Resolve "auto" | "cpu" | "cuda" to a device, with the reason for the choice."""
+    import os
+
     import torch
 
     requested = (requested or "auto").lower()
@@ -35,6 +37,8 @@ def select_device(requested: str = "auto") -> DeviceInfo:
         raise ValueError(f"Unknown device {requested!r}: use auto, cpu or cuda")
     if requested == "cpu":
         return DeviceInfo("cpu", cpu_name(), "CPU requested")
+    if os.environ.get("CXR_BUNDLE_VARIANT") == "cpu":
+        return DeviceInfo("cpu", cpu_name(), "this is the CPU-only build (install the CUDA build to use a GPU)")
     try:
         ok = torch.cuda.is_available()
     except Exception:  # a broken driver must not stop the app
