@@ -48,12 +48,12 @@ def test_unaugmented_samples_equal_the_inference_preprocessing(folder, tmp_path)
     again = prepare_images(scan.items, 96, tmp_path / "cache")
     with pytest.raises(StopIteration) as stop:
         next(again)
-    assert stop.value.reused
+    assert stop.value.value.reused
 
 
 def test_augmentation_is_plausible_and_reproducible():
-    rng = np.random.default_rng(0)
-    grey = np.clip(rng.normal(0.5, 0.2, (64, 64)), 0, 1).astype(np.float32)
+    yy, xx = np.mgrid[0:64, 0:64] / 63.0
+    grey = (0.2 + 0.5 * xx + 0.3 * np.exp(-((xx - 0.3) ** 2 + (yy - 0.6) ** 2) / 0.02)).clip(0, 1).astype(np.float32)
     spec = AUGMENT_PRESETS["standard"]
     a = augment_grey(grey, np.random.default_rng(5), spec)
     b = augment_grey(grey, np.random.default_rng(5), spec)
@@ -61,7 +61,8 @@ def test_augmentation_is_plausible_and_reproducible():
     assert a.shape == grey.shape and a.dtype == np.float32 and 0 <= a.min() and a.max() <= 1
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, c)
-    assert np.corrcoef(a.ravel(), grey.ravel())[0, 1] > 0.2  # still the same picture, roughly
+    assert np.corrcoef(a.ravel(), grey.ravel())[0, 1] > 0.7  # still the same picture, slightly changed
+    assert np.abs(a - grey).mean() > 0.005
     assert not spec.hflip and AUGMENT_PRESETS["none"].active is False
 
 
@@ -94,12 +95,15 @@ def test_ood_distance_separates_training_like_from_unlike_features():
     vl = rng.integers(0, 2, 100)
     val = centres[vl] + rng.normal(0, 1, (100, 20)) @ basis + rng.normal(0, 0.1, (100, 2048))
     tensors, info = fit_ood(train, labels, val, n_classes=2, k=32, percentile=99)
-    assert set(tensors) == {"ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision"}
+    assert set(tensors) == {"ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision",
+                            "ood.residual_scale"}
     assert tensors["ood.pca_components"].shape == (32, 2048) and info["k"] == 32
     d_val = ood_distance(val, tensors)
     assert np.mean(d_val > info["threshold"]) <= 0.02
     unlike = rng.normal(0, 1, (50, 20)) @ rng.normal(0, 1, (20, 2048)) * 1.5  # another subspace
     assert np.mean(ood_distance(unlike, tensors) > info["threshold"]) > 0.9
+    shifted = val + 6.0 * basis[0]  # 6 standard deviations along a direction inside the training subspace
+    assert np.mean(ood_distance(shifted, tensors) > info["threshold"]) > 0.9
     # torch tensors with the model file's "extra." prefix work too; one vector gives one distance
     pref = {"extra." + k: torch.as_tensor(v) for k, v in tensors.items()}
     assert ood_distance(val[0], pref).shape == (1,)

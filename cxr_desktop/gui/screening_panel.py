@@ -253,29 +253,36 @@ class _FinalRows:
     rows: list[ResultRow]
 
 
-def _screen_job(folder: Path, model_path: Path, out_csv: Path, factory: EngineFactory,
-                options: Any, cancel: threading.Event) -> Iterator[Any]:
-    """Worker thread: load the engine, then drive :func:`screen_folder`, passing its events on."""
-    from cxr_desktop.screening.runner import ScreenFinished, screen_folder
+def _screen_job(folder: Path, model_path: Path, results_root: Path | None, factory: EngineFactory,
+                template: Any, resume: bool, cancel: threading.Event) -> Iterator[Any]:
+    """Worker thread: load the engine, then drive :func:`screen_folder`, passing its events on.
+
+    Everything slow (importing torch, hashing and loading the model) happens here, off the GUI thread.
+    """
+    from cxr_desktop.screening.runner import RowsDone, ScreenFinished, ScreenOptions, screen_folder
 
     yield _Loading("Loading the model…")
+    out_csv = store_dir(folder, model_sha256(model_path), results_root) / RESULTS_NAME
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    options = dataclasses.replace(template or ScreenOptions(), resume=resume, json_path=None, heatmaps_dir=None)
     engine = factory(model_path)
     card = engine.card
     header = JournalHeader(model=card.display_name, model_sha256=str(getattr(engine, "model_sha256", "")),
                            classes=list(card.classes), positive_class=card.classes[card.positive_index],
                            threshold=float(card.decision_threshold))
     yield _EngineReady(header, str(getattr(engine, "device_label", "")))
+    shown: set[str] = set()
     if options.resume:
         prior = load_rows(out_csv)
         if prior:
+            shown.update(r.path for r in prior)
             yield _PriorRows(prior)
-    shown = None
     for ev in screen_folder(folder, engine, out_csv, options=options, cancel=cancel):
         yield ev
-        if isinstance(ev, ScreenFinished):
-            shown = ev
-    if shown is not None and options.resume:
-        yield _FinalRows(load_rows(out_csv))  # files removed since the last run drop out
+        if isinstance(ev, RowsDone):
+            shown.update(r.path for r in ev.rows)
+        elif isinstance(ev, ScreenFinished) and ev.rows_written != len(shown):
+            yield _FinalRows(load_rows(out_csv))  # files removed since the last run drop out
 
 
 def _thumbnail_job(folder: str, relpath: str) -> tuple[str, Any]:
@@ -574,14 +581,6 @@ class ScreeningDialog(QDialog):
         if model is None:
             self.status_label.setText("Choose a model file (.safetensors).")
             return False
-        from cxr_desktop.screening.runner import ScreenOptions
-
-        sha = self._model_sha or model_sha256(model)
-        out_csv = store_dir(folder, sha, self._results_root) / RESULTS_NAME
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        template = self._options_template or ScreenOptions()
-        options = dataclasses.replace(template, resume=not self.fresh_check.isChecked(), json_path=None,
-                                      heatmaps_dir=None)
         self.model.clear()
         self.previous_banner.hide()
         self.last_error = None
@@ -591,7 +590,8 @@ class ScreeningDialog(QDialog):
         self.progress.setRange(0, 0)  # busy until the file count is known
         self.status_label.setText("Starting…")
         self._worker = self._runner.start_generator(
-            _screen_job, folder, model, out_csv, self._factory, options, self._cancel,
+            _screen_job, folder, model, self._results_root, self._factory, self._options_template,
+            not self.fresh_check.isChecked(), self._cancel,
             yielded=self._on_event, errored=self._on_error, finished=self._on_worker_finished,
         )
         self._update_buttons()

@@ -33,9 +33,11 @@ def model_sha256(path: str | os.PathLike[str]) -> str:
     st = p.stat()
     key = (str(p), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        from cxr_desktop.model.modelfile import file_sha256
-
-        _SHA_CACHE[key] = file_sha256(p)
+        h = hashlib.sha256()
+        with open(p, "rb") as fh:  # hashlib and file reads release the GIL: the GUI keeps running
+            for chunk in iter(lambda: fh.read(8 * 1024 * 1024), b""):
+                h.update(chunk)
+        _SHA_CACHE[key] = h.hexdigest()
     return _SHA_CACHE[key]
 
 

@@ -4,11 +4,17 @@ Fitted on the pooled 2048-d penultimate features of the TRAINING split: PCA to
 ``k`` dimensions, one mean per class and a shared covariance shrunk towards a
 scaled identity (Ledoit-Wolf), inverted to a precision matrix. The distance of
 a new image is the Mahalanobis distance to the nearest class mean (Lee et al.
-2018, in PCA space); the threshold is a high percentile of the VALIDATION
-split's distances, so about 1 % of genuine in-distribution images exceed it.
+2018) in the ``k`` principal dimensions, plus one term for the part of the
+feature vector outside them: its squared norm (the PCA residual) divided by
+the training images' mean squared residual. Without that term, features from a
+different kind of image that lie mostly outside the training subspace would
+project near the class means and look normal; counting it as a single extra
+dimension (rather than as ~2000 isotropic ones) keeps the distance sensitive to
+unusual positions inside the subspace too. The threshold is a high percentile of the VALIDATION split's
+distances, so about 1 % of genuine in-distribution images exceed it.
 
 Stored in the model file as extra tensors ``ood.pca_mean``, ``ood.pca_components``,
-``ood.class_means``, ``ood.precision`` and ``card.extra["ood"]``.
+``ood.class_means``, ``ood.precision``, ``ood.residual_scale`` and ``card.extra["ood"]``.
 """
 
 from __future__ import annotations
@@ -18,8 +24,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-METHOD = "pca-mahalanobis-nearest-class-mean"
-TENSOR_NAMES = ("ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision")
+METHOD = "ppca-mahalanobis-nearest-class-mean"
+TENSOR_NAMES = ("ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision", "ood.residual_scale")
 
 
 def ledoit_wolf(x: np.ndarray) -> tuple[np.ndarray, float]:
@@ -59,11 +65,14 @@ def fit_ood(train_pooled: np.ndarray, train_labels: np.ndarray, val_pooled: np.n
     cov += 1e-6 * (np.trace(cov) / k) * np.eye(k)
     precision = np.linalg.inv(cov)
     precision = (precision + precision.T) / 2.0
+    resid = xc - z @ comps
+    residual_scale = max(float(np.mean(np.sum(resid ** 2, axis=1))), 1e-12)
     tensors = {
         "ood.pca_mean": torch.from_numpy(mean.astype(np.float32)),
         "ood.pca_components": torch.from_numpy(comps.astype(np.float32)),
         "ood.class_means": torch.from_numpy(means[present].astype(np.float32)),
         "ood.precision": torch.from_numpy(precision.astype(np.float32)),
+        "ood.residual_scale": torch.tensor([residual_scale], dtype=torch.float32),
     }
     val = ood_distance(np.asarray(val_pooled), tensors) if len(val_pooled) else ood_distance(x, tensors)
     info = {
@@ -75,7 +84,9 @@ def fit_ood(train_pooled: np.ndarray, train_labels: np.ndarray, val_pooled: np.n
         "shrinkage": shrink,
         "train_images": int(len(x)),
         "tensors": list(TENSOR_NAMES),
-        "distance": "Mahalanobis distance (PCA space, shared covariance) to the nearest class mean",
+        "residual_scale": residual_scale,
+        "distance": "Mahalanobis distance to the nearest class mean in k principal dimensions (shared Ledoit-Wolf "
+                    "covariance), plus the PCA residual energy relative to training as one extra dimension",
     }
     return tensors, info
 
@@ -93,7 +104,13 @@ def ood_distance(pooled: np.ndarray, tensors: Mapping[str, Any]) -> np.ndarray:
     x = np.atleast_2d(np.asarray(pooled, dtype=np.float64))
     mean, comps = _get(tensors, "ood.pca_mean"), _get(tensors, "ood.pca_components")
     means, prec = _get(tensors, "ood.class_means"), _get(tensors, "ood.precision")
-    z = (x - mean) @ comps.T
+    xc = x - mean
+    z = xc @ comps.T
     d = z[:, None, :] - means[None, :, :]  # (N, C, k)
-    m2 = np.einsum("nck,kl,ncl->nc", d, prec, d)
-    return np.sqrt(np.maximum(m2.min(1), 0.0))
+    m2 = np.einsum("nck,kl,ncl->nc", d, prec, d).min(1)
+    try:
+        scale = float(_get(tensors, "ood.residual_scale").ravel()[0])
+        m2 = m2 + np.sum((xc - z @ comps) ** 2, axis=1) / scale
+    except KeyError:  # statistics written before the residual term existed
+        pass
+    return np.sqrt(np.maximum(m2, 0.0))
