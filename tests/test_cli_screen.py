@@ -14,6 +14,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import pytest
 
 from cxr_desktop.cli.screen import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
@@ -163,7 +164,18 @@ def test_kill_9_at_several_points_then_resume_gives_exactly_one_row_per_file(tmp
             proc.send_signal(signal.SIGKILL)
             proc.wait()
         else:
-            assert _kill_when(proc, ready), f"finished before the kill point: {what}"
+            helpers: list[psutil.Process] = []
+
+            def ready_and_note_helpers(ready=ready) -> bool:
+                if not ready():
+                    return False
+                helpers[:] = psutil.Process(proc.pid).children(recursive=True)  # fork server + decode workers
+                return True
+
+            assert _kill_when(proc, ready_and_note_helpers), f"finished before the kill point: {what}"
+            assert helpers, "expected decode worker processes"
+            gone, alive = psutil.wait_procs(helpers, timeout=20)
+            assert not alive, f"processes left behind after kill -9: {[p.pid for p in alive]}"
         _check_consistent(out, expected)
         assert _journal_rows(journal) <= n, what
 

@@ -113,9 +113,10 @@ def test_run_fills_a_sortable_filterable_worklist(qtbot, model_and_engine, tmp_p
     assert Path(opened.args[0]).is_file()
 
     # thumbnails are made on demand, only when asked for
-    rel = dlg.model.row_at(0).path
+    row = next(i for i, r in enumerate(dlg.model.rows()) if r.status == "ok")
+    rel = dlg.model.row_at(row).path
     if dlg.model.cached_thumbnail(rel) is None:
-        dlg.model.data(dlg.model.index(0, WorklistModel.COL_THUMB), Qt.ItemDataRole.DecorationRole)
+        dlg.model.data(dlg.model.index(row, WorklistModel.COL_THUMB), Qt.ItemDataRole.DecorationRole)
     qtbot.waitUntil(lambda: isinstance(dlg.model.cached_thumbnail(rel), QImage), timeout=20000)
     thumb = dlg.model.cached_thumbnail(rel)
     assert 0 < max(thumb.width(), thumb.height()) <= 64

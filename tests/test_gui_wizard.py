@@ -18,7 +18,7 @@ from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_da
 @pytest.fixture()
 def folder(tmp_path, cxr_dir):
     root = tmp_path / "data"
-    write_dataset(find_sources(cxr_dir, max_side=256)[:8], root, variants=4, size=64, seed=2)
+    write_dataset(find_sources(cxr_dir, max_side=256, limit=10)[:8], root, variants=4, size=64, seed=2)
     (root / "opacity" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)  # listed as a problem
     return root
 

@@ -67,7 +67,7 @@ def test_augmentation_is_plausible_and_reproducible():
 
 
 def test_synthetic_opacity_is_a_local_brightening(cxr_dir):
-    src = find_sources(cxr_dir, max_side=256)[0]
+    src = find_sources(cxr_dir, max_side=256, limit=1)[0]
     rng = np.random.default_rng(3)
     img = make_variant(src.grey, rng, 128)
     out, mask = add_opacity(img, rng)
@@ -78,7 +78,7 @@ def test_synthetic_opacity_is_a_local_brightening(cxr_dir):
 
 
 def test_demo_dataset_is_deterministic(tmp_path, cxr_dir):
-    srcs = find_sources(cxr_dir, max_side=128)[:3]
+    srcs = find_sources(cxr_dir, max_side=128, limit=3)
     write_dataset(srcs, tmp_path / "a", variants=2, size=48, seed=4)
     write_dataset(srcs, tmp_path / "b", variants=2, size=48, seed=4)
     files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.png"))

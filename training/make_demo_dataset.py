@@ -29,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--variants", type=int, default=12, help="variants per source image (half get an opacity)")
     ap.add_argument("--size", type=int, default=256, help="side of the square PNGs written")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--contrast", type=float, nargs=2, default=(0.35, 0.6), metavar=("MIN", "MAX"),
+                    help="opacity strength range (0.6: lung about as bright as soft tissue, like consolidation)")
+    ap.add_argument("--radius", type=float, nargs=2, default=(0.07, 0.13), metavar=("MIN", "MAX"),
+                    help="opacity radius range, as a fraction of the image side")
+    ap.add_argument("--jitter", type=float, default=1.0, help="exposure/noise variation of the variants")
     args = ap.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         print(f"{args.out} is not empty; choose a new folder", file=sys.stderr)
@@ -37,9 +42,11 @@ def main(argv: list[str] | None = None) -> int:
     if len(sources) < 6:
         print(f"only {len(sources)} readable radiographs in {args.source}; need at least 6", file=sys.stderr)
         return 2
-    counts = write_dataset(sources, args.out, variants=args.variants, size=args.size, seed=args.seed)
+    counts = write_dataset(sources, args.out, variants=args.variants, size=args.size, seed=args.seed,
+                           contrast=tuple(args.contrast), radius=tuple(args.radius), jitter=args.jitter)
     manifest = {"sources": [s.name for s in sources], "variants": args.variants, "size": args.size,
-                "seed": args.seed, "counts": counts, "patient_regex": PATIENT_REGEX}
+                "seed": args.seed, "contrast": list(args.contrast), "radius": list(args.radius),
+                "jitter": args.jitter, "counts": counts, "patient_regex": PATIENT_REGEX}
     (args.out / "manifest.json").write_text(json.dumps(manifest, indent=1))
     print(f"{len(sources)} source radiographs -> {counts} in {args.out}")
     print(f"train with: cxr-train {args.out} --patient-regex '{PATIENT_REGEX}' ...")

@@ -14,7 +14,6 @@ another model's results), 3 the model file cannot be loaded.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -63,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--out", type=Path, required=True, help="CSV file to write (one row per input file)")
     ap.add_argument("--model", type=Path, help="model file (.safetensors); default: the bundled model")
     ap.add_argument("--heatmaps", type=Path, metavar="DIR",
-                    help="also write each image's Grad-CAM heatmap (16-bit PNG) and overlay PNG under DIR")
+                    help="also write, per image, the Grad-CAM heatmap for the positive class (16-bit grey PNG, "
+                         "same size as the image) and an overlay PNG under DIR, mirroring the folder")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     ap.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
     ap.add_argument("--workers", type=_non_negative_int, default=None,

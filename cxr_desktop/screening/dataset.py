@@ -11,6 +11,9 @@ file becomes one row and never stops a batch. Preprocessing is the app's one
 from __future__ import annotations
 
 import os
+import select
+import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -137,8 +140,15 @@ def collate_decoded(items: Sequence[DecodedItem]) -> DecodedBatch:
     return DecodedBatch(list(items), inputs, positions)
 
 
-def worker_init(_worker_id: int) -> None:
-    """One thread per decode worker (the workers are the parallelism)."""
+def worker_init(_worker_id: int, parent_pid: int | None = None) -> None:
+    """One thread per decode worker (the workers are the parallelism); exit with the screening process.
+
+    Workers started by a fork server are the server's children, so torch's own
+    check (has my parent changed?) cannot see the screening process die (e.g.
+    ``kill -9``); a watcher thread does, so no worker is left behind.
+    """
+    if parent_pid is not None and os.name == "posix":
+        threading.Thread(target=_exit_with, args=(parent_pid,), name="cxr-parent-watch", daemon=True).start()
     torch.set_num_threads(1)
     try:
         import cv2
@@ -146,3 +156,24 @@ def worker_init(_worker_id: int) -> None:
         cv2.setNumThreads(1)
     except Exception:
         pass
+
+
+def _exit_with(pid: int) -> None:
+    """Block until process ``pid`` has ended, then end this process at once."""
+    try:
+        fd = os.pidfd_open(pid)  # Linux >= 5.3: readable when the process exits
+    except ProcessLookupError:
+        os._exit(0)
+    except (AttributeError, OSError):
+        fd = None
+    if fd is not None:
+        select.select([fd], [], [])
+        os._exit(0)
+    while True:  # other POSIX systems: poll
+        time.sleep(1.0)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass

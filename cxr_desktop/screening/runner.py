@@ -12,6 +12,7 @@ for the file that did it, never the run.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import threading
@@ -336,7 +337,8 @@ def _make_loader(dataset: Any, workers: int, batch_size: int, opts: ScreenOption
             # Import torch and the decoders once in the fork server: workers start in milliseconds.
             ctx.set_forkserver_preload(_PRELOAD)
         kwargs.update(multiprocessing_context=ctx, prefetch_factor=max(1, opts.prefetch_factor),
-                      worker_init_fn=worker_init, persistent_workers=False)  # one pass over the folder
+                      worker_init_fn=functools.partial(worker_init, parent_pid=os.getpid()),
+                      persistent_workers=False)  # one pass over the folder
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_decoded, pin_memory=pin, drop_last=False, **kwargs)
 

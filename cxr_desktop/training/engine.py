@@ -12,8 +12,9 @@ setting it again stops that too (nothing is saved, the checkpoints remain, so
 ``resume`` continues later). Every completed epoch is checkpointed atomically;
 ``config.resume`` continues from the last one after a crash or a kill.
 
-The functions :func:`train_one_epoch` and :func:`evaluate` follow torchvision's
-``references/classification/train.py``.
+The loops :func:`~cxr_desktop.training.loops.train_one_epoch` and
+:func:`~cxr_desktop.training.loops.evaluate` follow torchvision's
+``references/classification/train.py``; results live in :mod:`cxr_desktop.training.results`.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator, Sequence
+from typing import Any, Callable, Generator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
@@ -40,166 +39,27 @@ from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
 from cxr_desktop.training import checkpoint as ckpt
 from cxr_desktop.training.atomic import write_bytes_atomic
 from cxr_desktop.training.config import TrainConfig, TrainingError
-from cxr_desktop.training.data import CachedImageDataset, augment_spec, class_weights, prepare_images, PrepareCancelled
+from cxr_desktop.training.data import CachedImageDataset, PrepareCancelled, augment_spec, class_weights, prepare_images
 from cxr_desktop.training.events import (
     BatchProgress, Cancelled, CheckpointSaved, EarlyStopped, EpochDone, EpochStarted, EvaluationDone,
     EvaluationStarted, FeatureProgress, Finished, ModelReady, ModelSaved, PrepareDone, ReportSaved, Resumed,
     ScanDone, SplitDone, StageStarted, TrainEvent,
 )
-from cxr_desktop.training.metrics import (
-    ThresholdChoice, binary_metrics_at, binary_report, multiclass_report, select_threshold, task_auc,
+from cxr_desktop.training.loops import (
+    StandardisedHead, TensorPairs, evaluate, make_optimizer, make_scheduler, set_trainable, train_mode,
+    train_one_epoch, zero_init_residual,
 )
+from cxr_desktop.training.metrics import binary_report, multiclass_report, select_threshold, task_auc
+from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult, save_with_threshold
 from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
 from cxr_desktop.training.split import Split, split_counts, split_groups
+
+__all__ = ["train", "run_to_end", "save_with_threshold", "Evaluation", "SplitPredictions", "TrainResult",
+           "train_one_epoch", "evaluate"]
 
 log = logging.getLogger(__name__)
 
 UNTRAINED_PREFIX = "Untrained:"
-
-
-# --------------------------------------------------------------------------- results
-
-
-@dataclass
-class SplitPredictions:
-    """Scores of one split: labels (N,), probabilities (N, C), and the files (relative paths)."""
-
-    split: str
-    labels: np.ndarray
-    probs: np.ndarray
-    rels: list[str]
-    paths: list[str]
-
-
-@dataclass
-class Evaluation:
-    """What the evaluation page and the report show."""
-
-    classes: list[str]
-    positive_index: int
-    threshold: ThresholdChoice
-    val: SplitPredictions
-    test: SplitPredictions | None
-    val_metrics: dict[str, Any]
-    test_metrics: dict[str, Any] | None
-
-    def positive_scores(self, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
-        """(binary labels, positive-class scores) of a split."""
-        p = self.val if split == "val" else self.test
-        if p is None:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return (p.labels == self.positive_index).astype(np.int64), p.probs[:, self.positive_index]
-
-    def at_threshold(self, threshold: float, split: str = "val") -> dict[str, float]:
-        """Sensitivity, specificity ... of the positive class at ``threshold`` on a split."""
-        y, s = self.positive_scores(split)
-        return binary_metrics_at(y, s, threshold)
-
-
-@dataclass
-class TrainResult:
-    model_path: str | None
-    sha256: str | None
-    card: ModelCard | None
-    evaluation: Evaluation | None
-    history: list[EpochDone]
-    best: dict[str, Any] | None
-    cancelled: bool
-    report_path: str | None
-    work_dir: str
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-# --------------------------------------------------------------------------- torchvision-style loops
-
-
-def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
-                    loader: Iterator[tuple[torch.Tensor, torch.Tensor]], device: torch.device, *,
-                    scaler: torch.amp.GradScaler | None = None, channels_last: bool = False,
-                    cancelled: Callable[[], bool] = lambda: False,
-                    forward: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    lr_scale: Callable[[int], float] | None = None,
-                    ) -> Generator[tuple[int, float, float], None, tuple[float, bool]]:
-    """One pass over ``loader``; yields (batch, loss, images/s), returns (mean loss, was_cancelled).
-
-    ``forward`` replaces ``model(x)`` (stage 1 trains the head on cached pooled features);
-    ``lr_scale(batch_index)`` multiplies the learning rate of that step (warm-up).
-    """
-    fwd = forward or model
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    total, n, t0 = 0.0, 0, time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        if cancelled():
-            _restore_lr(optimizer, base_lrs)
-            return (total / max(n, 1), True)
-        if lr_scale is not None:
-            for g, lr in zip(optimizer.param_groups, base_lrs):
-                g["lr"] = lr * lr_scale(i)
-        x = x.to(device, non_blocking=True)
-        if channels_last and x.dim() == 4:
-            x = x.contiguous(memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=scaler is not None):
-            loss = criterion(fwd(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        value = float(loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError("The training loss became NaN or infinite (training diverged). Lower the "
-                                "learning rate and start again.")
-        total += value * x.shape[0]
-        n += x.shape[0]
-        yield i + 1, value, n / max(time.perf_counter() - t0, 1e-9)
-    _restore_lr(optimizer, base_lrs)
-    return total / max(n, 1), False
-
-
-def _restore_lr(optimizer: torch.optim.Optimizer, lrs: Sequence[float]) -> None:
-    for g, lr in zip(optimizer.param_groups, lrs):
-        g["lr"] = lr
-
-
-def evaluate(model: nn.Module, criterion: nn.Module, loader: Iterator[tuple[torch.Tensor, torch.Tensor]],
-             device: torch.device, *, channels_last: bool = False, amp: bool = False,
-             cancelled: Callable[[], bool] = lambda: False, pooled_input: bool = False,
-             ) -> Generator[int, None, tuple[float, np.ndarray, np.ndarray, np.ndarray | None, bool]]:
-    """Inference over ``loader``; yields the batch number, returns (loss, probs, labels, pooled, was_cancelled).
-
-    ``pooled_input``: the loader gives pooled features and only the head runs.
-    """
-    model.eval()
-    probs, labels, pooled = [], [], []
-    total, n = 0.0, 0
-    with torch.inference_mode():
-        for i, (x, y) in enumerate(loader):
-            if cancelled():
-                return float("nan"), np.zeros(0), np.zeros(0), None, True
-            x = x.to(device, non_blocking=True)
-            if channels_last and x.dim() == 4:
-                x = x.contiguous(memory_format=torch.channels_last)
-            y = y.to(device)
-            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp):
-                if pooled_input:
-                    p = x
-                else:
-                    p = model.features(x).float().mean(dim=(2, 3))  # type: ignore[operator]
-                    pooled.append(p.float().cpu().numpy())
-                logits = model.head.forward_pooled(p.float())  # type: ignore[union-attr]
-            total += float(criterion(logits.float(), y)) * x.shape[0]
-            n += x.shape[0]
-            probs.append(torch.softmax(logits.float(), 1).cpu().numpy())
-            labels.append(y.cpu().numpy())
-            yield i + 1
-    c = model.head.layers[-1].out_features  # type: ignore[union-attr,index]
-    return (total / max(n, 1), np.concatenate(probs) if probs else np.zeros((0, c), np.float32),
-            np.concatenate(labels) if labels else np.zeros(0, np.int64),
-            np.concatenate(pooled) if pooled else None, False)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -225,126 +85,6 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     buf = io.BytesIO()
     np.save(buf, arr)
     return buf.getvalue()
-
-
-class _TensorPairs(torch.utils.data.Dataset):
-    def __init__(self, x: np.ndarray, y: np.ndarray):
-        self.x = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        self.y = torch.from_numpy(np.asarray(y, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.x[i], self.y[i]
-
-
-class _StandardisedHead(nn.Module):
-    """Stage 1 on cached features: the head trained on standardised features, folded back afterwards.
-
-    Pooled features of a frozen backbone can have any scale (a random or
-    foreign backbone gives values in the thousands), which makes a linear head
-    slow or unstable to train. Training on ``(x - mean) / std`` is well
-    conditioned whatever the backbone; since the head's first layer is linear,
-    the standardisation folds exactly into it (``W / std``, ``b - W @ mean``), so
-    the saved model needs no extra layer.
-    """
-
-    def __init__(self, head: nn.Module, train_features: np.ndarray, *, fresh: bool):
-        super().__init__()
-        import copy
-
-        f = np.asarray(train_features, dtype=np.float64)
-        mean = f.mean(0)
-        std = f.std(0)
-        std = np.maximum(std, 1e-2 * float(std.mean()) + 1e-12)
-        self.register_buffer("mean", torch.from_numpy(mean.astype(np.float32)))
-        self.register_buffer("std", torch.from_numpy(std.astype(np.float32)))
-        self.head = copy.deepcopy(head)
-        lin = self._first_linear(self.head)
-        if fresh:  # a new head: initialise it for unit-variance inputs
-            for m in self.head.modules():
-                if isinstance(m, nn.Linear):
-                    m.reset_parameters()
-            return
-        with torch.no_grad():  # resumed: unfold, the same function on standardised inputs
-            lin.bias.add_(lin.weight @ self.mean.to(lin.weight.device))
-            lin.weight.mul_(self.std.to(lin.weight.device)[None, :])
-
-    @staticmethod
-    def _first_linear(head: nn.Module) -> nn.Linear:
-        return next(m for m in head.modules() if isinstance(m, nn.Linear))
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.head.forward_pooled((pooled - self.mean) / self.std)  # type: ignore[operator]
-
-    def fold_into(self, head: nn.Module) -> None:
-        """Copy the trained head into ``head``, folding the standardisation into its first linear layer."""
-        with torch.no_grad():
-            for (name, dst), src in zip(head.state_dict().items(), self.head.state_dict().values()):
-                dst.copy_(src)
-            lin = self._first_linear(head)
-            lin.weight.div_(self.std.to(lin.weight.device)[None, :])
-            lin.bias.sub_(lin.weight @ self.mean.to(lin.weight.device))
-
-
-def _zero_init_residual(model: CxrClassifier) -> None:
-    """For random initial weights: the last BatchNorm of every residual block starts at zero.
-
-    Each block then starts as the identity, which makes training a deep ResNet from
-    scratch stable (Goyal et al. 2017; torchvision's ``zero_init_residual``).
-    """
-    from torchvision.models.resnet import Bottleneck
-
-    with torch.no_grad():
-        for m in model.body.modules():
-            if isinstance(m, Bottleneck):
-                m.bn3.weight.zero_()
-
-
-def _set_trainable(model: CxrClassifier, scope: str) -> list[nn.Parameter]:
-    """Freeze everything but ``scope`` ("head", "all", "layer3", "layer4"); returns trainable params."""
-    body = model.body
-    order = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
-    if scope == "head":
-        train_from = len(order)
-    elif scope == "all":
-        train_from = 0
-    else:
-        train_from = order.index(scope)
-    for i, name in enumerate(order):
-        for p in getattr(body, name).parameters():
-            p.requires_grad_(i >= train_from)
-    for p in model.head.parameters():
-        p.requires_grad_(True)
-    return [p for p in model.parameters() if p.requires_grad]
-
-
-def _train_mode(model: CxrClassifier, scope: str) -> None:
-    """Train mode for trainable parts only: frozen BatchNorm keeps its running statistics."""
-    model.eval()
-    model.head.train()
-    order = ["conv1", "bn1", "layer1", "layer2", "layer3", "layer4"]
-    if scope == "all":
-        model.body.train()
-    elif scope in order:
-        for name in order[order.index(scope):]:
-            getattr(model.body, name).train()
-
-
-def _make_optimizer(cfg: TrainConfig, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
-    if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
-
-
-def _make_scheduler(cfg: TrainConfig, opt: torch.optim.Optimizer, epochs: int, lr: float) -> Any:
-    if cfg.scheduler == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs), eta_min=lr * 0.01)
-    if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(  # stepped with the score, which is higher-better
-            opt, mode="max", factor=0.3, patience=max(1, cfg.patience // 2))
-    return None
 
 
 def _score(monitor: str, val_loss: float, val_auc: float) -> float:
@@ -574,7 +314,7 @@ class _Run:
             best = self.state.get("best") or {}
             yield Resumed(self.state["stage"], self.state["epoch"], best.get("score"))
         elif (self.init_card["provenance"].get("initial_weights") or {}).get("source") == "random":
-            _zero_init_residual(self.model)
+            zero_init_residual(self.model)
             ok = yield from self._calibrate_batchnorm()
             if not ok:
                 self.stopped_training = True
@@ -695,11 +435,11 @@ class _Run:
         cfg, st = self.cfg, self.state
         stage, epochs = 1, cfg.epochs_frozen
         cached = not cfg.augment_frozen
-        params = _set_trainable(self.model, "head")
+        params = set_trainable(self.model, "head")
         resuming = st["stage"] == 1 and st["epoch"] > 0 and self.resumed_optimizer is not None
         yield StageStarted(stage, epochs, cfg.lr_head, "head", cached)
         feats: dict[str, np.ndarray] = {}
-        std_head: _StandardisedHead | None = None
+        std_head: StandardisedHead | None = None
         if cached:
             for name in ("train", "val"):
                 f = yield from self._pooled_features(name)
@@ -708,10 +448,10 @@ class _Run:
                     return
                 feats[name] = f
             torch.manual_seed(cfg.seed)  # the new head's initial weights
-            std_head = _StandardisedHead(self.model.head, feats["train"], fresh=not resuming).to(self.device)
+            std_head = StandardisedHead(self.model.head, feats["train"], fresh=not resuming).to(self.device)
             params = list(std_head.parameters())
-        opt = _make_optimizer(cfg, params, cfg.lr_head)
-        sched = _make_scheduler(cfg, opt, epochs, cfg.lr_head)
+        opt = make_optimizer(cfg, params, cfg.lr_head)
+        sched = make_scheduler(cfg, opt, epochs, cfg.lr_head)
         start = 0
         if resuming:
             opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
@@ -731,7 +471,7 @@ class _Run:
             self.model.eval()
             self.model.head.train()
             if cached:
-                ds = _TensorPairs(feats["train"], train_labels)
+                ds = TensorPairs(feats["train"], train_labels)
                 if cfg.balance == "sampler":
                     w = class_weights(train_labels, len(self.classes))[train_labels]
                     sampler: Any = WeightedRandomSampler(torch.from_numpy(w).double(), len(ds), True, generator=gen)
@@ -762,7 +502,7 @@ class _Run:
             if std_head is not None:
                 std_head.fold_into(self.model.head)
             if cached:
-                vl = DataLoader(_TensorPairs(feats["val"], val_labels), batch_size=256)
+                vl = DataLoader(TensorPairs(feats["val"], val_labels), batch_size=256)
                 res = yield from self._evaluate(vl, stage, epoch, pooled_input=True)
             else:
                 res = yield from self._evaluate(self._val_loader(), stage, epoch)
@@ -842,9 +582,9 @@ class _Run:
         if not resuming and st.get("best_file"):  # fine-tune from the best stage-1 head
             self.model.load_state_dict(ckpt.load_best(self.work / st["best_file"]))
         scope = cfg.finetune
-        params = _set_trainable(self.model, scope)
-        opt = _make_optimizer(cfg, params, cfg.lr_finetune)
-        sched = _make_scheduler(cfg, opt, epochs, cfg.lr_finetune)
+        params = set_trainable(self.model, scope)
+        opt = make_optimizer(cfg, params, cfg.lr_finetune)
+        sched = make_scheduler(cfg, opt, epochs, cfg.lr_finetune)
         start = 0
         if resuming:
             opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
@@ -861,7 +601,7 @@ class _Run:
             lr = opt.param_groups[0]["lr"]
             yield EpochStarted(stage, epoch, epochs, lr)
             t0 = time.perf_counter()
-            _train_mode(self.model, scope)
+            train_mode(self.model, scope)
             loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
                                   batch_size=cfg.batch_size, generator=gen)
             n_batches = len(loader)
@@ -1065,37 +805,3 @@ def run_to_end(config: TrainConfig, cancel: threading.Event | None = None,
             return stop.value
         if on_event is not None:
             on_event(ev)
-
-
-def save_with_threshold(result: TrainResult, path: str | Path, threshold: float) -> str:
-    """Write the trained model to ``path`` with a different decision threshold (wizard's slider).
-
-    The card's test metrics are recomputed at that threshold; returns the new sha256.
-    """
-    from cxr_desktop.model.modelfile import load_model, save_model
-
-    if result.model_path is None or result.evaluation is None or result.card is None:
-        raise TrainingError("There is no trained model to save.")
-    loaded = load_model(result.model_path)
-    card = loaded.card
-    ev = result.evaluation
-    card.decision_threshold = float(threshold)
-    sel = dict(card.metrics.get("threshold_selection", {}))
-    yv, sv = ev.positive_scores("val")
-    if abs(float(threshold) - float(sel.get("threshold", -1.0))) > 1e-9:
-        at_val = binary_metrics_at(yv, sv, threshold)
-        sel.update(method="user", target=None, threshold=float(threshold), sensitivity=at_val["sensitivity"],
-                   specificity=at_val["specificity"],
-                   note="chosen by the user on the validation split's sensitivity/specificity trade-off")
-    card.metrics["threshold_selection"] = sel
-    cfg_boot = int((card.provenance.get("settings") or {}).get("bootstrap", 1000))
-    card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot).items()
-                                  if k != "roc"} | ({"multiclass": ev.val_metrics["multiclass"]}
-                                                    if "multiclass" in ev.val_metrics else {})
-    if ev.test is not None and ev.test_metrics is not None:
-        yt, st = ev.positive_scores("test")
-        card.metrics["test"] = {k: v for k, v in binary_report(yt, st, threshold, n_boot=cfg_boot).items()
-                                if k != "roc"} | ({"multiclass": ev.test_metrics["multiclass"]}
-                                                  if "multiclass" in ev.test_metrics else {})
-    half = bool((card.provenance.get("settings") or {}).get("half", False))
-    return save_model(path, loaded.model, card, half=half, extra_tensors=loaded.extra_tensors)

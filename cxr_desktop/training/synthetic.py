@@ -38,12 +38,13 @@ class Source:
     grey: np.ndarray
 
 
-def find_sources(folder: str | os.PathLike[str], *, max_side: int = 768) -> list[Source]:
+def find_sources(folder: str | os.PathLike[str], *, max_side: int = 768, limit: int | None = None) -> list[Source]:
     """Every readable image under ``folder`` (sorted, recursive), near-duplicates dropped.
 
     Two files showing the same picture (also inverted, e.g. a MONOCHROME1 copy of a
     DICOM) are one source; otherwise a variant of one could land in training and of
-    the other in testing. Sources are ordered by file name.
+    the other in testing. Sources are ordered by file name (MONOCHROME1 files last);
+    ``limit`` stops after that many readable files (tests).
     """
     paths = sorted(p for p in Path(folder).rglob("*") if p.is_file() and is_image_file(p))
     loaded = []
@@ -53,6 +54,8 @@ def find_sources(folder: str | os.PathLike[str], *, max_side: int = 768) -> list
         except ImageError:
             continue
         loaded.append((im.invert_for_display, p.name, to_unit(im)))
+        if limit is not None and len(loaded) >= limit:
+            break
     loaded.sort(key=lambda t: (t[0], t[1]))  # of two copies of one picture, keep the MONOCHROME2 one
     out: list[Source] = []
     thumbs: list[np.ndarray] = []
@@ -70,8 +73,11 @@ def find_sources(folder: str | os.PathLike[str], *, max_side: int = 768) -> list
     return out
 
 
-def make_variant(grey: np.ndarray, rng: np.random.Generator, size: int) -> np.ndarray:
-    """A plausible re-acquisition of a radiograph: crop, small rotation, exposure, noise; size x size."""
+def make_variant(grey: np.ndarray, rng: np.random.Generator, size: int, *, jitter: float = 1.0) -> np.ndarray:
+    """A plausible re-acquisition of a radiograph: crop, small rotation, exposure, noise; size x size.
+
+    ``jitter`` scales the exposure and noise changes (0: geometry only).
+    """
     h, w = grey.shape
     crop = rng.uniform(0.82, 1.0)
     ch, cw = int(h * crop * rng.uniform(0.95, 1.05)), int(w * crop * rng.uniform(0.95, 1.05))
@@ -82,21 +88,21 @@ def make_variant(grey: np.ndarray, rng: np.random.Generator, size: int) -> np.nd
     img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
     m = cv2.getRotationMatrix2D((size / 2, size / 2), rng.uniform(-6, 6), 1.0)
     img = cv2.warpAffine(img, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
-    img = np.clip((img - 0.5) * rng.uniform(0.85, 1.15) + 0.5 + rng.uniform(-0.06, 0.06), 0, 1)
-    img = np.power(img, np.exp(rng.uniform(-0.2, 0.2)))
-    img = img + rng.normal(0, rng.uniform(0.0, 0.015), img.shape)
+    img = np.clip((img - 0.5) * (1 + jitter * rng.uniform(-0.15, 0.15)) + 0.5 + jitter * rng.uniform(-0.06, 0.06), 0, 1)
+    img = np.power(img, np.exp(jitter * rng.uniform(-0.2, 0.2)))
+    img = img + rng.normal(0, jitter * rng.uniform(0.0, 0.015), img.shape)
     return np.clip(img, 0, 1).astype(np.float32)
 
 
-def opacity_mask(size: int, rng: np.random.Generator, grey: np.ndarray | None = None
-                 ) -> tuple[np.ndarray, tuple[int, int, float]]:
+def opacity_mask(size: int, rng: np.random.Generator, grey: np.ndarray | None = None, *,
+                 radius_range: tuple[float, float] = (0.055, 0.11)) -> tuple[np.ndarray, tuple[int, int, float]]:
     """A soft-edged, lobulated blob (values 0..1) inside a lung field; returns (mask, (cx, cy, radius)).
 
     Where ``grey`` is given, the darker (air-filled) of several candidate spots is
     preferred, as real lung fields are dark on a radiograph.
     """
     box = LUNG_BOXES[int(rng.integers(0, 2))]
-    radius = rng.uniform(0.055, 0.11) * size
+    radius = rng.uniform(*radius_range) * size
     cands = []
     for _ in range(8):
         cx = rng.uniform(box[0], box[2]) * size
@@ -125,18 +131,26 @@ def opacity_mask(size: int, rng: np.random.Generator, grey: np.ndarray | None = 
     return mask, (int(cx), int(cy), float(radius))
 
 
-def add_opacity(grey: np.ndarray, rng: np.random.Generator, *, contrast: tuple[float, float] = (0.2, 0.4)
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Blend a focal opacity into ``grey``: brighter where the mask is, more so in dark (lung) areas."""
-    mask, _ = opacity_mask(grey.shape[0], rng, grey)
+def add_opacity(grey: np.ndarray, rng: np.random.Generator, *, contrast: tuple[float, float] = (0.2, 0.4),
+                radius: tuple[float, float] = (0.055, 0.11)) -> tuple[np.ndarray, np.ndarray]:
+    """Blend a focal opacity into ``grey``: brighter where the mask is, more so in dark (lung) areas.
+
+    ``contrast`` is the blend strength: at 0.6 a lung area becomes about as bright as
+    soft tissue (consolidated lung has water density); ``radius`` is relative to the side.
+    """
+    mask, _ = opacity_mask(grey.shape[0], rng, grey, radius_range=radius)
     a = rng.uniform(*contrast)
     out = grey + a * mask * (1.0 - grey)
     return np.clip(out, 0, 1).astype(np.float32), mask
 
 
 def write_dataset(sources: Iterable[Source], out_dir: str | os.PathLike[str], *, variants: int = 8,
-                  size: int = 256, seed: int = 0, contrast: tuple[float, float] = (0.2, 0.4)) -> dict[str, int]:
-    """Write ``normal/`` and ``opacity/`` PNGs (half of each source's variants each); returns counts."""
+                  size: int = 256, seed: int = 0, contrast: tuple[float, float] = (0.2, 0.4),
+                  radius: tuple[float, float] = (0.055, 0.11), jitter: float = 1.0) -> dict[str, int]:
+    """Write ``normal/`` and ``opacity/`` PNGs (half of each source's variants each); returns counts.
+
+    ``contrast``: range of the opacity strength; ``jitter``: exposure/noise variation of the variants.
+    """
     out = Path(out_dir)
     for c in CLASSES:
         (out / c).mkdir(parents=True, exist_ok=True)
@@ -145,9 +159,9 @@ def write_dataset(sources: Iterable[Source], out_dir: str | os.PathLike[str], *,
         rng = np.random.default_rng((seed, s_idx))
         labels = np.array([i % 2 for i in range(variants)])[rng.permutation(variants)]
         for v in range(variants):
-            img = make_variant(src.grey, rng, size)
+            img = make_variant(src.grey, rng, size, jitter=jitter)
             if labels[v]:
-                img, _ = add_opacity(img, rng, contrast=contrast)
+                img, _ = add_opacity(img, rng, contrast=contrast, radius=radius)
             cls = CLASSES[int(labels[v])]
             name = f"src{s_idx:03d}_v{v}.png"
             cv2.imwrite(str(out / cls / name), np.rint(img * 255).astype(np.uint8))

@@ -1,0 +1,103 @@
+"""What a training run produces: predictions per split, the evaluation, the result.
+
+:func:`save_with_threshold` writes the trained model again with a decision
+threshold the user picked on the validation split's trade-off (the wizard's slider).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cxr_desktop.model.card import ModelCard
+from cxr_desktop.training.config import TrainingError
+from cxr_desktop.training.metrics import ThresholdChoice, binary_metrics_at, binary_report
+
+
+@dataclass
+class SplitPredictions:
+    """Scores of one split: labels (N,), probabilities (N, C), and the files (relative paths)."""
+
+    split: str
+    labels: np.ndarray
+    probs: np.ndarray
+    rels: list[str]
+    paths: list[str]
+
+
+@dataclass
+class Evaluation:
+    """What the evaluation page and the report show."""
+
+    classes: list[str]
+    positive_index: int
+    threshold: ThresholdChoice
+    val: SplitPredictions
+    test: SplitPredictions | None
+    val_metrics: dict[str, Any]
+    test_metrics: dict[str, Any] | None
+
+    def positive_scores(self, split: str = "val") -> tuple[np.ndarray, np.ndarray]:
+        """(binary labels, positive-class scores) of a split."""
+        p = self.val if split == "val" else self.test
+        if p is None:
+            return np.zeros(0, np.int64), np.zeros(0)
+        return (p.labels == self.positive_index).astype(np.int64), p.probs[:, self.positive_index]
+
+    def at_threshold(self, threshold: float, split: str = "val") -> dict[str, float]:
+        """Sensitivity, specificity ... of the positive class at ``threshold`` on a split."""
+        y, s = self.positive_scores(split)
+        return binary_metrics_at(y, s, threshold)
+
+
+@dataclass
+class TrainResult:
+    model_path: str | None
+    sha256: str | None
+    card: ModelCard | None
+    evaluation: Evaluation | None
+    history: list[Any]  # EpochDone events
+    best: dict[str, Any] | None
+    cancelled: bool
+    report_path: str | None
+    work_dir: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+
+
+def save_with_threshold(result: TrainResult, path: str | Path, threshold: float) -> str:
+    """Write the trained model to ``path`` with a different decision threshold (wizard's slider).
+
+    The card's test metrics are recomputed at that threshold; returns the new sha256.
+    """
+    from cxr_desktop.model.modelfile import load_model, save_model
+
+    if result.model_path is None or result.evaluation is None or result.card is None:
+        raise TrainingError("There is no trained model to save.")
+    loaded = load_model(result.model_path)
+    card = loaded.card
+    ev = result.evaluation
+    card.decision_threshold = float(threshold)
+    sel = dict(card.metrics.get("threshold_selection", {}))
+    yv, sv = ev.positive_scores("val")
+    if abs(float(threshold) - float(sel.get("threshold", -1.0))) > 1e-9:
+        at_val = binary_metrics_at(yv, sv, threshold)
+        sel.update(method="user", target=None, threshold=float(threshold), sensitivity=at_val["sensitivity"],
+                   specificity=at_val["specificity"],
+                   note="chosen by the user on the validation split's sensitivity/specificity trade-off")
+    card.metrics["threshold_selection"] = sel
+    cfg_boot = int((card.provenance.get("settings") or {}).get("bootstrap", 1000))
+    card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot).items()
+                                  if k != "roc"} | ({"multiclass": ev.val_metrics["multiclass"]}
+                                                    if "multiclass" in ev.val_metrics else {})
+    if ev.test is not None and ev.test_metrics is not None:
+        yt, st = ev.positive_scores("test")
+        card.metrics["test"] = {k: v for k, v in binary_report(yt, st, threshold, n_boot=cfg_boot).items()
+                                if k != "roc"} | ({"multiclass": ev.test_metrics["multiclass"]}
+                                                  if "multiclass" in ev.test_metrics else {})
+    half = bool((card.provenance.get("settings") or {}).get("half", False))
+    return save_model(path, loaded.model, card, half=half, extra_tensors=loaded.extra_tensors)
