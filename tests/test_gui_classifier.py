@@ -273,9 +273,15 @@ def test_out_of_scope_image_is_not_scored(qtbot, window, model_files, dicom_dir)
     calls = count_cam_calls(window.classifier.engine)
     with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
         window.open_paths([str(dicom_dir / "693_UNCI.dcm")])  # a CT slice
-    assert "Not scored" in window.results.message_label.text() and "CT" in window.results.message_label.text()
+    panel = window.results
+    assert "OUT OF SCOPE" in panel.scope_label.text() and "CT" in panel.scope_label.text()
+    assert panel.threshold_label.text() == "" and not panel.show_anyway_button.isHidden()
     qtbot.wait(100)
     assert calls == [] and not window.canvas.overlay_shown
+    with qtbot.waitSignal(window.prediction_shown, timeout=TIMEOUT):
+        panel.show_anyway_button.click()  # deliberate: the score, marked out of scope
+    assert panel.predicted_label.text().startswith("OUT OF SCOPE") and "=" in panel.threshold_label.text()
+    assert "CT" in panel.scope_label.text() and panel.show_anyway_button.isHidden()
 
 
 def test_export_includes_overlay_and_legend(qtbot, window, model_files, cxr_dir, tmp_path):
@@ -295,7 +301,7 @@ def test_gui_stays_responsive_while_predicting(qtbot, window, model_files, cxr_d
     """A 20 ms heartbeat on the GUI thread while images are decoded, predicted and overlaid."""
     load_model(qtbot, window, model_files["Alpha"])
     files = [cxr_dir / n for n in ("covid-19-pneumonia-58-prior.jpg", "16747_3_1.jpg", "siim_pneumothorax_sample.dcm",
-                                   "00000001_000.png", "tbx11k_tb_tb0005.png", "fake_monochrome1.dcm")]
+                                   "00000001_000.png", "tbx11k_tb_tb0005.png", "tbx11k_health_h0001.png")]  # all in scope
     beats: list[float] = []
     timer = QTimer()
     timer.setInterval(20)

@@ -2,9 +2,12 @@
 
     cxr-screen FOLDER --out results.csv [--model FILE] [--heatmaps DIR]
                [--device auto|cpu|cuda] [--batch-size N] [--workers N] [--resume] [--json]
+               [--allow-secondary-capture] [--min-age N] [--disable-rule CODE ...] [--show-anyway]
 
 One CSV row per input file (sorted by score, highest first); ``--json`` also
-writes ``results.json`` beside it. Progress and a summary go to stderr. Exit
+writes ``results.json`` beside it. Images that are not adult frontal chest
+radiographs get status ``out_of_scope``, the rule codes in ``reason`` and the
+sentences in ``detail``, and no score unless ``--show-anyway``. Progress and a summary go to stderr. Exit
 codes: 0 done (files that could not be read are rows, not failures), 1 the run
 stopped (interrupted, or an unexpected failure; rerun with --resume), 2 usage
 error (bad folder or output, no model given and no bundled one, resume of
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING, Sequence, TextIO
 from cxr_desktop import DECISION_AID_NOTICE
 
 if TYPE_CHECKING:
+    from cxr_desktop.scope import ScopeSettings
     from cxr_desktop.screening.runner import ScreenFinished
 
 EXIT_OK = 0
@@ -72,7 +76,57 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same --out and --model (done files are skipped)")
     ap.add_argument("--json", action="store_true", help="also write the results as JSON beside the CSV")
+    scope = ap.add_argument_group(
+        "input safety",
+        "Images that are not adult frontal chest radiographs (other modalities, lateral views, children, colour "
+        "or inverted images, tiny or extreme-aspect images, images unlike the model's training data) get status "
+        "out_of_scope with the rule codes in 'reason' and the sentences in 'detail', and no score.")
+    scope.add_argument("--allow-secondary-capture", action="store_true",
+                       help="accept DICOM secondary captures (modality OT/SC: scanned films, exports)")
+    scope.add_argument("--min-age", type=_non_negative_float, default=None, metavar="N",
+                       help=f"youngest patient age in years the model may score (default {_default_min_age():g})")
+    scope.add_argument("--disable-rule", action="append", default=[], metavar="CODE", choices=_rule_codes(),
+                       help="switch one input-safety rule off (repeatable); CODE is one of: "
+                            + ", ".join(_rule_codes()))
+    scope.add_argument("--show-anyway", action="store_true",
+                       help="also score out-of-scope images: their rows keep status out_of_scope and the reason, "
+                            "and the score is not reliable for them")
     return ap
+
+
+def _rule_codes() -> list[str]:
+    from cxr_desktop.scope import RULE_CODES
+
+    return list(RULE_CODES)
+
+
+def _default_min_age() -> float:
+    from cxr_desktop.scope import ScopeSettings
+
+    return ScopeSettings().min_age_years
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not v >= 0 or v == float("inf"):
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return v
+
+
+def scope_settings_from_args(args: argparse.Namespace) -> "ScopeSettings":
+    """The :class:`ScopeSettings` the input-safety options ask for."""
+    from cxr_desktop.scope import RULE_CODES, ScopeSettings
+
+    base = ScopeSettings()
+    return ScopeSettings(
+        allow_secondary_capture=bool(args.allow_secondary_capture),
+        min_age_years=base.min_age_years if args.min_age is None else float(args.min_age),
+        min_side=base.min_side, max_aspect=base.max_aspect, max_colour_fraction=base.max_colour_fraction,
+        enabled_rules=frozenset(RULE_CODES) - set(args.disable_rule or ()),
+    )
 
 
 def _fmt_duration(seconds: float | None) -> str:
@@ -163,7 +217,8 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
     if json_path is not None and json_path == out:
         json_path = out.with_name(out.name + ".json")
     opts = ScreenOptions(batch_size=args.batch_size, workers=args.workers, heatmaps_dir=args.heatmaps,
-                         json_path=json_path, resume=args.resume)
+                         json_path=json_path, resume=args.resume, scope_settings=scope_settings_from_args(args),
+                         show_anyway=args.show_anyway)
     progress = _Progress(err)
     err.write(f"cxr-screen: {DECISION_AID_NOTICE}\n")
     finished: ScreenFinished | None = None

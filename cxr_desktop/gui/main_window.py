@@ -32,7 +32,7 @@ from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import OPACITY_STEP, OverlayPanel
 from cxr_desktop.gui.results_panel import ResultsPanel
-from cxr_desktop.gui.scope import out_of_scope_reason
+from cxr_desktop.gui.scope import ViewerScope
 from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.shortcuts import SHORTCUTS, ShortcutsDialog, key_sequences
 from cxr_desktop.gui.startup_report import StartupReporter
@@ -82,6 +82,8 @@ class MainWindow(QMainWindow):
 
         self.engine_runner = WorkerRunner("engine", threads=1)
         self.loader = ImageLoader(parent=self)
+        self.scope = ViewerScope(self.settings.scope_settings)  # input safety for the image on screen
+        self.loader.scope_settings = self.scope.settings  # the rules run in the loader's worker
         self.classifier = ClassifierWorker(self.engine_runner, parent=self)
         self.models = ModelController(self.engine_runner, self.settings, engine_options=engine_options, parent=self)
 
@@ -241,6 +243,7 @@ class MainWindow(QMainWindow):
 
     def _connect(self) -> None:
         self.study_list.entry_selected.connect(self._on_entry_selected)
+        self.results.show_anyway_requested.connect(self.show_score_anyway)
         self.study_list.bad_entry_selected.connect(self._on_bad_entry)
         self.loader.loaded.connect(self._on_loaded)
         self.classifier.result_ready.connect(self._on_outcome)
@@ -382,6 +385,7 @@ class MainWindow(QMainWindow):
         if pid:
             REDACTOR.register_patient_id(pid)
         same_file = self.current_image is not None and self.current_image.path == image.path
+        self.scope.set_image(image, study.scope, study.scope_settings)
         self.current_image = image
         self.current_outcome = None
         self.layer = None
@@ -398,6 +402,13 @@ class MainWindow(QMainWindow):
         self.reporter.mark("image_shown")
         self.request_prediction()
 
+    def show_score_anyway(self) -> None:
+        """The reader deliberately asks for the score of the out-of-scope image on screen."""
+        if self.current_image is None:
+            return
+        self.scope.show_anyway = True
+        self.request_prediction()
+
     # ================================================================ predictions
     def request_prediction(self) -> None:
         """Ask the classifier about the image on screen (cached, superseded, off the GUI thread)."""
@@ -407,12 +418,11 @@ class MainWindow(QMainWindow):
         self.layer = None
         if image is None:
             return
-        reason = out_of_scope_reason(image)
-        if reason:
+        verdict = self.scope.before_model(image)
+        if not verdict.in_scope and not self.scope.show_anyway:
             self.classifier.cancel()
             self._update_busy()
-            self.results.clear_result(f"Not scored: {reason}. The classifier is only for chest radiographs; "
-                                      "the image can still be viewed.")
+            self.results.show_out_of_scope([r.message for r in verdict.reasons])
             return
         if self.classifier.engine is None:
             self.results.clear_result("The model is still loading; the result follows.")
@@ -447,7 +457,13 @@ class MainWindow(QMainWindow):
             return
         active = self.models.active
         res = outcome.result
-        self.results.show_prediction(res.prediction, active.card.positive_class if active else None)
+        verdict = self.scope.after_model(image, res.pooled)
+        if not verdict.in_scope and not self.scope.show_anyway:
+            self.results.show_out_of_scope([r.message for r in verdict.reasons])
+            self.prediction_shown.emit(outcome)
+            return
+        self.results.show_prediction(res.prediction, active.card.positive_class if active else None,
+                                     out_of_scope=None if verdict.in_scope else [r.message for r in verdict.reasons])
         if res.heatmap is not None:
             self.layer = outcome.layer or HeatmapLayer(res.heatmap, res.cam_class)
             self.canvas.set_overlay(self.layer.image(self.overlay_panel.colormap), image.shape)
@@ -526,6 +542,8 @@ class MainWindow(QMainWindow):
         self.classifier.set_engine(active.engine, active.model_id)
         self._update_busy()
         self.results.set_model(active)
+        self.scope.set_model(active.engine)
+        self.results.set_learned_status(self.scope.learned_status)
         self.overlay_panel.set_classes(list(active.card.classes))
         self.statusBar().showMessage(f"Model ready: {active.display_name} on {active.engine.device_label}", 5000)
         self._refresh_recent_menus()

@@ -5,19 +5,26 @@ decision threshold and whether the score is above it, the model's name and
 version, the device it ran on, a busy indicator, and always the sentence that
 this is a decision aid, not a diagnosis. Demonstration and untrained models get
 a banner that cannot be missed.
+
+An image outside the model's scope (not an adult frontal chest radiograph, or
+unlike the training images) shows its reasons and no score; the reader may ask
+for the score deliberately ("Show score anyway"), which is then marked OUT OF SCOPE.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from PySide6.QtCore import Qt
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
-    QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget,
+    QFrame, QGridLayout, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
 )
 
 from cxr_desktop import DECISION_AID_NOTICE
+
+OUT_OF_SCOPE_MARK = "OUT OF SCOPE"
+_SCOPE_STYLE = "background:#8b1a1a; color:white; padding:4px; border-radius:3px;"
 
 _BANNER_STYLE = {
     "danger": "background:#8b1a1a; color:white; padding:6px; border-radius:3px; font-weight:bold;",
@@ -40,6 +47,8 @@ def _label(text: str = "", *, bold: bool = False, wrap: bool = True, size: float
 
 class ResultsPanel(QWidget):
     """Prediction, per-class probabilities, threshold, model, device, busy state and notices."""
+
+    show_anyway_requested = Signal()  # the reader asked for the score of an out-of-scope image
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -65,6 +74,17 @@ class ResultsPanel(QWidget):
         self.busy_box.setVisible(False)
         lay.addWidget(self.busy_box)
 
+        self.scope_label = _label()
+        self.scope_label.setStyleSheet(_SCOPE_STYLE)
+        self.scope_label.setVisible(False)
+        lay.addWidget(self.scope_label)
+        self.show_anyway_button = QPushButton("Show score anyway")
+        self.show_anyway_button.setToolTip("Run the model on this out-of-scope image; the score is not reliable "
+                                           "and is marked OUT OF SCOPE.")
+        self.show_anyway_button.setVisible(False)
+        self.show_anyway_button.clicked.connect(self.show_anyway_requested.emit)
+        lay.addWidget(self.show_anyway_button)
+
         self.predicted_label = _label("No image", bold=True, size=13.0)
         lay.addWidget(self.predicted_label)
         self.threshold_label = _label()
@@ -87,8 +107,11 @@ class ResultsPanel(QWidget):
         lay.addWidget(line)
         self.model_label = _label("Model: loading...")
         self.device_label = _label("Device: -")
+        self.learned_label = _label()
+        self.learned_label.setStyleSheet("color:#808080;")
         lay.addWidget(self.model_label)
         lay.addWidget(self.device_label)
+        lay.addWidget(self.learned_label)
 
         self.notice_label = _label(DECISION_AID_NOTICE)
         f = QFont(self.notice_label.font())
@@ -163,7 +186,25 @@ class ResultsPanel(QWidget):
     def busy(self) -> bool:
         return not self.busy_box.isHidden()
 
+    def set_learned_status(self, status: str) -> None:
+        """The model's learned input check: on (and how) or off (and why)."""
+        self.learned_label.setText(status)
+
+    def _set_scope(self, text: str | None, *, button: bool) -> None:
+        self.scope_label.setText(text or "")
+        self.scope_label.setVisible(bool(text))
+        self.show_anyway_button.setVisible(button)
+
+    def show_out_of_scope(self, reasons: list[str]) -> None:
+        """An out-of-scope image: its reasons, no score, and the deliberate 'Show score anyway' button."""
+        self.clear_result(None)
+        self.predicted_label.setText("Not scored: out of scope")
+        self._set_scope(f"{OUT_OF_SCOPE_MARK}: not scored.\n" + "\n".join(f"- {r}" for r in reasons)
+                        + "\nThe classifier is for adult frontal chest radiographs; the image can still be "
+                          "viewed.", button=True)
+
     def clear_result(self, message: str | None = None) -> None:
+        self._set_scope(None, button=False)
         self.predicted_label.setText("No result")
         self.threshold_label.setText("")
         for _, bar, value in self.prob_rows.values():
@@ -176,10 +217,14 @@ class ResultsPanel(QWidget):
         self.message_label.setText(text or "")
         self.message_label.setVisible(bool(text))
 
-    def show_prediction(self, prediction: Any, positive_class: str | None = None) -> None:
-        """Show an engine ``Prediction``."""
+    def show_prediction(self, prediction: Any, positive_class: str | None = None, *,
+                        out_of_scope: list[str] | None = None) -> None:
+        """Show an engine ``Prediction``; with ``out_of_scope`` reasons it is marked OUT OF SCOPE."""
         self._set_classes(list(prediction.probabilities))
-        self.predicted_label.setText(f"Predicted: {prediction.label}")
+        if out_of_scope:
+            self.predicted_label.setText(f"{OUT_OF_SCOPE_MARK} - predicted: {prediction.label} (not reliable)")
+        else:
+            self.predicted_label.setText(f"Predicted: {prediction.label}")
         for name, p in prediction.probabilities.items():
             _, bar, value = self.prob_rows[name]
             bar.setValue(int(round(p * 1000)))
@@ -189,3 +234,8 @@ class ResultsPanel(QWidget):
         self.threshold_label.setText(
             f"{target} = {prediction.score:.3f}: {side} the model's decision threshold {prediction.threshold:.3f}")
         self.show_message(None)
+        if out_of_scope:
+            self._set_scope(f"{OUT_OF_SCOPE_MARK}: score shown on request; it is not reliable for this image.\n"
+                            + "\n".join(f"- {r}" for r in out_of_scope), button=False)
+        else:
+            self._set_scope(None, button=False)

@@ -1,36 +1,78 @@
-"""Should the classifier score the image on screen? (no Qt)
+"""Input safety for the image on screen (no Qt): may the classifier's score be shown?
 
-The viewer shows every image it can decode, but the classifier is only for
-chest radiographs: a CT slice, an MR or an ultrasound frame is shown without a
-score, with the reason. The rule itself belongs to the screening package's
-scope hook (shared with batch screening, so both refuse the same images); this
-module only adds the viewer's own fallback for builds without it.
+The viewer shows every image it can decode, but the classifier is only for adult
+frontal chest radiographs. :class:`ViewerScope` holds the verdict for the image
+on screen: the metadata and image rules of :mod:`cxr_desktop.scope` (run in the
+image loader's worker, see ``workers.load_for_view``) before the model, plus the
+model's learned check on the pooled features after it. An out-of-scope image is
+shown with its reasons and no score unless the reader deliberately asks for the
+score (``show_anyway``, reset for every new image).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from typing import TYPE_CHECKING, Any
+
+from cxr_desktop.scope import LearnedScopeCheck, ScopeResult, ScopeSettings, check_image, check_learned
 
 if TYPE_CHECKING:
     from cxr_desktop.imaging.types import StudyImage
 
-_RADIOGRAPH_MODALITIES = frozenset({"CR", "DX", "DR", "RG", "OT", "SC"})
+log = logging.getLogger(__name__)
+
+NO_MODEL = "Learned check: waiting for the model."
 
 
-def _fallback(image: StudyImage) -> str | None:
-    modality = str(image.metadata.get("modality") or "").strip().upper()
-    if modality and modality not in _RADIOGRAPH_MODALITIES:
-        return f"modality {modality} is not a radiograph"
-    return None
+class ViewerScope:
+    """The input-safety verdict of the image on screen, and whether its score is shown anyway."""
 
+    def __init__(self, settings: ScopeSettings | None = None):
+        self.settings = settings or ScopeSettings()
+        self.learned: LearnedScopeCheck | None = None
+        self.show_anyway = False
+        self._key: tuple[str, int] | None = None
+        self._verdict: ScopeResult | None = None
 
-def out_of_scope_reason(image: StudyImage) -> str | None:
-    """None when the image may be scored, else a short reason for the user (no patient data)."""
-    try:
-        from cxr_desktop.screening.scope import scope_check
-    except ImportError:
-        return _fallback(image)
-    try:
-        return scope_check(image)
-    except Exception:  # a broken rule must not stop the viewer; fall back to the modality rule
-        return _fallback(image)
+    @property
+    def learned_status(self) -> str:
+        return self.learned.status if self.learned is not None else NO_MODEL
+
+    def set_model(self, engine: Any) -> None:
+        """Build the model's learned check from its feature statistics (disabled, with a status, if none)."""
+        try:
+            self.learned = LearnedScopeCheck.from_model(getattr(engine, "extra_tensors", None) or {}, engine.card)
+        except Exception as exc:  # a damaged statistics block must not stop the viewer
+            log.warning("learned check unavailable: %s", exc.__class__.__name__)
+            self.learned = LearnedScopeCheck.disabled(f"its statistics could not be read ({exc.__class__.__name__})")
+
+    def set_image(self, image: "StudyImage", verdict: ScopeResult | None = None, checked_with: Any = None) -> None:
+        """A new image is on screen; ``verdict`` is the loader worker's result (if made with these settings)."""
+        key = (str(image.path), int(image.frame_index))
+        if key != self._key:
+            self.show_anyway = False
+        self._key = key
+        self._verdict = verdict if verdict is not None and checked_with == self.settings else None
+
+    def before_model(self, image: "StudyImage") -> ScopeResult:
+        """The rules' verdict (computed here only if the worker's is missing)."""
+        key = (str(image.path), int(image.frame_index))
+        if self._verdict is None or key != self._key:
+            try:
+                self._verdict = check_image(image, self.settings)
+            except Exception as exc:  # a broken rule must not stop the viewer
+                log.warning("input-safety rules failed: %s", exc.__class__.__name__)
+                self._verdict = ScopeResult(in_scope=True)
+            self._key = key
+        return self._verdict
+
+    def after_model(self, image: "StudyImage", pooled: Any) -> ScopeResult:
+        """The rules' verdict plus the learned check on the image's pooled features."""
+        verdict = self.before_model(image)
+        if pooled is None:
+            return verdict
+        try:
+            return verdict.with_reason(check_learned(pooled, self.learned, self.settings))
+        except Exception as exc:
+            log.warning("learned check failed: %s", exc.__class__.__name__)
+            return verdict

@@ -163,7 +163,28 @@ class WorklistModel(QAbstractTableModel):
             return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
+    #: Out-of-scope rows that carry a score (``cxr-screen --show-anyway``) show it only when this is on.
+    show_out_of_scope_scores = False
+
+    def set_show_out_of_scope_scores(self, on: bool) -> None:
+        """Reveal (or hide again) the scores of out-of-scope rows that carry one."""
+        self.show_out_of_scope_scores = bool(on)
+        if self._rows:
+            self.dataChanged.emit(self.index(0, 0), self.index(len(self._rows) - 1, len(self.COLUMNS) - 1))
+
+    def has_out_of_scope_scores(self) -> bool:
+        """Whether any out-of-scope row carries a score (only then is a 'show anyway' toggle useful)."""
+        return any(r.status == STATUS_OUT_OF_SCOPE and r.score is not None for r in self._rows)
+
+    def _hidden(self, r: ResultRow) -> bool:
+        return r.status == STATUS_OUT_OF_SCOPE and not self.show_out_of_scope_scores
+
     def _display(self, r: ResultRow, col: int) -> str | None:
+        if r.status == STATUS_OUT_OF_SCOPE and col in (self.COL_LABEL, self.COL_SCORE, self.COL_ABOVE):
+            if self._hidden(r) or r.score is None:
+                return "out of scope" if col == self.COL_SCORE else ""
+            if col == self.COL_SCORE:
+                return f"{r.score:.3f} (OUT OF SCOPE)"
         if col == self.COL_PATH:
             return r.path
         if col == self.COL_STATUS:
@@ -180,7 +201,7 @@ class WorklistModel(QAbstractTableModel):
 
     def _sort_value(self, r: ResultRow, col: int) -> Any:
         if col in (self.COL_SCORE, self.COL_THUMB):
-            return -1.0 if r.score is None else float(r.score)  # unscored rows sink below every score
+            return -1.0 if r.score is None or self._hidden(r) else float(r.score)  # unscored rows sink below every score
         if col == self.COL_ABOVE:
             return -1 if r.above_threshold is None else int(r.above_threshold)
         return (self._display(r, col) or "").lower()

@@ -8,10 +8,14 @@ patient data.
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings
+
+if TYPE_CHECKING:
+    from cxr_desktop.scope import ScopeSettings
 
 MAX_RECENT = 10
 DEFAULT_OPACITY = 40
@@ -130,6 +134,22 @@ class AppSettings:
     @last_dir.setter
     def last_dir(self, path: str) -> None:
         self.q.setValue("recent/dir", path)
+
+    @property
+    def scope_settings(self) -> "ScopeSettings":
+        """Input-safety settings, stored as one JSON value (bad or missing values: defaults)."""
+        from cxr_desktop.scope import ScopeSettings
+
+        raw = self.q.value("scope/settings", "")
+        try:
+            data = json.loads(raw) if isinstance(raw, str) and raw else None
+        except ValueError:
+            data = None
+        return ScopeSettings.from_dict(data)
+
+    @scope_settings.setter
+    def scope_settings(self, settings: "ScopeSettings") -> None:
+        self.q.setValue("scope/settings", json.dumps(settings.to_dict()))
 
     def sync(self) -> None:
         self.q.sync()

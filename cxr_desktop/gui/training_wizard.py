@@ -582,16 +582,14 @@ class TrainingPage(QWizardPage):
         self.bar.setValue(int(1000 * min(1.0, done / total)))
 
     def _eta(self, ev: Any) -> str:
+        """Time left in this stage from the current speed (stage 2 dominates, so stage 1 says so)."""
         if ev.images_per_second <= 0:
             return ""
-        left_batches = ev.batches - ev.batch
-        per_batch = (ev.batch / max(ev.images_per_second, 1e-9)) / max(1, ev.batch) * (self.cfg.batch_size)
-        epoch_s = per_batch * ev.batches
-        left_epochs = self.stage_epochs[ev.stage] - ev.epoch
-        secs = left_batches * per_batch + left_epochs * epoch_s
         if ev.stage == 1 and self.stage_epochs[2]:
             return " (time left: known once fine-tuning starts)"
-        return f", about {_duration(secs)} left"
+        per_batch = self.cfg.batch_size / ev.images_per_second
+        left = (ev.batches - ev.batch) * per_batch + (self.stage_epochs[ev.stage] - ev.epoch) * ev.batches * per_batch
+        return f", about {_duration(left)} left"
 
     def _returned(self, result: Any) -> None:
         self.result = result

@@ -107,10 +107,16 @@ class LoadedStudy:
     mapper: DisplayMapper | None = None  # prepared display mapping (see canvas.set_image)
     prepared: QImage | None = None  # the picture with the file's default window, RGB32
     presets: list[Preset] | None = None  # window presets for this image
+    scope: Any = None  # ScopeResult of the input-safety rules (None: not checked)
+    scope_settings: Any = None  # the ScopeSettings ``scope`` was checked under
 
 
-def load_for_view(path: str, frame: int = 0) -> LoadedStudy:
-    """Decode one frame, prepare its display, and for DICOM read its tags (worker; never raises ImageError)."""
+def load_for_view(path: str, frame: int = 0, scope_settings: Any = None) -> LoadedStudy:
+    """Decode one frame, prepare its display, run the input-safety rules, and for DICOM read its tags.
+
+    Runs in a worker; never raises ImageError. ``scope`` stays None when the rules fail
+    (the window then checks again itself).
+    """
     from cxr_desktop.gui.canvas import packed_to_qimage
     from cxr_desktop.gui.display_mapper import DisplayMapper
     from cxr_desktop.gui.window_presets import presets_for
@@ -123,12 +129,25 @@ def load_for_view(path: str, frame: int = 0) -> LoadedStudy:
     mapper = DisplayMapper(image)
     picture = packed_to_qimage(mapper.render_packed(mapper.default_window, image.invert_for_display))
     out = LoadedStudy(path, frame, image, mapper=mapper, prepared=picture, presets=presets_for(image))
+    out.scope, out.scope_settings = check_scope(image, scope_settings)
     if image.source_format == "dicom":
         try:
             out.tags = read_dicom_tags(path)
         except ImageError as exc:
             out.tags_error = exc.user_message()
     return out
+
+
+def check_scope(image: StudyImage, settings: Any = None) -> tuple[Any, Any]:
+    """(ScopeResult, the settings used) for the viewer; (None, settings) if a rule fails unexpectedly."""
+    from cxr_desktop.scope import ScopeSettings, check_image
+
+    settings = settings or ScopeSettings()
+    try:
+        return check_image(image, settings), settings
+    except Exception:  # a broken rule must not stop the viewer
+        log.exception("input-safety check failed")
+        return None, settings
 
 
 class _LatestOnly:
@@ -201,6 +220,7 @@ class ImageLoader(QObject):
         self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self.busy_changed.emit)
         self._wanted: tuple[str, int] | None = None
         self._cache: OrderedDict[tuple[str, int], LoadedStudy] = OrderedDict()
+        self.scope_settings: Any = None  # ScopeSettings for the input-safety rules (None: defaults)
 
     @property
     def busy(self) -> bool:
@@ -221,7 +241,7 @@ class ImageLoader(QObject):
             self.busy_changed.emit(self._queue.busy)
             self.loaded.emit(hit)
             return
-        self._queue.submit(key, load_for_view, key[0], key[1])
+        self._queue.submit(key, load_for_view, key[0], key[1], self.scope_settings)
 
     def forget(self, path: str) -> None:
         for key in [k for k in self._cache if k[0] == path]:

@@ -26,10 +26,11 @@ from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging.types import StudyImage
 from cxr_desktop.preprocess import preprocess_for_card
 from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE
-from cxr_desktop.screening.scope import scope_check
+from cxr_desktop.screening.scope import reason_parts, scope_check
 
 ImageLoader = Callable[[str], StudyImage]
-ScopeCheck = Callable[[StudyImage], "str | None"]
+#: Before-model input check: None when the image may be scored, else a ScopeResult (or plain text).
+ScopeCheck = Callable[[StudyImage], Any]
 
 
 def default_loader(path: str) -> StudyImage:
@@ -50,11 +51,28 @@ class DecodedItem:
     columns: int = 0
     reason: str = ""
     detail: str = ""
+    out_of_scope: bool = False  # scored anyway ("show anyway"): status ok for batching, row out_of_scope
+    scope_message: str = ""  # the out-of-scope reasons as sentences (before-model check)
+
+
+def out_of_scope_detail(name: str, message: str, *, scored: bool) -> str:
+    """The ``detail`` sentence of an out-of-scope row (scored on request, or not)."""
+    message = message.rstrip(".")
+    if scored:
+        return (f"{name}: out of scope: {message}. Scored anyway on request; the score is not reliable for "
+                "this image.")
+    return (f"{name}: not scored: {message}. The model is meant for adult frontal chest radiographs; "
+            "review this image without the decision aid.")
 
 
 def decode_item(index: int, path: str, preprocessing: dict[str, Any], *,
-                loader: ImageLoader = default_loader, scope: ScopeCheck = scope_check) -> DecodedItem:
-    """Load, scope-check and preprocess one file; every failure becomes a status, never an exception."""
+                loader: ImageLoader = default_loader, scope: ScopeCheck = scope_check,
+                show_anyway: bool = False) -> DecodedItem:
+    """Load, scope-check and preprocess one file; every failure becomes a status, never an exception.
+
+    An out-of-scope image is not preprocessed unless ``show_anyway``: then it gets its
+    input (and so a score) but stays marked ``out_of_scope`` with its reasons.
+    """
     name = Path(path).name
     try:
         image = loader(path)
@@ -72,10 +90,10 @@ def decode_item(index: int, path: str, preprocessing: dict[str, Any], *,
         why = scope(image)
     except Exception as exc:
         why = f"the input check failed ({exc.__class__.__name__})"
-    if why:
-        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=image.rows, columns=image.columns, reason=why,
-                           detail=f"{name}: not scored: {why}. The model is meant for frontal chest "
-                                  "radiographs; review this image without the decision aid.")
+    codes, message = reason_parts(why) if why else ("", "")
+    if why and not show_anyway:
+        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=image.rows, columns=image.columns, reason=codes,
+                           detail=out_of_scope_detail(name, message, scored=False), scope_message=message)
     try:
         x = preprocess_for_card(image, preprocessing)
     except Exception as exc:
@@ -87,6 +105,10 @@ def decode_item(index: int, path: str, preprocessing: dict[str, Any], *,
         return DecodedItem(index, STATUS_ERROR, rows=image.rows, columns=image.columns,
                            reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
                            detail=f"{name}: the pixel values are not finite numbers; re-export the image.")
+    if why:
+        return DecodedItem(index, STATUS_OK, input=x, rows=image.rows, columns=image.columns, reason=codes,
+                           detail=out_of_scope_detail(name, message, scored=True), out_of_scope=True,
+                           scope_message=message)
     return DecodedItem(index, STATUS_OK, input=x, rows=image.rows, columns=image.columns)
 
 
@@ -94,8 +116,10 @@ class ScreeningDataset(Dataset):
     """Item ``i`` = :func:`decode_item` of ``root / relpaths[i]`` (kept small to pickle to workers)."""
 
     def __init__(self, root: str | os.PathLike[str], relpaths: Sequence[str], preprocessing: dict[str, Any],
-                 *, loader: ImageLoader = default_loader, scope: ScopeCheck = scope_check):
+                 *, loader: ImageLoader = default_loader, scope: ScopeCheck = scope_check,
+                 show_anyway: bool = False):
         self.root = str(root)
+        self.show_anyway = bool(show_anyway)
         self.relpaths = list(relpaths)
         self.preprocessing = dict(preprocessing)
         self.loader = loader
@@ -106,7 +130,7 @@ class ScreeningDataset(Dataset):
 
     def __getitem__(self, i: int) -> DecodedItem:
         return decode_item(i, os.path.join(self.root, self.relpaths[i]), self.preprocessing,
-                           loader=self.loader, scope=self.scope)
+                           loader=self.loader, scope=self.scope, show_anyway=self.show_anyway)
 
 
 @dataclass

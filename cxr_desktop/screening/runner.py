@@ -26,15 +26,17 @@ import numpy as np
 from torch.utils.data import DataLoader, Subset
 
 from cxr_desktop.errors import CxrError, Reason
+from cxr_desktop.scope import LearnedScopeCheck, ScopeSettings
 from cxr_desktop.screening.dataset import (
-    DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader, worker_init,
+    DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader, out_of_scope_detail,
+    worker_init,
 )
 from cxr_desktop.screening.heatmaps import write_heatmap_files
 from cxr_desktop.screening.results import (
     STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE, Journal, JournalHeader, ResultRow, iter_unique, journal_path_for,
     read_journal, read_results_csv, sorted_rows, summarise, write_csv, write_json,
 )
-from cxr_desktop.screening.scope import scope_check
+from cxr_desktop.screening.scope import learned_after_model, make_scope_check, reason_parts
 from cxr_desktop.screening.walk import iter_image_files
 
 log = logging.getLogger(__name__)
@@ -94,7 +96,14 @@ def prepare_workers(method: str | None = None) -> None:
 
 @dataclass
 class ScreenOptions:
-    """How to run. ``workers=0`` decodes in this process (no overlap; for debugging)."""
+    """How to run. ``workers=0`` decodes in this process (no overlap; for debugging).
+
+    Input safety: ``scope`` (None: every rule of :mod:`cxr_desktop.scope` under
+    ``scope_settings``) runs before the model; ``after_model`` (None: the model file's
+    learned check, when it stores feature statistics) runs on the pooled features.
+    An out-of-scope row has no score unless ``show_anyway``: then it is scored but
+    keeps status ``out_of_scope`` and its reasons.
+    """
 
     batch_size: int = 16
     workers: int | None = None  # None: default_workers(engine's device)
@@ -103,8 +112,10 @@ class ScreenOptions:
     resume: bool = False
     prefetch_factor: int = 2
     mp_context: str | None = None  # None: default_mp_context()
-    scope: ScopeCheck = scope_check  # before the model, in the decode workers (picklable)
-    after_model: Callable[[np.ndarray], str | None] | None = None  # pooled features (2048,) -> reason
+    scope_settings: ScopeSettings | None = None  # None: ScopeSettings() defaults
+    scope: ScopeCheck | None = None  # before the model, in the decode workers (picklable); None: the rules
+    after_model: Callable[[np.ndarray], Any] | None = None  # pooled (2048,) -> reason; None: learned check
+    show_anyway: bool = False  # score out-of-scope images too (rows stay out_of_scope, with the reason)
     loader: ImageLoader = default_loader
     heatmap_threads: int | None = None  # None: max(1, workers)
 
@@ -253,12 +264,24 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
                             model=card.display_name)
         for note in list(getattr(engine, "notes", None) or []):
             yield ScreenNote(str(note))
+        settings = opts.scope_settings or ScopeSettings()
+        scope = opts.scope if opts.scope is not None else make_scope_check(settings)
+        after_model = opts.after_model
+        learned_status = "Learned check: custom hook supplied by the caller."
+        if after_model is None:
+            learned = LearnedScopeCheck.from_model(getattr(engine, "extra_tensors", None) or {}, card)
+            after_model = learned_after_model(learned, settings)
+            learned_status = learned.status
+            if learned.enabled and after_model is None:
+                learned_status = "Learned check off: switched off in the scope settings."
+        yield ScreenNote(learned_status)
         t0 = time.perf_counter()
         done, new = len(done_paths), 0
         cancelled = False
-        dataset = ScreeningDataset(folder, todo, card.preprocessing, loader=opts.loader, scope=opts.scope)
+        dataset = ScreeningDataset(folder, todo, card.preprocessing, loader=opts.loader, scope=scope,
+                                   show_anyway=opts.show_anyway)
         want_cam = opts.heatmaps_dir is not None
-        batches = _scored_batches(dataset, engine, workers, batch_size, opts, want_cam)
+        batches = _scored_batches(dataset, engine, workers, batch_size, opts, want_cam, after_model)
         for scored in batches:
             if isinstance(scored, str):
                 yield ScreenNote(scored)
@@ -281,7 +304,9 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
         rows = sorted_rows(r for r in iter_unique(read_journal(journal_path)[1]) if r.path in all_paths)
         rate = new / elapsed if elapsed > 0 else 0.0
         summary = summarise(rows)
-        summary.update(elapsed_s=round(elapsed, 3), files_per_s=round(rate, 3), cancelled=cancelled)
+        summary.update(elapsed_s=round(elapsed, 3), files_per_s=round(rate, 3), cancelled=cancelled,
+                       input_check={"learned_check": learned_status, "settings": settings.to_dict(),
+                                    "show_anyway": bool(opts.show_anyway)})
         write_csv(out_csv, rows, card.classes)
         if opts.json_path:
             write_json(opts.json_path, rows, header, summary)
@@ -368,7 +393,8 @@ def _iterate(loader: DataLoader) -> Iterator[DecodedBatch]:
 
 
 def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_size: int,
-                    opts: ScreenOptions, want_cam: bool) -> Iterator[_Scored | str]:
+                    opts: ScreenOptions, want_cam: bool,
+                    after_model: Callable[[np.ndarray], Any] | None = None) -> Iterator[_Scored | str]:
     """Scored batches in order (and notes as ``str``), recovering from crashed decode workers.
 
     After a crash, the files that may have been in flight are decoded by one
@@ -390,7 +416,7 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
         try:
             for batch in _iterate(_make_loader(Subset(dataset, seg), w, bs, opts, pin)):
                 consumed += len(batch.items)
-                yield _score(batch, dataset, engine, want_cam, opts.after_model)
+                yield _score(batch, dataset, engine, want_cam, after_model, opts.show_anyway)
         except _WorkerCrashed:
             log.warning("a decode worker process stopped unexpectedly")
             queue = queue[consumed:]
@@ -424,17 +450,19 @@ def _crash_row(dataset: ScreeningDataset, index: int, engine: Any) -> ResultRow:
 
 
 def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam: bool,
-           after_model: Callable[[np.ndarray], str | None] | None = None) -> _Scored:
+           after_model: Callable[[np.ndarray], Any] | None = None, show_anyway: bool = False) -> _Scored:
     """Rows for a decoded batch; the good inputs go through the model in one ``run_batch`` call.
 
     ``after_model`` (the learned input check) sees each image's pooled features; when it
-    returns a reason the row is ``out_of_scope`` and its score is withheld.
+    returns a reason the row is ``out_of_scope``. An out-of-scope row's score is withheld
+    unless ``show_anyway`` (then it is filled in and the row stays ``out_of_scope``).
     """
     from cxr_desktop.inference.engine import Prediction
 
     card = engine.card
-    rows = [ResultRow(path=dataset.relpaths[it.index], status=it.status, reason=it.reason, detail=it.detail,
-                      model=card.display_name) for it in batch.items]
+    rows = [ResultRow(path=dataset.relpaths[it.index],
+                      status=STATUS_OUT_OF_SCOPE if it.out_of_scope else it.status, reason=it.reason,
+                      detail=it.detail, model=card.display_name) for it in batch.items]
     cams = None
     if batch.inputs is not None:
         k = len(batch.ok_positions)
@@ -447,14 +475,18 @@ def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam
             r = rows[pos]
             why = after_model(out.pooled[j]) if after_model is not None else None
             if why:
-                r.status, r.reason = STATUS_OUT_OF_SCOPE, why
-                r.detail = (f"{Path(r.path).name}: not scored: {why}. The model is meant for frontal chest "
-                            "radiographs; review this image without the decision aid.")
-            else:
+                codes, message = reason_parts(why)
+                before = batch.items[pos].scope_message  # flagged before the model too (show anyway)
+                if before:
+                    codes = ";".join(c for c in (r.reason, codes) if c)
+                    message = " | ".join(m.rstrip(".") for m in (before, message) if m)
+                r.detail = out_of_scope_detail(Path(r.path).name, message, scored=show_anyway)
+                r.status, r.reason = STATUS_OUT_OF_SCOPE, codes
+            if r.status == STATUS_OK or show_anyway:
                 r.label, r.score, r.above_threshold, r.probabilities = (p.label, p.score, p.above_threshold,
                                                                         p.probabilities)
         batch.inputs = None
-    keep = [j for j, pos in enumerate(batch.ok_positions) if rows[pos].status == STATUS_OK]
+    keep = [j for j, pos in enumerate(batch.ok_positions) if rows[pos].score is not None]
     if cams is not None and len(keep) != len(batch.ok_positions):  # no heatmap for a withheld score
         cams = cams[keep]
     ok_positions = [batch.ok_positions[j] for j in keep]

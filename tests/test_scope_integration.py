@@ -1,0 +1,122 @@
+"""Input safety wired into screening: CSV status/reason/detail, --show-anyway, the learned hook."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cxr_desktop.cli.screen import EXIT_OK, main
+
+NON_CHEST = ("693_UNCI.dcm", "MR2_UNCI.dcm", "US1_UNCI.dcm", "SC_rgb.dcm")
+CHEST = ("00000001_000.png", "tbx11k_health_h0001.png")
+
+
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    from cxr_desktop.model import init_model, save_model
+
+    model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
+                             input_size=64, name="scope-int", seed=2)
+    path = tmp_path_factory.mktemp("scope-int") / "model.safetensors"
+    save_model(path, model, card)
+    return path
+
+
+@pytest.fixture(scope="module")
+def ood_model_file(tmp_path_factory):
+    """A model whose stored feature statistics put every image far away (tiny threshold)."""
+    from cxr_desktop.model import init_model, save_model
+    from cxr_desktop.scope.learned import METHOD
+
+    model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
+                             input_size=64, name="scope-ood", seed=3)
+    rng = np.random.default_rng(0)
+    k = 4
+    comps = np.linalg.qr(rng.standard_normal((2048, k)))[0].T
+    tensors = {"ood.pca_mean": np.full(2048, 50.0, np.float32), "ood.pca_components": comps.astype(np.float32),
+               "ood.class_means": np.zeros((2, k), np.float32), "ood.precision": np.eye(k, dtype=np.float32)}
+    card.extra["ood"] = {"method": METHOD, "threshold": 1e-3, "k": k}
+    path = tmp_path_factory.mktemp("scope-ood") / "model.safetensors"
+    save_model(path, model, card, extra_tensors={n: __import__("torch").from_numpy(v) for n, v in tensors.items()})
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "scope-int-cache"))
+
+
+@pytest.fixture(scope="module")
+def mixed_folder(tmp_path_factory, cxr_dir, dicom_dir):
+    folder = tmp_path_factory.mktemp("mixed")
+    for n in NON_CHEST:
+        shutil.copy(dicom_dir / n, folder / n)
+    for n in CHEST:
+        shutil.copy(cxr_dir / n, folder / n)
+    return folder
+
+
+def _screen(folder, out, model, *extra):
+    err = io.StringIO()
+    code = main([str(folder), "--out", str(out), "--model", str(model), "--workers", "0", "--device", "cpu",
+                 "--json", *extra], stderr=err)
+    assert code == EXIT_OK, err.getvalue()
+    with open(out, newline="", encoding="utf-8-sig") as fh:
+        return {r["path"]: r for r in csv.DictReader(fh)}, err.getvalue()
+
+
+def test_csv_status_is_out_of_scope_with_reason_for_non_chest_files(mixed_folder, model_file, tmp_path):
+    rows, text = _screen(mixed_folder, tmp_path / "r.csv", model_file)
+    for n in CHEST:
+        assert rows[n]["status"] == "ok" and rows[n]["reason"] == "", rows[n]
+        assert 0.0 <= float(rows[n]["score"]) <= 1.0
+    expected = {"693_UNCI.dcm": "modality_not_radiograph", "MR2_UNCI.dcm": "modality_not_radiograph",
+                "US1_UNCI.dcm": "modality_not_radiograph", "SC_rgb.dcm": "secondary_capture"}
+    for n, code in expected.items():
+        r = rows[n]
+        assert r["status"] == "out_of_scope" and code in r["reason"].split(";"), r
+        assert r["score"] == "" and r["label"] == "" and r["p_abnormal"] == ""
+        assert r["detail"].startswith(f"{n}: not scored:") and len(r["detail"]) > len(r["reason"])
+    assert "SC" in rows["SC_rgb.dcm"]["detail"] or "secondary" in rows["SC_rgb.dcm"]["detail"].lower()
+    assert "Learned check off" in text  # the model has no feature statistics: the run says so
+    doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert "Learned check off" in doc["summary"]["input_check"]["learned_check"]
+    assert doc["summary"]["input_check"]["settings"]["allow_secondary_capture"] is False
+
+
+def test_show_anyway_scores_out_of_scope_rows_and_keeps_their_status(mixed_folder, model_file, tmp_path):
+    rows, _ = _screen(mixed_folder, tmp_path / "r.csv", model_file, "--show-anyway")
+    for n in NON_CHEST:
+        r = rows[n]
+        assert r["status"] == "out_of_scope" and r["reason"], r
+        assert 0.0 <= float(r["score"]) <= 1.0 and r["label"] in ("normal", "abnormal")
+        assert "Scored anyway" in r["detail"]
+    assert all(rows[n]["status"] == "ok" for n in CHEST)
+
+
+def test_settings_options_change_the_verdict(mixed_folder, model_file, tmp_path):
+    rows, _ = _screen(mixed_folder, tmp_path / "r.csv", model_file, "--allow-secondary-capture",
+                      "--disable-rule", "colour_image", "--disable-rule", "image_too_small")
+    assert "secondary_capture" not in rows["SC_rgb.dcm"]["reason"].split(";")
+    assert rows["693_UNCI.dcm"]["status"] == "out_of_scope"  # CT stays refused
+
+
+def test_learned_hook_flags_images_when_the_model_stores_statistics(mixed_folder, ood_model_file, tmp_path):
+    rows, text = _screen(mixed_folder, tmp_path / "r.csv", ood_model_file)
+    assert "Learned check on" in text
+    for n in CHEST:
+        r = rows[n]
+        assert r["status"] == "out_of_scope" and r["reason"] == "unlike_training_data", r
+        assert r["score"] == "" and "Unlike the model's training images" in r["detail"]
+    # a CT keeps its rule reason (it never reaches the model)
+    assert rows["693_UNCI.dcm"]["reason"].split(";")[0] == "modality_not_radiograph"
+    # with --show-anyway the before-model and learned reasons are combined and the score is filled
+    rows, _ = _screen(mixed_folder, tmp_path / "r2.csv", ood_model_file, "--show-anyway")
+    codes = rows["693_UNCI.dcm"]["reason"].split(";")
+    assert "modality_not_radiograph" in codes and "unlike_training_data" in codes
+    assert rows["693_UNCI.dcm"]["score"] != ""
