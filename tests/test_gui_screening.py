@@ -14,7 +14,11 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QImage
 
 from cxr_desktop.gui.screening_panel import SORT_ROLE, ScreeningDialog, WorklistModel
+from cxr_desktop.scope import RULE_CODES, ScopeSettings, rules
 from cxr_desktop.screening.runner import ScreenOptions
+
+# the synthetic images here are small noise: switch off the rules that would (rightly) refuse them
+SYNTHETIC_OK = ScopeSettings(enabled_rules=frozenset(RULE_CODES) - {rules.TOO_SMALL, rules.INVERTED, rules.ASPECT})
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +55,7 @@ def _folder(root: Path, n: int, broken: int = 0) -> Path:
 
 def _dialog(qtbot, model_and_engine, folder, results_root, **opts) -> ScreeningDialog:
     path, engine = model_and_engine
-    options = ScreenOptions(**{"workers": 1, "batch_size": 4, **opts})
+    options = ScreenOptions(**{"workers": 1, "batch_size": 4, "scope_settings": SYNTHETIC_OK, **opts})
     dlg = ScreeningDialog(folder=folder, model_path=path, engine_factory=lambda _p: engine,
                           results_root=results_root, screen_options=options)
     qtbot.addWidget(dlg)
@@ -187,3 +191,22 @@ def test_gui_stays_responsive_during_a_run(qtbot, model_and_engine, tmp_path):
     assert len(beats) > 20
     assert gaps.max() < 0.3, f"longest GUI stall {gaps.max() * 1000:.0f} ms"
     assert dlg.shutdown()
+
+
+def test_out_of_scope_scores_hidden_until_shown_anyway(qtbot, model_and_engine, tmp_path):
+    from cxr_desktop.screening.results import ResultRow
+
+    dlg = _dialog(qtbot, model_and_engine, tmp_path, tmp_path / "store")
+    _wait_checked(qtbot, dlg)  # let the background previous-results check finish first
+    rows = [ResultRow("ct.dcm", "out_of_scope", label="abnormal", score=0.91, above_threshold=True,
+                      reason="modality_not_radiograph", detail="Modality CT is not a radiograph."),
+            ResultRow("cxr.png", "ok", label="normal", score=0.2, above_threshold=False)]
+    dlg.model.set_rows(rows)
+    col = WorklistModel.COL_SCORE
+    texts = lambda: {dlg.model.index(i, WorklistModel.COL_PATH).data(): dlg.model.index(i, col).data()  # noqa: E731
+                     for i in range(dlg.model.rowCount())}
+    assert texts()["ct.dcm"] == "out of scope" and texts()["cxr.png"] == "0.200"
+    dlg.show_oos_scores.setChecked(True)
+    assert texts()["ct.dcm"] == "0.910 (OUT OF SCOPE)"
+    dlg.show_oos_scores.setChecked(False)
+    assert texts()["ct.dcm"] == "out of scope"

@@ -305,7 +305,7 @@ def test_multiframe_navigation(qtbot, window, dicom_dir):
         window.actions["last_frame"].trigger()
     assert blocker.args[0].frame_index == 9
     # an MR is shown but not scored
-    assert "Not scored" in window.results.message_label.text()
+    assert "OUT OF SCOPE" in window.results.scope_label.text()
 
 
 def test_tags_panel_search(qtbot, window, cxr_dir):

@@ -3,10 +3,13 @@
 #
 #   training/build_demo_model.sh            (from the repository root or anywhere)
 #
-# 1. training/make_demo_dataset.py: real radiographs from ../shared/data/cxr, each in several
-#    variants, half of them with a synthetic focal opacity (seeded, deterministic).
-# 2. cxr-train on that folder, split by source image (--patient-regex), random initial weights
-#    (no ImageNet weights offline; the card says so), fp16 weights, demonstration card.
+# 1. training/make_demo_dataset.py: the real radiographs in ../shared/data/cxr, each in 16 variants,
+#    half of them with a synthetic focal opacity (seeded, deterministic), files src<NNN>_v<K>.png.
+# 2. cxr-train, twice, both split by source image (--patient-regex) with the same seed:
+#    a. 64 px from random initial weights (no ImageNet weights offline): cheap steps, so the
+#       network gets enough of them on a CPU to learn the task at all;
+#    b. 112 px starting from (a)'s backbone: stage 1 trains a new head on cached features,
+#       stage 2 fine-tunes everything (progressive resizing). Its output, fp16, is the demo model.
 # Environment: PYTHON (default .venv/bin/python), WORK (default build/demo), THREADS (default 1:
 # on a busy shared 2-core machine one thread is much faster than two that wait for each other).
 set -euo pipefail
@@ -15,19 +18,24 @@ PY=${PYTHON:-.venv/bin/python}
 WORK=${WORK:-build/demo}
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
+COMMON=(--patient-regex '^(src\d+)_' --seed 0 --batch-size 16 --augment light --threads "$THREADS")
 
 rm -rf "$WORK/data"
 mkdir -p "$WORK" resources/models
 "$PY" training/make_demo_dataset.py --out "$WORK/data" --variants 16 --size 256 --seed 0 \
     --contrast 0.35 0.6 --radius 0.07 0.13
 
-"$PY" -m cxr_desktop.cli.train "$WORK/data" \
-    --out resources/models/demo-cxr.safetensors --work-dir "$WORK/run" --report "$WORK/demo-cxr-report.html" \
-    --patient-regex '^(src\d+)_' --weights none --input-size 112 \
-    --epochs-frozen 0 --epochs-finetune 12 --batch-size 16 --lr-finetune 5e-4 --augment light \
-    --patience 6 --seed 0 --threads "$THREADS" --half \
+"$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
+    --out "$WORK/demo-64px.safetensors" --work-dir "$WORK/run-64" --report "$WORK/demo-64px-report.html" \
+    --weights none --input-size 64 --epochs-frozen 0 --epochs-finetune 20 --lr-finetune 1e-3 --patience 8 \
+    --name "CXR Review demonstration model (64 px stage)"
+
+"$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
+    --out resources/models/demo-cxr.safetensors --work-dir "$WORK/run-112" --report "$WORK/demo-cxr-report.html" \
+    --weights "$WORK/demo-64px.safetensors" --input-size 112 \
+    --epochs-frozen 3 --epochs-finetune 4 --lr-head 1e-3 --lr-finetune 2e-4 --patience 4 --half \
     --name "CXR Review demonstration model" --model-version "demo-1" --demonstration \
-    --warning "Demonstration model trained on synthetic opacities added to a few dozen public chest radiographs; it is NOT for clinical use and its outputs mean nothing about real patients." \
-    --warning "Trained from random initial weights (no ImageNet weights were available offline); a real model needs ImageNet initialisation and real labelled data." \
-    --intended-use "Demonstration of CXR Review's workflow only (viewer, Grad-CAM, screening, training). Not for clinical use." \
+    --warning "Demonstration model: trained on synthetic opacities added to a few dozen public chest radiographs. NOT for clinical use; its outputs say nothing about real patients." \
+    --warning "Trained without ImageNet weights (none were available offline): from random weights at 64 px, then fine-tuned at 112 px. A real model needs ImageNet initialisation and real labelled data." \
+    --intended-use "Demonstration of CXR Review's workflow (viewer, Grad-CAM, screening, training) only. Not for clinical use." \
     "$@"

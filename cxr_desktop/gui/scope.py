@@ -14,10 +14,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from cxr_desktop.scope import LearnedScopeCheck, ScopeResult, ScopeSettings, check_image, check_learned
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the scope package (numpy, imaging) loads once the window is up
     from cxr_desktop.imaging.types import StudyImage
+    from cxr_desktop.scope import LearnedScopeCheck, ScopeResult, ScopeSettings
 
 log = logging.getLogger(__name__)
 
@@ -27,11 +26,15 @@ NO_MODEL = "Learned check: waiting for the model."
 class ViewerScope:
     """The input-safety verdict of the image on screen, and whether its score is shown anyway."""
 
-    def __init__(self, settings: ScopeSettings | None = None):
-        self.settings = settings or ScopeSettings()
+    def __init__(self, settings: "ScopeSettings | None" = None):
+        self.settings = settings
         self.learned: LearnedScopeCheck | None = None
         self.show_anyway = False
         self._key: tuple[str, int] | None = None
+        if self.settings is None:
+            from cxr_desktop.scope import ScopeSettings
+
+            self.settings = ScopeSettings()
         self._verdict: ScopeResult | None = None
 
     @property
@@ -40,6 +43,8 @@ class ViewerScope:
 
     def set_model(self, engine: Any) -> None:
         """Build the model's learned check from its feature statistics (disabled, with a status, if none)."""
+        from cxr_desktop.scope import LearnedScopeCheck
+
         try:
             self.learned = LearnedScopeCheck.from_model(getattr(engine, "extra_tensors", None) or {}, engine.card)
         except Exception as exc:  # a damaged statistics block must not stop the viewer
@@ -56,6 +61,8 @@ class ViewerScope:
 
     def before_model(self, image: "StudyImage") -> ScopeResult:
         """The rules' verdict (computed here only if the worker's is missing)."""
+        from cxr_desktop.scope import ScopeResult, check_image
+
         key = (str(image.path), int(image.frame_index))
         if self._verdict is None or key != self._key:
             try:
@@ -68,6 +75,8 @@ class ViewerScope:
 
     def after_model(self, image: "StudyImage", pooled: Any) -> ScopeResult:
         """The rules' verdict plus the learned check on the image's pooled features."""
+        from cxr_desktop.scope import check_learned
+
         verdict = self.before_model(image)
         if pooled is None:
             return verdict

@@ -443,6 +443,10 @@ class ScreeningDialog(QDialog):
         filters.addWidget(self.status_filter)
         filters.addWidget(self.label_filter)
         filters.addWidget(self.above_only)
+        self.show_oos_scores = QCheckBox("Show out-of-scope scores anyway")
+        self.show_oos_scores.setToolTip(
+            "Out-of-scope rows scored with 'cxr-screen --show-anyway' reveal their score, marked out of scope.")
+        filters.addWidget(self.show_oos_scores)
         filters.addStretch(1)
         layout.addLayout(filters)
 
@@ -464,6 +468,7 @@ class ScreeningDialog(QDialog):
         self.status_filter.currentIndexChanged.connect(lambda _i: self.proxy.set_status(self.status_filter.currentData()))
         self.label_filter.currentIndexChanged.connect(lambda _i: self.proxy.set_label(self.label_filter.currentData()))
         self.above_only.toggled.connect(self.proxy.set_above_only)
+        self.show_oos_scores.toggled.connect(self.model.set_show_out_of_scope_scores)
         self.model.thumbnail_wanted.connect(self._want_thumbnail)
 
         bottom = QHBoxLayout()
