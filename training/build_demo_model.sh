@@ -10,6 +10,8 @@
 #       network gets enough of them on a CPU to learn the task at all;
 #    b. 112 px starting from (a)'s backbone: stage 1 trains a new head on cached features,
 #       stage 2 fine-tunes everything (progressive resizing). Its output, fp16, is the demo model.
+# Both runs pass --resume: after an interruption, run the script again and training continues
+# from the last completed epoch (a finished run is only re-evaluated and saved again).
 # Environment: PYTHON (default .venv/bin/python), WORK (default build/demo), THREADS (default 1:
 # on a busy shared 2-core machine one thread is much faster than two that wait for each other).
 set -euo pipefail
@@ -18,24 +20,30 @@ PY=${PYTHON:-.venv/bin/python}
 WORK=${WORK:-build/demo}
 THREADS=${THREADS:-1}
 export OMP_NUM_THREADS=$THREADS
-COMMON=(--patient-regex '^(src\d+)_' --seed 0 --batch-size 16 --augment light --threads "$THREADS")
+COMMON=(--patient-regex '^(src\d+)_' --seed 0 --batch-size 16 --augment light --threads "$THREADS" --resume)
 
-rm -rf "$WORK/data"
+rm -rf "$WORK/data" "$WORK/masks"
 mkdir -p "$WORK" resources/models
-"$PY" training/make_demo_dataset.py --out "$WORK/data" --variants 16 --size 256 --seed 0 \
+"$PY" training/make_demo_dataset.py --out "$WORK/data" --masks "$WORK/masks" --variants 16 --size 256 --seed 0 \
     --contrast 0.35 0.6 --radius 0.07 0.13
 
 "$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
     --out "$WORK/demo-64px.safetensors" --work-dir "$WORK/run-64" --report "$WORK/demo-64px-report.html" \
     --weights none --input-size 64 --epochs-frozen 0 --epochs-finetune 20 --lr-finetune 1e-3 --patience 8 \
     --name "CXR Review demonstration model (64 px stage)"
+STAGE64_SHA=$("$PY" -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" \
+    "$WORK/demo-64px.safetensors")
 
 "$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
     --out resources/models/demo-cxr.safetensors --work-dir "$WORK/run-112" --report "$WORK/demo-cxr-report.html" \
-    --weights "$WORK/demo-64px.safetensors" --input-size 112 \
+    --weights "$WORK/demo-64px.safetensors" --weights-sha256 "$STAGE64_SHA" --input-size 112 \
     --epochs-frozen 3 --epochs-finetune 4 --lr-head 1e-3 --lr-finetune 2e-4 --patience 4 --half \
     --name "CXR Review demonstration model" --model-version "demo-1" --demonstration \
     --warning "Demonstration model: trained on synthetic opacities added to a few dozen public chest radiographs. NOT for clinical use; its outputs say nothing about real patients." \
     --warning "Trained without ImageNet weights (none were available offline): from random weights at 64 px, then fine-tuned at 112 px. A real model needs ImageNet initialisation and real labelled data." \
     --intended-use "Demonstration of CXR Review's workflow (viewer, Grad-CAM, screening, training) only. Not for clinical use." \
     "$@"
+
+# Where does Grad-CAM point on the test split's opacities? (printed, not stored)
+"$PY" training/check_demo_cam.py --model resources/models/demo-cxr.safetensors --data "$WORK/data" \
+    --masks "$WORK/masks"

@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--radius", type=float, nargs=2, default=(0.07, 0.13), metavar=("MIN", "MAX"),
                     help="opacity radius range, as a fraction of the image side")
     ap.add_argument("--jitter", type=float, default=1.0, help="exposure/noise variation of the variants")
+    ap.add_argument("--masks", type=Path, help="also write each opacity's mask here (outside --out), "
+                    "for training/check_demo_cam.py")
     args = ap.parse_args(argv)
     if args.out.exists() and any(args.out.iterdir()):
         print(f"{args.out} is not empty; choose a new folder", file=sys.stderr)
@@ -43,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"only {len(sources)} readable radiographs in {args.source}; need at least 6", file=sys.stderr)
         return 2
     counts = write_dataset(sources, args.out, variants=args.variants, size=args.size, seed=args.seed,
-                           contrast=tuple(args.contrast), radius=tuple(args.radius), jitter=args.jitter)
+                           contrast=tuple(args.contrast), radius=tuple(args.radius), jitter=args.jitter,
+                           masks_dir=args.masks)
     manifest = {"sources": [s.name for s in sources], "variants": args.variants, "size": args.size,
                 "seed": args.seed, "contrast": list(args.contrast), "radius": list(args.radius),
                 "jitter": args.jitter, "counts": counts, "patient_regex": PATIENT_REGEX}

@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--hflip", action="store_true", help="allow horizontal flips (off: the heart is on the left)")
     ap.add_argument("--weights", default="imagenet",
                     help="initial weights: imagenet (offline cache), none (random), or a weights/model file")
+    ap.add_argument("--weights-sha256", help="expected sha256 of the --weights file (checked before use)")
     ap.add_argument("--head", choices=("linear", "mlp"), default="linear")
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -92,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         data_dir=args.data, out=args.out, test_dir=args.test, work_dir=args.work_dir,
         classes=[c.strip() for c in args.classes.split(",")] if args.classes else None,
         positive_class=args.positive, patient_regex=args.patient_regex, val_fraction=args.val_fraction,
-        test_fraction=0.0 if args.test else args.test_fraction, seed=args.seed, weights=args.weights,
+        test_fraction=0.0 if args.test else args.test_fraction, seed=args.seed, weights=args.weights, weights_sha256=args.weights_sha256,
         input_size=args.input_size, head=args.head, epochs_frozen=args.epochs_frozen,
         epochs_finetune=args.epochs_finetune, finetune=args.finetune, batch_size=args.batch_size,
         lr_head=args.lr_head, lr_finetune=args.lr_finetune, weight_decay=args.weight_decay,

@@ -10,8 +10,10 @@ The training engine stores statistics of its training images' pooled (penultimat
 
 and ``card.extra["ood"] = {"method", "threshold", "k"}``, the threshold chosen on the
 validation split. The distance is the Mahalanobis distance to the nearest class mean,
-``min_c sqrt((z - m_c)^T P (z - m_c))``; an image above the threshold is unlike the
-training data. A model file without these statistics gets a disabled check whose
+``min_c sqrt((z - m_c)^T P (z - m_c))``, plus (method ``ppca-...``, tensor
+``ood.residual_scale``) the squared PCA residual relative to training as one extra
+dimension; an image above the threshold is unlike the training data. This module is
+the one implementation of that distance (the training engine calls :func:`feature_distance`). A model file without these statistics gets a disabled check whose
 :attr:`LearnedScopeCheck.status` says so; nothing else changes.
 """
 
@@ -25,8 +27,25 @@ import numpy as np
 from cxr_desktop.scope.rules import LEARNED, ScopeReason
 
 TENSOR_NAMES = ("ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision")
+RESIDUAL_TENSOR = "ood.residual_scale"
 #: The method name the training engine writes (``cxr_desktop.training.ood.METHOD``).
-METHOD = "pca-mahalanobis-nearest-class-mean"
+METHOD = "ppca-mahalanobis-nearest-class-mean"
+#: Earlier statistics without the residual term are still understood.
+METHODS = frozenset({METHOD, "pca-mahalanobis-nearest-class-mean"})
+
+
+def feature_distance(pooled: np.ndarray, pca_mean: np.ndarray, components: np.ndarray,
+                     class_means: np.ndarray, precision: np.ndarray,
+                     residual_scale: float | None = None) -> np.ndarray:
+    """Distance (N,) of pooled features (N, D) to the nearest training class (see module doc)."""
+    x = np.atleast_2d(np.asarray(pooled, dtype=np.float64))
+    xc = x - pca_mean
+    z = xc @ components.T  # (N, k)
+    diff = z[:, None, :] - class_means[None, :, :]  # (N, C, k)
+    sq = np.einsum("nck,kl,ncl->nc", diff, precision, diff).min(axis=1)
+    if residual_scale is not None:
+        sq = sq + np.sum((xc - z @ components) ** 2, axis=1) / residual_scale
+    return np.sqrt(np.clip(sq, 0.0, None))
 NOT_STORED = (
     "this model file stores no statistics of its training images' features, so images unlike the "
     "training data cannot be recognised (train the model with cxr-train to add them)"
@@ -56,6 +75,7 @@ class LearnedScopeCheck:
     precision: np.ndarray | None = None
     threshold: float | None = None
     method: str = METHOD
+    residual_scale: float | None = None
 
     @classmethod
     def disabled(cls, why: str) -> "LearnedScopeCheck":
@@ -77,9 +97,9 @@ class LearnedScopeCheck:
         if not isinstance(info, Mapping):
             return cls.disabled("the model card does not say which distance threshold to use (card.extra['ood'])")
         method = str(info.get("method") or METHOD)
-        if method != METHOD:
+        if method not in METHODS:
             return cls.disabled(f"the model uses the feature-distance method {method!r}, which this version "
-                                f"does not implement (it implements {METHOD!r})")
+                                f"does not implement (it implements {', '.join(sorted(METHODS))})")
         try:
             threshold = float(info["threshold"])
         except (KeyError, TypeError, ValueError):
@@ -93,11 +113,17 @@ class LearnedScopeCheck:
             problem = f"the threshold {threshold!r} is not a positive number"
         if problem is not None:
             return cls.disabled(f"the model file's feature statistics cannot be used ({problem})")
+        residual = None
+        if RESIDUAL_TENSOR in tensors:
+            residual = float(_numpy(tensors[RESIDUAL_TENSOR]).ravel()[0])
+            if not (np.isfinite(residual) and residual > 0):
+                return cls.disabled("the model file's feature statistics cannot be used "
+                                    f"(the residual scale {residual!r} is not a positive number)")
         k = comps.shape[0]
         status = (f"Learned check on: Mahalanobis distance to the nearest training class over {k} principal "
                   f"components of the model's features; images above {threshold:.3g} are flagged.")
         prec = (prec + prec.T) / 2.0
-        return cls(True, status, mean, comps, means, prec, threshold, method)
+        return cls(True, status, mean, comps, means, prec, threshold, method, residual)
 
     def distance(self, pooled: Any) -> np.ndarray | float:
         """Distance of pooled features (2048,) -> float, or (N, 2048) -> (N,) array."""
@@ -109,10 +135,8 @@ class LearnedScopeCheck:
         if x.shape[1] != self.pca_mean.shape[0]:
             raise ValueError(f"pooled features have {x.shape[1]} values; the statistics expect "
                              f"{self.pca_mean.shape[0]}")
-        z = (x - self.pca_mean) @ self.components.T  # (N, k)
-        diff = z[:, None, :] - self.class_means[None, :, :]  # (N, C, k)
-        sq = np.einsum("nck,kl,ncl->nc", diff, self.precision, diff)
-        d = np.sqrt(np.clip(sq, 0.0, None)).min(axis=1)
+        d = feature_distance(x, self.pca_mean, self.components, self.class_means, self.precision,
+                             self.residual_scale)
         return float(d[0]) if single else d
 
     def is_out(self, pooled: Any) -> bool | np.ndarray:

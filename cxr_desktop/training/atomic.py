@@ -15,6 +15,7 @@ from pathlib import Path
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     p = Path(path)
+    mode = (p.stat().st_mode & 0o777) if p.exists() else 0o644  # mkstemp's 0600 would hide reports from others
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -23,6 +24,7 @@ def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
                 fh.write(view[start:start + (16 << 20)])
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
         os.replace(tmp, p)
     except BaseException:
         with contextlib.suppress(OSError):

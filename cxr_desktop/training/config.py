@@ -48,6 +48,7 @@ class TrainConfig:
     test_fraction: float = 0.15
     seed: int = 0
     weights: str = "imagenet"  # "imagenet" | "none" | path to a weights/model file
+    weights_sha256: str | None = None  # expected sha256 of a weights file (verified before use)
     input_size: int = 224
     head: str = "linear"  # "linear" | "mlp"
     epochs_frozen: int = 5

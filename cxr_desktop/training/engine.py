@@ -108,11 +108,12 @@ class _Run:
         self.cancel_ack = False  # the first cancel was turned into "finish with the best epoch"
         self.stopped_training = False
 
-    def _threads(self) -> int:
+    @staticmethod
+    def _threads() -> int:
         """Threads for decoding during scan and preparation (decoders release the GIL)."""
         import os
 
-        return max(2, min(8, os.cpu_count() or 2)) if self.cfg.workers is None else max(1, int(self.cfg.workers))
+        return max(2, min(8, os.cpu_count() or 2))
 
     # -- cancel protocol ---------------------------------------------------
     def cancelled(self) -> bool:
@@ -120,6 +121,17 @@ class _Run:
 
     # -- the generator -----------------------------------------------------
     def events(self) -> Generator[TrainEvent, None, TrainResult | None]:
+        try:
+            return (yield from self._events())
+        except torch.cuda.OutOfMemoryError:
+            raise TrainingError(
+                f"The GPU ran out of memory at batch size {self.cfg.batch_size}. Lower the batch size or the "
+                "input size (or train on the CPU); resume continues from the last completed epoch.") from None
+        except MemoryError:
+            raise TrainingError("The computer ran out of memory. Lower the batch size or the input size, close "
+                                "other programs, and resume; training continues from the last completed epoch.") from None
+
+    def _events(self) -> Generator[TrainEvent, None, TrainResult | None]:
         cfg = self.cfg
         cfg.validate()
         if cfg.threads:
@@ -162,6 +174,10 @@ class _Run:
             self.split = split
         self._check_split(split)
         self.counts = split_counts(split, self.labels, [it.group for it in items], self.classes)
+        self.monitor = cfg.monitor
+        if self.monitor == "auc" and len({self.labels[i] for i in split.val}) < 2:
+            self.monitor = "loss"
+            split.warnings.append("the validation split lacks a class, so the best epoch is chosen by loss")
         yield SplitDone(self.counts, cfg.seed, split.test_source, split.warnings)
         self.fingerprint = _fingerprint(items, split)
         self.scans = (train_scan, test_scan)
@@ -170,11 +186,6 @@ class _Run:
         yield from self._model()
 
         # 5. stages
-        self.monitor = cfg.monitor
-        val_labels = np.asarray([self.labels[i] for i in split.val])
-        if self.monitor == "auc" and len(set(val_labels.tolist())) < 2:
-            self.monitor = "loss"
-            split.warnings.append("the validation split lacks a class, so the best epoch is chosen by loss")
         weights = class_weights([self.labels[i] for i in split.train], len(self.classes))
         self.criterion = nn.CrossEntropyLoss(
             weight=torch.from_numpy(weights).to(self.device) if cfg.balance == "weights" else None)
@@ -266,6 +277,7 @@ class _Run:
 
     def _model(self) -> Generator[TrainEvent, None, None]:
         cfg = self.cfg
+        from cxr_desktop.errors import ModelFileError
         from cxr_desktop.model.weights import init_model
 
         self.device = self._device()
@@ -286,10 +298,13 @@ class _Run:
                                     "removed or edited), so it cannot be resumed. Start a new run without --resume.")
         if existing is None:
             ckpt.clear(self.work)
-        model, card = init_model(classes=self.classes, positive_class=self.classes[self.pos],
-                                 weights="none" if existing is not None else cfg.weights,
-                                 input_size=cfg.input_size, head=cfg.head, name=cfg.name or "CXR Review model",
-                                 seed=cfg.seed)
+        try:
+            model, card = init_model(classes=self.classes, positive_class=self.classes[self.pos],
+                                     weights="none" if existing is not None else cfg.weights,
+                                     input_size=cfg.input_size, head=cfg.head, name=cfg.name or "CXR Review model",
+                                     seed=cfg.seed, expected_sha256=cfg.weights_sha256 if existing is None else None)
+        except ModelFileError as exc:  # weights file missing, damaged, wrong checksum or not a ResNet50
+            raise TrainingError(f"The initial weights cannot be used: {exc}") from None
         if existing is not None:
             model.load_state_dict(existing.model)
             self.state = existing.state

@@ -50,7 +50,9 @@ def fit_ood(train_pooled: np.ndarray, train_labels: np.ndarray, val_pooled: np.n
         raise ValueError("at least three training feature vectors are needed")
     mean = x.mean(0)
     xc = x - mean
-    k = int(max(1, min(k, len(x) - 1, x.shape[1])))
+    # at most half the training images: with k close to N the PCA reproduces the training set exactly
+    # and its residual (the off-subspace scale) would be estimated as zero
+    k = int(max(1, min(k, (len(x) - 1) // 2, x.shape[1])))
     _, _, vt = np.linalg.svd(xc, full_matrices=False)
     comps = vt[:k]
     z = xc @ comps.T
@@ -66,7 +68,7 @@ def fit_ood(train_pooled: np.ndarray, train_labels: np.ndarray, val_pooled: np.n
     precision = np.linalg.inv(cov)
     precision = (precision + precision.T) / 2.0
     resid = xc - z @ comps
-    residual_scale = max(float(np.mean(np.sum(resid ** 2, axis=1))), 1e-12)
+    residual_scale = max(float(np.mean(np.sum(resid ** 2, axis=1))), 1e-6 * float(np.mean(np.sum(xc ** 2, axis=1))), 1e-12)
     tensors = {
         "ood.pca_mean": torch.from_numpy(mean.astype(np.float32)),
         "ood.pca_components": torch.from_numpy(comps.astype(np.float32)),

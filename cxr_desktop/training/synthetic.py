@@ -146,10 +146,13 @@ def add_opacity(grey: np.ndarray, rng: np.random.Generator, *, contrast: tuple[f
 
 def write_dataset(sources: Iterable[Source], out_dir: str | os.PathLike[str], *, variants: int = 8,
                   size: int = 256, seed: int = 0, contrast: tuple[float, float] = (0.2, 0.4),
-                  radius: tuple[float, float] = (0.055, 0.11), jitter: float = 1.0) -> dict[str, int]:
+                  radius: tuple[float, float] = (0.055, 0.11), jitter: float = 1.0,
+                  masks_dir: str | os.PathLike[str] | None = None) -> dict[str, int]:
     """Write ``normal/`` and ``opacity/`` PNGs (half of each source's variants each); returns counts.
 
-    ``contrast``: range of the opacity strength; ``jitter``: exposure/noise variation of the variants.
+    ``contrast``: range of the opacity strength; ``jitter``: exposure/noise variation of the variants;
+    ``masks_dir``: also write each opacity's mask (same file name) there, to check where Grad-CAM
+    points. Keep it outside ``out_dir``, which must hold only the class folders.
     """
     out = Path(out_dir)
     for c in CLASSES:
@@ -160,10 +163,14 @@ def write_dataset(sources: Iterable[Source], out_dir: str | os.PathLike[str], *,
         labels = np.array([i % 2 for i in range(variants)])[rng.permutation(variants)]
         for v in range(variants):
             img = make_variant(src.grey, rng, size, jitter=jitter)
+            mask = None
             if labels[v]:
-                img, _ = add_opacity(img, rng, contrast=contrast, radius=radius)
+                img, mask = add_opacity(img, rng, contrast=contrast, radius=radius)
             cls = CLASSES[int(labels[v])]
             name = f"src{s_idx:03d}_v{v}.png"
             cv2.imwrite(str(out / cls / name), np.rint(img * 255).astype(np.uint8))
+            if mask is not None and masks_dir is not None:
+                Path(masks_dir).mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(Path(masks_dir) / name), np.rint(mask * 255).astype(np.uint8))
             counts[cls] += 1
     return counts

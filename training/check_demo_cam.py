@@ -1,0 +1,78 @@
+"""Does the demonstration model's Grad-CAM point at the synthetic opacity? (pointing game)
+
+    python training/check_demo_cam.py --model resources/models/demo-cxr.safetensors \
+        --data build/demo/data --masks build/demo/masks
+
+For every opacity image of the TEST split (the same patient-level split cxr-train
+made: same seed and fractions), the heatmap the app shows (InferenceEngine,
+Grad-CAM of "opacity") is compared with the opacity's mask written by
+make_demo_dataset.py --masks: a hit is a heatmap maximum inside the opacity
+(mask >= 0.25). Chance level is the mean mask area, i.e. the hit rate of a
+random point. Prints the hit rate, chance, and the share of heatmap mass inside.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from cxr_desktop.imaging import load_image  # noqa: E402
+from cxr_desktop.inference.engine import EngineOptions, load_engine  # noqa: E402
+from cxr_desktop.training.scan import scan_folder  # noqa: E402
+from cxr_desktop.training.split import split_groups  # noqa: E402
+from cxr_desktop.training.synthetic import PATIENT_REGEX  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", type=Path, default=REPO / "resources" / "models" / "demo-cxr.safetensors")
+    ap.add_argument("--data", type=Path, default=REPO / "build" / "demo" / "data")
+    ap.add_argument("--masks", type=Path, default=REPO / "build" / "demo" / "masks")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-fraction", type=float, default=0.15)
+    ap.add_argument("--test-fraction", type=float, default=0.15)
+    ap.add_argument("--split", choices=("train", "val", "test"), default="test")
+    args = ap.parse_args(argv)
+
+    scan = scan_folder(args.data, patient_regex=PATIENT_REGEX, decode=False)
+    items = scan.items
+    split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=args.val_fraction,
+                         test_fraction=args.test_fraction, seed=args.seed)
+    engine = load_engine(args.model, options=EngineOptions(device="cpu", backend="torch"))
+    hits, chance, inside, scores = [], [], [], []
+    for i in split.indices(args.split):
+        it = items[i]
+        mask_path = args.masks / Path(it.rel).name
+        if it.cls != "opacity" or not mask_path.exists():
+            continue
+        image = load_image(it.path)
+        res = engine.predict(image, cam=True, cam_class="opacity")
+        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
+        mask = cv2.resize(mask, (image.columns, image.rows), interpolation=cv2.INTER_LINEAR) >= 0.25
+        heat = res.heatmap
+        y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
+        hits.append(bool(mask[y, x]))
+        chance.append(float(mask.mean()))
+        inside.append(float(heat[mask].sum() / max(heat.sum(), 1e-9)))
+        scores.append(res.prediction.score)
+    n = len(hits)
+    if not n:
+        print("no opacity images with masks in that split")
+        return 1
+    print(f"{args.split} split: {n} opacity images; model {engine.card.display_name}, input {engine.card.input_size} px")
+    print(f"pointing game: heatmap maximum inside the opacity in {np.mean(hits):.1%} of images "
+          f"(chance {np.mean(chance):.1%})")
+    print(f"heatmap mass inside the opacity: {np.mean(inside):.1%} (opacity area {np.mean(chance):.1%})")
+    print(f"mean opacity score on these images: {np.mean(scores):.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
