@@ -44,6 +44,13 @@ def test_onnx_backend_matches_torch(onnx_engine):
         ref = torch.softmax(onnx_engine._cpu_model(torch.from_numpy(x)), 1).numpy()
     got = onnx_engine.predict_inputs(x)
     assert np.abs(ref - got).max() <= 1e-4
+    # probabilities of a random model may saturate; the features and logits must agree too
+    with torch.inference_mode():
+        ref_feats = onnx_engine._cpu_model.features(torch.from_numpy(x))
+        ref_logits = onnx_engine.head(ref_feats)
+    got_feats = onnx_engine.backend.features(x)
+    assert float((got_feats - ref_feats).abs().max()) <= 1e-3 * float(ref_feats.abs().max())
+    assert float((onnx_engine.head(got_feats) - ref_logits).abs().max()) <= 1e-3 * float(ref_logits.abs().max())
 
 
 def test_onnx_export_cached_per_model_hash(onnx_engine):

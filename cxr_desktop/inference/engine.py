@@ -127,13 +127,17 @@ class InferenceEngine:
         return TorchBackend(self._cpu_model, "cpu")
 
     def _agrees_with_torch(self, backend: FeatureBackend) -> bool:
+        """Check an exported backend against torch on a fixed input: features and probabilities."""
         rng = np.random.default_rng(0)
         s = self.card.input_size
-        x = rng.standard_normal((2, 3, s, s)).astype(np.float32)
+        x = (rng.standard_normal((2, 3, s, s)) * 0.5).astype(np.float32)
         with torch.inference_mode():
-            ref = torch.softmax(self._cpu_model(torch.from_numpy(x)), 1).numpy()
-        got = self._probs_from_features(backend.features(x))
-        return float(np.abs(ref - got).max()) <= ONNX_TOLERANCE
+            ref_feats = self._cpu_model.features(torch.from_numpy(x))
+        got_feats = backend.features(x)
+        scale = float(ref_feats.abs().max()) or 1.0
+        feat_err = float((got_feats - ref_feats).abs().max()) / scale
+        prob_err = float(np.abs(self._probs_from_features(ref_feats) - self._probs_from_features(got_feats)).max())
+        return feat_err <= 1e-3 and prob_err <= ONNX_TOLERANCE
 
     # -- core ----------------------------------------------------------
     @property
