@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from cxr_desktop.model.modelfile import load_model
@@ -209,3 +210,36 @@ def test_a_new_head_learns_the_opacity_task_from_the_demo_backbone(tmp_path, sou
     aucs = [e.val_auc for e in events if isinstance(e, E.EpochDone)]
     assert result.best["val_auc"] >= 0.75, aucs
     assert result.evaluation.val_metrics["auc"] == pytest.approx(result.best["val_auc"], abs=1e-6)
+
+
+def test_three_classes_and_a_separate_test_folder(tmp_path, sources):
+    import cv2
+
+    train_dir, test_dir = tmp_path / "train", tmp_path / "test"
+    write_dataset(sources[:6], train_dir, variants=4, size=SIZE, seed=7)
+    write_dataset(sources[6:9], test_dir, variants=4, size=SIZE, seed=8)
+    for f in test_dir.rglob("src0*.png"):  # other patients than the training folder's src000-src005
+        f.rename(f.with_name("src1" + f.name[4:]))
+    for d in (train_dir, test_dir):  # a third class: negatives of the normal images
+        (d / "inverted").mkdir()
+        for f in sorted((d / "normal").glob("*.png")):
+            cv2.imwrite(str(d / "inverted" / f.name), 255 - cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+    leak = sorted((train_dir / "opacity").glob("*.png"))[0]
+    (test_dir / "opacity" / leak.name).write_bytes(leak.read_bytes())  # a training patient in the test folder
+    out = tmp_path / "three.safetensors"
+    events, result = _drive(train(_cfg(train_dir, out, test_dir=str(test_dir), test_fraction=0.0,
+                                       val_fraction=0.3, epochs_frozen=2, epochs_finetune=1)))
+    split = next(e for e in events if isinstance(e, E.SplitDone))
+    assert split.test_source == "folder" and any("test folder" in w for w in split.warnings)
+    assert sum(v for k, v in split.counts["test"].items() if k != "groups") == 12 + 6 + 1
+    left_out = sum(v for k, v in split.counts["train"].items() if k != "groups") + sum(
+        v for k, v in split.counts["val"].items() if k != "groups")
+    assert left_out == 24 + 12 - 6  # the leaking patient's 6 training images were left out
+    card = load_model(out).card
+    assert card.classes == ["inverted", "normal", "opacity"] and card.positive_class == "opacity"
+    mc = card.metrics["test"]["multiclass"]
+    assert set(mc["per_class"]) == {"inverted", "normal", "opacity"}
+    assert np.asarray(mc["confusion_matrix"]).sum() == card.metrics["test"]["n"]
+    assert 0.0 <= mc["macro"]["auc"] <= 1.0
+    assert card.provenance["data"]["test_source"] == "folder"
+    assert result.evaluation.test.rels and all(not r.startswith("/") for r in result.evaluation.test.rels)

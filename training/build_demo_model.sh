@@ -11,7 +11,8 @@
 #    b. 112 px starting from (a)'s backbone: stage 1 trains a new head on cached features,
 #       stage 2 fine-tunes everything (progressive resizing). Its output, fp16, is the demo model.
 # Both runs pass --resume: after an interruption, run the script again and training continues
-# from the last completed epoch (a finished run is only re-evaluated and saved again).
+# from the last completed epoch (a finished run is only re-evaluated and saved again). After
+# changing a run's settings here, delete its run folder ($WORK/run-64 or $WORK/run-112).
 # Environment: PYTHON (default .venv/bin/python), WORK (default build/demo), THREADS (default 1:
 # on a busy shared 2-core machine one thread is much faster than two that wait for each other).
 set -euo pipefail
@@ -37,7 +38,7 @@ STAGE64_SHA=$("$PY" -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1
 "$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
     --out resources/models/demo-cxr.safetensors --work-dir "$WORK/run-112" --report "$WORK/demo-cxr-report.html" \
     --weights "$WORK/demo-64px.safetensors" --weights-sha256 "$STAGE64_SHA" --input-size 112 \
-    --epochs-frozen 3 --epochs-finetune 4 --lr-head 1e-3 --lr-finetune 2e-4 --patience 4 --half \
+    --epochs-frozen 3 --epochs-finetune 10 --lr-head 1e-3 --lr-finetune 5e-4 --patience 5 --half \
     --name "CXR Review demonstration model" --model-version "demo-1" --demonstration \
     --warning "Demonstration model: trained on synthetic opacities added to a few dozen public chest radiographs. NOT for clinical use; its outputs say nothing about real patients." \
     --warning "Trained without ImageNet weights (none were available offline): from random weights at 64 px, then fine-tuned at 112 px. A real model needs ImageNet initialisation and real labelled data." \

@@ -7,8 +7,10 @@ For every opacity image of the TEST split (the same patient-level split cxr-trai
 made: same seed and fractions), the heatmap the app shows (InferenceEngine,
 Grad-CAM of "opacity") is compared with the opacity's mask written by
 make_demo_dataset.py --masks: a hit is a heatmap maximum inside the opacity
-(mask >= 0.25). Chance level is the mean mask area, i.e. the hit rate of a
-random point. Prints the hit rate, chance, and the share of heatmap mass inside.
+(mask >= 0.25) or within a tolerance of 7 % of the image side of it (the
+pointing game's 15 px at 224 px, Zhang et al. 2016). Chance level is the hit
+rate of a uniformly random point. Also prints the share of heatmap mass inside
+the opacity against the opacity's share of the image.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=args.val_fraction,
                          test_fraction=args.test_fraction, seed=args.seed)
     engine = load_engine(args.model, options=EngineOptions(device="cpu", backend="torch"))
-    hits, chance, inside, scores = [], [], [], []
+    hits, chance, inside, area, scores = [], [], [], [], []
     for i in split.indices(args.split):
         it = items[i]
         mask_path = args.masks / Path(it.rel).name
@@ -56,20 +58,23 @@ def main(argv: list[str] | None = None) -> int:
         res = engine.predict(image, cam=True, cam_class="opacity")
         mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255.0
         mask = cv2.resize(mask, (image.columns, image.rows), interpolation=cv2.INTER_LINEAR) >= 0.25
+        tol = max(1, round(0.07 * max(image.rows, image.columns)))
+        near = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * tol + 1,) * 2)) > 0
         heat = res.heatmap
         y, x = np.unravel_index(int(np.argmax(heat)), heat.shape)
-        hits.append(bool(mask[y, x]))
-        chance.append(float(mask.mean()))
+        hits.append(bool(near[y, x]))
+        chance.append(float(near.mean()))
         inside.append(float(heat[mask].sum() / max(heat.sum(), 1e-9)))
+        area.append(float(mask.mean()))
         scores.append(res.prediction.score)
     n = len(hits)
     if not n:
         print("no opacity images with masks in that split")
         return 1
     print(f"{args.split} split: {n} opacity images; model {engine.card.display_name}, input {engine.card.input_size} px")
-    print(f"pointing game: heatmap maximum inside the opacity in {np.mean(hits):.1%} of images "
-          f"(chance {np.mean(chance):.1%})")
-    print(f"heatmap mass inside the opacity: {np.mean(inside):.1%} (opacity area {np.mean(chance):.1%})")
+    print(f"pointing game: heatmap maximum on the opacity (7 % tolerance) in {np.mean(hits):.1%} of images "
+          f"(random point: {np.mean(chance):.1%})")
+    print(f"heatmap mass inside the opacity: {np.mean(inside):.1%} (opacity area {np.mean(area):.1%})")
     print(f"mean opacity score on these images: {np.mean(scores):.3f}")
     return 0
 
