@@ -65,6 +65,9 @@ class OnnxBackend:
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or max(1, _physical_cores())
         opts.inter_op_num_threads = 1
+        # No busy-waiting between runs: the head and Grad-CAM run in torch, and decode workers
+        # share the cores; spinning ORT threads would starve them (measured in bench_engine).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         self.name = "onnxruntime-cpu"
 
