@@ -102,17 +102,17 @@ def _get(tensors: Mapping[str, Any], name: str) -> np.ndarray:
 
 
 def ood_distance(pooled: np.ndarray, tensors: Mapping[str, Any]) -> np.ndarray:
-    """Distance (N,) of pooled features (N, 2048) (or one vector) to the training data."""
-    x = np.atleast_2d(np.asarray(pooled, dtype=np.float64))
-    mean, comps = _get(tensors, "ood.pca_mean"), _get(tensors, "ood.pca_components")
-    means, prec = _get(tensors, "ood.class_means"), _get(tensors, "ood.precision")
-    xc = x - mean
-    z = xc @ comps.T
-    d = z[:, None, :] - means[None, :, :]  # (N, C, k)
-    m2 = np.einsum("nck,kl,ncl->nc", d, prec, d).min(1)
+    """Distance (N,) of pooled features (N, 2048) (or one vector) to the training data.
+
+    ``tensors``: the statistics by name, with or without the model file's ``extra.``
+    prefix. The arithmetic is :func:`cxr_desktop.scope.learned.feature_distance`,
+    the one implementation the app's scope check uses too.
+    """
+    from cxr_desktop.scope.learned import feature_distance
+
     try:
-        scale = float(_get(tensors, "ood.residual_scale").ravel()[0])
-        m2 = m2 + np.sum((xc - z @ comps) ** 2, axis=1) / scale
+        scale: float | None = float(_get(tensors, "ood.residual_scale").ravel()[0])
     except KeyError:  # statistics written before the residual term existed
-        pass
-    return np.sqrt(np.maximum(m2, 0.0))
+        scale = None
+    return feature_distance(pooled, _get(tensors, "ood.pca_mean"), _get(tensors, "ood.pca_components"),
+                            _get(tensors, "ood.class_means"), _get(tensors, "ood.precision"), scale)
