@@ -11,11 +11,9 @@ hook, and the dialog is always shown on the GUI thread.
 from __future__ import annotations
 
 import datetime
-import os
 import platform
 import re
 import sys
-import tempfile
 import threading
 import traceback
 from pathlib import Path
@@ -87,16 +85,9 @@ def write_crash_log(exc_type: type[BaseException], exc: BaseException, tb: Trace
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         target = folder / f"crash-{stamp}.log"
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".crash-", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(crash_report(exc_type, exc, tb))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        from cxr_desktop.atomic import write_text_atomic
+
+        write_text_atomic(target, crash_report(exc_type, exc, tb))
         return target
     except Exception:
         return None

@@ -11,7 +11,6 @@ a half-written PNG under the chosen name.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF, Qt
@@ -54,19 +53,11 @@ def png_bytes(image: QImage) -> bytes:
 
 
 def write_atomic(path: str | os.PathLike[str], payload: bytes) -> Path:
-    """Write ``payload`` to ``path`` via a temp file in the same folder, fsync, then rename."""
-    target = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return target
+    """Write ``payload`` to ``path`` atomically (temp file, fsync, rename)."""
+    from cxr_desktop.atomic import write_bytes_atomic
+
+    write_bytes_atomic(path, payload)
+    return Path(path)
 
 
 def export_png(path: str | os.PathLike[str], view: QImage, *, colormap: str | None, legend_title: str,

@@ -17,11 +17,11 @@ import csv
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop import DECISION_AID_NOTICE
 
 STATUS_OK = "ok"
@@ -176,36 +176,8 @@ def read_results_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[Resu
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder, fsync, ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:80]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    """Write ``data`` atomically (see :func:`cxr_desktop.atomic.write_bytes_atomic`)."""
+    write_bytes_atomic(path, data)
 
 
 def write_csv(path: str | os.PathLike[str], rows: Iterable[ResultRow], classes: Sequence[str]) -> None:

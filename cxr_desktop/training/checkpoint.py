@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from cxr_desktop.training.atomic import write_bytes_atomic
+from cxr_desktop.atomic import write_bytes_atomic
 
 CKPT_PATTERN = re.compile(r"^ckpt-(\d{4,})\.safetensors$")
 BEST_PATTERN = re.compile(r"^best-(\d{4,})\.safetensors$")

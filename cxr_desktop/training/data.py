@@ -29,7 +29,7 @@ from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging import load_image
 from cxr_desktop.model.card import IMAGENET_MEAN, IMAGENET_STD
 from cxr_desktop.preprocess import normalise, unit_grey
-from cxr_desktop.training.atomic import write_json_atomic
+from cxr_desktop.atomic import write_json_atomic
 from cxr_desktop.training.events import PrepareProgress
 from cxr_desktop.training.scan import ScanItem, ScanProblem
 

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 from cxr_desktop.model.architecture import CxrClassifier
 from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
 from cxr_desktop.training import checkpoint as ckpt
-from cxr_desktop.training.atomic import write_bytes_atomic
+from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop.training.config import TrainConfig, TrainingError
 from cxr_desktop.training.data import CachedImageDataset, PrepareCancelled, augment_spec, class_weights, prepare_images
 from cxr_desktop.training.events import (

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from cxr_desktop import DECISION_AID_NOTICE
-from cxr_desktop.training.atomic import write_text_atomic
+from cxr_desktop.atomic import write_text_atomic
 from cxr_desktop.training.metrics import roc_curve
 
 
