@@ -15,7 +15,6 @@ from pathlib import Path
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically."""
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
     mode = (p.stat().st_mode & 0o777) if p.exists() else 0o644  # mkstemp's 0600 would hide reports from others
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name[:80]}.", suffix=".tmp", dir=p.parent)
     try:

@@ -176,7 +176,8 @@ def read_results_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[Resu
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` atomically (see :func:`cxr_desktop.atomic.write_bytes_atomic`)."""
+    """Write ``data`` atomically, creating the folder (see :func:`cxr_desktop.atomic.write_bytes_atomic`)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     write_bytes_atomic(path, data)
 
 
