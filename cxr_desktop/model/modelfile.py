@@ -13,7 +13,6 @@ metadata ``{"format": "cxr-review-model", "cxr_card": <card JSON>}``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -22,7 +21,6 @@ import os
 import pickle
 import re
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator, Literal, Mapping, Sequence
@@ -472,29 +470,11 @@ def _write_chunks(fh: BinaryIO, chunks: Iterable[bytes | memoryview]) -> str:
 
 
 def _atomic_write(path: Path, chunks: Iterable[bytes | memoryview]) -> str:
-    """Temp file in the same folder, flush + fsync, then ``os.replace``: readers see old or new,
-    never half. Returns the sha256 of the bytes written."""
-    directory = path.parent
-    mode = (path.stat().st_mode & 0o777) if path.exists() else 0o644
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            sha = _write_chunks(fh, chunks)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # directory fsync: POSIX only
-        dfd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    return sha
+    """Write ``chunks`` atomically (readers see the old file or the new one, never half);
+    returns the sha256 of the bytes written."""
+    from cxr_desktop.atomic import write_stream_atomic
+
+    return write_stream_atomic(path, lambda fh: _write_chunks(fh, chunks))
 
 
 # --------------------------------------------------------------------------- conversion
