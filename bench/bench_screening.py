@@ -15,7 +15,10 @@
 The folders are built in a temp dir from ../shared/data and cycled with symlinks:
 "PNG+JPEG" = the real PNGs + Figure 1 JPEGs (0.3-8 MP); "PNG 512" = the real
 512x512 PNGs (NIH / TBX11K); "J2K DICOM" = real radiographs re-encoded as 12-bit
-JPEG 2000 lossless DX files (+ RG1_J2KI.dcm).
+JPEG 2000 lossless DX files with a window, as DX "For Presentation" files carry (+ RG1_J2KI.dcm);
+"J2K no VOI" = the same without a window (decoded at full resolution, see
+cxr_desktop/imaging/reduced.py). Decode workers read each file at the resolution the
+model needs (``load_for_model``: JPEG DCT scaling, JPEG 2000 resolution levels).
 
 Usage: python bench/bench_screening.py [--files 120] [--dicoms 48] [--batch-size 16]
        [--quick] [--data ../shared/data] [--device auto]
@@ -63,7 +66,7 @@ def png512_sources(data: Path) -> list[Path]:
     return [p for p in sorted((data / "cxr").glob("*.png")) if _grey(p).shape == (512, 512)]
 
 
-def _j2k_dicom(arr: np.ndarray, path: Path) -> None:
+def _j2k_dicom(arr: np.ndarray, path: Path, *, window: bool) -> None:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, generate_uid
 
@@ -78,36 +81,45 @@ def _j2k_dicom(arr: np.ndarray, path: Path) -> None:
     ds.Rows, ds.Columns = arr.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    if window:  # as a modality writes for a DX "For Presentation" image (DICOM requires a VOI for those)
+        lo, hi = (float(v) for v in np.percentile(arr, [0.5, 99.5]))
+        ds.WindowCenter, ds.WindowWidth = round((lo + hi) / 2), max(1, round(hi - lo))
     ds.PixelData = arr.tobytes()
     ds.compress(JPEG2000Lossless, arr, encoding_plugin="pylibjpeg")
     ds.save_as(path, enforce_file_format=True)
 
 
-def dicom_sources(data: Path, dest: Path) -> list[Path]:
-    """Radiographs re-encoded as 12-bit JPEG 2000 lossless DX DICOMs, plus RG1_J2KI.dcm."""
-    src = dest / "_dicom_sources"
+def dicom_sources(data: Path, dest: Path, *, window: bool = True) -> list[Path]:
+    """Radiographs re-encoded as 12-bit JPEG 2000 lossless DX DICOMs, plus RG1_J2KI.dcm.
+
+    ``window``: the files carry a Window Center/Width (then the decode is reduced to what
+    the model needs); without one the default window is the data range and the decode is full.
+    """
+    src = dest / ("_dicom_sources" if window else "_dicom_sources_nowin")
     src.mkdir(parents=True)
     picks = [data / "cxr" / "00000001_000.png", data / "cxr" / "16747_3_1.jpg",
              data / "cxr" / "covid-19-pneumonia-58-prior.jpg"] + sorted((data / "cxr" / "figure1").glob("*.jpg"))[:5]
     sources = []
     for p in picks:
         out = src / (p.stem + "_j2k.dcm")
-        _j2k_dicom(_grey(p).astype(np.uint16) * 16, out)
+        _j2k_dicom(_grey(p).astype(np.uint16) * 16, out, window=window)
         sources.append(out)
-    rg1 = data / "dicom" / "RG1_J2KI.dcm"
-    if rg1.exists():
+    rg1 = data / "dicom" / "RG1_J2KI.dcm"  # has a window
+    if rg1.exists() and window:
         sources.append(rg1)
     return sources
 
 
-def decode_cost(sources: list[Path], input_size: int = 224) -> float:
-    """Mean single-thread seconds per file for load_image + preprocess (what a decode worker does)."""
+def decode_cost(sources: list[Path], input_size: int = 224, *, full: bool = False) -> float:
+    """Mean single-thread seconds per file for load_for_model + preprocess (what a decode worker
+    does); ``full``: with a full-resolution load_image instead (the viewer's decode)."""
     from cxr_desktop.imaging import load_image
-    from cxr_desktop.preprocess import preprocess
+    from cxr_desktop.preprocess import load_for_model, preprocess
 
     t0 = time.perf_counter()
     for p in sources:
-        preprocess(load_image(p), input_size=input_size)
+        image = load_image(p) if full else load_for_model(str(p), input_size=input_size)
+        preprocess(image, input_size=input_size)
     return (time.perf_counter() - t0) / len(sources)
 
 
@@ -267,7 +279,8 @@ def main(argv=None) -> int:
 
     t0 = time.perf_counter()
     sets = {"PNG+JPEG": (png_jpeg_sources(args.data), args.files), "PNG 512": (png512_sources(args.data), args.files),
-            "J2K DICOM": (dicom_sources(args.data, tmp), args.dicoms)}
+            "J2K DICOM": (dicom_sources(args.data, tmp), args.dicoms),
+            "J2K no VOI": (dicom_sources(args.data, tmp, window=False), args.dicoms)}
     for i, (name, (sources, n)) in enumerate(sets.items()):
         _link_cycle(sources, tmp / f"set{i}", n)
     print(f"folders built in {time.perf_counter() - t0:.0f} s: "
@@ -281,6 +294,7 @@ def main(argv=None) -> int:
     results = {}
     for i, (name, (sources, n)) in enumerate(sets.items()):
         dec = decode_cost(sources)
+        dec_full = decode_cost(sources, full=True)
         fwd_now = model_only_rate(engine, args.batch_size, args.seconds / 2)
         rate, wall, status = screening_rate(tmp / f"set{i}", engine, tmp, batch=args.batch_size, workers=None)
         results[name] = rate
@@ -288,7 +302,8 @@ def main(argv=None) -> int:
         if on_cpu:  # CPU seconds per image: model = cores / fwd, decode = dec
             ceiling = f"; CPU-bound ceiling here x{1.0 / (1.0 + dec * fwd_now / cores):4.2f}"
         print(f"  {name:<10} {rate:6.2f} img/s  x{rate / fwd_now:4.2f} of model-only {fwd_now:5.2f} img/s "
-              f"(goal >= 0.90{ceiling}; decode+preprocess {dec * 1000:5.1f} ms/file/core)  "
+              f"(goal >= 0.90{ceiling}; decode+preprocess {dec * 1000:5.1f} ms/file/core, "
+              f"full-resolution decode {dec_full * 1000:5.1f})  "
               f"wall incl. walk+start {wall:5.2f} img/s  {status}")
 
     print(f"\n(b) screening vs naive per-image loop (baseline: PIL/pydicom -> torchvision transforms -> "

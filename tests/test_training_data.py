@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cxr_desktop.imaging import load_image
-from cxr_desktop.preprocess import preprocess
+from cxr_desktop.preprocess import load_for_model, preprocess
 from cxr_desktop.training.data import AUGMENT_PRESETS, CachedImageDataset, augment_grey, prepare_images
 from cxr_desktop.training.ood import fit_ood, ood_distance
 from cxr_desktop.training.scan import scan_folder
@@ -41,7 +40,7 @@ def test_unaugmented_samples_equal_the_inference_preprocessing(folder, tmp_path)
     ds = CachedImageDataset(cache.path, ok, [scan.items[i].label for i in ok])
     for k, i in enumerate(ok):
         x, y = ds[k]
-        want = preprocess(load_image(scan.items[i].path), input_size=96)
+        want = preprocess(load_for_model(scan.items[i].path, input_size=96), input_size=96)  # as the app sees it
         assert y == scan.items[i].label
         assert np.abs(x.numpy() - want).max() < 5e-3  # float16 cache
     # a second preparation reuses the finished cache

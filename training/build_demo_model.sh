@@ -30,7 +30,7 @@ mkdir -p "$WORK" resources/models
 
 "$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
     --out "$WORK/demo-64px.safetensors" --work-dir "$WORK/run-64" --report "$WORK/demo-64px-report.html" \
-    --weights none --input-size 64 --epochs-frozen 0 --epochs-finetune 20 --lr-finetune 1e-3 --patience 8 \
+    --weights none --input-size 64 --epochs-frozen 0 --epochs-finetune 20 --finetune all --lr-finetune 1e-3 --patience 8 \
     --name "CXR Review demonstration model (64 px stage)"
 STAGE64_SHA=$("$PY" -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())" \
     "$WORK/demo-64px.safetensors")
@@ -38,7 +38,7 @@ STAGE64_SHA=$("$PY" -c "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1
 "$PY" -m cxr_desktop.cli.train "$WORK/data" "${COMMON[@]}" \
     --out resources/models/demo-cxr.safetensors --work-dir "$WORK/run-112" --report "$WORK/demo-cxr-report.html" \
     --weights "$WORK/demo-64px.safetensors" --weights-sha256 "$STAGE64_SHA" --input-size 112 \
-    --epochs-frozen 3 --epochs-finetune 10 --lr-head 1e-3 --lr-finetune 5e-4 --patience 5 --half \
+    --epochs-frozen 3 --epochs-finetune 10 --finetune all --lr-head 1e-3 --lr-finetune 5e-4 --patience 5 --half \
     --name "CXR Review demonstration model" --model-version "demo-1" --demonstration \
     --warning "Demonstration model: trained on synthetic opacities added to a few dozen public chest radiographs. NOT for clinical use; its outputs say nothing about real patients." \
     --warning "Trained without ImageNet weights (none were available offline): from random weights at 64 px, then fine-tuned at 112 px. A real model needs ImageNet initialisation and real labelled data." \

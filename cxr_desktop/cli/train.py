@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--test", help="separate test folder (same class subfolders); else a test split is held out")
     ap.add_argument("--epochs-frozen", type=int, default=5, help="stage 1 epochs: new head, backbone frozen")
     ap.add_argument("--epochs-finetune", type=int, default=10, help="stage 2 epochs: fine-tuning")
-    ap.add_argument("--finetune", choices=FINETUNE_SCOPES, default="all",
-                    help="what stage 2 trains: all blocks, or layer3/layer4 onwards")
+    ap.add_argument("--finetune", choices=FINETUNE_SCOPES, default="auto",
+                    help="what stage 2 trains: all blocks, or layer3/layer4 onwards; auto (default): layer4 on a "
+                         "CPU, all on CUDA")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--lr-head", type=float, default=1e-3, help="stage 1 learning rate")
     ap.add_argument("--lr-finetune", type=float, default=1e-4, help="stage 2 learning rate")

@@ -376,8 +376,9 @@ class SettingsPage(QWizardPage):
                                  "the backbone frozen (fast: its features are computed once).")
         self.epochs_finetune = add("Stage 2 epochs:", spin(0, 500, 10), "Fine-tunes the network at a lower "
                                    "learning rate (slow on a CPU).")
-        self.finetune = add("Stage 2 trains:", combo(["all", "layer3", "layer4"], "all"),
-                            "All blocks, or only the last blocks (faster, less prone to over-fitting on small data).")
+        self.finetune = add("Stage 2 trains:", combo(["auto", "all", "layer3", "layer4"], "auto"),
+                            "All blocks, or only the last blocks (faster, less prone to over-fitting on small "
+                            "data). Auto: the last block on a CPU, all blocks on a GPU.")
         self.batch = add("Batch size:", spin(2, 512, 32), "Images per step; lower it if memory runs out.")
         self.lr_head = add("Stage 1 learning rate:", dspin(1e-6, 1.0, 1e-3), "Step size for the head.")
         self.lr_finetune = add("Stage 2 learning rate:", dspin(1e-7, 1.0, 1e-4, 6, 0.00001),

@@ -303,8 +303,10 @@ def predict_for_view(engine: Any, image: StudyImage, cam_class: str | None,
                      colormap: str | None = None) -> _Computed:
     """Prediction + Grad-CAM, and the heatmap shrunk and coloured for drawing (all off the GUI thread)."""
     from cxr_desktop.gui.overlay import HeatmapLayer
+    from cxr_desktop.preprocess import model_image
 
-    result = engine.predict(image, cam=True, cam_class=cam_class)
+    # The model sees the file as screening and training do; the heatmap comes back in full geometry.
+    result = engine.predict(model_image(image, engine.card.input_size), cam=True, cam_class=cam_class)
     layer = None
     if result.heatmap is not None:
         layer = HeatmapLayer(result.heatmap, result.cam_class)

@@ -31,6 +31,7 @@ from cxr_desktop.imaging.raster import (
     full_scale_window,
     split_colour,
 )
+from cxr_desktop.imaging.reduced import REDUCIBLE_SYNTAXES, jpeg2000_reduced, jpeg_reduced
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
 
 PIXEL_TAGS = {0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData", 0x7FE00010: "PixelData"}
@@ -57,6 +58,7 @@ _JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.1
                   "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 _J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
                  "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
+JPEG_BASELINE_8BIT = "1.2.840.10008.1.2.4.50"
 _UID_RE = re.compile(r"^[0-9.]{1,64}$")
 
 
@@ -432,6 +434,37 @@ def decode_frame(df: DicomFile, hdr: Header, frame: int, path: str | Path) -> tu
     return arr, decoded_pi
 
 
+def reduced_frame(df: DicomFile, hdr: Header, frame: int, min_side: int, path: str | Path) -> np.ndarray | None:
+    """One greyscale, unsigned JPEG 2000 / JPEG Baseline frame at a reduced resolution, or None.
+
+    Only for files that carry their own window or VOI LUT: without one the default
+    window is the data range (min..max), and a smaller decode, being low-pass filtered,
+    has a narrower range, so the model would see another contrast.
+    """
+    uid = str(hdr.transfer_syntax)
+    if (hdr.samples != 1 or hdr.photometric not in px.GREY_PHOTOMETRICS or uid not in REDUCIBLE_SYNTAXES
+            or px.as_int(px.get_value(df.ds, "PixelRepresentation", 0), 0) != 0):
+        return None
+    if not px.windows(df.ds, frame) and px.voi_lut(df.ds) is None:
+        return None  # the default window would be the data range, which a smaller decode does not keep
+    from pydicom.encaps import get_frame
+
+    _check_codestream(df.ds, hdr, frame, path)
+    try:
+        data = bytes(get_frame(df.ds.PixelData, frame, number_of_frames=hdr.frames))
+    except Exception:  # noqa: BLE001 - the full decode reports it
+        return None
+    if uid == JPEG_BASELINE_8BIT:
+        arr = jpeg_reduced(data, min_side=min_side)
+    else:
+        arr = jpeg2000_reduced(data, min_side=min_side)
+    if arr is None or arr.ndim != 2 or arr.shape[0] > hdr.rows or arr.shape[1] > hdr.columns:
+        return None
+    if hdr.bits_allocated == 16 and arr.dtype == np.uint8:
+        arr = arr.astype(np.uint16)
+    return arr
+
+
 def _decode_plugin_by_plugin(decoder: Any, ds: Dataset, frame: int) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode with one plugin at a time, treating a plugin's panic as its failure."""
     failures = []
@@ -563,25 +596,35 @@ def probe_dicom(path: str | Path, *, max_pixels: int, max_bytes: int) -> ImageIn
                      frames=hdr.frames, metadata=meta)
 
 
-def load_dicom(path: str | Path, *, frame: int, max_pixels: int, max_bytes: int) -> StudyImage:
-    """Decode one frame of a DICOM file into a :class:`StudyImage` in modality units."""
+def load_dicom(path: str | Path, *, frame: int, max_pixels: int, max_bytes: int,
+               min_side: int = 0) -> StudyImage:
+    """Decode one frame of a DICOM file into a :class:`StudyImage` in modality units.
+
+    ``min_side`` > 0: a greyscale JPEG 2000 or JPEG Baseline frame may be decoded at a
+    reduced resolution (see :mod:`.reduced`); anything else is decoded in full.
+    """
     with quiet():
         df = read_dicom(path, header_only=False, max_bytes=max_bytes)
         hdr = check_header(df, path, max_pixels=max_pixels, max_bytes=max_bytes)
         if not 0 <= frame < hdr.frames:
             raise frame_error(frame, hdr.frames, path)
-        arr, decoded_pi = decode_frame(df, hdr, frame, path)
+        arr = reduced_frame(df, hdr, frame, min_side, path) if min_side > 0 else None
+        if arr is not None:
+            decoded_pi = hdr.photometric
+        else:
+            arr, decoded_pi = decode_frame(df, hdr, frame, path)
+        reduced = arr.shape[:2] != (hdr.rows, hdr.columns)
         try:
-            return _study_image(df.ds, hdr, arr, decoded_pi, frame, path)
+            return _study_image(df.ds, hdr, arr, decoded_pi, frame, path, reduced=reduced)
         except px.PixelStageError as exc:
             raise _damaged(path, f"its {exc.what} values cannot be used") from None
 
 
 def _study_image(ds: Dataset, hdr: Header, arr: np.ndarray, decoded_pi: str, frame: int,
-                 path: str | Path) -> StudyImage:
-    """Run the pixel stages on one decoded frame."""
+                 path: str | Path, *, reduced: bool = False) -> StudyImage:
+    """Run the pixel stages on one decoded frame (``reduced``: smaller than stored, on purpose)."""
     meta = dicom_metadata(ds, hdr.transfer_syntax)
-    if arr.shape[:2] != (hdr.rows, hdr.columns):
+    if not reduced and arr.shape[:2] != (hdr.rows, hdr.columns):
         raise _damaged(path, "the decoded image does not have the size its header declares")
     bits_stored = px.as_int(px.get_value(ds, "BitsStored"), hdr.bits_allocated) or hdr.bits_allocated
     colour = hdr.photometric == "PALETTE COLOR" or arr.ndim == 3
@@ -626,6 +669,7 @@ def _study_image(ds: Dataset, hdr: Header, arr: np.ndarray, decoded_pi: str, fra
         bits_stored=int(bits_stored),
         metadata=meta,
         path=str(path),
+        source_shape=(hdr.rows, hdr.columns) if reduced else None,
     )
 
 

@@ -152,12 +152,17 @@ def _guarded(path: str | Path, action: Callable[[], T]) -> T:
 
 
 def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_bytes: int = DEFAULT_MAX_BYTES) -> StudyImage:
+               max_bytes: int = DEFAULT_MAX_BYTES, min_side: int = 0) -> StudyImage:
     """Read one frame of a PNG / JPEG / TIFF / DICOM file as a :class:`StudyImage`.
 
     ``pixels`` are grey float32 in modality units; see :class:`StudyImage`. Sizes are
     checked from the header before decoding (``max_pixels`` per frame, ``max_bytes`` of
     declared pixel data). Raises :class:`ImageError` and nothing else.
+
+    ``min_side`` > 0 allows a reduced-resolution decode where the codec offers one cheaply
+    (JPEG, greyscale JPEG 2000 and JPEG Baseline DICOM), keeping both sides >= ``min_side``;
+    ``source_shape`` then holds the stored size. For model input only (screening, training):
+    see :mod:`cxr_desktop.imaging.reduced`.
     """
     def run() -> StudyImage:
         fmt = _format_of(path)
@@ -169,8 +174,9 @@ def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MA
             raise ImageError(Reason.FRAME_OUT_OF_RANGE, "The frame number must be a whole number "
                              "(0 for the first frame).", path)
         if fmt == "dicom":
-            return load_dicom(path, frame=index, max_pixels=max_pixels, max_bytes=max_bytes)
-        return load_raster(path, fmt, frame=index, max_pixels=max_pixels, max_bytes=max_bytes)
+            return load_dicom(path, frame=index, max_pixels=max_pixels, max_bytes=max_bytes, min_side=min_side)
+        return load_raster(path, fmt, frame=index, max_pixels=max_pixels, max_bytes=max_bytes,
+                           min_side=min_side)
 
     return _guarded(path, run)
 

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging.display import full_range_window
 from cxr_desktop.imaging.types import ImageInfo, StudyImage, Window
+from cxr_desktop.imaging.reduced import draft_jpeg
 
 #: Standard (ITU-R BT.601) luma weights for colour -> grey.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
@@ -226,8 +227,12 @@ def raster_metadata(im: Image.Image, fmt: str, rows: int, cols: int, frames: int
     }
 
 
-def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_bytes: int) -> StudyImage:
-    """Decode one frame of a PNG/JPEG/TIFF file into a :class:`StudyImage`."""
+def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_bytes: int,
+                min_side: int = 0) -> StudyImage:
+    """Decode one frame of a PNG/JPEG/TIFF file into a :class:`StudyImage`.
+
+    ``min_side`` > 0: a JPEG may be decoded with DCT scaling (see :mod:`.reduced`).
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # EXIF/ICC noise, DecompressionBombWarning (own limit below)
         with _open(path, fmt) as im:
@@ -239,9 +244,12 @@ def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_
             if not 0 <= frame < frames:
                 raise frame_error(frame, frames, path)
             meta = raster_metadata(im, fmt, rows, cols, frames)
+            reduced = False
             try:
                 if frame:
                     im.seek(frame)
+                elif min_side > 0:
+                    reduced = draft_jpeg(im, min_side)
                 im.load()
                 arr, bits = _pixels_from_pil(im, path, fmt)
             except ImageError:
@@ -251,7 +259,10 @@ def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_
                                  "Close other images or programs and try again.", path) from None
             except Exception as exc:
                 raise _decode_error(path, fmt, exc) from None
-    return _to_study_image(arr, bits, fmt, frame, frames, meta, path)
+    image = _to_study_image(arr, bits, fmt, frame, frames, meta, path)
+    if reduced:
+        image.source_shape = (rows, cols)
+    return image
 
 
 def _bytes_per_sample(mode: str) -> int:

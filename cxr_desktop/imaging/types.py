@@ -56,6 +56,13 @@ class StudyImage:
     bits_stored: int = 8
     metadata: dict[str, Any] = field(default_factory=dict)
     path: str | None = None
+    #: The stored (rows, columns) when decoded at a reduced resolution (``load_image(min_side=...)``).
+    source_shape: tuple[int, int] | None = None
+
+    @property
+    def full_shape(self) -> tuple[int, int]:
+        """(rows, columns) as stored in the file: the geometry heatmaps and size checks use."""
+        return self.source_shape if self.source_shape is not None else self.shape
 
     @property
     def rows(self) -> int:

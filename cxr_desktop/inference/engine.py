@@ -211,7 +211,7 @@ class InferenceEngine:
         heat = None
         cls = None
         if out.cams is not None:
-            heat = to_image_geometry(out.cams[i], image.rows, image.columns)
+            heat = to_image_geometry(out.cams[i], *image.full_shape)
             cls = self.card.classes[int(out.cam_classes[i])]
         return ImageResult(pred, heat, cls, out.pooled[i])
 

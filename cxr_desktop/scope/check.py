@@ -151,7 +151,7 @@ def check_image(image: StudyImage, settings: ScopeSettings | None = None) -> Sco
     """All metadata and image rules for a decoded image (run before the model)."""
     s = settings or ScopeSettings()
     frames = max(int(image.frame_count or 1), rules.frame_count(image.metadata))
-    reasons = metadata_reasons(image.metadata, frames=frames, rows=image.rows, columns=image.columns,
+    reasons = metadata_reasons(image.metadata, frames=frames, rows=image.full_shape[0], columns=image.full_shape[1],
                                settings=s)
     if s.enabled(rules.COLOUR):
         reasons.append(rules.colour_rule(image, max_fraction=s.max_colour_fraction))

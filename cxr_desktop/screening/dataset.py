@@ -10,6 +10,7 @@ file becomes one row and never stops a batch. Preprocessing is the app's one
 
 from __future__ import annotations
 
+import functools
 import os
 import select
 import threading
@@ -24,7 +25,7 @@ from torch.utils.data import Dataset
 
 from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging.types import StudyImage
-from cxr_desktop.preprocess import preprocess_for_card
+from cxr_desktop.preprocess import load_for_model, preprocess_for_card
 from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE
 from cxr_desktop.screening.scope import reason_parts, scope_check
 
@@ -34,10 +35,15 @@ ScopeCheck = Callable[[StudyImage], Any]
 
 
 def default_loader(path: str) -> StudyImage:
-    """The app's image loader (first frame)."""
+    """The app's image loader (first frame, full resolution)."""
     from cxr_desktop.imaging import load_image
 
     return load_image(path)
+
+
+def model_input_loader(input_size: int) -> ImageLoader:
+    """First frame as the model sees it (:func:`~cxr_desktop.preprocess.load_for_model`): what screening uses."""
+    return functools.partial(load_for_model, input_size=int(input_size))
 
 
 @dataclass
@@ -92,24 +98,24 @@ def decode_item(index: int, path: str, preprocessing: dict[str, Any], *,
         why = f"the input check failed ({exc.__class__.__name__})"
     codes, message = reason_parts(why) if why else ("", "")
     if why and not show_anyway:
-        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=image.rows, columns=image.columns, reason=codes,
+        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=image.full_shape[0], columns=image.full_shape[1], reason=codes,
                            detail=out_of_scope_detail(name, message, scored=False), scope_message=message)
     try:
         x = preprocess_for_card(image, preprocessing)
     except Exception as exc:
-        return DecodedItem(index, STATUS_ERROR, rows=image.rows, columns=image.columns,
+        return DecodedItem(index, STATUS_ERROR, rows=image.full_shape[0], columns=image.full_shape[1],
                            reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
                            detail=f"{name}: the image could not be prepared for the model "
                                   f"({exc.__class__.__name__}).")
     if not np.all(np.isfinite(x)):
-        return DecodedItem(index, STATUS_ERROR, rows=image.rows, columns=image.columns,
+        return DecodedItem(index, STATUS_ERROR, rows=image.full_shape[0], columns=image.full_shape[1],
                            reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
                            detail=f"{name}: the pixel values are not finite numbers; re-export the image.")
     if why:
-        return DecodedItem(index, STATUS_OK, input=x, rows=image.rows, columns=image.columns, reason=codes,
+        return DecodedItem(index, STATUS_OK, input=x, rows=image.full_shape[0], columns=image.full_shape[1], reason=codes,
                            detail=out_of_scope_detail(name, message, scored=True), out_of_scope=True,
                            scope_message=message)
-    return DecodedItem(index, STATUS_OK, input=x, rows=image.rows, columns=image.columns)
+    return DecodedItem(index, STATUS_OK, input=x, rows=image.full_shape[0], columns=image.full_shape[1])
 
 
 class ScreeningDataset(Dataset):

@@ -28,8 +28,8 @@ from torch.utils.data import DataLoader, Subset
 from cxr_desktop.errors import CxrError, Reason
 from cxr_desktop.scope import LearnedScopeCheck, ScopeSettings
 from cxr_desktop.screening.dataset import (
-    DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader, out_of_scope_detail,
-    worker_init,
+    DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader, model_input_loader,
+    out_of_scope_detail, worker_init,
 )
 from cxr_desktop.screening.heatmaps import write_heatmap_files
 from cxr_desktop.screening.results import (
@@ -116,7 +116,7 @@ class ScreenOptions:
     scope: ScopeCheck | None = None  # before the model, in the decode workers (picklable); None: the rules
     after_model: Callable[[np.ndarray], Any] | None = None  # pooled (2048,) -> reason; None: learned check
     show_anyway: bool = False  # score out-of-scope images too (rows stay out_of_scope, with the reason)
-    loader: ImageLoader = default_loader
+    loader: ImageLoader | None = None  # None: model_input_loader(the model's input size)
     heatmap_threads: int | None = None  # None: max(1, workers)
 
 
@@ -278,7 +278,8 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
         t0 = time.perf_counter()
         done, new = len(done_paths), 0
         cancelled = False
-        dataset = ScreeningDataset(folder, todo, card.preprocessing, loader=opts.loader, scope=scope,
+        loader = opts.loader if opts.loader is not None else model_input_loader(card.input_size)
+        dataset = ScreeningDataset(folder, todo, card.preprocessing, loader=loader, scope=scope,
                                    show_anyway=opts.show_anyway)
         want_cam = opts.heatmaps_dir is not None
         batches = _scored_batches(dataset, engine, workers, batch_size, opts, want_cam, after_model)
@@ -498,12 +499,12 @@ def _submit_heatmaps(pool: ThreadPoolExecutor, folder: Path, opts: ScreenOptions
     if scored.cams is None:
         return []
     return [(pos, pool.submit(_write_heatmap, folder, scored.rows[pos].path, opts.heatmaps_dir,
-                              np.array(scored.cams[j]), opts.loader))
+                              np.array(scored.cams[j]), opts.loader or default_loader))
             for j, pos in enumerate(scored.ok_positions)]
 
 
 def _write_heatmap(folder: Path, relpath: str, out_dir: Path, cam: np.ndarray, loader: ImageLoader) -> None:
-    """Re-decode the image (only small maps travel between steps, so memory stays flat) and write both PNGs."""
+    """Re-decode the image in full (only small maps travel between steps, so memory stays flat); write both PNGs."""
     from cxr_desktop.imaging.display import to_uint8
     from cxr_desktop.inference.cam import to_image_geometry
 

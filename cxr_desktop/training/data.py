@@ -1,7 +1,7 @@
 """Training data: images decoded once into a cache, chest-X-ray augmentation, torch Datasets.
 
 The pipeline is the product's preprocessing, split where augmentation fits:
-``load_image -> unit_grey`` (:mod:`cxr_desktop.preprocess`) once per image into a
+``load_for_model -> unit_grey`` (:mod:`cxr_desktop.preprocess`) once per image into a
 disk cache (float16, one square ``input_size`` image per row), then per sample
 ``augmentation on the [0, 1] grey image -> normalise``. Without augmentation a
 sample is therefore exactly what :func:`cxr_desktop.preprocess.preprocess` gives
@@ -26,9 +26,8 @@ import torch
 from torch.utils.data import Dataset
 
 from cxr_desktop.errors import ImageError, Reason
-from cxr_desktop.imaging import load_image
 from cxr_desktop.model.card import IMAGENET_MEAN, IMAGENET_STD
-from cxr_desktop.preprocess import normalise, unit_grey
+from cxr_desktop.preprocess import load_for_model, normalise, unit_grey
 from cxr_desktop.atomic import write_json_atomic
 from cxr_desktop.training.events import PrepareProgress
 from cxr_desktop.training.scan import ScanItem, ScanProblem
@@ -114,14 +113,14 @@ class ImageCache:
 
 
 def _cache_key(items: Sequence[ScanItem], input_size: int) -> str:
-    h = hashlib.sha256(f"v1:{input_size}".encode())
+    h = hashlib.sha256(f"v2:{input_size}".encode())  # v2: decoded as the model sees it (load_for_model)
     for it in items:
         h.update(it.sha256.encode())
     return h.hexdigest()[:16]
 
 
 def _grey_of(item: ScanItem, input_size: int) -> np.ndarray:
-    return unit_grey(load_image(item.path), input_size)
+    return unit_grey(load_for_model(item.path, input_size=input_size), input_size)
 
 
 def prepare_images(items: Sequence[ScanItem], input_size: int, cache_dir: Path, *, workers: int = 2,

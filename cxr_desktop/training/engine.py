@@ -38,7 +38,7 @@ from cxr_desktop.model.architecture import CxrClassifier
 from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
 from cxr_desktop.training import checkpoint as ckpt
 from cxr_desktop.atomic import write_bytes_atomic
-from cxr_desktop.training.config import TrainConfig, TrainingError
+from cxr_desktop.training.config import TrainConfig, TrainingError, resolve_finetune
 from cxr_desktop.training.data import CachedImageDataset, PrepareCancelled, augment_spec, class_weights, prepare_images
 from cxr_desktop.training.events import (
     BatchProgress, Cancelled, CheckpointSaved, EarlyStopped, EpochDone, EpochStarted, EvaluationDone,
@@ -596,7 +596,7 @@ class _Run:
         resuming = st["stage"] == 2 and st["epoch"] > 0 and self.resumed_optimizer is not None
         if not resuming and st.get("best_file"):  # fine-tune from the best stage-1 head
             self.model.load_state_dict(ckpt.load_best(self.work / st["best_file"]))
-        scope = cfg.finetune
+        scope = resolve_finetune(cfg.finetune, cuda=self.cuda)
         params = set_trainable(self.model, scope)
         opt = make_optimizer(cfg, params, cfg.lr_finetune)
         sched = make_scheduler(cfg, opt, epochs, cfg.lr_finetune)
@@ -749,6 +749,7 @@ class _Run:
         settings = {k: v for k, v in cfg.to_dict().items()
                     if k not in ("data_dir", "test_dir", "out", "work_dir", "report", "extra_warnings", "resume",
                                  "name", "version", "demonstration", "intended_use")}
+        settings["finetune_resolved"] = resolve_finetune(cfg.finetune, cuda=self.cuda)
         best = dict(self.state.get("best") or {})
         history = [{"stage": h.stage, "epoch": h.epoch, "train_loss": round(h.train_loss, 5),
                     "val_loss": round(h.val_loss, 5), "val_auc": None if math.isnan(h.val_auc) else round(h.val_auc, 5),

@@ -140,6 +140,7 @@ def gallery(model_path: str, paths: Sequence[str], rels: Sequence[str], y: np.nd
     """[(kind, [(png b64, caption)])] with Grad-CAM of the positive class from the saved model."""
     from cxr_desktop.errors import ImageError
     from cxr_desktop.imaging import load_image, to_uint8
+    from cxr_desktop.preprocess import model_image
     from cxr_desktop.inference.engine import EngineOptions, InferenceEngine
     from cxr_desktop.model.modelfile import load_model
 
@@ -154,7 +155,7 @@ def gallery(model_path: str, paths: Sequence[str], rels: Sequence[str], y: np.nd
                 image = load_image(paths[i])
             except ImageError:
                 continue
-            res = engine.predict(image, cam=True, cam_class=positive)
+            res = engine.predict(model_image(image, engine.card.input_size), cam=True, cam_class=positive)
             grey = to_uint8(image)
             scale = thumb / max(grey.shape)
             size = (max(1, round(grey.shape[1] * scale)), max(1, round(grey.shape[0] * scale)))
