@@ -253,3 +253,16 @@ def test_viewer_and_screening_give_the_same_score(tmp_path: Path) -> None:
         assert result.heatmap is not None and result.heatmap.shape == full.shape
         assert rows[p.name]["status"] in ("ok", "out_of_scope") and rows[p.name]["score"], rows[p.name]
         assert float(rows[p.name]["score"]) == pytest.approx(result.prediction.score, abs=5e-4)
+
+
+def test_may_reduce_matches_what_load_image_does(tmp_path: Path) -> None:
+    """The viewer reads a file again only when that really gives a smaller decode."""
+    with_window = _j2k_dicom(tmp_path / "win.dcm", _radiograph(1001, 777))
+    without = _j2k_dicom(tmp_path / "nowin.dcm", _radiograph(1001, 777), window=False)
+    for path in (with_window, without):
+        full = load_image(path)
+        small = load_image(path, min_side=224)
+        assert may_reduce(full, 224) == (small.shape != full.shape), path.name
+    assert may_reduce(load_image(with_window), 224)
+    assert not may_reduce(load_image(without), 224)
+    assert not may_reduce(load_image(with_window), 400)  # 777 < 2 x 400: nothing to gain

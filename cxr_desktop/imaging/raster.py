@@ -18,8 +18,8 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging.display import full_range_window
-from cxr_desktop.imaging.types import ImageInfo, StudyImage, Window
 from cxr_desktop.imaging.reduced import draft_jpeg
+from cxr_desktop.imaging.types import ImageInfo, StudyImage, Window
 
 #: Standard (ITU-R BT.601) luma weights for colour -> grey.
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)

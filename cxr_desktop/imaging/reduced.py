@@ -43,8 +43,12 @@ def may_reduce(image: "StudyImage", min_side: int) -> bool:
         return False
     if image.source_format == "jpeg":
         return image.frame_index == 0
-    if image.source_format == "dicom":
-        return str(image.metadata.get("transfer_syntax_uid") or "") in REDUCIBLE_SYNTAXES and image.rgb is None
+    if image.source_format == "dicom":  # the conditions of dicom_io.reduced_frame
+        meta = image.metadata
+        own_window = image.voi_lut is not None or any(w.source == "dicom" for w in image.windows)
+        return (str(meta.get("transfer_syntax_uid") or "") in REDUCIBLE_SYNTAXES and image.rgb is None
+                and not meta.get("colour_source") and int(meta.get("pixel_representation") or 0) == 0
+                and own_window)
     return False
 
 
