@@ -101,3 +101,49 @@ def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_pa
     qtbot.waitUntil(lambda: wiz.button(QWizard.WizardButton.FinishButton).isEnabled(), timeout=10_000)
     wiz.button(QWizard.WizardButton.FinishButton).click()
     assert ready == [str(out)]
+
+
+def test_wizard_resumes_an_interrupted_run(qtbot, folder, tmp_path, monkeypatch):
+    """A run stopped after stage 2 epoch 1 (the app closed, the machine restarted) is offered on the
+    first page; resuming skips to training, continues at stage 2 epoch 2, and saves the model."""
+    from cxr_desktop.training.config import TrainConfig
+    from cxr_desktop.training.engine import train
+    from cxr_desktop.training.events import CheckpointSaved
+    from cxr_desktop.training.runs import interrupted_runs, save_run_config
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))
+    root = tmp_path / "runs"
+    run_dir = root / "run-20261124-010000"
+    run_dir.mkdir(parents=True)
+    cfg = TrainConfig(data_dir=str(folder), out=str(run_dir / "model.safetensors"), weights="none", input_size=64,
+                      epochs_frozen=1, epochs_finetune=2, batch_size=8, patient_regex=PATIENT_REGEX, bootstrap=50,
+                      seed=0, patience=0)
+    save_run_config(run_dir, cfg)
+    gen = train(cfg)
+    for ev in gen:
+        if isinstance(ev, CheckpointSaved) and (ev.stage, ev.epoch) == (2, 1):
+            break
+    gen.close()  # stopped between epochs, as a killed process would be: no model file
+    assert not Path(cfg.out).exists()
+    assert [(r.stage, r.epoch) for r in interrupted_runs(root)] == [(2, 1)]
+
+    wiz = TrainingWizard(run_root=root)
+    qtbot.addWidget(wiz)
+    wiz.show()
+    page = wiz.folder_page
+    assert page.resume.isVisible() and "stage 2 epoch 1" in page.resume.text()
+    assert "data 'data'" in page.resume.text()
+    assert not wiz.button(QWizard.WizardButton.NextButton).isEnabled()  # no folder chosen yet
+    page.resume.setChecked(True)
+    _next(qtbot, wiz, wiz.training_page)  # scan, split and settings are skipped
+    training = wiz.training_page
+    qtbot.waitUntil(lambda: not training.running, timeout=300_000)
+    assert training.error is None, training.error
+    assert len(training.loss_chart.series["train"]) == 1  # only stage 2 epoch 2 was left to run
+    loaded = load_model(cfg.out)
+    assert [(h["stage"], h["epoch"]) for h in loaded.card.provenance["history"]] == [(1, 1), (2, 1), (2, 2)]
+    assert interrupted_runs(root) == []  # finished now
+    _next(qtbot, wiz, wiz.evaluation_page)
+    assert "ROC AUC" in wiz.evaluation_page.metrics.text()
+    qtbot.waitUntil(lambda: getattr(wiz.evaluation_page, "gallery_done", False), timeout=120_000)

@@ -170,12 +170,46 @@ class FolderPage(QWizardPage):
         form.addRow("Patient pattern (optional):", self.regex)
         form.addRow("", _explain("DICOM PatientID groups images of one patient. For other files a regular "
                                  "expression on the file name can; otherwise each file is its own patient."))
+        self.wiz = wizard
+        self.runs: list[Any] = []  # interrupted runs (cxr_desktop.training.runs.InterruptedRun), newest first
+        self.resume = QCheckBox(self)
+        self.resume.setVisible(False)
+        form.addRow("", self.resume)
+        self.resume_note = _explain("Continues from its last completed epoch with the settings it was started "
+                                    "with; the scan, split and settings pages are skipped.")
+        self.resume_note.setVisible(False)
+        form.addRow("", self.resume_note)
         self.data.textChanged.connect(self.completeChanged)
         self.test.textChanged.connect(self.completeChanged)
+        self.resume.toggled.connect(self.completeChanged)
         if wizard.settings is not None:
             self.data.setText(str(wizard.settings.value("training/last_folder", "") or ""))
 
+    def initializePage(self) -> None:  # noqa: N802
+        from cxr_desktop.training.runs import interrupted_runs
+
+        try:
+            self.runs = interrupted_runs(self.wiz.run_root())
+        except OSError:
+            self.runs = []
+        if self.runs:
+            self.resume.setText("Resume the interrupted run " + self.runs[0].describe())
+        self.resume.setVisible(bool(self.runs))
+        self.resume_note.setVisible(bool(self.runs))
+        self.resume.setChecked(False)
+
+    def resume_run(self) -> Any:
+        """The interrupted run to resume, or None for a new run."""
+        return self.runs[0] if self.runs and self.resume.isChecked() else None
+
+    def nextId(self) -> int:  # noqa: N802
+        if self.resume_run() is not None:
+            return self.wiz.training_page_id
+        return super().nextId()
+
     def isComplete(self) -> bool:  # noqa: N802
+        if self.resume_run() is not None:
+            return True
         ok = bool(self.data.text().strip()) and Path(self.data.text().strip()).is_dir()
         t = self.test.text().strip()
         return ok and (not t or Path(t).is_dir())
@@ -473,8 +507,14 @@ class TrainingPage(QWizardPage):
     # -- start ----------------------------------------------------------------
     def config(self) -> Any:
         from cxr_desktop.training.config import TrainConfig
+        from cxr_desktop.training.runs import save_run_config
 
         folder, split = self.wiz.folder_page, self.wiz.split_page
+        interrupted = folder.resume_run()
+        if interrupted is not None:  # exactly the settings it was started with
+            cfg = interrupted.config
+            cfg.resume = True
+            return cfg
         run_dir = self.wiz.run_root() / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
         run_dir.mkdir(parents=True, exist_ok=True)
         test = folder.test.text().strip() or None
@@ -486,6 +526,7 @@ class TrainingPage(QWizardPage):
         )
         for k, v in self.wiz.overrides.items():
             setattr(cfg, k, v)
+        save_run_config(run_dir, cfg)  # so that an interrupted run can be resumed from the wizard
         return cfg
 
     def initializePage(self) -> None:  # noqa: N802
@@ -807,7 +848,8 @@ class SavePage(QWizardPage):
         from cxr_desktop.paths import data_dir
 
         result = self.wiz.training_page.result
-        stem = Path(self.wiz.folder_page.data.text().strip()).name or "model"
+        stem = Path(str(getattr(self.wiz.training_page, "cfg", None) and self.wiz.training_page.cfg.data_dir
+                        or self.wiz.folder_page.data.text().strip())).name or "model"
         default = data_dir() / "models" / f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M}.safetensors"
         if not self.path.text():
             self.path.setText(str(default))
@@ -893,9 +935,10 @@ class TrainingWizard(QWizard):
         self.training_page = TrainingPage(self)
         self.evaluation_page = EvaluationPage(self)
         self.save_page = SavePage(self)
-        for page in (self.folder_page, self.scan_page, self.split_page, self.settings_page, self.training_page,
-                     self.evaluation_page, self.save_page):
-            self.addPage(page)
+        ids = [self.addPage(page) for page in (self.folder_page, self.scan_page, self.split_page,
+                                                self.settings_page, self.training_page, self.evaluation_page,
+                                                self.save_page)]
+        self.training_page_id = ids[4]
         self.resize(980, 760)
 
     def run_root(self) -> Path:

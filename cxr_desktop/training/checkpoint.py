@@ -143,6 +143,23 @@ def load_latest(work_dir: Path) -> Checkpoint | None:
     return None
 
 
+def peek_latest(work_dir: Path) -> dict[str, Any] | None:
+    """The JSON state of the newest readable checkpoint (no tensors are loaded), or None."""
+    if not work_dir.is_dir():
+        return None
+    found = sorted(((int(m.group(1)), f) for f in work_dir.iterdir() if (m := CKPT_PATTERN.match(f.name))),
+                   reverse=True)
+    from safetensors import safe_open
+
+    for _number, f in found:
+        try:
+            with safe_open(str(f), framework="pt") as fh:
+                return json.loads((fh.metadata() or {})[META_KEY])
+        except Exception:  # noqa: BLE001 - unreadable: an older one may do
+            continue
+    return None
+
+
 def clear(work_dir: Path) -> None:
     """Remove the checkpoints and best-weight files of an earlier run (a fresh start)."""
     if work_dir.is_dir():

@@ -1,0 +1,68 @@
+"""Training runs started from the wizard: their settings on disk, and the interrupted ones.
+
+Each wizard run has its own folder holding ``run-config.json`` (the full
+:class:`TrainConfig`) and its checkpoints. A run whose model file was never written
+but which has a checkpoint was interrupted (the app closed or crashed, the computer
+restarted); the wizard offers to resume it with exactly its settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cxr_desktop.atomic import write_json_atomic
+from cxr_desktop.training import checkpoint as ckpt
+from cxr_desktop.training.config import TrainConfig
+
+RUN_CONFIG = "run-config.json"
+
+
+@dataclass
+class InterruptedRun:
+    """A run that can be resumed: its folder, settings and where it stopped."""
+
+    folder: Path
+    config: TrainConfig
+    stage: int
+    epoch: int
+
+    def describe(self) -> str:
+        """One line for the wizard (folder names only; file names can hold patient data)."""
+        data = Path(self.config.data_dir).name or self.config.data_dir
+        return (f"{self.folder.name}: data '{data}', stopped after stage {self.stage} epoch {self.epoch} "
+                f"({self.config.epochs_frozen} + {self.config.epochs_finetune} epochs planned)")
+
+
+def save_run_config(folder: Path, cfg: TrainConfig) -> None:
+    """Write the run's settings beside its checkpoints (atomically)."""
+    write_json_atomic(folder / RUN_CONFIG, cfg.to_dict())
+
+
+def load_run_config(folder: Path) -> TrainConfig:
+    """The settings a run was started with (unknown keys from other versions are ignored)."""
+    raw = json.loads((folder / RUN_CONFIG).read_text(encoding="utf-8"))
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in raw.items() if k in names})
+
+
+def interrupted_runs(root: Path) -> list[InterruptedRun]:
+    """Runs under ``root`` with a checkpoint and no model file, newest first."""
+    found: list[InterruptedRun] = []
+    if not root.is_dir():
+        return found
+    for folder in sorted((p for p in root.iterdir() if (p / RUN_CONFIG).is_file()), reverse=True):
+        try:
+            cfg = load_run_config(folder)
+        except (OSError, ValueError, TypeError):
+            continue
+        if Path(cfg.out).exists():
+            continue  # finished
+        state: dict[str, Any] | None = ckpt.peek_latest(cfg.resolved_work_dir())
+        if not state:
+            continue
+        found.append(InterruptedRun(folder, cfg, int(state.get("stage") or 0), int(state.get("epoch") or 0)))
+    return found
