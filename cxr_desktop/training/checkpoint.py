@@ -115,15 +115,19 @@ def _cleanup(work_dir: Path, *, keep_ckpt: str, keep_best: str | None) -> None:
                 f.unlink()
 
 
+def _newest_first(work_dir: Path) -> list[tuple[int, Path]]:
+    """(number, path) of the checkpoints in ``work_dir``, newest first."""
+    if not work_dir.is_dir():
+        return []
+    return sorted(((int(m.group(1)), f) for f in work_dir.iterdir() if (m := CKPT_PATTERN.match(f.name))),
+                  reverse=True)
+
+
 def load_latest(work_dir: Path) -> Checkpoint | None:
     """The newest readable checkpoint in ``work_dir``, or None."""
-    if not work_dir.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), f) for f in work_dir.iterdir() if (m := CKPT_PATTERN.match(f.name))),
-                   reverse=True)
     from safetensors import safe_open
 
-    for number, f in found:
+    for number, f in _newest_first(work_dir):
         try:
             with safe_open(str(f), framework="pt") as fh:
                 meta = fh.metadata() or {}
@@ -144,19 +148,19 @@ def load_latest(work_dir: Path) -> Checkpoint | None:
 
 
 def peek_latest(work_dir: Path) -> dict[str, Any] | None:
-    """The JSON state of the newest readable checkpoint (no tensors are loaded), or None."""
-    if not work_dir.is_dir():
-        return None
-    found = sorted(((int(m.group(1)), f) for f in work_dir.iterdir() if (m := CKPT_PATTERN.match(f.name))),
-                   reverse=True)
+    """The JSON state of the checkpoint :func:`load_latest` would load (no tensors are read), or None."""
     from safetensors import safe_open
 
-    for _number, f in found:
+    for _number, f in _newest_first(work_dir):
         try:
             with safe_open(str(f), framework="pt") as fh:
-                return json.loads((fh.metadata() or {})[META_KEY])
+                state = json.loads((fh.metadata() or {})[META_KEY])
         except Exception:  # noqa: BLE001 - unreadable: an older one may do
             continue
+        best = state.get("best_file")
+        if best and not (work_dir / best).is_file():
+            continue  # as load_latest: not resumable from here
+        return state
     return None
 
 
