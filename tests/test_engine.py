@@ -68,9 +68,21 @@ def test_onnx_export_cached_per_model_hash(onnx_engine):
 def test_prediction_fields():
     card = _card(threshold=0.3)
     p = Prediction.from_probs(np.array([0.6, 0.4]), card, "CPU")
-    assert p.label == "normal" and p.score == pytest.approx(0.4)
-    assert p.above_threshold  # 0.4 >= 0.3 even though 'normal' is the argmax
+    # the label follows the model's operating point, not the argmax: 0.4 >= 0.3 -> the positive class
+    assert p.label == "abnormal" and p.score == pytest.approx(0.4) and p.above_threshold
+    below = Prediction.from_probs(np.array([0.75, 0.25]), card, "CPU")
+    assert below.label == "normal" and not below.above_threshold
     assert p.model == "test v0"
+
+
+def test_decide_multiclass_uses_the_threshold_for_the_positive_class_only():
+    from cxr_desktop.inference.engine import decide
+
+    card = _card(n=3, threshold=0.3)  # classes normal, abnormal (positive, index 1), other
+    probs = np.array([[0.5, 0.3, 0.2],    # positive reaches the threshold
+                      [0.3, 0.25, 0.45],  # below: the most probable other class
+                      [0.1, 0.8, 0.1]])
+    assert decide(probs, card).tolist() == [1, 2, 1]
 
 
 class _OomBackend:

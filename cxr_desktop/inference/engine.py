@@ -29,6 +29,22 @@ log = logging.getLogger(__name__)
 ONNX_TOLERANCE = 1e-4  # max abs difference of probabilities vs torch, checked at load
 
 
+def decide(probs: np.ndarray, card: ModelCard) -> np.ndarray:
+    """Class index per row of ``probs`` (N, C) at the model's operating point.
+
+    The positive class when its probability reaches the card's decision threshold
+    (chosen on validation data, e.g. for 95 % sensitivity), else the most probable of
+    the other classes; so the label never contradicts "above / below the threshold".
+    """
+    p = np.atleast_2d(np.asarray(probs, dtype=np.float64))
+    pos = card.positive_index
+    others = p.copy()
+    others[:, pos] = -np.inf
+    out = others.argmax(1) if p.shape[1] > 1 else np.zeros(len(p), dtype=np.int64)
+    out[p[:, pos] >= float(card.decision_threshold)] = pos
+    return out.astype(np.int64)
+
+
 @dataclass
 class Prediction:
     """One image's result, as every view shows it."""
@@ -47,7 +63,7 @@ class Prediction:
         score = float(probs[pos])
         return cls(
             probabilities={c: float(p) for c, p in zip(card.classes, probs)},
-            label=card.classes[int(np.argmax(probs))],
+            label=card.classes[int(decide(probs, card)[0])],
             score=score,
             threshold=float(card.decision_threshold),
             above_threshold=score >= float(card.decision_threshold),
@@ -175,7 +191,7 @@ class InferenceEngine:
                   cam_classes: Sequence[int] | None = None) -> BatchOutput:
         """Model inputs (N, 3, S, S) -> probabilities, pooled features and optional maps.
 
-        ``cam_classes`` picks the class each map explains (default: the predicted one).
+        ``cam_classes`` picks the class each map explains (default: the predicted one, see :func:`decide`).
         """
         with self._lock:
             feats = self._features(np.asarray(batch, dtype=np.float32))
@@ -183,7 +199,7 @@ class InferenceEngine:
             pooled = feats.mean(dim=(2, 3)).numpy()
             if not cam:
                 return BatchOutput(probs, pooled, None, None)
-            targets = np.asarray(cam_classes if cam_classes is not None else probs.argmax(1))
+            targets = np.asarray(cam_classes if cam_classes is not None else decide(probs, self.card))
             maps = self.cam(feats, torch.as_tensor(targets, dtype=torch.long))
             return BatchOutput(probs, pooled, maps, targets)
 
