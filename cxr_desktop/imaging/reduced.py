@@ -175,12 +175,8 @@ def jpeg_reduced(data: bytes, *, min_side: int) -> np.ndarray | None:
 
     try:
         im = Image.open(io.BytesIO(data), formats=["JPEG"])
-        if im.mode != "L":
+        if im.mode != "L" or not draft_jpeg(im, min_side):
             return None
-        scale = 1 << reduction_levels(im.size[1], im.size[0], min_side, JPEG_MAX_LEVELS)
-        if scale == 1:
-            return None
-        draft_jpeg(im, min_side)
         im.load()
         arr = np.asarray(im)
     except Exception:  # noqa: BLE001 - the full decoder will report a real problem

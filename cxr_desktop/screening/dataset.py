@@ -97,25 +97,26 @@ def decode_item(index: int, path: str, preprocessing: dict[str, Any], *,
     except Exception as exc:
         why = f"the input check failed ({exc.__class__.__name__})"
     codes, message = reason_parts(why) if why else ("", "")
+    rows, columns = image.full_shape  # the stored size, also when decoded smaller
     if why and not show_anyway:
-        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=image.full_shape[0], columns=image.full_shape[1], reason=codes,
+        return DecodedItem(index, STATUS_OUT_OF_SCOPE, rows=rows, columns=columns, reason=codes,
                            detail=out_of_scope_detail(name, message, scored=False), scope_message=message)
     try:
         x = preprocess_for_card(image, preprocessing)
     except Exception as exc:
-        return DecodedItem(index, STATUS_ERROR, rows=image.full_shape[0], columns=image.full_shape[1],
+        return DecodedItem(index, STATUS_ERROR, rows=rows, columns=columns,
                            reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
                            detail=f"{name}: the image could not be prepared for the model "
                                   f"({exc.__class__.__name__}).")
     if not np.all(np.isfinite(x)):
-        return DecodedItem(index, STATUS_ERROR, rows=image.full_shape[0], columns=image.full_shape[1],
+        return DecodedItem(index, STATUS_ERROR, rows=rows, columns=columns,
                            reason=Reason.UNSUPPORTED_PIXEL_FORMAT.value,
                            detail=f"{name}: the pixel values are not finite numbers; re-export the image.")
     if why:
-        return DecodedItem(index, STATUS_OK, input=x, rows=image.full_shape[0], columns=image.full_shape[1], reason=codes,
+        return DecodedItem(index, STATUS_OK, input=x, rows=rows, columns=columns, reason=codes,
                            detail=out_of_scope_detail(name, message, scored=True), out_of_scope=True,
                            scope_message=message)
-    return DecodedItem(index, STATUS_OK, input=x, rows=image.full_shape[0], columns=image.full_shape[1])
+    return DecodedItem(index, STATUS_OK, input=x, rows=rows, columns=columns)
 
 
 class ScreeningDataset(Dataset):
