@@ -65,6 +65,9 @@ class ModelCard:
     metrics: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     demonstration: bool = False
+    # The model this one was trained from: {"name", "version", "sha256"} or None; the whole
+    # chain of ancestors is in provenance["lineage"] (see cxr_desktop.model.lineage).
+    parent: dict[str, Any] | None = None
     intended_use: str = (
         "Decision aid for adult frontal (PA/AP) chest radiographs; not a diagnostic device."
     )
