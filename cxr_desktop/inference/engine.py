@@ -191,7 +191,8 @@ class InferenceEngine:
                   cam_classes: Sequence[int] | None = None) -> BatchOutput:
         """Model inputs (N, 3, S, S) -> probabilities, pooled features and optional maps.
 
-        ``cam_classes`` picks the class each map explains (default: the predicted one, see :func:`decide`).
+        ``cam_classes`` picks the class each map explains (default: the card's positive class, the
+        finding a reader looks for, whatever the prediction; see :mod:`cxr_desktop.heatmap_rules`).
         """
         with self._lock:
             feats = self._features(np.asarray(batch, dtype=np.float32))
@@ -199,7 +200,8 @@ class InferenceEngine:
             pooled = feats.mean(dim=(2, 3)).numpy()
             if not cam:
                 return BatchOutput(probs, pooled, None, None)
-            targets = np.asarray(cam_classes if cam_classes is not None else decide(probs, self.card))
+            targets = np.asarray(cam_classes if cam_classes is not None
+                                 else np.full(len(probs), self.card.positive_index, dtype=np.int64))
             maps = self.cam(feats, torch.as_tensor(targets, dtype=torch.long))
             return BatchOutput(probs, pooled, maps, targets)
 
@@ -208,7 +210,10 @@ class InferenceEngine:
         return self.run_batch(batch).probabilities
 
     def predict(self, image: StudyImage, *, cam: bool = True, cam_class: str | int | None = None) -> ImageResult:
-        """One image -> prediction and (optionally) its heatmap in the image's geometry."""
+        """One image -> prediction and (optionally) its heatmap in the image's geometry.
+
+        ``cam_class`` None: the map explains the positive (finding) class.
+        """
         x = preprocess_for_card(image, self.card.preprocessing)[None]
         idx = None if cam_class is None else [self._class_index(cam_class)]
         out = self.run_batch(x, cam=cam, cam_classes=idx)
