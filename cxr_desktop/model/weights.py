@@ -2,9 +2,11 @@
 
 Nothing here downloads: the app runs on hospital machines without internet.
 Weights are looked for in ``$CXR_WEIGHTS_DIR`` (an administrator's folder; several
-folders may be joined with ``os.pathsep``) and then in the torch hub cache
-(``torch.hub.get_dir()/checkpoints``, which honours ``TORCH_HOME``), under
-torchvision's file names.
+folders may be joined with ``os.pathsep``), then in the user data folder's
+``weights/`` (where ``cxr-model weights --download`` / ``--import`` and the wizard's
+buttons put them, see :mod:`cxr_desktop.model.weights_download`), and then in the
+torch hub cache (``torch.hub.get_dir()/checkpoints``, which honours ``TORCH_HOME``),
+under torchvision's file names.
 
 Checksums: torchvision names its files ``resnet50-<first 8 hex of sha256>.pth``;
 that prefix is checked, or the full sha256 when one is given. A file whose name
@@ -13,6 +15,10 @@ carries no checksum and for which none is given is loaded but recorded as
 point of training, and the finished model file records its own sha256, so
 refusing would only block administrators with their own copies. A checksum that
 is present and wrong is always refused.
+
+A CXR Review model file can be the starting point too (fine-tuning a model): its
+body is loaded and the new card records the lineage (parent, ancestors,
+demonstration flag, warnings; :mod:`cxr_desktop.model.lineage`).
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ from cxr_desktop.errors import ModelFileError
 from cxr_desktop.model.architecture import CxrClassifier, build_classifier
 from cxr_desktop.model.card import ModelCard, default_preprocessing, software_versions, utc_now_iso
 from cxr_desktop.model.modelfile import (
+    CARD_KEY,
     extract_state_dict,
     file_sha256,
     nonfinite_keys,
+    read_card,
     resolve_head,
     sniff_format,
 )
@@ -50,7 +58,7 @@ _IGNORED_PREFIXES = ("fc.", "head.", "extra.")
 class InitialWeights:
     """Where a new model's weights came from (stored in the card's provenance)."""
 
-    source: str  # "imagenet" (torchvision-named file), "file" (other file) or "random"
+    source: str  # "imagenet" (torchvision-named file), "model" (a CXR Review model), "file" (other) or "random"
     file_name: str | None = None
     sha256: str | None = None
     verified: bool = False
@@ -64,9 +72,17 @@ class InitialWeights:
         return d
 
 
+def user_weights_dir() -> Path:
+    """The user data folder's ``weights/``: where downloaded or imported weights go."""
+    from cxr_desktop.paths import data_dir
+
+    return data_dir() / "weights"
+
+
 def search_dirs() -> list[Path]:
-    """Folders searched for ImageNet weights, in order."""
+    """Folders searched for ImageNet weights, in order: ``$CXR_WEIGHTS_DIR``, user data, torch hub cache."""
     dirs = [Path(d).expanduser() for d in os.environ.get(WEIGHTS_DIR_ENV, "").split(os.pathsep) if d]
+    dirs.append(user_weights_dir())
     dirs.append(Path(torch.hub.get_dir()) / "checkpoints")
     return dirs
 
@@ -126,6 +142,27 @@ def _verify(p: Path, digest: str, expected_sha256: str | None) -> tuple[bool, st
     )
 
 
+def model_file_card(p: Path) -> ModelCard | None:
+    """The card of a CXR Review model file, None for other weight files.
+
+    A file that carries a card which cannot be read is refused: training from it
+    would lose its lineage and warnings.
+    """
+    try:
+        with open(p, "rb") as fh:
+            if sniff_format(fh.read(9)) != "safetensors":
+                return None
+        from safetensors import safe_open
+
+        with safe_open(str(p), "pt") as f:
+            meta = f.metadata() or {}
+    except Exception:  # unreadable or not safetensors after all: _read_weights says why
+        return None
+    if CARD_KEY not in meta:
+        return None
+    return read_card(p)
+
+
 def _read_weights(p: Path) -> dict[str, torch.Tensor]:
     """A state dict from safetensors or ``torch.load(weights_only=True)``; never unrestricted pickle."""
     with open(p, "rb") as fh:
@@ -162,7 +199,8 @@ def load_imagenet_into(
         found = find_imagenet_weights()
         if found is None:
             raise ModelFileError(
-                _not_found_text() + f". Place the torchvision file in ${WEIGHTS_DIR_ENV} or the torch hub cache."
+                _not_found_text() + ". Run 'cxr-model weights --download' (or '--import FILE'), or place the "
+                f"torchvision file in ${WEIGHTS_DIR_ENV}."
             )
         path = found
     p = Path(path)
@@ -196,7 +234,7 @@ def load_imagenet_into(
     )
     variant = next((v for v, n in IMAGENET_FILES.items() if n == p.name), None)
     return InitialWeights(
-        source="imagenet" if _TORCHVISION_NAME.match(p.name) else "file",
+        source="imagenet" if _TORCHVISION_NAME.match(p.name) else "model" if model_file_card(p) else "file",
         file_name=p.name,
         sha256=digest,
         verified=verified,
@@ -222,6 +260,7 @@ def init_model(
     ``weights``: ``"imagenet"`` (offline search; random with a card warning if absent),
     ``"none"`` (random, with a warning), or a path to a weights file (checksum as in
     :func:`load_imagenet_into`). A weights file that is present but wrong is refused.
+    A CXR Review model file passes on its lineage (:mod:`cxr_desktop.model.lineage`).
     """
     classes = list(classes)
     spec = resolve_head(head)
@@ -248,13 +287,14 @@ def init_model(
         "until it is trained with cxr-train."
     ]
     w = str(weights)
+    parent: ModelCard | None = None
     if w == "imagenet":
         if find_imagenet_weights() is None:
             record = InitialWeights(
                 source="random",
                 warning=_not_found_text() + "; the model starts from random weights — training will need "
-                f"much more data and time. Ask an administrator to place {IMAGENET_FILES['IMAGENET1K_V2']} "
-                f"in ${WEIGHTS_DIR_ENV} or the torch hub cache.",
+                f"much more data and time. Run 'cxr-model weights --download' (or '--import FILE' with a copy "
+                f"of {IMAGENET_FILES['IMAGENET1K_V2']}), or ask an administrator to place it in ${WEIGHTS_DIR_ENV}.",
             )
         else:
             record = load_imagenet_into(model)
@@ -266,6 +306,7 @@ def init_model(
         )
     else:
         record = load_imagenet_into(model, Path(weights), expected_sha256=expected_sha256)
+        parent = model_file_card(Path(weights))
     if record.warning:
         warnings.append(record.warning)
     card.warnings = warnings
@@ -276,4 +317,8 @@ def init_model(
         "software": software_versions(),
         "seed": seed,
     }
+    if parent is not None and record.sha256:
+        from cxr_desktop.model.lineage import apply, inherit_from
+
+        apply(card, inherit_from(parent, record.sha256))
     return model.eval(), card

@@ -50,9 +50,11 @@ from cxr_desktop.training.loops import (
     train_one_epoch, zero_init_residual,
 )
 from cxr_desktop.training.metrics import binary_report, multiclass_report, select_threshold, task_auc
-from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult, save_with_threshold
+from cxr_desktop.training.results import (
+    Evaluation, SplitPredictions, TrainResult, inherit_lineage, save_with_threshold,
+)
 from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
-from cxr_desktop.training.split import Split, split_counts, split_groups
+from cxr_desktop.training.split import Split, patient_check, split_counts, split_groups
 
 __all__ = ["train", "run_to_end", "save_with_threshold", "Evaluation", "SplitPredictions", "TrainResult",
            "train_one_epoch", "evaluate"]
@@ -243,10 +245,10 @@ class _Run:
             split = split_groups([it.label for it in items], [it.group for it in items],
                                  val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
             return items, split
-        test_groups = {it.group for it in test_scan.items}
+        test_groups = set().union(*(it.patient_hashes() for it in test_scan.items))  # every patient reading
         test_hashes = {it.sha256 for it in test_scan.items}
-        leaking = [it for it in items if it.group in test_groups or it.sha256 in test_hashes]
-        keep = [it for it in items if not (it.group in test_groups or it.sha256 in test_hashes)]
+        leaking = [it for it in items if it.patient_hashes() & test_groups or it.sha256 in test_hashes]
+        keep = [it for it in items if not (it.patient_hashes() & test_groups or it.sha256 in test_hashes)]
         frac = cfg.val_fraction / max(1e-9, 1.0 - cfg.test_fraction) if cfg.test_fraction else cfg.val_fraction
         split = split_groups([it.label for it in keep], [it.group for it in keep],
                              val_fraction=min(frac, 0.5), test_fraction=0.0, seed=cfg.seed)
@@ -305,6 +307,10 @@ class _Run:
                                      seed=cfg.seed, expected_sha256=cfg.weights_sha256 if existing is None else None)
         except ModelFileError as exc:  # weights file missing, damaged, wrong checksum or not a ResNet50
             raise TrainingError(f"The initial weights cannot be used: {exc}") from None
+        if cfg.output_stride != 32:  # same weights, dilated last stage (a finer heatmap)
+            from cxr_desktop.model.architecture import with_output_stride
+
+            model = with_output_stride(model, cfg.output_stride)
         if existing is not None:
             model.load_state_dict(existing.model)
             self.state = existing.state
@@ -656,7 +662,8 @@ class _Run:
             return None
         _, probs, labels, pooled = res
         preds = SplitPredictions(split, labels, probs, [self.items[i].rel for i in idx],
-                                 [self.items[i].path for i in idx])
+                                 [self.items[i].path for i in idx], groups=[self.items[i].group for i in idx],
+                                 kinds=[self.items[i].input_kind for i in idx])
         return preds, pooled if pooled is not None else np.zeros((0, 2048), np.float32)
 
     def _finish(self) -> Generator[TrainEvent, None, TrainResult | None]:
@@ -677,18 +684,19 @@ class _Run:
         choice = select_threshold(yv, val.probs[:, self.pos], method=cfg.threshold_method,
                                   target=cfg.target_sensitivity)
         multi = len(self.classes) > 2
-        val_metrics = binary_report(yv, val.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap, seed=cfg.seed)
+        val_metrics = binary_report(yv, val.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap, seed=cfg.seed,
+                                    groups=val.groups, prevalence=cfg.prevalence)
         test_metrics = None
         if test is not None and len(test.labels):
             yt = (test.labels == self.pos).astype(np.int64)
             test_metrics = binary_report(yt, test.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap,
-                                         seed=cfg.seed)
+                                         seed=cfg.seed, groups=test.groups, prevalence=cfg.prevalence)
         if multi:
             val_metrics["multiclass"] = multiclass_report(val.labels, val.probs, self.classes, n_boot=cfg.bootstrap,
-                                                          seed=cfg.seed)
+                                                          seed=cfg.seed, groups=val.groups)
             if test_metrics is not None and test is not None:
                 test_metrics["multiclass"] = multiclass_report(test.labels, test.probs, self.classes,
-                                                               n_boot=cfg.bootstrap, seed=cfg.seed)
+                                                               n_boot=cfg.bootstrap, seed=cfg.seed, groups=test.groups)
         evaluation = Evaluation(self.classes, self.pos, choice, val, test, val_metrics, test_metrics)
         yield EvaluationDone(evaluation)
 
@@ -697,6 +705,13 @@ class _Run:
         train_preds, train_pooled = out["train"]
         ood_tensors, ood_info = fit_ood(train_pooled, train_preds.labels, out["val"][1],
                                         n_classes=len(self.classes), k=cfg.ood_k, percentile=cfg.ood_percentile)
+        if test is not None and test_metrics is not None:
+            extras = yield from self._test_extras(test, choice.threshold, out["test"][1], ood_tensors, ood_info)
+            if extras is None:
+                yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
+                                "Stopped during the final evaluation; nothing was saved. Resume to finish.")
+                return None
+            test_metrics.update(extras)
         card = self._card(evaluation, ood_info)
         from cxr_desktop.model.modelfile import save_model
 
@@ -719,6 +734,71 @@ class _Run:
                 yield ReportSaved(str(cfg.report), error=f"{exc.__class__.__name__}: {exc}")
         return result
 
+    def _test_extras(self, test: SplitPredictions, threshold: float, pooled: np.ndarray, ood_tensors: Any,
+                     ood_info: dict[str, Any]) -> Generator[TrainEvent, None, dict[str, Any] | None]:
+        """Calibration, metrics per input type, caution rate and the starting model on the test split
+        (:mod:`cxr_desktop.training.validation`); None when cancelled."""
+        from cxr_desktop.training.ood import ood_distance
+        from cxr_desktop.training.validation import compare_models, split_extras
+
+        cfg = self.cfg
+        idx = self.split.test
+        y = (test.labels == self.pos).astype(np.int64)
+        distances = ood_distance(pooled, ood_tensors) if len(pooled) == len(idx) else None
+        extras = split_extras(y, test.probs[:, self.pos], threshold, kinds=test.kinds,
+                              groups=test.groups, distances=distances, limit=ood_info.get("threshold"),
+                              n_boot=cfg.bootstrap, seed=cfg.seed)
+        start = yield from self._starting_model_scores(idx)
+        if start is False:
+            return None
+        if isinstance(start, dict):
+            extras["starting_model"] = start
+            if "scores" in start:
+                scores = start.pop("scores")
+                start.update(compare_models(y, test.probs[:, self.pos], scores, threshold, start["threshold"],
+                                            groups=test.groups, n_boot=cfg.bootstrap, seed=cfg.seed))
+        return extras
+
+    def _starting_model_scores(self, idx: Sequence[int]) -> Generator[TrainEvent, None, dict[str, Any] | bool | None]:
+        """The model file training started from, scored on the same test images (None: not started from one)."""
+        from cxr_desktop.errors import ModelFileError
+        from cxr_desktop.model.modelfile import load_model
+
+        w = str(self.cfg.weights)
+        if w in ("imagenet", "none") or not Path(w).is_file():
+            return None
+        try:
+            loaded = load_model(w)
+        except (ModelFileError, ValueError, OSError):
+            return None  # plain backbone weights (e.g. torchvision's): no classifier to compare
+        card = loaded.card
+        pos_name = self.classes[self.pos]
+        info: dict[str, Any] = {"name": card.display_name, "sha256": loaded.sha256,
+                                "classes": list(card.classes), "input_size": int(card.input_size)}
+        if pos_name not in card.classes:
+            info["note"] = (f"the starting model has no class {pos_name!r} (its classes: {', '.join(card.classes)}), "
+                            "so it cannot be compared")
+            return info
+        yield EvaluationStarted("test (starting model)", len(idx))
+        model = loaded.model.to(self.device).eval()
+        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0, batch_size=max(2, self.cfg.batch_size))
+        run = evaluate(model, lambda logits, y: torch.zeros(()), loader, self.device, amp=self.cuda and self.cfg.amp,
+                       cancelled=self.cancelled)
+        while True:
+            try:
+                next(run)
+            except StopIteration as stop:
+                _, probs, _, _, was_cancelled = stop.value
+                break
+        if was_cancelled:
+            return False
+        info["threshold"] = float(card.decision_threshold)
+        info["scores"] = probs[:, list(card.classes).index(pos_name)]
+        if int(card.input_size) != int(self.cfg.input_size):
+            info["note"] = (f"scored at this run's input size ({self.cfg.input_size} px); the starting model was made "
+                            f"for {card.input_size} px")
+        return info
+
     def _card(self, ev: Evaluation, ood_info: dict[str, Any]) -> ModelCard:
         from cxr_desktop.model.card import default_preprocessing
         from cxr_desktop.model.modelfile import resolve_head
@@ -738,6 +818,7 @@ class _Run:
             "classes": self.classes,
             "splits": self.counts,
             "patient_groups": {k: v["groups"] for k, v in self.counts.items()},
+            "patient_check": patient_check(self.split, self.items, train_scan, test_scan),
             "grouped_by": train_scan.group_sources(),
             "patient_pattern": cfg.patient_regex,
             "skipped_files": len(train_scan.problems) + (len(test_scan.problems) if test_scan else 0)
@@ -764,6 +845,7 @@ class _Run:
             positive_class=self.classes[self.pos],
             version=cfg.version,
             head=resolve_head(cfg.head),
+            output_stride=int(cfg.output_stride),
             input_size=int(cfg.input_size),
             preprocessing=default_preprocessing(int(cfg.input_size)),
             decision_threshold=float(ev.threshold.threshold),
@@ -790,7 +872,7 @@ class _Run:
                 },
                 "validation": compact(ev.val_metrics),
                 "test": compact(ev.test_metrics),
-                "ci": "95 % percentile bootstrap over images",
+                "ci": "95 % percentile bootstrap over patients",
             },
             warnings=warnings,
             demonstration=bool(cfg.demonstration),
@@ -798,7 +880,7 @@ class _Run:
         )
         if cfg.intended_use:
             card.intended_use = cfg.intended_use
-        return card
+        return inherit_lineage(card, self.init_card)  # parent, ancestors, demonstration flag of the start model
 
 
 def train(config: TrainConfig, cancel: threading.Event | None = None) -> Generator[TrainEvent, None, TrainResult | None]:

@@ -26,6 +26,8 @@ class SplitPredictions:
     probs: np.ndarray
     rels: list[str]
     paths: list[str]
+    groups: list[str] = field(default_factory=list)  # hashed patient of each image (patient-level bootstrap)
+    kinds: list[str] = field(default_factory=list)  # input type of each image (PNG, DICOM MONOCHROME1 ...)
 
 
 @dataclass
@@ -68,6 +70,20 @@ class TrainResult:
 
 
 
+def inherit_lineage(card: ModelCard, initial_card: dict[str, Any]) -> ModelCard:
+    """Carry the starting model's lineage over to the trained model's card.
+
+    ``initial_card`` is what the engine keeps of the card ``init_model`` made
+    (``warnings`` and ``provenance``, also across a resume): when training started
+    from a CXR Review model file, the new card records that parent, the chain of
+    ancestors, the demonstration flag and the inherited warnings
+    (:mod:`cxr_desktop.model.lineage`).
+    """
+    from cxr_desktop.model.lineage import apply, from_provenance
+
+    inherited = from_provenance(initial_card.get("provenance") or {}, initial_card.get("warnings") or [])
+    return card if inherited is None else apply(card, inherited)
+
 
 def save_with_threshold(result: TrainResult, path: str | Path, threshold: float) -> str:
     """Write the trained model to ``path`` with a different decision threshold (wizard's slider).
@@ -91,13 +107,20 @@ def save_with_threshold(result: TrainResult, path: str | Path, threshold: float)
                    note="chosen by the user on the validation split's sensitivity/specificity trade-off")
     card.metrics["threshold_selection"] = sel
     cfg_boot = int((card.provenance.get("settings") or {}).get("bootstrap", 1000))
-    card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot).items()
+    card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot,
+                                                                 groups=ev.val.groups or None).items()
                                   if k != "roc"} | ({"multiclass": ev.val_metrics["multiclass"]}
                                                     if "multiclass" in ev.val_metrics else {})
     if ev.test is not None and ev.test_metrics is not None:
         yt, st = ev.positive_scores("test")
-        card.metrics["test"] = {k: v for k, v in binary_report(yt, st, threshold, n_boot=cfg_boot).items()
+        from cxr_desktop.training.validation import at_new_threshold
+
+        prevalence = (card.provenance.get("settings") or {}).get("prevalence")
+        card.metrics["test"] = {k: v for k, v in binary_report(yt, st, threshold, n_boot=cfg_boot,
+                                                               groups=ev.test.groups or None,
+                                                               prevalence=prevalence).items()
                                 if k != "roc"} | ({"multiclass": ev.test_metrics["multiclass"]}
-                                                  if "multiclass" in ev.test_metrics else {})
+                                                  if "multiclass" in ev.test_metrics else {}) | at_new_threshold(
+            ev.test_metrics, yt, st, threshold, kinds=ev.test.kinds, groups=ev.test.groups or None, n_boot=cfg_boot)
     half = bool((card.provenance.get("settings") or {}).get("half", False))
     return save_model(path, loaded.model, card, half=half, extra_tensors=loaded.extra_tensors)
