@@ -45,9 +45,35 @@ def default_model_path() -> Path:
     return resources_dir() / "models" / "demo-cxr.safetensors"
 
 
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
+
+
+def shared_data_dir() -> Path:
+    """The developers' shared test data: ``CXR_SHARED_DATA`` or ``../shared/data`` beside the repository."""
+    env = os.environ.get("CXR_SHARED_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def sample_files(folder: Path) -> list[Path]:
+    """The image files directly in ``folder`` (by suffix; no decoding), sorted; [] if it is not a folder."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SAMPLE_SUFFIXES)
+
+
 def sample_studies_dir() -> Path:
-    """Sample studies: bundled copies in a packaged build, else ../shared/data/cxr beside the repo."""
+    """Where the sample studies are: ``resources/samples`` (in the repository and in a packaged build).
+
+    Falls back to the shared data's ``cxr/`` folder only when the bundled folder holds no images
+    (e.g. an install without resources); when neither has any, the bundled path is returned and
+    callers say that no samples were found (see :func:`sample_files`).
+    """
     bundled = resources_dir() / "samples"
-    if bundled.is_dir():
+    if sample_files(bundled):
         return bundled
-    return Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "cxr"
+    shared = shared_data_dir() / "cxr"
+    if sample_files(shared):
+        return shared
+    return bundled

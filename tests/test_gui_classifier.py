@@ -116,8 +116,9 @@ def test_worker_result_signal_probabilities_and_heatmap(qtbot, window, model_fil
     assert not panel.busy
     # the model card warns that it is untrained; the banner shows the card's warnings
     assert panel.banner.isVisible() and "Untrained" in panel.banner.text()
-    assert window.canvas.overlay_shown
-    assert window.overlay_panel.legend.class_name == res.cam_class == res.prediction.label
+    # the map explains the finding class and is drawn only at or above the decision threshold
+    assert window.overlay_panel.legend.class_name == res.cam_class == "abnormal"
+    assert window.canvas.overlay_shown == res.prediction.above_threshold
 
 
 def test_opacity_and_colormap_rebend_without_new_cam(qtbot, window, model_files, cxr_dir):
@@ -125,6 +126,7 @@ def test_opacity_and_colormap_rebend_without_new_cam(qtbot, window, model_files,
     calls = count_cam_calls(window.classifier.engine)
     open_and_predict(qtbot, window, cxr_dir / "00000001_000.png")
     assert calls == [1]
+    window.overlay_panel.set_show_below(True)  # Alpha scores below its threshold: the map on request
     computations = window.classifier.computations
     window.overlay_panel.set_opacity(20)
     v20 = view(qtbot, window)
@@ -287,8 +289,9 @@ def test_out_of_scope_image_is_not_scored(qtbot, window, model_files, dicom_dir)
 def test_export_includes_overlay_and_legend(qtbot, window, model_files, cxr_dir, tmp_path):
     load_model(qtbot, window, model_files["Alpha"])
     open_and_predict(qtbot, window, cxr_dir / "00000001_000.png")
+    window.overlay_panel.set_show_below(True)  # Alpha scores below its threshold: the map on request
     window.overlay_panel.set_opacity(50)
-    out = window.export_view(str(tmp_path / "view.png"))
+    out = window.export_view(str(tmp_path / "view.png"), mode="view")
     img = qimage_to_array(QImage(str(out))).astype(int)
     vp = window.canvas.viewport()
     assert img.shape[1] > vp.width()  # legend column added

@@ -324,12 +324,15 @@ def test_export_view_png_is_written_atomically(qtbot, window, cxr_dir, tmp_path)
     open_and_wait(qtbot, window, cxr_dir / "siim_pneumothorax_sample.dcm")
     out_dir = tmp_path / "export"
     out_dir.mkdir()
-    out = window.export_view(str(out_dir / "view.png"))
+    out = window.export_view(str(out_dir / "view.png"), mode="view")
     assert out is not None and out.exists()
     img = QImage(str(out))
     vp = window.canvas.viewport()
     assert img.width() == vp.width() and img.height() > vp.height()  # no overlay: no legend column
-    assert [p.name for p in out_dir.iterdir()] == ["view.png"]  # no temp files left
+    # by default the whole image at its native resolution (1024 x 1024), caption below
+    native = QImage(str(window.export_view(str(out_dir / "native.png"))))
+    assert native.width() == 1024 and native.height() > 1024
+    assert sorted(p.name for p in out_dir.iterdir()) == ["native.png", "view.png"]  # no temp files left
     # an unwritable place gives a message, not a crash
     assert window.export_view(str(tmp_path / "missing" / "view.png")) is None
     assert window.last_message is not None and window.last_message[0] == "Export failed"

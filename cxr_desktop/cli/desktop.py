@@ -12,7 +12,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--self-test", action="store_true",
                     help="decode the sample studies, run predict + Grad-CAM, print one JSON line; no window")
     ap.add_argument("--model", help="model file to use instead of the remembered/default one")
-    ap.add_argument("--samples", action="store_true", help="open the bundled sample studies")
+    ap.add_argument("--samples", action="store_true",
+                    help="open the sample studies that come with the app (resources/samples)")
     args = ap.parse_args(argv)
     if args.self_test:
         from cxr_desktop.selftest import main as self_test
@@ -20,12 +21,8 @@ def main(argv: list[str] | None = None) -> int:
         return self_test()
     from cxr_desktop.gui.app import run
 
-    paths = list(args.paths)
-    if args.samples:
-        from cxr_desktop.paths import sample_studies_dir
-
-        paths.append(str(sample_studies_dir()))
-    return run(paths, model=args.model)
+    # --samples: the window opens resources/samples, or says that none were found and how to open files
+    return run(list(args.paths), model=args.model, samples=args.samples)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ def create_app(argv: list[str] | None = None) -> QApplication:
     return app  # type: ignore[return-value]
 
 
-def run(paths: list[str], model: str | None = None) -> int:
-    """Open the main window on ``paths`` (files or folders) and run until it is closed."""
+def run(paths: list[str], model: str | None = None, *, samples: bool = False) -> int:
+    """Open the main window on ``paths`` (files or folders; ``samples``: the sample studies) until closed."""
     app = create_app()
     install_excepthook()
     from cxr_desktop.gui.main_window import MainWindow
@@ -41,7 +41,7 @@ def run(paths: list[str], model: str | None = None) -> int:
     if os.environ.get("CXR_DEVICE"):  # auto | cpu | cuda (support and benchmarks)
         engine_options["device"] = os.environ["CXR_DEVICE"]
     window = MainWindow(reporter=reporter, engine_options=engine_options)
-    window.start_when_shown(list(paths), model)
+    window.start_when_shown(list(paths), model, samples=samples)
     window.show()
     code = int(app.exec())
     if not window.shutdown(timeout_ms=QUIT_WAIT_MS):

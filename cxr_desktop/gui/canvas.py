@@ -104,6 +104,8 @@ class ImageCanvas(QGraphicsView):
         self._fit_mode = True
         self._overlay_wanted = True
         self._has_overlay = False
+        self._overlay_image: QImage | None = None
+        self._overlay_note = ""
         self._message = "Open a file or folder (Ctrl+O / Ctrl+Shift+O), or drop files here."
         self._wl_drag: tuple[QPoint, Window] | None = None
         self._render_timer = QTimer(self)
@@ -216,6 +218,7 @@ class ImageCanvas(QGraphicsView):
     def set_overlay(self, layer_image: QImage, image_shape: tuple[int, int]) -> None:
         """Show a coloured heatmap (any size) stretched over the image's rows x columns."""
         rows, cols = image_shape
+        self._overlay_image = layer_image
         self._overlay_item.setPixmap(QPixmap.fromImage(layer_image))
         self._overlay_item.setTransform(
             QTransform.fromScale(cols / max(1, layer_image.width()), rows / max(1, layer_image.height())))
@@ -224,6 +227,7 @@ class ImageCanvas(QGraphicsView):
 
     def clear_overlay(self) -> None:
         self._has_overlay = False
+        self._overlay_image = None
         self._overlay_item.setPixmap(QPixmap())
         self._overlay_item.setVisible(False)
 
@@ -242,6 +246,16 @@ class ImageCanvas(QGraphicsView):
     @property
     def overlay_shown(self) -> bool:
         return self._overlay_item.isVisible()
+
+    def set_overlay_note(self, text: str) -> None:
+        """A short note drawn over the top of the image (e.g. why no heatmap is drawn); "" hides it."""
+        if text != self._overlay_note:
+            self._overlay_note = text
+            self.viewport().update()
+
+    @property
+    def overlay_note(self) -> str:
+        return self._overlay_note
 
     # ------------------------------------------------------------ zoom / pan
     @property
@@ -341,6 +355,27 @@ class ImageCanvas(QGraphicsView):
         """What the viewport shows now (image + overlay in the current view), as a QImage."""
         return self.viewport().grab().toImage()
 
+    def render_native(self) -> QImage | None:
+        """The whole image at its own resolution (one pixel per image pixel), as displayed.
+
+        Current window/level, inversion, rotation/flip and the overlay as shown (opacity,
+        colours, style); no zoom, pan or on-screen notes. None when no image is shown.
+        """
+        if self._mapper is None or self.image is None:
+            return None
+        packed = self._mapper.render_packed(self._window, self.image.invert_for_display != self._user_invert)
+        out = packed_to_qimage(packed)
+        if self.overlay_shown and self._overlay_image is not None:
+            p = QPainter(out)
+            p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, True)
+            p.setOpacity(self.overlay_opacity)
+            p.drawImage(QRectF(0, 0, out.width(), out.height()), self._overlay_image)
+            p.end()
+        a, b, c, d = self._orient
+        if (a, b, c, d) != (1, 0, 0, 1):
+            out = out.transformed(QTransform(a, c, b, d, 0, 0))
+        return out
+
     def image_point(self, viewport_pos: QPoint) -> QPointF:
         """Image (column, row) coordinates under a viewport position."""
         return self._image_item.mapFromScene(self.mapToScene(viewport_pos))
@@ -433,6 +468,17 @@ class ImageCanvas(QGraphicsView):
             painter.setPen(QColor(200, 200, 200))
             r = self.viewport().rect().adjusted(30, 30, -30, -30)
             painter.drawText(r, int(Qt.AlignmentFlag.AlignCenter | Qt.TextFlag.TextWordWrap), self._message)
+            painter.restore()
+        elif self.image is not None and self._overlay_note:
+            painter.save()
+            painter.resetTransform()
+            flags = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap)
+            width = min(self.viewport().width() - 20, 460)
+            box = painter.fontMetrics().boundingRect(0, 0, width - 16, 200, flags, self._overlay_note)
+            panel = QRectF(10, 10, box.width() + 16, box.height() + 10)
+            painter.fillRect(panel, QColor(0, 0, 0, 170))
+            painter.setPen(QColor(255, 200, 120))
+            painter.drawText(panel.adjusted(8, 5, -8, -5), flags, self._overlay_note)
             painter.restore()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802

@@ -1,11 +1,16 @@
-"""Export the current view (image + overlay + legend) as a PNG, with no patient data burned in.
+"""Export the image (+ overlay + legend) as a PNG, with no patient data burned in.
 
-The picture is the canvas viewport exactly as shown (zoom, orientation,
-window/level, overlay opacity), with the colour legend and a caption beside it.
-The caption names only the model, the explained class and the decision-aid
-notice: never a patient name, ID, date or the file's path. The file is written
-atomically (temp file + fsync + rename), so an interrupted export never leaves
-a half-written PNG under the chosen name.
+Two pictures can be exported: by default the whole image at its native resolution
+(one PNG pixel per image pixel, as displayed: window/level, inversion, rotation,
+overlay opacity and style; :meth:`ImageCanvas.render_native`), or, on request, the
+canvas viewport exactly as shown (zoom and pan included). The colour legend (when a
+heatmap is drawn) and a caption are added beside and below it, scaled to the
+picture so that they stay legible on a large radiograph. The caption names the
+explained class, the probability, the decision threshold and the model (see
+:func:`cxr_desktop.heatmap_rules.caption_lines`) and the decision-aid notice:
+never a patient name, ID, date or the file's path. The file is written
+atomically (temp file + fsync + rename), so an interrupted export never leaves a
+half-written PNG under the chosen name.
 """
 
 from __future__ import annotations
@@ -13,31 +18,51 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRectF, Qt
-from PySide6.QtGui import QColor, QImage, QPainter
+from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRect, QRectF, Qt
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.gui.overlay import paint_legend
 
-LEGEND_WIDTH = 150
-CAPTION_HEIGHT = 40
+EXPORT_MODES = ("native", "view")  # the image at its own resolution, or the viewport as shown
+LEGEND_WIDTH = 150  # at the reference size; scaled with the picture
+CAPTION_FONT_PX = 13
+REFERENCE_SIDE = 700  # pictures up to this short side use the sizes above
+
+
+def export_scale(view: QImage) -> float:
+    """How much larger the legend and caption are drawn for a large picture (1 for a screen view)."""
+    return max(1.0, min(view.width(), view.height()) / float(REFERENCE_SIDE))
 
 
 def compose_export(view: QImage, *, colormap: str | None, legend_title: str, caption: str) -> QImage:
-    """The viewport picture with a legend column (when an overlay is shown) and a caption row."""
-    legend_w = LEGEND_WIDTH if colormap else 0
-    w, h = view.width() + legend_w, view.height() + CAPTION_HEIGHT
-    out = QImage(w, h, QImage.Format.Format_RGB32)
+    """The picture with a legend column (when an overlay is shown) and a caption row below.
+
+    ``caption`` may hold several lines; :data:`DECISION_AID_NOTICE` is always appended.
+    """
+    k = export_scale(view)
+    legend_w = int(round(LEGEND_WIDTH * k)) if colormap else 0
+    font = QFont()
+    font.setPixelSize(int(round(CAPTION_FONT_PX * k)))
+    text = f"{caption}\n{DECISION_AID_NOTICE}" if caption else DECISION_AID_NOTICE
+    w = view.width() + legend_w
+    margin = int(round(8 * k))
+    flags = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop | Qt.TextFlag.TextWordWrap)
+    text_h = QFontMetrics(font).boundingRect(QRect(0, 0, w - 2 * margin, 100000), flags, text).height()
+    caption_h = text_h + 2 * margin
+    out = QImage(w, view.height() + caption_h, QImage.Format.Format_RGB32)
     out.fill(QColor(0, 0, 0))
     p = QPainter(out)
     p.drawImage(0, 0, view)
     if colormap:
-        paint_legend(p, QRectF(view.width() + 6, 10, legend_w - 12, min(view.height() - 20, 320)),
-                     colormap, legend_title, text_colour=QColor(235, 235, 235))
-    p.setPen(QColor(220, 220, 220))
-    p.drawText(QRectF(8, view.height() + 2, w - 16, CAPTION_HEIGHT - 4),
-               int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter | Qt.TextFlag.TextWordWrap),
-               f"{caption}\n{DECISION_AID_NOTICE}" if caption else DECISION_AID_NOTICE)
+        p.setFont(font)
+        legend_h = min(view.height() - 20 * k, 360 * k)
+        paint_legend(p, QRectF(view.width() + 6 * k, 10 * k, legend_w - 12 * k, legend_h),
+                     colormap, legend_title, text_colour=QColor(235, 235, 235),
+                     font_px=int(round(11 * k)))
+    p.setFont(font)
+    p.setPen(QColor(225, 225, 225))
+    p.drawText(QRectF(margin, view.height() + margin, w - 2 * margin, text_h + 2), flags, text)
     p.end()
     return out
 

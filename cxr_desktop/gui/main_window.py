@@ -6,6 +6,11 @@ model loading run in workers (:mod:`cxr_desktop.gui.workers`,
 study list selection -> :class:`ImageLoader` decodes the frame -> canvas shows
 it -> :class:`ClassifierWorker` predicts + computes Grad-CAM -> results panel
 and overlay. Messages to the user never contain patient data or tracebacks.
+
+The heatmap explains the model's finding class and is drawn only when P(finding)
+reaches the decision threshold; otherwise the canvas and the overlay panel say
+"No finding above threshold - no heatmap", and the reader may show it for this
+image on request, labelled as below threshold (:mod:`cxr_desktop.heatmap_rules`).
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from cxr_desktop.gui.dialogs import AboutDialog, ModelCardDialog
 from cxr_desktop.gui.export_view import export_png
 from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
-from cxr_desktop.gui.overlay_panel import OPACITY_STEP, OverlayPanel
+from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, OverlayPanel
 from cxr_desktop.gui.results_panel import ResultsPanel
 from cxr_desktop.gui.scope import ViewerScope
 from cxr_desktop.gui.settings import AppSettings
@@ -40,6 +45,7 @@ from cxr_desktop.gui.study_list import StudyListWidget
 from cxr_desktop.gui.study_scan import StudyEntry
 from cxr_desktop.gui.tags_panel import TagsPanel
 from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
+from cxr_desktop.heatmap_rules import NO_HEATMAP_TEXT, caption_lines, heatmap_drawn, legend_title
 
 if TYPE_CHECKING:  # imaging (pydicom) is imported by the workers once the window is up
     from cxr_desktop.gui.window_presets import Preset
@@ -49,6 +55,16 @@ log = logging.getLogger(__name__)
 
 IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All files (*)"
 MODEL_FILTER = "CXR Review model (*.safetensors);;All files (*)"
+EXPORT_FILTERS = {"native": "PNG, whole image at native resolution (*.png)",
+                  "view": "PNG, current view as shown on screen (*.png)"}
+OPEN_HINT = "Open a file or folder (Ctrl+O / Ctrl+Shift+O), or drop files here."
+
+
+def no_samples_message(folder: Path) -> str:
+    """What the window says when ``--samples`` finds nothing: where it looked and how to open files."""
+    return (f"No sample studies were found (looked in {folder}).\n\n"
+            "Open your own images with File > Open files (Ctrl+O) or File > Open folder (Ctrl+Shift+O), "
+            "or drop files or a folder on this window. PNG, JPEG, TIFF and DICOM files are read.")
 
 
 class _FirstPaint(QObject):
@@ -114,7 +130,7 @@ class MainWindow(QMainWindow):
         self.canvas.set_overlay_opacity(self.overlay_panel.opacity / 100.0)
         self.canvas.set_overlay_visible(self.overlay_panel.overlay_visible)
         self.resize(1400, 900)
-        self._pending_start: tuple[list[str], str | None] | None = None
+        self._pending_start: tuple[list[str], str | None, bool] | None = None
         self._shown = False
         self._first_paint = _FirstPaint(self._on_first_paint)
         self.installEventFilter(self._first_paint)
@@ -201,6 +217,9 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&File")
         for key in ("open_files", "open_folder"):
             m.addAction(self.actions[key])
+        self.actions["open_samples"] = m.addAction("Open &sample studies")
+        self.actions["open_samples"].setStatusTip("Open the small public sample studies that come with the app")
+        self.actions["open_samples"].triggered.connect(lambda _c=False: self.open_samples())
         self.recent_menu = m.addMenu("Open &recent")
         m.addSeparator()
         m.addAction(self.actions["export_view"])
@@ -260,6 +279,8 @@ class MainWindow(QMainWindow):
         self.overlay_panel.colormap_changed.connect(self._on_colormap)
         self.overlay_panel.visible_changed.connect(self._on_overlay_visible)
         self.overlay_panel.cam_class_changed.connect(lambda _c: self.request_prediction())
+        self.overlay_panel.style_changed.connect(lambda _s: self._show_overlay())
+        self.overlay_panel.show_below_changed.connect(lambda _on: self._show_overlay())
 
     # ================================================================ start-up
     def _on_first_paint(self) -> None:
@@ -269,9 +290,10 @@ class MainWindow(QMainWindow):
         if self._pending_start is not None:
             QTimer.singleShot(0, self._start_pending)
 
-    def start_when_shown(self, paths: list[str] | None = None, model: str | None = None) -> None:
+    def start_when_shown(self, paths: list[str] | None = None, model: str | None = None, *,
+                         samples: bool = False) -> None:
         """:meth:`start` once the window has been painted, so that nothing delays the first window."""
-        self._pending_start = (list(paths or []), model)
+        self._pending_start = (list(paths or []), model, samples)
         if self._shown:
             QTimer.singleShot(0, self._start_pending)
         else:  # never painted (e.g. minimised): start anyway
@@ -282,11 +304,28 @@ class MainWindow(QMainWindow):
         if pending is not None and not self.reporter.quitting:
             self.start(*pending)
 
-    def start(self, paths: list[str] | None = None, model: str | None = None) -> None:
-        """Begin loading the model (worker) and open ``paths``."""
+    def start(self, paths: list[str] | None = None, model: str | None = None, samples: bool = False) -> None:
+        """Begin loading the model (worker) and open ``paths`` (and the sample studies with ``samples``)."""
         self.models.load_startup(model)
         if paths:
             self.open_paths(paths)
+        if samples:
+            self.open_samples()
+
+    def open_samples(self) -> bool:
+        """Open the bundled sample studies; when there are none, say so and how to open files."""
+        from cxr_desktop.paths import sample_files, sample_studies_dir
+
+        folder = sample_studies_dir()
+        if not sample_files(folder):
+            if self.current_image is None:  # the empty canvas says it, where the image would be
+                self.canvas.show_message(no_samples_message(folder))
+            else:
+                self.inform("No sample studies", no_samples_message(folder))
+            self.statusBar().showMessage("No sample studies found", 10000)
+            return False
+        self.open_paths([str(folder)])
+        return True
 
     # ================================================================ opening
     def open_paths(self, paths: list[str]) -> None:
@@ -316,7 +355,7 @@ class MainWindow(QMainWindow):
     def close_all(self) -> None:
         self.study_list.clear()
         self.current_entry = None
-        self._show_nothing("Open a file or folder (Ctrl+O / Ctrl+Shift+O), or drop files here.")
+        self._show_nothing(OPEN_HINT)
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802
         if event.mimeData().hasUrls():
@@ -385,6 +424,10 @@ class MainWindow(QMainWindow):
         if pid:
             REDACTOR.register_patient_id(pid)
         same_file = self.current_image is not None and self.current_image.path == image.path
+        if not same_file:  # "show anyway" is a request for one image, never carried to the next
+            self.overlay_panel.show_below_box.blockSignals(True)
+            self.overlay_panel.set_show_below(False)
+            self.overlay_panel.show_below_box.blockSignals(False)
         self.scope.set_image(image, study.scope, study.scope_settings)
         self.current_image = image
         self.current_outcome = None
@@ -415,6 +458,8 @@ class MainWindow(QMainWindow):
         image = self.current_image
         self.current_outcome = None
         self.canvas.clear_overlay()
+        self.canvas.set_overlay_note("")
+        self.overlay_panel.set_gate(None)
         self.layer = None
         if image is None:
             return
@@ -466,8 +511,7 @@ class MainWindow(QMainWindow):
                                      out_of_scope=None if verdict.in_scope else [r.message for r in verdict.reasons])
         if res.heatmap is not None:
             self.layer = outcome.layer or HeatmapLayer(res.heatmap, res.cam_class)
-            self.canvas.set_overlay(self.layer.image(self.overlay_panel.colormap), image.shape)
-            self.overlay_panel.set_explained(res.cam_class)
+        self._show_overlay()
         self.prediction_shown.emit(outcome)
         self.reporter.mark("first_result")
 
@@ -478,8 +522,30 @@ class MainWindow(QMainWindow):
 
     def _on_colormap(self, name: str) -> None:
         self.settings.overlay_colormap = name
-        if self.layer is not None and self.current_image is not None:
-            self.canvas.set_overlay(self.layer.image(name), self.current_image.shape)
+        self._show_overlay()
+
+    def _show_overlay(self) -> None:
+        """Draw the heatmap of the current result, or say why not (below the decision threshold)."""
+        outcome, image, layer = self.current_outcome, self.current_image, self.layer
+        if outcome is None or outcome.result is None or image is None or layer is None:
+            self.canvas.clear_overlay()
+            self.canvas.set_overlay_note("")
+            self.overlay_panel.set_gate(None)
+            return
+        pred = outcome.result.prediction
+        below = not pred.above_threshold
+        if heatmap_drawn(pred.score, pred.threshold, show_anyway=self.overlay_panel.show_below):
+            self.canvas.set_overlay(layer.image(self.overlay_panel.colormap, self.overlay_panel.style), image.shape)
+            self.overlay_panel.set_explained(layer.class_name, below_threshold=below)
+            self.overlay_panel.set_gate("below_shown" if below else "drawn")
+            self.canvas.set_overlay_note(SHOWN_BELOW_TEXT if below else "")
+        else:
+            self.canvas.clear_overlay()
+            self.overlay_panel.set_explained(layer.class_name)
+            self.overlay_panel.set_gate("below")
+            self.canvas.set_overlay_note(
+                f"{NO_HEATMAP_TEXT} (P = {pred.score:.3f} < {pred.threshold:.3f}). "
+                "See 'Show heatmap anyway' in the Heatmap tab.")
 
     def _on_overlay_visible(self, on: bool) -> None:
         self.canvas.set_overlay_visible(on)
@@ -544,7 +610,7 @@ class MainWindow(QMainWindow):
         self.results.set_model(active)
         self.scope.set_model(active.engine)
         self.results.set_learned_status(self.scope.learned_status)
-        self.overlay_panel.set_classes(list(active.card.classes))
+        self.overlay_panel.set_classes(list(active.card.classes), active.card.positive_class)
         self.statusBar().showMessage(f"Model ready: {active.display_name} on {active.engine.device_label}", 5000)
         self._refresh_recent_menus()
         self.reporter.mark("model_ready")
@@ -600,24 +666,46 @@ class MainWindow(QMainWindow):
             self.inform("Export view", "Open an image first.")
             return
         default = Path(self.settings.last_dir or ".") / f"cxr-view-{datetime.datetime.now():%Y%m%d-%H%M%S}.png"
-        path, _ = QFileDialog.getSaveFileName(self, "Export view as PNG", str(default), "PNG image (*.png)")
+        path, chosen = QFileDialog.getSaveFileName(self, "Export image as PNG", str(default),
+                                                   ";;".join(EXPORT_FILTERS.values()), EXPORT_FILTERS["native"])
         if path:
             if not path.lower().endswith(".png"):
                 path += ".png"
-            self.export_view(path)
+            mode = "view" if chosen == EXPORT_FILTERS["view"] else "native"
+            self.export_view(path, mode=mode)
 
-    def export_view(self, path: str) -> Path | None:
-        """Save what the canvas shows, with legend and caption (no patient data)."""
+    def export_caption(self) -> str:
+        """The export's caption: class, probability, threshold, model (never patient data)."""
+        active = self.models.active
+        outcome = self.current_outcome
+        if active is None or outcome is None or outcome.result is None:
+            return ""
+        pred = outcome.result.prediction
+        method = getattr(getattr(active.engine, "options", None), "cam_method", "gradcam")
+        shown = self.canvas.overlay_shown and self.layer is not None
+        return "\n".join(caption_lines(
+            explained=self.layer.class_name if self.layer is not None else None,
+            positive_class=active.card.positive_class, score=pred.score, threshold=pred.threshold,
+            model=active.display_name, method={"gradcam": "Grad-CAM"}.get(method, method), heatmap_shown=shown))
+
+    def export_view(self, path: str, mode: str = "native") -> Path | None:
+        """Save the image with legend and caption (no patient data).
+
+        ``mode`` "native": the whole image at its own resolution, as displayed; "view": the
+        canvas viewport exactly as shown (zoom, pan).
+        """
+        if mode not in EXPORT_FILTERS:
+            raise ValueError(f"unknown export mode {mode!r}")
         overlay_on = self.canvas.overlay_shown and self.layer is not None
-        title = f"Grad-CAM: {self.layer.class_name}" if overlay_on and self.layer else ""
-        caption = ""
-        if self.models.active is not None and self.current_outcome is not None and self.current_outcome.result:
-            pred = self.current_outcome.result.prediction
-            caption = f"Model {self.models.active.display_name}: predicted {pred.label} ({pred.score:.3f})"
+        below = (self.current_outcome is not None and self.current_outcome.result is not None
+                 and not self.current_outcome.result.prediction.above_threshold)
+        title = legend_title(self.layer.class_name, below_threshold=below) if overlay_on and self.layer else ""
+        picture = self.canvas.render_native() if mode == "native" else None
+        if picture is None:
+            picture = self.canvas.render_viewport()
         try:
-            out = export_png(path, self.canvas.render_viewport(),
-                             colormap=self.overlay_panel.colormap if overlay_on else None,
-                             legend_title=title, caption=caption)
+            out = export_png(path, picture, colormap=self.overlay_panel.colormap if overlay_on else None,
+                             legend_title=title, caption=self.export_caption())
         except OSError as exc:
             self.inform("Export failed", f"The view could not be saved to {Path(path).name} "
                                          f"({exc.strerror or type(exc).__name__}). Choose another folder.")

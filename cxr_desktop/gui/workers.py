@@ -121,7 +121,9 @@ def load_for_view(path: str, frame: int = 0, scope_settings: Any = None) -> Load
     from cxr_desktop.gui.display_mapper import DisplayMapper
     from cxr_desktop.gui.window_presets import presets_for
     from cxr_desktop.imaging import load_image, read_dicom_tags
+    from cxr_desktop.redaction import register_file
 
+    register_file(path)  # its PS3.15 Annex E values (names, IDs, dates, ...) never reach a crash log
     try:
         image = load_image(path, frame=frame)
     except ImageError as exc:
@@ -274,7 +276,7 @@ class PredictionKey:
     path: str
     frame: int
     model_id: str
-    cam_class: str | None  # None: the map explains the predicted class
+    cam_class: str | None  # None: the map explains the finding (positive) class
 
 
 @dataclass
