@@ -20,6 +20,7 @@ def offline_home(tmp_path, monkeypatch):
     home = tmp_path / "torch-home"
     home.mkdir()
     monkeypatch.setenv("TORCH_HOME", str(home))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))  # the user data weights folder is searched too
     monkeypatch.delenv("CXR_WEIGHTS_DIR", raising=False)
 
     def refuse(*args, **kwargs):
@@ -47,6 +48,23 @@ def test_init_then_info(model_file, capsys):
     assert file_sha256(model_file) in out
     assert "random weights" in out  # the card's warning is shown
     assert "Threshold:       0.5" in out
+
+
+def test_info_shows_lineage_and_inherited_warnings(model_file, tmp_path, capsys):
+    """A model made from another model file names its parent (with the file's sha256) and inherits."""
+    child = tmp_path / "child.safetensors"
+    assert main(["init", "--classes", "normal,pneumonia", "--out", str(child), "--weights", str(model_file),
+                 "--name", "child"]) == 0
+    capsys.readouterr()
+    assert main(["info", str(child)]) == 0
+    out = capsys.readouterr().out
+    assert f"Lineage:         Trained from 'demo v0' (sha256 {file_sha256(model_file)[:16]}...)" in out
+    assert "Inherited from 'demo v0': No ImageNet initialisation was requested" in out
+    assert main(["info", str(model_file)]) == 0
+    assert "Lineage:         none recorded" in capsys.readouterr().out
+    assert main(["info", str(child), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["card"]["parent"] == {"name": "demo", "version": "0", "sha256": file_sha256(model_file)}
 
 
 def test_info_json(model_file, capsys):

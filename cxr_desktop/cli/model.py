@@ -3,8 +3,10 @@
     cxr-model info FILE [--json]
     cxr-model init --classes A,B --out FILE [--positive B] [--weights imagenet|none|PATH] ...
     cxr-model convert SRC.pt --classes A,B --out FILE [--new-head] ...
+    cxr-model weights [--download [--url URL] | --import FILE] [--sha256 HEX] [--dir DIR]
 
-Exit codes: 0 ok, 1 could not write the output, 2 usage error or refused file.
+Exit codes: 0 ok, 1 could not write the output (or the download failed), 2 usage error
+or refused file (also a weights file with the wrong checksum), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -51,6 +53,21 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--weights", default="imagenet", help="imagenet (offline cache), none, or a weights file PATH")
     init.add_argument("--weights-sha256", help="expected sha256 of the --weights file")
 
+    wts = sub.add_parser(
+        "weights", help="show, download or import the ImageNet weights new models start from",
+        description="Without options: where ImageNet weights are looked for and what is installed. --download "
+        "fetches torchvision's ResNet50 weights (about 100 MB; resumable; honours HTTPS_PROXY/NO_PROXY) into the "
+        "user data folder; --import FILE installs a copy brought in by other means (offline sites). Both verify "
+        "the sha256.")
+    act = wts.add_mutually_exclusive_group()
+    act.add_argument("--download", action="store_true", help="download torchvision's ResNet50 ImageNet weights")
+    act.add_argument("--import", dest="import_file", type=Path, metavar="FILE",
+                     help="install this weights file (e.g. resnet50-11ad3fa6.pth) after checking its sha256")
+    wts.add_argument("--url", help="download from this URL instead (a local mirror; default: $CXR_WEIGHTS_URL, "
+                     "else torchvision's)")
+    wts.add_argument("--sha256", help="expected full sha256, for a file whose name carries no checksum")
+    wts.add_argument("--dir", type=Path, help="install into this folder instead of the user data folder")
+
     conv = sub.add_parser("convert", help="make a model file from a research state dict (.pt/.pth/.safetensors)")
     conv.add_argument("src", type=Path)
     common(conv)
@@ -94,6 +111,11 @@ def _summary(loaded: Any) -> str:
         f"Demonstration:   {'yes' if card.demonstration else 'no'}",
         f"Intended use:    {card.intended_use}",
     ]
+    from cxr_desktop.model.lineage import lineage_lines
+
+    chain = lineage_lines(card)
+    lines.append("Lineage:         " + (chain[0] if chain else "none recorded (not trained from a model file)"))
+    lines += [" " * 17 + line for line in chain[1:]]
     for title, section in (("Provenance", card.provenance), ("Metrics", card.metrics)):
         lines.append(f"{title}:")
         if section:
@@ -169,6 +191,82 @@ def _convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return EXIT_OK
 
 
+def _weights_status(out: TextIO) -> int:
+    import torch
+
+    from cxr_desktop.model.weights import WEIGHTS_DIR_ENV, find_imagenet_weights, list_weights, user_weights_dir
+    from cxr_desktop.model.weights_download import URL_ENV, weights_url
+
+    found = find_imagenet_weights()
+    print("ImageNet weights (torchvision ResNet50), used as the starting point of new models:", file=out)
+    print(f"  in use: {found}" if found else "  in use: none installed - new models start from random weights",
+          file=out)
+    print("Looked for in (in order):", file=out)
+    user = user_weights_dir()
+    hub = Path(torch.hub.get_dir()) / "checkpoints"
+    for d, files, parts in list_weights():
+        kind = "user data folder" if d == user else "torch hub cache" if d == hub else f"${WEIGHTS_DIR_ENV}"
+        print(f"  {d}  ({kind})", file=out)
+        for f in files:
+            state = "checksum ok" if f.checksum_ok else "CHECKSUM WRONG - damaged or renamed; delete it"
+            print(f"    {f.path.name}  {f.size / 1e6:.1f} MB  {f.variant or ''}  {state}", file=out)
+        for pt in parts:
+            print(f"    {pt.name}  {pt.stat().st_size / 1e6:.1f} MB  partial download: run --download to resume",
+                  file=out)
+    if not found:
+        print(f"Get them: cxr-model weights --download  (from {weights_url()}; set ${URL_ENV} for a local mirror)\n"
+              "      or: cxr-model weights --import FILE  (a copy of resnet50-11ad3fa6.pth brought in by other means)",
+              file=out)
+    return EXIT_OK
+
+
+def _weights(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import time
+
+    from cxr_desktop.model.weights_download import (
+        ChecksumError, WeightsDownloadError, download_weights, import_weights, weights_url,
+    )
+
+    if not args.download and args.import_file is None:
+        if args.url or args.sha256 or args.dir:
+            raise ValueError("--url, --sha256 and --dir go with --download or --import.")
+        return _weights_status(out)
+    try:
+        if args.import_file is not None:
+            if args.url:
+                raise ValueError("--url goes with --download, not --import.")
+            path = import_weights(args.import_file, args.dir, sha256=args.sha256)
+            print(f"Installed {path} (sha256 checked).", file=out)
+            return EXIT_OK
+        url = weights_url(args.url)
+        print(f"Downloading {url}", file=err)
+        gen = download_weights(url, args.dir, sha256=args.sha256)
+        last = 0.0
+        while True:
+            try:
+                p = next(gen)
+            except StopIteration as stop:
+                path = stop.value
+                break
+            now = time.monotonic()
+            if p.total and (now - last >= 2.0 or p.done == p.total):
+                last = now
+                resumed = f", resumed at {p.resumed_from / 1e6:.1f} MB" if p.resumed_from else ""
+                print(f"  {p.done / 1e6:.1f} of {p.total / 1e6:.1f} MB ({100 * p.done / p.total:.0f} %{resumed})",
+                      file=err)
+        print(f"Installed {path} (sha256 checked).", file=out)
+        return EXIT_OK
+    except ChecksumError as exc:
+        print(f"cxr-model: refused: {exc}", file=err)
+        return EXIT_REFUSED
+    except WeightsDownloadError as exc:
+        print(f"cxr-model: failed: {exc}", file=err)
+        return EXIT_IO
+    except KeyboardInterrupt:
+        print("cxr-model: interrupted; the part received is kept - run the same command again to resume.", file=err)
+        return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``cxr-model``; returns the exit code."""
     out, err = sys.stdout, sys.stderr
@@ -183,6 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _info(args, out)
         if args.command == "init":
             return _init(args, out, err)
+        if args.command == "weights":
+            return _weights(args, out, err)
         return _convert(args, out, err)
     except ModelFileError as exc:
         print(f"cxr-model: refused: {exc}", file=err)

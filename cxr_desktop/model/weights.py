@@ -107,6 +107,38 @@ def find_imagenet_weights() -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class FoundWeights:
+    """A torchvision-named ResNet50 weight file in one of :func:`search_dirs` (for status displays)."""
+
+    path: Path
+    size: int
+    checksum_ok: bool
+    variant: str | None
+
+
+def list_weights(verify: bool = True) -> list[tuple[Path, list[FoundWeights], list[Path]]]:
+    """Per search folder: the weight files there (checksum-checked when ``verify``) and partial downloads."""
+    out = []
+    for d in search_dirs():
+        try:
+            entries = sorted(d.iterdir())
+        except OSError:
+            out.append((d, [], []))
+            continue
+        files = []
+        for f in entries:
+            if not (_TORCHVISION_NAME.match(f.name) and f.is_file()):
+                continue
+            prefix = _HASH_IN_NAME.search(f.name).group(1)  # type: ignore[union-attr]  # the name pattern has it
+            ok = file_sha256(f).startswith(prefix) if verify else True
+            variant = next((v for v, n in IMAGENET_FILES.items() if n == f.name), None)
+            files.append(FoundWeights(f, f.stat().st_size, ok, variant))
+        parts = [f for f in entries if f.name.endswith(".part") and f.is_file()]
+        out.append((d, files, parts))
+    return out
+
+
 def _not_found_text() -> str:
     looked = ", ".join(str(d) for d in search_dirs())
     return (
