@@ -499,15 +499,17 @@ def _submit_heatmaps(pool: ThreadPoolExecutor, folder: Path, opts: ScreenOptions
     if scored.cams is None:
         return []
     return [(pos, pool.submit(_write_heatmap, folder, scored.rows[pos].path, opts.heatmaps_dir,
-                              np.array(scored.cams[j]), opts.loader or default_loader))
+                              np.array(scored.cams[j]), opts.loader or default_loader,
+                              bool(scored.rows[pos].above_threshold), scored.rows[pos].score))
             for j, pos in enumerate(scored.ok_positions)]
 
 
-def _write_heatmap(folder: Path, relpath: str, out_dir: Path, cam: np.ndarray, loader: ImageLoader) -> None:
+def _write_heatmap(folder: Path, relpath: str, out_dir: Path, cam: np.ndarray, loader: ImageLoader,
+                   above_threshold: bool = True, score: float | None = None) -> None:
     """Re-decode the image in full (only small maps travel between steps, so memory stays flat); write both PNGs."""
     from cxr_desktop.imaging.display import to_uint8
     from cxr_desktop.inference.cam import to_image_geometry
 
     image = loader(str(folder / relpath))
     heat = to_image_geometry(cam, image.rows, image.columns)
-    write_heatmap_files(out_dir, relpath, heat, to_uint8(image))
+    write_heatmap_files(out_dir, relpath, heat, to_uint8(image), above_threshold=above_threshold, score=score)
