@@ -2,20 +2,20 @@
 
 The user never sees a Python traceback as the message: they are told that the
 app can carry on, and where the crash report is. The report (written
-atomically under ``data_dir()/crash-logs``) holds the traceback with every
-Patient ID the viewer has seen, and every path the user opened, replaced by
-placeholders (:data:`REDACTOR`). Exceptions in worker threads reach the same
-hook, and the dialog is always shown on the GUI thread.
+atomically under ``data_dir()/crash-logs``, see :mod:`cxr_desktop.crash_log`)
+holds the traceback with every PS3.15 Annex E value of the studies opened
+(names, IDs, dates, institution, accession number, UIDs, ...; see
+:mod:`cxr_desktop.redaction`), and every path the user opened, replaced by
+placeholders (:data:`REDACTOR`). Logged errors go through the same redactor.
+Exceptions in worker threads reach the same hook, and the dialog is always shown
+on the GUI thread.
 """
 
 from __future__ import annotations
 
-import datetime
-import platform
-import re
+import logging
 import sys
 import threading
-import traceback
 from pathlib import Path
 from types import TracebackType
 from typing import Callable
@@ -23,74 +23,8 @@ from typing import Callable
 from PySide6.QtCore import QObject, Qt, Signal, Slot
 from PySide6.QtWidgets import QApplication, QMessageBox
 
-from cxr_desktop import __version__
-
-
-class Redactor:
-    """Remembers sensitive strings (Patient IDs, opened paths) and blanks them out of text."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._values: dict[str, str] = {}
-
-    def register(self, value: object, placeholder: str) -> None:
-        text = str(value or "").strip()
-        if len(text) >= 2:
-            with self._lock:
-                self._values[text] = placeholder
-
-    def register_patient_id(self, value: object) -> None:
-        self.register(value, "<patient-id>")
-
-    def register_path(self, path: object) -> None:
-        self.register(path, "<opened-path>")
-
-    def redact(self, text: str) -> str:
-        with self._lock:
-            items = sorted(self._values.items(), key=lambda kv: -len(kv[0]))
-        for value, placeholder in items:
-            text = text.replace(value, placeholder)
-        # DICOM-style person names (FAMILY^GIVEN) never belong in a log
-        return re.sub(r"\b[\w'-]+\^[\w'^ -]*", "<person-name>", text)
-
-
-REDACTOR = Redactor()
-
-
-def crash_dir() -> Path:
-    from cxr_desktop.paths import data_dir
-
-    return data_dir() / "crash-logs"
-
-
-def crash_report(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> str:
-    """The text of a crash report (already redacted)."""
-    lines = [
-        "CXR Review crash report (no patient data: IDs and opened paths are replaced)",
-        f"time: {datetime.datetime.now().isoformat(timespec='seconds')}",
-        f"version: {__version__}",
-        f"python: {platform.python_version()} on {platform.platform()}",
-        f"thread: {threading.current_thread().name}",
-        "",
-    ]
-    lines += traceback.format_exception(exc_type, exc, tb)
-    return REDACTOR.redact("\n".join(line.rstrip("\n") for line in lines)) + "\n"
-
-
-def write_crash_log(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None,
-                    folder: Path | None = None) -> Path | None:
-    """Write the report atomically (temp file + fsync + rename); None if even that fails."""
-    try:
-        folder = Path(folder) if folder is not None else crash_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-        target = folder / f"crash-{stamp}.log"
-        from cxr_desktop.atomic import write_text_atomic
-
-        write_text_atomic(target, crash_report(exc_type, exc, tb))
-        return target
-    except Exception:
-        return None
+from cxr_desktop.crash_log import crash_dir, crash_report, write_crash_log  # noqa: F401  (re-exported)
+from cxr_desktop.redaction import REDACTOR, RedactingFilter, Redactor  # noqa: F401  (re-exported)
 
 
 def user_message(log_path: Path | None) -> str:
@@ -143,11 +77,27 @@ def handle_exception(exc_type: type[BaseException], exc: BaseException, tb: Trac
     return path
 
 
+def redact_logging() -> None:
+    """Every logged message and traceback goes through :data:`REDACTOR` (idempotent).
+
+    The filter sits on the handlers (a logger's own filters do not see records of its
+    children); the root logger gets a stderr handler when it has none, so Python's
+    last-resort handler never prints an unredacted record.
+    """
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        if not any(isinstance(f, RedactingFilter) for f in handler.filters):
+            handler.addFilter(RedactingFilter())
+
+
 def install_excepthook() -> Callable[..., object]:
     """Route uncaught exceptions (GUI and worker threads) to :func:`handle_exception`."""
     global _bridge
     if _bridge is None:
         _bridge = _DialogBridge()
+    redact_logging()
     previous = sys.excepthook
     sys.excepthook = handle_exception
     threading.excepthook = lambda args: handle_exception(args.exc_type, args.exc_value, args.exc_traceback)
