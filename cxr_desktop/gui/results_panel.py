@@ -142,6 +142,9 @@ class ResultsPanel(QWidget):
             banners.append("DEMONSTRATION MODEL - for trying the software only; not validated for "
                            "clinical use.")
             style = "danger"
+        from cxr_desktop.model.lineage import lineage_lines  # parent and ancestors (inherited warnings follow)
+
+        banners += lineage_lines(card) if getattr(card, "parent", None) else []
         banners += [n for n in active.notes if n not in banners]
         if not active.untrained:
             banners += list(getattr(card, "warnings", []) or [])
