@@ -113,6 +113,15 @@ def test_model_trained_from_a_demonstration_model_inherits(demo_parent, cxr_dir,
                                            "demonstration": True}]
     assert card.provenance["initial_weights"]["sha256"] == parent_sha
 
+    # cxr-train's summary gives the quality gate's verdict: this tiny test set is refused
+    import io
+
+    from cxr_desktop.cli.train import Printer
+
+    buf = io.StringIO()
+    Printer(buf)._evaluation(result.evaluation)
+    assert "Quality gate NOT met" in buf.getvalue() and "at least 20 are needed" in buf.getvalue()
+
     _, grandchild = init_model(classes=["normal", "opacity"], weights=str(out), input_size=SIZE, seed=0)
     assert [e["sha256"] for e in grandchild.provenance["lineage"]] == [file_sha256(out), parent_sha]
     assert grandchild.demonstration is True

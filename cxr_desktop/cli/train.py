@@ -223,6 +223,9 @@ class Printer:
                 for c, row in mc["per_class"].items():
                     self.say(f"    {c}: AUC {_fmt(row['auc'], 3)} sens {_fmt(row['sensitivity'], 3)} "
                              f"spec {_fmt(row['specificity'], 3)} F1 {_fmt(row['f1'], 3)}")
+        from cxr_desktop.training.gates import viewer_gate  # the wizard's "use in the viewer" rule
+
+        self.say(viewer_gate(ev.test_metrics, pos).summary())
 
 
 def main(argv: list[str] | None = None) -> int:
