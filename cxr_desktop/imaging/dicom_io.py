@@ -31,6 +31,7 @@ from cxr_desktop.imaging.raster import (
     full_scale_window,
     split_colour,
 )
+from cxr_desktop.imaging.integrity import check_j2k, check_jpeg, incomplete_error
 from cxr_desktop.imaging.reduced import REDUCIBLE_SYNTAXES, jpeg2000_reduced, jpeg_reduced
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
 
@@ -100,7 +101,7 @@ class DicomFile:
     ds: Dataset
     pixel_keyword: str | None  # the pixel element the file declares (even if cut off)
     pixel_length: int | None
-    truncated: bool
+    truncated: str | None  # what is missing (the file holds less than it declares), or None
 
 
 @contextmanager
@@ -111,11 +112,14 @@ def quiet() -> Iterator[None]:
         yield
 
 
-def _truncated_error(path: str | Path, what: str = "The DICOM file") -> ImageError:
+def _truncated_error(path: str | Path, detail: str | None = None) -> ImageError:
+    """The file holds less than it declares (``detail`` says what); only then "ends early"."""
+    where = f" ({detail})" if detail else ""
     return ImageError(
         Reason.TRUNCATED,
-        f"{what} ends early: the image data is incomplete and cannot be shown. The copy or "
-        "export was probably interrupted; copy or export the file again.",
+        f"The DICOM file ends early{where}: the image data is incomplete and cannot be shown. The "
+        "copy or export was probably interrupted (or a length in the file is damaged); copy or "
+        "export the file again.",
         path,
     )
 
@@ -134,10 +138,17 @@ def read_dicom(path: str | Path, *, header_only: bool, max_bytes: int) -> DicomF
     seen: dict[str, Any] = {}
 
     def stop_when(tag: Any, vr: Any, length: int) -> bool:
-        if int(tag) in PIXEL_TAGS and "keyword" not in seen:
+        if "keyword" in seen:
+            # Nothing after the pixel data matters for the image (padding, signatures, or
+            # trailing bytes that are no element at all): stop, as if the file ended here.
+            seen["after"] = True
+            return True
+        if int(tag) in PIXEL_TAGS:
             # position in the file; meaningless once pydicom reads from an inflated buffer
             seen.update(keyword=PIXEL_TAGS[int(tag)], length=length,
                         offset=None if deflated else guard.tell())
+            if not header_only and not deflated and length != UNDEFINED_LENGTH:
+                guard.size = min(size, guard.tell() + length)  # trailing bytes are never parsed
             return header_only
         return False
 
@@ -148,7 +159,7 @@ def read_dicom(path: str | Path, *, header_only: bool, max_bytes: int) -> DicomF
         try:
             ds = pydicom.filereader.read_partial(guard, stop_when=stop_when, force=True)  # type: ignore[arg-type]
         except zlib.error:
-            raise _truncated_error(path) from None
+            raise _damaged(path, "its deflated (zlib-compressed) content is corrupt") from None
         except MemoryError:
             raise ImageError(Reason.TOO_LARGE, "There is not enough memory to read this file. Close "
                              "other images or programs and try again.", path) from None
@@ -157,29 +168,33 @@ def read_dicom(path: str | Path, *, header_only: bool, max_bytes: int) -> DicomF
 
     keyword = seen.get("keyword")
     length = seen.get("length")
-    truncated = False
-    if seen.get("offset") is not None and length is not None and length != UNDEFINED_LENGTH:
-        truncated = seen["offset"] + length > size
-    if keyword is not None and not header_only and keyword not in ds:
-        truncated = True  # encapsulated data without its end delimiter
+    truncated = None
+    offset = seen.get("offset")
+    if offset is not None and length is not None and length != UNDEFINED_LENGTH and offset + length > size:
+        truncated = (f"its pixel data declares {length:,} bytes but only {max(size - offset, 0):,} "
+                     "follow in the file")
+    if truncated is None and keyword is not None and not header_only and keyword not in ds:
+        truncated = "its compressed pixel data has no end delimiter: the file ends inside the image data"
     truncated = truncated or _short_values(ds)
-    if keyword is None and guard.partial_header:
-        truncated = True
+    if truncated is None and keyword is None and guard.partial_header:
+        truncated = "the file ends inside the header of an element"
     return DicomFile(ds=ds, pixel_keyword=keyword, pixel_length=length, truncated=truncated)
 
 
-def _short_values(ds: Dataset) -> bool:
-    """True when a top-level element holds fewer bytes than its declared length."""
+def _short_values(ds: Dataset) -> str | None:
+    """Which top-level element holds fewer bytes than its declared length (None if none)."""
     try:
-        for elem in ds._dict.values():  # raw elements: value is bytes as read
+        for tag, elem in ds._dict.items():  # raw elements: value is bytes as read
             length = getattr(elem, "length", None)
             value = getattr(elem, "value", None)
             if (isinstance(value, (bytes, bytearray)) and length is not None
                     and length != UNDEFINED_LENGTH and len(value) < length):
-                return True
+                t = int(tag)
+                return (f"element ({t >> 16:04X},{t & 0xFFFF:04X}) declares {length:,} bytes but the "
+                        f"file ends after {len(value):,}")
     except Exception:
-        return False
-    return False
+        return None
+    return None
 
 
 def _check_deflate(guard: _GuardedFile, path: str, max_bytes: int) -> bool:
@@ -266,12 +281,12 @@ def transfer_syntax(df: DicomFile, path: str | Path) -> UID:
     return UID(inferred)
 
 
-# Newer transfer syntaxes pydicom 3.0 has no name for.
+# Newer transfer syntaxes pydicom 3.0 has no name for (DICOM PS3.6 Table A-1).
 _EXTRA_NAMES = {
     "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
     "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
     "1.2.840.10008.1.2.4.112": "JPEG XL",
-    "1.2.840.10008.1.2.8.1": "SMPTE ST 2110-20 Uncompressed Progressive Active Video",
+    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
 }
 
 
@@ -287,7 +302,7 @@ def check_header(df: DicomFile, path: str | Path, *, max_pixels: int, max_bytes:
     ds = df.ds
     if df.pixel_keyword is None:
         if df.truncated:
-            raise _truncated_error(path)
+            raise _truncated_error(path, df.truncated)
         if need_pixels:
             raise ImageError(
                 Reason.NO_PIXEL_DATA,
@@ -297,7 +312,7 @@ def check_header(df: DicomFile, path: str | Path, *, max_pixels: int, max_bytes:
                 path,
             )
     if df.truncated:
-        raise _truncated_error(path)
+        raise _truncated_error(path, df.truncated)
     rows = px.as_int(px.get_value(ds, "Rows"))
     cols = px.as_int(px.get_value(ds, "Columns"))
     if not rows or not cols or rows < 0 or cols < 0:
@@ -388,22 +403,26 @@ def _codestream_size(data: bytes, uid: str) -> tuple[int, int] | None:
 
 
 def _check_codestream(ds: Dataset, hdr: Header, frame: int, path: str | Path) -> None:
-    """The frame's own header must agree with Rows/Columns (guards the decoder's allocation)."""
+    """The frame's own header must agree with Rows/Columns (guards the decoder's allocation),
+    and its coded data must be complete (:mod:`.integrity`: decoders patch up cut frames)."""
     uid = str(hdr.transfer_syntax)
     if uid not in _JPEG_SYNTAXES and uid not in _J2K_SYNTAXES:
         return
     from pydicom.encaps import get_frame
 
     try:
-        data = get_frame(ds.PixelData, frame, number_of_frames=hdr.frames)
+        data = bytes(get_frame(ds.PixelData, frame, number_of_frames=hdr.frames))
     except Exception:
-        raise _truncated_error(path, "The compressed image data") from None
-    size = _codestream_size(bytes(data[:65536]), uid)
-    if size is None or size[0] == 0:  # unparsed, or JPEG height given later (DNL)
-        return
-    if size != (hdr.rows, hdr.columns):
+        raise _damaged(path, "its compressed image data is not divided into frames the way the file "
+                             "declares (encapsulated items, Basic Offset Table or Number of Frames)") from None
+    size = _codestream_size(data[:65536], uid)
+    if size is not None and size[0] != 0 and size != (hdr.rows, hdr.columns):  # 0: height in DNL
         raise _damaged(path, "the compressed image inside it has a different size from the one its "
                              "header declares")
+    problem = check_jpeg(data, require_eoi=True) if uid in _JPEG_SYNTAXES else check_j2k(data)
+    if problem is not None:
+        where = "The DICOM file's compressed image" + (f" (frame {frame})" if hdr.frames > 1 else "")
+        raise incomplete_error(problem, path, where)
 
 
 def decode_frame(df: DicomFile, hdr: Header, frame: int, path: str | Path) -> tuple[np.ndarray, str]:
@@ -427,7 +446,7 @@ def decode_frame(df: DicomFile, hdr: Header, frame: int, path: str | Path) -> tu
         raise ImageError(Reason.TOO_LARGE, "There is not enough memory to decode this image. Close "
                          "other images or programs and try again.", path) from None
     except Exception as exc:
-        raise _decode_failure(exc, hdr, path) from None
+        raise _decode_failure(exc, hdr, path, ds) from None
     decoded_pi = str(props.get("photometric_interpretation", hdr.photometric))
     if arr.dtype.byteorder == ">" or (arr.dtype.byteorder == "=" and not np.little_endian):
         arr = arr.astype(arr.dtype.newbyteorder("="))
@@ -479,7 +498,24 @@ def _decode_plugin_by_plugin(decoder: Any, ds: Dataset, frame: int) -> tuple[np.
                        + ", ".join(failures))
 
 
-def _decode_failure(exc: Exception, hdr: Header, path: str | Path) -> ImageError:
+def _data_shorter_than_declared(ds: Dataset, hdr: Header) -> bool:
+    """True when the pixel data really holds fewer bytes than its header declares.
+
+    Native data: fewer bytes than rows x columns x samples x bits x frames. Encapsulated
+    data has no declared size; a decoder's "not enough data" is the codestream's own claim.
+    """
+    if hdr.transfer_syntax.is_encapsulated:
+        return True
+    try:
+        keyword = next(k for k in PIXEL_TAGS.values() if k in ds)
+        have = len(ds[keyword].value)
+    except Exception:
+        return False
+    need = hdr.rows * hdr.columns * hdr.samples * hdr.frames * hdr.bits_allocated
+    return have * 8 < need
+
+
+def _decode_failure(exc: Exception, hdr: Header, path: str | Path, ds: Dataset) -> ImageError:
     """Classify a decoder exception (its text is inspected, never shown)."""
     text = str(exc)
     low = text.lower()
@@ -496,8 +532,8 @@ def _decode_failure(exc: Exception, hdr: Header, path: str | Path) -> ImageError
         return _damaged(path, f"its {syntax_name(hdr.transfer_syntax)} image data could not be "
                               "decoded")
     if any(s in low for s in ("less than expected", "insufficient", "not enough", "end of file",
-                              "truncated", "fewer")):
-        return _truncated_error(path)
+                              "truncated", "fewer")) and _data_shorter_than_declared(ds, hdr):
+        return _truncated_error(path, "the decoder found less image data than the header declares")
     if isinstance(exc, NotImplementedError):
         return ImageError(Reason.UNSUPPORTED_PIXEL_FORMAT,
                           "The image uses a pixel layout the installed decoders do not support. "
@@ -617,7 +653,7 @@ def load_dicom(path: str | Path, *, frame: int, max_pixels: int, max_bytes: int,
         try:
             return _study_image(df.ds, hdr, arr, decoded_pi, frame, path, reduced=reduced)
         except px.PixelStageError as exc:
-            raise _damaged(path, f"its {exc.what} values cannot be used") from None
+            raise _damaged(path, exc.what) from None
 
 
 def _study_image(ds: Dataset, hdr: Header, arr: np.ndarray, decoded_pi: str, frame: int,

@@ -17,6 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut, convert_color_space
 
+from cxr_desktop.imaging.display import row_bands
 from cxr_desktop.imaging.types import VoiLut, Window
 
 GREY_PHOTOMETRICS = ("MONOCHROME1", "MONOCHROME2")
@@ -25,7 +26,11 @@ VOI_FUNCTIONS = ("LINEAR", "LINEAR_EXACT", "SIGMOID")
 
 
 class PixelStageError(ValueError):
-    """A pixel stage met attribute values it cannot use; ``what`` names them for the user."""
+    """A pixel stage met attribute values it cannot use.
+
+    ``what`` says precisely which attribute (name and tag) is invalid and how, as a clause
+    for "The DICOM file is damaged: <what>" (never the value itself).
+    """
 
     def __init__(self, what: str):
         super().__init__(what)
@@ -123,10 +128,18 @@ def rescale(ds: Dataset, frame: int = 0) -> tuple[float, float] | None:
     for src in (source, ds):
         if src is None or "RescaleSlope" not in src or "RescaleIntercept" not in src:
             continue
+        where = " in the Pixel Value Transformation Sequence" if src is source else ""
         slope = as_float(get_value(src, "RescaleSlope"))
         intercept = as_float(get_value(src, "RescaleIntercept"))
-        if slope is None or intercept is None or slope == 0.0:
-            raise PixelStageError("Rescale Slope / Rescale Intercept")
+        if slope is None:
+            raise PixelStageError(f"its Rescale Slope (0028,1053){where} is not a finite number, so "
+                                  "pixel values cannot be converted to modality units")
+        if slope == 0.0:
+            raise PixelStageError(f"its Rescale Slope (0028,1053){where} is 0, which would make every "
+                                  "pixel the same value")
+        if intercept is None:
+            raise PixelStageError(f"its Rescale Intercept (0028,1052){where} is not a finite number, so "
+                                  "pixel values cannot be converted to modality units")
         return slope, intercept
     return None
 
@@ -137,13 +150,17 @@ def modality_values(stored: np.ndarray, ds: Dataset, frame: int = 0) -> np.ndarr
         try:
             out = apply_modality_lut(stored, ds)
         except Exception as exc:
-            raise PixelStageError("Modality LUT Sequence") from exc
+            raise PixelStageError("its Modality LUT Sequence (0028,3000) cannot be applied (its LUT "
+                                  "Descriptor and LUT Data are missing, malformed or disagree)") from exc
         return np.asarray(out, dtype=np.float32)
     params = rescale(ds, frame)
     if params is None or params == (1.0, 0.0):
         return stored.astype(np.float32)
     slope, intercept = params
-    return (stored.astype(np.float64) * slope + intercept).astype(np.float32)
+    out = np.empty(stored.shape, dtype=np.float32)
+    for band in row_bands(stored.shape):  # float64 arithmetic on one band at a time
+        out[band] = stored[band].astype(np.float64) * slope + intercept
+    return out
 
 
 def windows(ds: Dataset, frame: int = 0) -> list[Window]:
@@ -251,9 +268,38 @@ def palette_rgb(stored: np.ndarray, ds: Dataset) -> tuple[np.ndarray, float]:
     try:
         rgb = apply_color_lut(stored, _palette_little_endian(ds))
     except Exception as exc:
-        raise PixelStageError("Palette Color Lookup Table") from exc
+        raise PixelStageError(palette_problem(ds)) from exc
     rgb = rgb[..., :3]
     return rgb, float(np.iinfo(rgb.dtype).max) if rgb.dtype.kind in "ui" else 1.0
+
+
+_PALETTE_TAGS = (("Red", "1101", "1201", "1221"), ("Green", "1102", "1202", "1222"),
+                 ("Blue", "1103", "1203", "1223"))
+
+
+def palette_problem(ds: Dataset) -> str:
+    """Which palette attribute makes the lookup impossible (for the refusal message)."""
+    for colour, desc_tag, data_tag, seg_tag in _PALETTE_TAGS:
+        desc = [as_int(v) for v in values_list(get_value(ds, f"{colour}PaletteColorLookupTableDescriptor"))]
+        name = f"{colour} Palette Color Lookup Table"
+        if len(desc) != 3 or None in desc:
+            return f"its {name} Descriptor (0028,{desc_tag}) is missing or does not hold 3 numbers"
+        entries = desc[0] or 65536
+        if desc[2] not in (8, 16):
+            return f"its {name} Descriptor (0028,{desc_tag}) gives {desc[2]} bits per entry (8 or 16 allowed)"
+        if f"Segmented{colour}PaletteColorLookupTableData" in ds:
+            continue
+        raw = get_value(ds, f"{colour}PaletteColorLookupTableData")
+        if raw is None:
+            return (f"its {name} Data (0028,{data_tag}) is missing (and there is no segmented "
+                    f"table (0028,{seg_tag}))")
+        have = len(raw) if isinstance(raw, (bytes, bytearray)) else len(values_list(raw))
+        per_entry = 1 if desc[2] == 8 and have == entries else 2
+        if isinstance(raw, (bytes, bytearray)) and have // per_entry != entries:
+            return (f"its {name} Data (0028,{data_tag}) holds {have // per_entry:,} entries but its "
+                    f"Descriptor (0028,{desc_tag}) declares {entries:,}")
+    return ("its Palette Color Lookup Tables (0028,1101-1103 / 0028,1201-1203) cannot be applied to "
+            "the stored pixel values")
 
 
 def to_rgb(arr: np.ndarray, decoded_photometric: str) -> np.ndarray:
@@ -263,7 +309,8 @@ def to_rgb(arr: np.ndarray, decoded_photometric: str) -> np.ndarray:
         return convert_color_space(arr, pi, "RGB")
     if pi in ("RGB", "YBR_ICT", "YBR_RCT"):
         return arr
-    raise PixelStageError("Photometric Interpretation")
+    raise PixelStageError("its Photometric Interpretation (0028,0004) does not match the decoded "
+                          "colour samples")
 
 
 def colour_max(ds: Dataset, arr: np.ndarray) -> float:

@@ -8,7 +8,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from typing import Iterator
+
 from cxr_desktop.imaging.types import StudyImage, VoiLut, Window
+
+
+#: Pixels per band of rows in banded numpy work (keeps temporaries to a few MiB).
+BAND_PIXELS = 1 << 20
+
+
+def row_bands(shape: tuple[int, ...]) -> Iterator[slice]:
+    """Slices of about :data:`BAND_PIXELS` pixels over the first axis of an image of ``shape``."""
+    rows = int(shape[0]) if shape else 0
+    cols = int(shape[1]) if len(shape) > 1 else 1
+    step = max(1, BAND_PIXELS // max(cols, 1))
+    for start in range(0, rows, step):
+        yield slice(start, min(start + step, rows))
 
 
 def apply_window(pixels: np.ndarray, window: Window) -> np.ndarray:
@@ -32,11 +47,16 @@ def apply_window(pixels: np.ndarray, window: Window) -> np.ndarray:
 
 def apply_voi_lut(pixels: np.ndarray, lut: VoiLut) -> np.ndarray:
     """Map modality values through a VOI LUT table to float32 in [0, 1]."""
-    idx = np.asarray(pixels, dtype=np.float64) - lut.first_mapped
-    idx = np.clip(idx, 0, len(lut.table) - 1).astype(np.int64)
-    out = lut.table[idx].astype(np.float32)
+    pixels = np.asarray(pixels)
     top = float(2 ** lut.bits - 1) if lut.bits else float(max(lut.table.max(), 1))
-    return np.clip(out / top, 0.0, 1.0)
+    table = lut.table.astype(np.float32)
+    out = np.empty(pixels.shape, dtype=np.float32)
+    for band in row_bands(pixels.shape):  # float64 / int64 indices for one band only
+        idx = pixels[band].astype(np.float64) - lut.first_mapped
+        idx = np.clip(idx, 0, len(lut.table) - 1, out=idx).astype(np.int64)
+        out[band] = table[idx]
+    out /= np.float32(top)
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 def full_range_window(pixels: np.ndarray, mask: np.ndarray | None = None) -> Window:
@@ -61,12 +81,13 @@ def to_unit(image: StudyImage, window: Window | None = None, *, invert: bool | N
         out = apply_voi_lut(image.pixels, image.voi_lut)
     else:
         out = apply_window(image.pixels, window or image.window)
+    out = out.astype(np.float32, copy=False)
     do_invert = image.invert_for_display if invert is None else invert
     if do_invert:
-        out = 1.0 - out
+        np.subtract(np.float32(1.0), out, out=out)  # in place: no second full-size copy
     if image.padding_mask is not None:
-        out = np.where(image.padding_mask, np.float32(0.0), out)
-    return out.astype(np.float32, copy=False)
+        out[image.padding_mask] = 0.0
+    return out
 
 
 def to_uint8(image: StudyImage, window: Window | None = None, *, invert: bool | None = None) -> np.ndarray:

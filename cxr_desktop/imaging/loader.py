@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import operator
 import os
+import stat
 from pathlib import Path
 from typing import Callable, TypeVar
 
@@ -87,8 +88,54 @@ def _looks_like_bare_dicom(head: bytes) -> bool:
 
 
 def _read_head(path: str | Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(_HEAD_BYTES)
+    """The first bytes of a *regular* file; opened non-blocking so a FIFO cannot stall us."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(path)  # not a regular file: never read from it
+        return os.read(fd, _HEAD_BYTES)
+    finally:
+        os.close(fd)
+
+
+_SPECIAL_FILES = (  # (test, what it is, why it is not opened)
+    (stat.S_ISFIFO, "a named pipe (FIFO)", "reading from it could wait forever"),
+    (stat.S_ISCHR, "a character device", "reading from it may never end"),
+    (stat.S_ISBLK, "a block device (a whole disk or partition)", "it is not an image file"),
+    (stat.S_ISSOCK, "a socket", "it is not a file"),
+)
+
+
+def require_regular_file(path: str | Path) -> None:
+    """Refuse anything but a regular file (after following symbolic links), saying what it is.
+
+    Only regular files have a size that bounds every read; a FIFO or ``/dev/zero`` would
+    stall or exhaust memory.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise ImageError(Reason.UNREADABLE, "The file does not exist (it may have been moved or "
+                         "deleted). Check the location and open it again.", path) from None
+    except PermissionError:
+        raise ImageError(Reason.UNREADABLE, "The file cannot be opened: permission denied. Ask your "
+                         "administrator for read access or copy the file to your own folder.", path) from None
+    except OSError as exc:
+        raise ImageError(Reason.UNREADABLE, f"The file cannot be read from disk ({type(exc).__name__}). "
+                         "Check the drive or network share and try again.", path) from None
+    if stat.S_ISREG(mode):
+        return
+    if stat.S_ISDIR(mode):
+        raise ImageError(Reason.NOT_AN_IMAGE, "This is a folder, not an image file. Choose an image "
+                         "file, or open the folder as a study.", path)
+    via = " (reached through a symbolic link)" if os.path.islink(path) else ""
+    for test, what, why in _SPECIAL_FILES:
+        if test(mode):
+            break
+    else:
+        what, why = "a special file", "it is not a regular file"
+    raise ImageError(Reason.NOT_AN_IMAGE, f"This is {what}{via}, not a regular image file, so it was not "
+                     f"opened ({why}). Choose an image file saved on disk.", path)
 
 
 def is_image_file(path: str | Path) -> bool:
@@ -104,9 +151,7 @@ def is_image_file(path: str | Path) -> bool:
 def _format_of(path: str | Path) -> str:
     """The supported format of ``path``, or ImageError saying why it is not readable."""
     p = Path(path)
-    if p.is_dir():
-        raise ImageError(Reason.NOT_AN_IMAGE, "This is a folder, not an image file. Choose an image "
-                         "file, or open the folder as a study.", path)
+    require_regular_file(p)
     try:
         head = _read_head(p)
     except FileNotFoundError:
@@ -115,6 +160,9 @@ def _format_of(path: str | Path) -> str:
     except PermissionError:
         raise ImageError(Reason.UNREADABLE, "The file cannot be opened: permission denied. Ask your "
                          "administrator for read access or copy the file to your own folder.", path) from None
+    except IsADirectoryError:  # replaced by a special file since require_regular_file
+        raise ImageError(Reason.NOT_AN_IMAGE, "This is not a regular image file, so it was not opened. "
+                         "Choose an image file saved on disk.", path) from None
     except OSError as exc:
         raise ImageError(Reason.UNREADABLE, f"The file cannot be read from disk ({type(exc).__name__}). "
                          "Check the drive or network share and try again.", path) from None

@@ -7,17 +7,20 @@ files as errors instead of silently returning half an image.
 
 from __future__ import annotations
 
+import os
 import struct
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import cv2
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from cxr_desktop.errors import ImageError, Reason
-from cxr_desktop.imaging.display import full_range_window
+from cxr_desktop.imaging.display import full_range_window, row_bands
+from cxr_desktop.imaging.integrity import check_jpeg, check_png, incomplete_error
 from cxr_desktop.imaging.reduced import draft_jpeg
 from cxr_desktop.imaging.types import ImageInfo, StudyImage, Window
 
@@ -56,28 +59,36 @@ def split_colour(rgb: np.ndarray, max_value: float) -> tuple[np.ndarray, np.ndar
     """
     arr = np.asarray(rgb)[..., :3]
     scale = 255.0 / float(max_value) if max_value > 0 else 1.0
-    planes = [np.ascontiguousarray(arr[..., i]) for i in range(3)]
-    grey_as_rgb = _channel_spread(planes) * scale <= GREY_TOLERANCE
-    luma = planes[0].astype(np.float32) * np.float32(LUMA_WEIGHTS[0])
-    luma += planes[1].astype(np.float32) * np.float32(LUMA_WEIGHTS[1])
-    luma += planes[2].astype(np.float32) * np.float32(LUMA_WEIGHTS[2])
-    if grey_as_rgb:
+    luma = np.empty(arr.shape[:2], dtype=np.float32)
+    spread = 0.0
+    # Row bands: temporaries stay a few MiB whatever the image size (no full-size float copies).
+    for band in row_bands(arr.shape):
+        part = arr[band]
+        spread = max(spread, _channel_spread([part[..., i] for i in range(3)]))
+        out = luma[band]
+        np.multiply(part[..., 0], np.float32(LUMA_WEIGHTS[0]), out=out, dtype=np.float32)
+        out += part[..., 1].astype(np.float32) * np.float32(LUMA_WEIGHTS[1])
+        out += part[..., 2].astype(np.float32) * np.float32(LUMA_WEIGHTS[2])
+    if spread * scale <= GREY_TOLERANCE:
         return luma, None, True
     if arr.dtype == np.uint8:
-        rgb8 = np.ascontiguousarray(arr)
-    else:
-        rgb8 = np.clip(np.rint(arr.astype(np.float32) * np.float32(scale)), 0, 255).astype(np.uint8)
+        return luma, np.ascontiguousarray(arr), False
+    rgb8 = np.empty(arr.shape, dtype=np.uint8)
+    for band in row_bands(arr.shape):
+        work = arr[band].astype(np.float32) * np.float32(scale)
+        rgb8[band] = np.clip(np.rint(work, out=work), 0, 255, out=work)
     return luma, rgb8, False
 
 
 def _channel_spread(planes: list[np.ndarray]) -> float:
-    """Largest difference between any two colour channels of any pixel."""
+    """Largest difference between any two colour channels of any pixel (one band of rows)."""
     if planes[0].size == 0:
         return 0.0
-    if planes[0].dtype == np.uint8:
-        diff = lambda a, b: float(cv2.absdiff(a, b).max())  # noqa: E731 - fast path, 8-bit
+    if planes[0].dtype in (np.uint8, np.uint16):
+        planes = [np.ascontiguousarray(p) for p in planes]
+        diff = lambda a, b: float(cv2.absdiff(a, b).max())  # noqa: E731 - fast path, 8/16-bit
     else:
-        work = np.int64 if planes[0].dtype.kind in "iu" else np.float64
+        work = np.int64 if planes[0].dtype.kind in "iu" else np.float64  # on one band only
         diff = lambda a, b: float(np.abs(a.astype(work) - b).max())  # noqa: E731
     return max(diff(planes[0], planes[1]), diff(planes[1], planes[2]), diff(planes[0], planes[2]))
 
@@ -90,19 +101,37 @@ def declared_size_check(rows: int, columns: int, frames: int, samples: int, byte
     if pixels > max_pixels:
         raise ImageError(
             Reason.TOO_LARGE,
-            f"The image declares {rows} x {columns} pixels ({pixels / 1e6:.0f} megapixels), more than "
-            f"the limit of {max_pixels / 1e6:.0f} megapixels per image, so it was not decoded "
+            f"The image declares {rows} x {columns} = {pixels:,} pixels "
+            f"({_megapixels(pixels, max_pixels)} megapixels), more than the limit of {max_pixels:,} "
+            f"pixels ({_megapixels(max_pixels, pixels)} megapixels) per image, so it was not decoded "
             "(protects the computer's memory). Ask for a downsampled export of the image.",
             path,
         )
     if total > max_bytes:
         raise ImageError(
             Reason.TOO_LARGE,
-            f"The file declares {total / 2**30:.1f} GiB of pixel data, more than the limit of "
-            f"{max_bytes / 2**30:.1f} GiB, so it was not decoded (protects the computer's memory). "
-            "Ask for an export with fewer frames or a smaller image size.",
+            f"The file declares {_gib(total, max_bytes)} GiB ({int(total):,} bytes) of pixel data, more "
+            f"than the limit of {_gib(max_bytes, total)} GiB ({int(max_bytes):,} bytes), so it was not "
+            "decoded (protects the computer's memory). Ask for an export with fewer frames or a smaller "
+            "image size.",
             path,
         )
+
+
+def _decimals_apart(value: float, other: float, scale: float) -> str:
+    """``value / scale`` with just enough decimals (up to 6) to differ from ``other / scale``."""
+    for digits in range(0, 7):
+        if round(value / scale, digits) != round(other / scale, digits):
+            break
+    return f"{value / scale:.{digits}f}"
+
+
+def _megapixels(value: int, other: int) -> str:
+    return _decimals_apart(value, other, 1e6)
+
+
+def _gib(value: float, other: float) -> str:
+    return _decimals_apart(max(value, 0.0), max(other, 0.0), float(2**30))
 
 
 # --------------------------------------------------------------------------- Pillow access
@@ -227,13 +256,42 @@ def raster_metadata(im: Image.Image, fmt: str, rows: int, cols: int, frames: int
     }
 
 
+@contextmanager
+def strict_pillow() -> Iterator[None]:
+    """Pillow with LOAD_TRUNCATED_IMAGES off (a cut file is an error, never half an image)."""
+    before = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = before
+
+
+def require_complete(path: str | Path, fmt: str, frame: int) -> None:
+    """Refuse a PNG / JPEG whose coded data ends early or that the decoder would patch up.
+
+    Reads are bounded by the file's size (regular files only reach here).
+    """
+    problem = None
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if fmt == "png":
+            problem = check_png(f, size)
+        elif fmt == "jpeg" and frame == 0:
+            problem = check_jpeg(f.read(size))
+    if problem is not None:
+        raise incomplete_error(problem, path, f"The {FORMAT_NAMES[fmt]} file")
+
+
 def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_bytes: int,
                 min_side: int = 0) -> StudyImage:
     """Decode one frame of a PNG/JPEG/TIFF file into a :class:`StudyImage`.
 
     ``min_side`` > 0: a JPEG may be decoded with DCT scaling (see :mod:`.reduced`).
+    Size limits are checked from the header, then the coded data's completeness
+    (:mod:`.integrity`), then Pillow decodes.
     """
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), strict_pillow():
         warnings.simplefilter("ignore")  # EXIF/ICC noise, DecompressionBombWarning (own limit below)
         with _open(path, fmt) as im:
             rows, cols = _oriented_size(im)
@@ -244,6 +302,7 @@ def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_
             if not 0 <= frame < frames:
                 raise frame_error(frame, frames, path)
             meta = raster_metadata(im, fmt, rows, cols, frames)
+            require_complete(path, fmt, frame)
             reduced = False
             try:
                 if frame:
@@ -318,8 +377,12 @@ def _over_black(colour: np.ndarray, alpha: np.ndarray, top: float) -> np.ndarray
     """Composite onto black where alpha < max (padding is black everywhere in the app)."""
     if alpha.size == 0 or alpha.min() >= top:
         return colour
-    a = alpha.astype(np.float32)[..., None] / top
-    return np.rint(colour.astype(np.float32) * a).astype(colour.dtype)
+    out = np.empty(colour.shape, dtype=colour.dtype)
+    for band in row_bands(colour.shape):  # float32 temporaries of one band only
+        a = alpha[band].astype(np.float32)[..., None] / np.float32(top)
+        work = colour[band].astype(np.float32) * a
+        out[band] = np.rint(work, out=work)
+    return out
 
 
 def _png16_colour(path: str | Path) -> np.ndarray:

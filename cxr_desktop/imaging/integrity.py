@@ -1,0 +1,222 @@
+"""Completeness checks of compressed image data: never score pixels a file did not contain.
+
+Decoders are forgiving on purpose: libjpeg fills the rows after a premature end with
+flat grey, OpenJPEG decodes what a cut codestream still holds, Pillow's PNG reader
+zero-fills rows a short (but well-terminated) zlib stream lacks. Each check here looks
+at the coded data itself and returns None when it is complete, or a :class:`Incomplete`
+saying what is missing (the caller turns it into ``ImageError(Reason.TRUNCATED)``).
+
+- JPEG (8-bit, any process libjpeg-turbo decodes): a strict decode at 1/8 scale with
+  simplejpeg, which raises on libjpeg's "premature end" / "corrupt data" warnings (the
+  entropy-coded data is read in full, the inverse DCT mostly skipped).
+- JPEG (any precision, also JPEG-LS): the codestream must end with an EOI marker.
+- JPEG 2000: every tile-part (SOT) must fit in the data and the codestream end with EOC.
+- PNG: the IDAT zlib stream must inflate to at least the size the IHDR declares.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from cxr_desktop.errors import ImageError, Reason
+
+#: libjpeg warnings that leave every pixel intact (padding before a marker, header trivia).
+BENIGN_JPEG_WARNINGS = ("extraneous bytes before marker", "unknown jfif revision", "thumbnail image size")
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+_INFLATE_STEP = 1 << 20
+
+
+@dataclass(frozen=True)
+class Incomplete:
+    """What is missing. ``short``: the coded data really ends before the image does."""
+
+    detail: str
+    short: bool = True
+
+
+# --------------------------------------------------------------------------- JPEG
+
+
+#: SOF markers of DCT processes (baseline, extended, progressive; Huffman or arithmetic).
+DCT_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
+#: SOF markers of the (non-hierarchical) lossless process.
+LOSSLESS_SOF = frozenset({0xC3, 0xCB})
+
+
+def jpeg_frame_type(data: bytes) -> tuple[int, int] | None:
+    """(SOF marker, sample precision) of the first frame header (None when not found)."""
+    i = 2
+    n = len(data)
+    while i + 4 < n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
+            return (marker, data[i + 4]) if i + 4 < n else None
+        if marker == 0xDA:
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return None
+
+
+def ends_with_eoi(data: bytes) -> bool:
+    """True when the codestream ends with EOI (JPEG) / EOC (JPEG 2000), both FF D9; a DICOM
+    frame may add one pad byte (0x00 or 0xFF) to reach an even length."""
+    tail = bytes(data[-3:])
+    return tail[-2:] == b"\xff\xd9" or (tail[-1:] in (b"\x00", b"\xff") and tail[:2] == b"\xff\xd9")
+
+
+def check_jpeg(data: bytes, *, require_eoi: bool = False) -> Incomplete | None:
+    """Refuse a JPEG codestream whose entropy-coded data ends early or is corrupt.
+
+    ``require_eoi``: the codestream must end with EOI (a DICOM frame; a JPEG *file* may
+    carry trailing bytes after it, so there only the decoder's verdict counts).
+    """
+    has_eoi = ends_with_eoi(data)
+    if require_eoi and not has_eoi:
+        return Incomplete("the JPEG data has no end-of-image marker: it ends before the image does")
+    frame_type = jpeg_frame_type(data)
+    if frame_type is None or frame_type[1] != 8 or frame_type[0] not in DCT_SOF | LOSSLESS_SOF:
+        return None  # 12/16-bit, hierarchical and JPEG-LS: only the end marker can be checked here
+    # DCT scaling (1/8) skips most of the inverse DCT; libjpeg-turbo must not scale lossless data.
+    scaled = {"min_height": 1, "min_width": 1} if frame_type[0] in DCT_SOF else {}
+    import simplejpeg
+
+    try:
+        header = simplejpeg.decode_jpeg_header(data)
+    except Exception:  # noqa: BLE001 - a layout simplejpeg does not read: the decoder decides
+        return None
+    colourspace = "CMYK" if str(header[2]).upper() in ("CMYK", "YCCK") else "GRAY"
+    try:
+        simplejpeg.decode_jpeg(data, colorspace=colourspace, strict=True, **scaled)
+    except ValueError as exc:
+        text = str(exc).lower()
+        if any(b in text for b in BENIGN_JPEG_WARNINGS):
+            return None
+        if "premature end of jpeg file" in text and not has_eoi:
+            return Incomplete("the JPEG data stops without its end-of-image marker: the file was cut off")
+        if "premature end" in text or "too few scanlines" in text:
+            return Incomplete("the JPEG image data ends before the whole image is coded (the decoder "
+                              "would fill the rest with flat grey)")
+        if "corrupt jpeg data" in text or "bogus" in text or "huffman" in text:
+            return Incomplete("the JPEG image data is corrupt (the decoder would have to invent part of "
+                              "the image)", short=False)
+        return None  # not a completeness warning (e.g. an unsupported feature): the decoder decides
+    except Exception:  # noqa: BLE001 - same: leave it to the real decoder
+        return None
+    return None
+
+
+# --------------------------------------------------------------------------- JPEG 2000
+
+
+def check_j2k(data: bytes) -> Incomplete | None:
+    """Refuse a JPEG 2000 codestream whose tile-parts run past its end or that lacks EOC."""
+    n = len(data)
+    if data[:2] != b"\xff\x4f":
+        return None
+    i = 2
+    while i + 4 <= n:  # main header: marker segments up to the first SOT
+        if data[i] != 0xFF:
+            return None
+        if data[i + 1] == 0x90:
+            break
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    else:
+        return Incomplete("the JPEG 2000 data ends inside its header")
+    while i + 12 <= n and data[i:i + 2] == b"\xff\x90":
+        psot = int.from_bytes(data[i + 6:i + 10], "big")
+        if psot == 0:  # the last tile-part runs to EOC
+            return None if ends_with_eoi(data) else Incomplete(
+                "the JPEG 2000 data has no end-of-codestream marker: the file ends before the image does")
+        if psot < 14 or i + psot > n:
+            return Incomplete("a JPEG 2000 tile-part declares more data than the codestream holds: the "
+                              "image data ends early")
+        i += psot
+    rest = bytes(data[i:i + 2])
+    if rest != b"\xff\xd9":
+        if i >= n - 1:
+            return Incomplete("the JPEG 2000 data has no end-of-codestream marker: the file ends before "
+                              "the image does")
+        return Incomplete("the JPEG 2000 data after the last tile-part is not its end marker", short=False)
+    return None
+
+
+# --------------------------------------------------------------------------- PNG
+
+
+def png_raw_size(width: int, height: int, bit_depth: int, colour_type: int, interlace: int) -> int | None:
+    """Bytes the inflated IDAT stream must hold (filter bytes included); None if IHDR is invalid."""
+    channels = _PNG_CHANNELS.get(colour_type)
+    if channels is None or bit_depth not in (1, 2, 4, 8, 16) or width <= 0 or height <= 0:
+        return None
+    bits = channels * bit_depth
+
+    def scanlines(w: int, h: int) -> int:
+        return 0 if w <= 0 or h <= 0 else h * (1 + (w * bits + 7) // 8)
+
+    if not interlace:
+        return scanlines(width, height)
+    return sum(scanlines(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in _ADAM7)
+
+
+def check_png(f: BinaryIO, file_size: int) -> Incomplete | None:
+    """Inflate the IDAT stream (output discarded, bounded buffers) and compare with the IHDR size."""
+    f.seek(0)
+    if f.read(8) != _PNG_SIGNATURE:
+        return None
+    head = f.read(25)
+    if len(head) < 25 or head[4:8] != b"IHDR":
+        return None
+    width, height, depth, colour, _c, _f, interlace = struct.unpack(">IIBBBBB", head[8:21])
+    need = png_raw_size(width, height, depth, colour, interlace)
+    if need is None:
+        return None
+    inflater = zlib.decompressobj()
+    got = 0
+    pos = 8 + 25
+    try:
+        while pos + 8 <= file_size and got < need:
+            f.seek(pos)
+            length, kind = struct.unpack(">I4s", f.read(8))
+            if kind == b"IEND":
+                break
+            end = pos + 8 + length
+            if kind == b"IDAT":
+                left = min(length, max(file_size - pos - 8, 0))
+                while left > 0 and got < need and not inflater.eof:
+                    chunk = f.read(min(left, _INFLATE_STEP))
+                    if not chunk:
+                        break
+                    left -= len(chunk)
+                    got += len(inflater.decompress(chunk, _INFLATE_STEP))
+                    while inflater.unconsumed_tail and got < need:
+                        got += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP))
+            pos = end + 4  # CRC
+    except zlib.error:
+        return None  # corrupt, not short: Pillow's decode reports it
+    if got < need:
+        rows = height if need == 0 else int(height * got / need)
+        return Incomplete(f"the PNG image data ends early: it holds about {rows} of the {height} rows "
+                          "the header declares")
+    return None
+
+
+def incomplete_error(problem: Incomplete, path: str | Path, what: str) -> ImageError:
+    """``ImageError(TRUNCATED)`` naming what is missing (``what``: "The JPEG file", ...)."""
+    advice = ("The copy or export was probably interrupted; copy or export the file again."
+              if problem.short else "Export the image again from the source system.")
+    return ImageError(Reason.TRUNCATED, f"{what} cannot be shown: {problem.detail}, so it was not "
+                      f"decoded (no part of an image is ever made up). {advice}", path)
