@@ -66,12 +66,12 @@ def sample_files(folder: Path) -> list[Path]:
 def sample_studies_dir() -> Path:
     """Where the sample studies are: ``resources/samples`` (in the repository and in a packaged build).
 
-    Falls back to the shared data's ``cxr/`` folder only when the bundled folder holds no images
-    (e.g. an install without resources); when neither has any, the bundled path is returned and
+    Falls back to the shared data's ``cxr/`` folder only when there is no bundled folder at all
+    (e.g. an install without resources); when neither exists, the bundled path is returned and
     callers say that no samples were found (see :func:`sample_files`).
     """
     bundled = resources_dir() / "samples"
-    if sample_files(bundled):
+    if bundled.is_dir():
         return bundled
     shared = shared_data_dir() / "cxr"
     if sample_files(shared):

@@ -1,7 +1,10 @@
 """Stage the bundle's sample studies and its transfer-syntax self-test set (build time only).
 
-Copies into ``DEST/samples`` a few chest radiographs from ``../shared/data/cxr`` (one per
-format the viewer reads: PNG, RGB-encoded JPEG, DICOM MONOCHROME2 and MONOCHROME1), and into
+Copies into ``DEST/samples`` the repository's sample studies (``resources/samples``: small
+public images with their sources and licences in its README.md; ``build.spec`` passes
+``samples_dir``), or, without ``samples_dir``, a few chest radiographs from
+``../shared/data/cxr`` (one per format the viewer reads: PNG, RGB-encoded JPEG, DICOM
+MONOCHROME2 and MONOCHROME1), and into
 ``DEST/selftest`` the smallest decodable DICOM for each transfer syntax the app must read
 (implicit/explicit little endian, explicit big endian, RLE, JPEG baseline, JPEG lossless,
 JPEG-LS, JPEG 2000 lossless/lossy), with ``manifest.json`` listing what each file holds so
@@ -10,7 +13,7 @@ the frozen ``--self-test`` can prove that every one still decodes.
 DEST is a folder in the build directory, never the repository. ``build.spec`` calls
 :func:`stage`; run it alone to inspect the selection::
 
-    python packaging/collect_samples.py build/staged-resources [--shared-data ../shared/data]
+    python packaging/collect_samples.py build/staged-resources [--shared-data ../shared/data] [--repo-samples]
 """
 
 from __future__ import annotations
@@ -24,7 +27,10 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# The viewer's sample studies, by file name in shared/data/cxr (small, varied, real CXRs).
+REPO_SAMPLES = Path(__file__).resolve().parents[1] / "resources" / "samples"  # what the bundle ships
+SAMPLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff")
+
+# Without samples_dir: the sample studies by file name in shared/data/cxr (small, varied, real CXRs).
 SAMPLE_STUDIES = [
     "00000001_000.png",             # NIH ChestX-ray14, 8-bit grey PNG
     "tbx11k_health_h0001.png",      # TBX11K healthy, 3-channel PNG
@@ -151,15 +157,27 @@ def _select(dicom_dirs: list[Path], wanted: dict[str, str], load_image, error_ty
     return chosen, missing
 
 
+def repo_samples(folder: Path = REPO_SAMPLES) -> tuple[list[Path], list[Path]]:
+    """(image files, other files such as README.md) directly in ``folder``, sorted by name."""
+    if not folder.is_dir():
+        return [], []
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in SAMPLE_SUFFIXES]
+    return images, [p for p in files if p not in images]
+
+
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, dst)
 
 
-def stage(dest: Path, shared_data: Path | None = None, *, strict: bool = True) -> dict:
+def stage(dest: Path, shared_data: Path | None = None, *, strict: bool = True,
+          samples_dir: Path | None = None) -> dict:
     """Fill ``dest/samples`` and ``dest/selftest`` (replacing what was there); returns a summary.
 
-    With ``strict`` a missing required transfer syntax or an empty sample set raises
+    ``samples_dir`` (``build.spec``: the repository's ``resources/samples``): copy its images and
+    notes (README.md with sources and licences); None: pick :data:`SAMPLE_STUDIES` from the
+    shared data. With ``strict`` a missing required transfer syntax or an empty sample set raises
     ``RuntimeError``: a bundle whose self-test cannot pass must not be built silently.
     """
     shared_data = default_shared_data() if shared_data is None else shared_data
@@ -167,8 +185,12 @@ def stage(dest: Path, shared_data: Path | None = None, *, strict: bool = True) -
     dest = Path(dest)
     for sub in ("samples", "selftest"):
         shutil.rmtree(dest / sub, ignore_errors=True)
-    samples = select_samples(cxr_dir)
-    for p in samples:
+    notes: list[Path] = []
+    if samples_dir is not None:
+        samples, notes = repo_samples(Path(samples_dir))
+    else:
+        samples = select_samples(cxr_dir)
+    for p in samples + notes:
         _copy(p, dest / "samples" / p.name)
     chosen, missing = select_transfer_syntax_set([dicom_dir, cxr_dir])
     entries = []
@@ -182,7 +204,9 @@ def stage(dest: Path, shared_data: Path | None = None, *, strict: bool = True) -
         manifest = {"required": list(REQUIRED_TRANSFER_SYNTAXES),
                     "files": [asdict(e) for e in entries]}
         (dest / "selftest" / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    summary = {"samples": [p.name for p in samples], "transfer_syntaxes": [asdict(e) for e in entries],
+    summary = {"samples": [p.name for p in samples], "sample_notes": [p.name for p in notes],
+               "samples_from": "repository" if samples_dir is not None else "shared data",
+               "transfer_syntaxes": [asdict(e) for e in entries],
                "missing_required": missing, "shared_data_found": shared_data.is_dir()}
     if strict and (missing or not samples):
         raise RuntimeError(
@@ -197,9 +221,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("dest", type=Path, help="folder to fill (in the build dir, not the repo)")
     ap.add_argument("--shared-data", type=Path, default=None)
+    ap.add_argument("--repo-samples", action="store_true",
+                    help="take the sample studies from resources/samples (what build.spec does)")
     args = ap.parse_args(argv)
     try:
-        summary = stage(args.dest, args.shared_data)
+        summary = stage(args.dest, args.shared_data, samples_dir=REPO_SAMPLES if args.repo_samples else None)
     except RuntimeError as exc:
         print(f"collect_samples: {exc}", file=sys.stderr)
         return 1
