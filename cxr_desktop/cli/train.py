@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--demonstration", action="store_true", help="mark the model as a demonstration model")
     ap.add_argument("--warning", action="append", default=[], help="extra warning for the model card (repeatable)")
     ap.add_argument("--intended-use", help="intended-use sentence for the card")
-    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs")
+    ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (over patients)")
+    ap.add_argument("--prevalence", type=float,
+                    help="prevalence of the finding where the model will be used (e.g. 0.05): PPV and NPV are "
+                         "reported at it; default: the test set's own prevalence (labelled as such)")
     ap.add_argument("--no-decode-check", action="store_true",
                     help="scan reads headers only (faster; broken files are then found while preparing)")
     ap.add_argument("--quiet", action="store_true", help="only epoch lines and the result")
@@ -104,7 +107,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         threshold_method=args.threshold, target_sensitivity=args.target_sensitivity, half=args.half,
         report=args.report, name=args.name, version=args.model_version, demonstration=args.demonstration,
         extra_warnings=list(args.warning), intended_use=args.intended_use, decode_check=not args.no_decode_check,
-        bootstrap=args.bootstrap,
+        bootstrap=args.bootstrap, prevalence=args.prevalence,
     )
 
 
@@ -113,8 +116,10 @@ def _fmt(x: float, nd: int = 4) -> str:
 
 
 def _ci(m: dict[str, Any], key: str) -> str:
-    lo, hi = m.get(f"{key}_ci95", [float("nan")] * 2)
-    return f"{_fmt(m.get(key, float('nan')), 3)} (95% CI {_fmt(lo, 3)}-{_fmt(hi, 3)})"
+    """Value with its 95 % CI, or with the note saying why the interval is degenerate."""
+    from cxr_desktop.training.metrics import format_value_ci
+
+    return format_value_ci(m, key)
 
 
 class Printer:
@@ -161,7 +166,7 @@ class Printer:
             self.say(f"split (patient-level; test {src}):")
             for name, row in ev.counts.items():
                 per = ", ".join(f"{k} {v}" for k, v in row.items() if k != "groups")
-                self.say(f"  {name:5s}: {per}; {row['groups']} patient groups")
+                self.say(f"  {name:5s}: {per}; {row['groups']} patients")
             for w in ev.warnings:
                 self.say(f"  warning: {w}")
         elif isinstance(ev, E.ModelReady):
@@ -197,6 +202,8 @@ class Printer:
             self._evaluation(ev.evaluation)
         elif isinstance(ev, E.ModelSaved):
             self.say(f"model saved: {ev.path} ({ev.size_bytes / 1e6:.1f} MB, sha256 {ev.sha256[:16]}...)")
+        elif isinstance(ev, E.Finished):
+            self._validation(ev.result)
         elif isinstance(ev, E.ReportSaved):
             self.say(f"report: {ev.path}" if ev.error is None else f"report could not be written: {ev.error}")
 
@@ -209,10 +216,16 @@ class Printer:
         for split, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
             if m is None:
                 continue
-            self.say(f"{split} metrics ({m['n']} images, {m['n_positive']} {pos}):")
+            pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
+            self.say(f"{split} metrics ({m['n']} images{pats}, {m['n_positive']} {pos}; 95% CI over "
+                     f"{m.get('ci_unit', 'images')}):")
             self.say(f"  ROC AUC     {_ci(m, 'auc')}")
             for k in ("accuracy", "sensitivity", "specificity", "precision", "f1"):
                 self.say(f"  {k:11s} {_ci(m, k)}")
+            if "ppv" in m:
+                at = (f"at prevalence {m['prevalence']:.3g} (stated)" if m.get("prevalence_source") == "stated"
+                      else f"at the {split} set's own prevalence {_fmt(m['prevalence'], 3)} (none stated)")
+                self.say(f"  PPV / NPV {at}: {_ci(m, 'ppv')} / {_ci(m, 'npv')}")
             cm = m["confusion_matrix"]
             self.say(f"  confusion (rows true, cols predicted; neg/pos): [[{cm[0][0]}, {cm[0][1]}], "
                      f"[{cm[1][0]}, {cm[1][1]}]]")
@@ -226,6 +239,45 @@ class Printer:
         from cxr_desktop.training.gates import viewer_gate  # the wizard's "use in the viewer" rule
 
         self.say(viewer_gate(ev.test_metrics, pos).summary())
+
+
+    def _validation(self, result: Any) -> None:
+        """Patients per split, starting model, calibration, input types and caution rate, briefly."""
+        check = (result.data or {}).get("patient_check") or {}
+        per = check.get("per_split") or {}
+        if per:
+            self.say("patients per split: " + ", ".join(
+                f"{k} {v['patients']}" + (f" (subfolders suggest {v['folder_patients']})"
+                                          if v.get("folder_patients") is not None else "") for k, v in per.items()))
+        for w in check.get("warnings") or []:
+            self.say(f"  warning: {w}")
+        ev = result.evaluation
+        m = ev.test_metrics if ev is not None else None
+        if not m:
+            return
+        start = m.get("starting_model")
+        if isinstance(start, dict) and "trained" in start:
+            lo, hi = start.get("auc_difference_ci95", [float("nan")] * 2)
+            self.say(f"starting model {start.get('name')!r} on the same test images: AUC "
+                     f"{_fmt(start['starting']['auc'], 3)} -> {_fmt(start['trained']['auc'], 3)} (difference "
+                     f"{_fmt(start['auc_difference'], 3)}, 95% CI {_fmt(lo, 3)} to {_fmt(hi, 3)})")
+        if isinstance(start, dict) and start.get("note"):
+            self.say(f"  starting model: {start['note']}")
+        cal = m.get("calibration")
+        if cal:
+            self.say(f"calibration (test): ECE {_fmt(cal['ece'], 3)} ({cal['n_bins']} bins)")
+        if m.get("by_input"):
+            self.say("per input type (test, at the decision threshold):")
+        for kind, r in (m.get("by_input") or {}).items():
+            self.say(f"  {kind}: {r['n']} images, {r['n_positive']} positive; AUC {_ci(r, 'auc')}, "
+                     f"sensitivity {_ci(r, 'sensitivity')}, specificity {_ci(r, 'specificity')}")
+        c = m.get("caution")
+        if c:
+            pos, neg = c.get("positives") or {}, c.get("negatives") or {}
+            self.say(f"caution rate (test, distance above {c['limit']:.2f}): {c['above']}/{c['n']} "
+                     f"({_fmt(100 * c['rate'], 1)} %); positives {pos.get('above', 0)}/{pos.get('n', 0)}, "
+                     f"negatives {neg.get('above', 0)}/{neg.get('n', 0)} (Fisher p = "
+                     f"{_fmt(c.get('p_positive_vs_negative'), 3)})")
 
 
 def main(argv: list[str] | None = None) -> int:

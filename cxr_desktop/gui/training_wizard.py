@@ -266,10 +266,16 @@ class ScanPage(QWizardPage):
         self.status.setText(f"{ev.folder}: {ev.done} of {ev.total} files")
 
     def _done(self, value: Any) -> None:
+        from cxr_desktop.training.scan import shared_patients
+
         self.train_scan, self.test_scan = value
         lines = self.train_scan.summary_lines()
         if self.test_scan is not None:
             lines += ["", "Test folder:"] + ["  " + s for s in self.test_scan.summary_lines()]
+            shared = shared_patients(self.train_scan, self.test_scan)
+            if shared:
+                lines += ["", f"warning: {shared} test-folder patients also have images in the training folder; "
+                          "those training images will be left out of training and validation"]
         self.text.setPlainText("\n".join(lines))
         self.status.setText("Scan complete." + ("" if self.usable() else " Not enough images to train: each class "
                                                 "needs at least 3 usable images."))
@@ -706,7 +712,7 @@ class EvaluationPage(QWizardPage):
         self.threshold = 0.5
 
     def initializePage(self) -> None:  # noqa: N802
-        from cxr_desktop.training.metrics import roc_curve
+        from cxr_desktop.training.metrics import format_value_ci, roc_curve
 
         result = self.wiz.training_page.result
         ev = result.evaluation
@@ -717,13 +723,20 @@ class EvaluationPage(QWizardPage):
             if m is None:
                 continue
             cell = []
-            for k in ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy"):
-                lo, hi = m.get(f"{k}_ci95", [float("nan")] * 2)
-                cell.append(f"{'ROC AUC' if k == 'auc' else k}: {m[k]:.3f} ({lo:.3f}-{hi:.3f})")
-            rows.append(f"<b>{name}</b> ({m['n']} images, {m['n_positive']} {html.escape(str(pos))})<br>"
-                        + "<br>".join(cell))
+            for k in ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy", "ppv", "npv"):
+                if k in m:  # a degenerate interval is named, never shown as "1.000 (1.000-1.000)"
+                    cell.append(f"{'ROC AUC' if k == 'auc' else k.upper() if k in ('ppv', 'npv') else k}: "
+                                + html.escape(format_value_ci(m, k)))
+            pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
+            source = "stated" if m.get("prevalence_source") == "stated" else "this split's own, none stated"
+            prev = ("" if "prevalence" not in m else
+                    f"<br><small>PPV/NPV at prevalence {m['prevalence']:.3g} ({source})</small>")
+            rows.append(f"<b>{name}</b> ({m['n']} images{pats}, {m['n_positive']} {html.escape(str(pos))})<br>"
+                        + "<br>".join(cell) + prev)
         warn = "".join(f"<br><span style='color:#b06000'>{html.escape(w)}</span>" for w in card.warnings)
-        self.metrics.setText("<br><br>".join(rows) + "<br><small>95 % bootstrap intervals.</small>" + warn)
+        unit = (ev.test_metrics or ev.val_metrics).get("ci_unit", "images")
+        self.metrics.setText("<br><br>".join(rows) + f"<br><small>95 % bootstrap intervals over {unit}.</small>"
+                             + warn)
         self.roc.series.clear()
         for split in ("val", "test"):
             y, s = ev.positive_scores(split)

@@ -97,6 +97,7 @@ class TrainConfig:
     intended_use: str | None = None
     decode_check: bool = True  # decode every image during the scan (finds truncated files early)
     bootstrap: int = 1000
+    prevalence: float | None = None  # PPV/NPV at this prevalence of the finding; None: the test set's own
     ood_k: int = 64
     ood_percentile: float = 99.0
     gallery_per_kind: int = 3  # Grad-CAM examples per TP/FP/TN/FN in the report
@@ -137,6 +138,8 @@ class TrainConfig:
         need(self.val_fraction > 0, "a validation share is needed (it picks the best epoch and the threshold)")
         need(0.5 <= self.target_sensitivity <= 1.0, "target sensitivity must be between 0.5 and 1")
         need(self.head in ("linear", "mlp"), "head must be linear or mlp")
+        need(self.prevalence is None or 0 < self.prevalence < 1,
+             "prevalence must be between 0 and 1 (for example 0.05 for 5 %)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

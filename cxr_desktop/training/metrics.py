@@ -5,11 +5,20 @@ positive-class probability); multi-class metrics take integer labels and a
 probability matrix and report one-vs-rest per class plus macro averages. The
 decision threshold is chosen on the validation split (:func:`select_threshold`)
 and then reported on the test split. Confidence intervals are percentile
-bootstrap intervals with a fixed seed, so a report is reproducible.
+bootstrap intervals with a fixed seed, so a report is reproducible; given the
+patient of each image they resample patients, not images (one patient's images
+are not independent, and resampling images would make the intervals too narrow).
+A bootstrap interval of width zero (e.g. every positive caught) says nothing
+about the uncertainty; it is flagged as *degenerate* (:func:`ci_note`) with the
+exact binomial interval where one exists, never shown as "1.00 (1.00-1.00)".
+Also here: PPV/NPV at a stated prevalence, calibration (reliability bins, ECE),
+metrics per input type, the comparison of two models on the same cases, and
+the share of cases above the scope check's distance limit.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -106,13 +115,31 @@ def binary_metrics_at(y: Sequence[int] | np.ndarray, scores: Sequence[float] | n
     }
 
 
-def bootstrap_ci(y: np.ndarray, scores: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float],
-                 *, n_boot: int = DEFAULT_BOOTSTRAP, alpha: float = 0.05, seed: int = 0
-                 ) -> tuple[float, float]:
-    """Percentile bootstrap (1 - alpha) interval of ``statistic(y, scores)``, resampling cases.
+def _resampler(n: int, groups: Sequence[Any] | np.ndarray | None, rng: np.random.Generator
+               ) -> Callable[[], np.ndarray]:
+    """A function drawing one bootstrap resample's indices: cases, or whole patients when ``groups`` is given."""
+    if groups is None:
+        return lambda: rng.integers(0, n, n)
+    g = np.asarray(groups)
+    if len(g) != n:
+        raise ValueError("groups must give one patient per case")
+    _, codes = np.unique(g, return_inverse=True)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.r_[0, np.cumsum(np.bincount(codes))]
+    members = [order[bounds[k]:bounds[k + 1]] for k in range(len(bounds) - 1)]
+    m = len(members)
+    return lambda: np.concatenate([members[k] for k in rng.integers(0, m, m)])
 
-    Resamples in which the statistic is undefined (NaN, e.g. one class only) are
-    skipped; (nan, nan) if fewer than 10 % of them are usable.
+
+def bootstrap_ci(y: np.ndarray, scores: np.ndarray, statistic: Callable[[np.ndarray, np.ndarray], float],
+                 *, n_boot: int = DEFAULT_BOOTSTRAP, alpha: float = 0.05, seed: int = 0,
+                 groups: Sequence[Any] | np.ndarray | None = None) -> tuple[float, float]:
+    """Percentile bootstrap (1 - alpha) interval of ``statistic(y, scores)``.
+
+    ``groups`` (the patient of each case): whole patients are resampled with
+    replacement, each bringing all of its images (the cluster bootstrap); without
+    it, cases are resampled. Resamples in which the statistic is undefined (NaN,
+    e.g. one class only) are skipped; (nan, nan) if fewer than 10 % are usable.
     """
     y = np.asarray(y)
     scores = np.asarray(scores)
@@ -120,9 +147,10 @@ def bootstrap_ci(y: np.ndarray, scores: np.ndarray, statistic: Callable[[np.ndar
     if n == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
+    draw = _resampler(n, groups, rng)
     vals = []
     for _ in range(n_boot):
-        idx = rng.integers(0, n, n)
+        idx = draw()
         v = statistic(y[idx], scores[idx])
         if np.isfinite(v):
             vals.append(v)
@@ -130,6 +158,162 @@ def bootstrap_ci(y: np.ndarray, scores: np.ndarray, statistic: Callable[[np.ndar
         return float("nan"), float("nan")
     lo, hi = np.percentile(vals, [100 * alpha / 2, 100 * (1 - alpha / 2)])
     return float(lo), float(hi)
+
+
+# --------------------------------------------------------------------------- degenerate intervals
+
+# metric -> (successes, trials) from the confusion counts, for the exact binomial interval
+_PROPORTIONS: dict[str, Callable[[dict[str, int]], tuple[int, int]]] = {
+    "sensitivity": lambda c: (c["tp"], c["tp"] + c["fn"]),
+    "specificity": lambda c: (c["tn"], c["tn"] + c["fp"]),
+    "precision": lambda c: (c["tp"], c["tp"] + c["fp"]),
+    "accuracy": lambda c: (c["tp"] + c["tn"], c["tp"] + c["tn"] + c["fp"] + c["fn"]),
+    "npv": lambda c: (c["tn"], c["tn"] + c["fn"]),
+}
+_WHAT = {"sensitivity": ("positives", "detected"), "specificity": ("negatives", "called negative"),
+         "precision": ("positive calls", "correct"), "accuracy": ("cases", "correct"),
+         "npv": ("negative calls", "correct")}
+
+
+def is_degenerate(value: float, ci: Sequence[float] | None) -> bool:
+    """A defined value whose bootstrap interval has width zero or could not be computed."""
+    if value is None or not np.isfinite(value):
+        return False
+    if ci is None or len(ci) != 2 or not all(np.isfinite(v) for v in ci):
+        return True
+    return bool(ci[1] - ci[0] <= 1e-12)
+
+
+def exact_all_or_none(k: int, n: int, alpha: float = 0.05) -> tuple[float, float] | None:
+    """Clopper-Pearson (1 - alpha) interval when ``k`` is 0 or ``n`` (closed form); None otherwise."""
+    if n <= 0:
+        return None
+    if k == n:
+        return (alpha / 2) ** (1.0 / n), 1.0
+    if k == 0:
+        return 0.0, 1.0 - (alpha / 2) ** (1.0 / n)
+    return None
+
+
+def ci_note(key: str, value: float, ci: Sequence[float] | None, counts: dict[str, int] | None = None,
+            units: int | None = None, unit: str = "patients") -> str | None:
+    """Why a metric's interval is degenerate, in words (None when it is not).
+
+    ``counts``: tp/fp/tn/fn, for the exact binomial interval of a proportion;
+    ``units``: how many independent units (patients) that proportion rests on.
+    """
+    if not is_degenerate(value, ci):
+        return None
+    text = "CI degenerate: every bootstrap resample gave the same value, so it shows no uncertainty"
+    if counts is not None and key in _PROPORTIONS:
+        k, n = _PROPORTIONS[key](counts)
+        what, verb = _WHAT[key]
+        if n and k in (0, n):
+            m = units if units is not None and 0 < units <= n else n
+            lo, hi = exact_all_or_none(0 if k == 0 else m, m) or (float("nan"), float("nan"))
+            kind = unit if units is not None and 0 < units <= n else "cases"
+            text = (f"CI degenerate: {'all' if k == n else 'none'} of {n} {what} {verb}"
+                    f"{f' ({m} {kind})' if m != n else ''}; exact 95 % interval from {m} {kind}: "
+                    f"{lo:.2f}-{hi:.2f}")
+    elif key in ("ppv", "npv") and counts is None:
+        text = ("CI degenerate: it follows from a sensitivity or specificity that was the same in every "
+                "resample (see there)")
+    elif key == "auc" and value in (0.0, 1.0):
+        text = ("CI degenerate: the classes are perfectly separated in this sample, so the bootstrap shows no "
+                "uncertainty; with few cases the true AUC may be much lower")
+    return text
+
+
+def format_value_ci(m: dict[str, Any], key: str, nd: int = 3) -> str:
+    """``"0.850 (0.790-0.900)"``, or the value with the degenerate-interval note instead of a zero-width CI."""
+    v = m.get(key)
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"
+    note = (m.get("ci_notes") or {}).get(key)
+    if note:
+        return f"{v:.{nd}f} [{note}]"
+    lo, hi = m.get(f"{key}_ci95", [float("nan")] * 2)
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return f"{v:.{nd}f} (CI n/a)"
+    return f"{v:.{nd}f} ({lo:.{nd}f}-{hi:.{nd}f})"
+
+
+# --------------------------------------------------------------------------- predictive values, calibration
+
+
+def predictive_values(sensitivity: float, specificity: float, prevalence: float) -> tuple[float, float]:
+    """(PPV, NPV) of a test with this sensitivity and specificity where the finding has this prevalence (Bayes)."""
+    p, se, sp = float(prevalence), float(sensitivity), float(specificity)
+    ppv = _safe_div(se * p, se * p + (1.0 - sp) * (1.0 - p))
+    npv = _safe_div(sp * (1.0 - p), sp * (1.0 - p) + (1.0 - se) * p)
+    return ppv, npv
+
+
+def calibration(y: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, n_bins: int = 10
+                ) -> dict[str, Any]:
+    """Reliability diagram data: equal-width bins of the predicted probability, observed rate per bin, ECE.
+
+    ECE (expected calibration error) = sum over bins of (share of cases) x |observed rate - mean predicted|.
+    """
+    y = _as_binary(y).astype(np.float64)
+    s = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.minimum(np.digitize(s, edges[1:-1], right=False), n_bins - 1)
+    bins = []
+    for b in range(n_bins):
+        sel = which == b
+        n = int(sel.sum())
+        bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "n": n,
+                     "mean_predicted": float(s[sel].mean()) if n else float("nan"),
+                     "observed": float(y[sel].mean()) if n else float("nan")})
+    return {"bins": bins, "ece": expected_calibration_error(y, s, n_bins), "n_bins": n_bins}
+
+
+def expected_calibration_error(y: np.ndarray, scores: np.ndarray, n_bins: int = 10) -> float:
+    """ECE of the positive-class probability in ``n_bins`` equal-width bins (NaN without cases)."""
+    y = np.asarray(y, dtype=np.float64).ravel()
+    s = np.clip(np.asarray(scores, dtype=np.float64).ravel(), 0.0, 1.0)
+    if not s.size:
+        return float("nan")
+    which = np.minimum(np.digitize(s, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]), n_bins - 1)
+    n = np.bincount(which, minlength=n_bins)
+    gap = np.abs(np.bincount(which, y, n_bins) - np.bincount(which, s, n_bins))  # per bin: |sum y - sum p|
+    return float(gap.sum() / s.size) if n.sum() else float("nan")
+
+
+def fisher_exact_p(a: int, b: int, c: int, d: int) -> float:
+    """Two-sided Fisher exact test of the 2x2 table [[a, b], [c, d]] (sum of tables no likelier than this one)."""
+    r1, r2, c1, n = a + b, c + d, a + c, a + b + c + d
+    if n == 0:
+        return float("nan")
+
+    def prob(x: int) -> float:
+        return math.comb(r1, x) * math.comb(r2, c1 - x) / math.comb(n, c1)
+
+    lo, hi = max(0, c1 - r2), min(r1, c1)
+    p0 = prob(a)
+    return float(min(1.0, sum(q for q in (prob(x) for x in range(lo, hi + 1)) if q <= p0 * (1 + 1e-9))))
+
+
+def caution_summary(distances: Sequence[float] | np.ndarray, limit: float,
+                    y: Sequence[int] | np.ndarray | None = None) -> dict[str, Any]:
+    """Share of cases whose scope distance is above ``limit``, overall and for positives vs negatives.
+
+    ``p_positive_vs_negative``: two-sided Fisher exact test of "the caution rate is the
+    same for positives and negatives" (a check that the caution does not single out findings).
+    """
+    d = np.asarray(distances, dtype=np.float64).ravel()
+    above = d > float(limit)
+    out: dict[str, Any] = {"limit": float(limit), "n": int(d.size), "above": int(above.sum()),
+                           "rate": _safe_div(int(above.sum()), d.size)}
+    if y is not None:
+        yy = _as_binary(y)
+        for name, sel in (("positives", yy == 1), ("negatives", yy == 0)):
+            out[name] = {"n": int(sel.sum()), "above": int(above[sel].sum()),
+                         "rate": _safe_div(int(above[sel].sum()), int(sel.sum()))}
+        a, c = out["positives"]["above"], out["negatives"]["above"]
+        out["p_positive_vs_negative"] = fisher_exact_p(a, out["positives"]["n"] - a, c, out["negatives"]["n"] - c)
+    return out
 
 
 @dataclass(frozen=True)
@@ -176,22 +360,75 @@ def select_threshold(y: Sequence[int] | np.ndarray, scores: Sequence[float] | np
 
 
 def binary_report(y: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, threshold: float,
-                  *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
-    """Everything a card and report show for a binary task, with 95 % bootstrap CIs."""
+                  *, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, groups: Sequence[Any] | None = None,
+                  prevalence: float | None = None) -> dict[str, Any]:
+    """Everything a card and report show for a binary task, with 95 % bootstrap CIs.
+
+    ``groups`` (the patient of each image): CIs resample patients. ``prevalence``:
+    PPV and NPV are given where the finding has this prevalence; None: at this
+    sample's own prevalence (``prevalence_source`` says which).
+    """
     y = _as_binary(y)
     s = np.asarray(scores, dtype=np.float64).ravel()
+    if groups is not None and len(groups) != y.size:
+        raise ValueError("groups must give one patient per image")
     at = binary_metrics_at(y, s, threshold)
     out: dict[str, Any] = {"n": int(y.size), "n_positive": int(y.sum()), "threshold": float(threshold)}
+    g = np.asarray(groups) if groups is not None else None
+    if g is not None:
+        out["n_patients"] = int(len(np.unique(g)))
+        out["n_positive_patients"] = int(len(np.unique(g[y == 1])))
+        out["n_negative_patients"] = int(len(np.unique(g[y == 0])))
+    out["ci_unit"] = "patients" if g is not None else "images"
+    boot = {"n_boot": n_boot, "seed": seed, "groups": g}
     out["auc"] = roc_auc(y, s)
-    out["auc_ci95"] = list(bootstrap_ci(y, s, roc_auc, n_boot=n_boot, seed=seed))
+    out["auc_ci95"] = list(bootstrap_ci(y, s, roc_auc, **boot))
     for key in ("accuracy", "sensitivity", "specificity", "precision", "f1"):
         out[key] = at[key]
         out[f"{key}_ci95"] = list(bootstrap_ci(
-            y, s, lambda yy, ss, k=key: binary_metrics_at(yy, ss, threshold)[k], n_boot=n_boot, seed=seed))
+            y, s, lambda yy, ss, k=key: binary_metrics_at(yy, ss, threshold)[k], **boot))
+    if prevalence is not None and not 0.0 < float(prevalence) < 1.0:
+        raise ValueError("the prevalence must be between 0 and 1 (exclusive)")
+    prev = float(prevalence) if prevalence is not None else _safe_div(int(y.sum()), y.size)
+    out["prevalence"] = prev
+    out["prevalence_source"] = "stated" if prevalence is not None else "test set"
+    if prevalence is None:
+        out["ppv"], out["npv"] = at["precision"], _safe_div(at["tn"], at["tn"] + at["fn"])
+    else:
+        out["ppv"], out["npv"] = predictive_values(at["sensitivity"], at["specificity"], prev)
+
+    def pv(yy: np.ndarray, ss: np.ndarray, which: int) -> float:
+        m = binary_metrics_at(yy, ss, threshold)
+        if prevalence is None:  # at the sample's own prevalence: the observed shares
+            return m["precision"] if which == 0 else _safe_div(m["tn"], m["tn"] + m["fn"])
+        return predictive_values(m["sensitivity"], m["specificity"], prev)[which]
+
+    out["ppv_ci95"] = list(bootstrap_ci(y, s, lambda yy, ss: pv(yy, ss, 0), **boot))
+    out["npv_ci95"] = list(bootstrap_ci(y, s, lambda yy, ss: pv(yy, ss, 1), **boot))
     out["confusion_matrix"] = [[at["tn"], at["fp"]], [at["fn"], at["tp"]]]
+    out["ci_notes"] = _ci_notes(out, at, y, s >= threshold, g)
     fpr, tpr, thr = roc_curve(y, s)
     out["roc"] = {"fpr": _finite_list(fpr), "tpr": _finite_list(tpr), "thresholds": _finite_list(thr)}
     return out
+
+
+def _ci_notes(out: dict[str, Any], at: dict[str, Any], y: np.ndarray, pred: np.ndarray,
+              g: np.ndarray | None) -> dict[str, str]:
+    """Degenerate-interval notes, only for the metrics whose interval is degenerate.
+
+    The exact interval of an all-or-none proportion rests on the patients behind it
+    (positives for sensitivity, positive calls for precision, ...) when they are known.
+    """
+    behind = {"sensitivity": y == 1, "specificity": y == 0, "accuracy": np.ones(y.size, bool),
+              "precision": pred, "npv": ~pred}
+    notes = {}
+    for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "ppv", "npv"):
+        units = int(len(np.unique(g[behind[key]]))) if g is not None and key in behind else None
+        counts = at if key != "npv" or out.get("prevalence_source") == "test set" else None
+        note = ci_note(key, out.get(key, float("nan")), out.get(f"{key}_ci95"), counts, units)
+        if note:
+            notes[key] = note
+    return notes
 
 
 def _finite_list(a: np.ndarray) -> list[float]:
@@ -199,7 +436,8 @@ def _finite_list(a: np.ndarray) -> list[float]:
 
 
 def multiclass_report(labels: Sequence[int] | np.ndarray, probs: np.ndarray, classes: Sequence[str], *,
-                      n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict[str, Any]:
+                      n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, groups: Sequence[Any] | None = None
+                      ) -> dict[str, Any]:
     """One-vs-rest metrics per class (argmax decisions) plus macro averages and the confusion matrix."""
     t = np.asarray(labels, dtype=np.int64).ravel()
     p = np.asarray(probs, dtype=np.float64)
@@ -231,9 +469,13 @@ def multiclass_report(labels: Sequence[int] | np.ndarray, probs: np.ndarray, cla
         "auc": macro["auc"],
         "confusion_matrix": confusion_matrix(t, pred, len(classes)).tolist(),
     }
-    out["auc_ci95"] = list(bootstrap_ci(t, p, lambda yy, pp: macro_auc(yy, pp), n_boot=n_boot, seed=seed))
+    g = np.asarray(groups) if groups is not None else None
+    out["ci_unit"] = "patients" if g is not None else "images"
+    out["auc_ci95"] = list(bootstrap_ci(t, p, lambda yy, pp: macro_auc(yy, pp), n_boot=n_boot, seed=seed, groups=g))
     out["accuracy_ci95"] = list(bootstrap_ci(
-        t, p, lambda yy, pp: float(np.mean(pp.argmax(1) == yy)), n_boot=n_boot, seed=seed))
+        t, p, lambda yy, pp: float(np.mean(pp.argmax(1) == yy)), n_boot=n_boot, seed=seed, groups=g))
+    out["ci_notes"] = {k: n for k in ("auc", "accuracy")
+                       if (n := ci_note(k, out[k], out[f"{k}_ci95"])) is not None}
     return out
 
 

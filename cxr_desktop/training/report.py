@@ -1,5 +1,11 @@
 """Self-contained HTML training report: curves, ROC, confusion matrix, metrics, Grad-CAM gallery.
 
+Validation figures (:mod:`cxr_desktop.training.validation`): patients per split
+against the folder layout, intervals over patients (degenerate ones labelled, not
+shown as "1.00 (1.00-1.00)"), PPV/NPV at the stated prevalence, a reliability
+diagram with ECE, metrics per input type, the caution rate of the test split and
+the starting model on the same test images.
+
 Plots are drawn with matplotlib's Agg canvas (no pyplot, no global backend, so it
 is safe next to the Qt GUI) and embedded as base64 PNGs. The gallery shows true
 and false positives and negatives from the test split with the heatmaps the
@@ -22,7 +28,7 @@ import numpy as np
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.atomic import write_text_atomic
-from cxr_desktop.training.metrics import roc_curve
+from cxr_desktop.training.metrics import format_value_ci, roc_curve
 
 
 def _figure(w: float = 5.0, h: float = 3.6) -> Any:
@@ -106,6 +112,28 @@ def confusion_png(cm: Sequence[Sequence[int]], labels: Sequence[str], title: str
     return _png(fig)
 
 
+def calibration_png(cal: dict[str, Any]) -> str:
+    """Reliability diagram: observed rate of the finding against the mean predicted probability per bin,
+    with the number of images per bin below (an empty bin has no point)."""
+    fig = _figure(4.4, 4.6)
+    ax, axn = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    bins = [b for b in cal["bins"] if b["n"] > 0]
+    mids = [(b["lower"] + b["upper"]) / 2 for b in cal["bins"]]
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="perfect calibration")
+    ax.plot([b["mean_predicted"] for b in bins], [b["observed"] for b in bins], "o-", color="tab:blue",
+            label=f"model (ECE {cal['ece']:.3f})")
+    ax.set_ylabel("observed share with the finding")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8, loc="upper left")
+    ax.grid(alpha=0.3)
+    width = 1.0 / max(1, int(cal.get("n_bins", len(mids))))
+    axn.bar(mids, [b["n"] for b in cal["bins"]], width=width * 0.9, color="tab:grey")
+    axn.set_xlabel("predicted probability of the finding")
+    axn.set_ylabel("images")
+    return _png(fig)
+
+
 def overlay(grey_u8: np.ndarray, heat: np.ndarray, alpha: float = 0.4) -> np.ndarray:
     """Jet heatmap over a grey image, RGB uint8 (what the viewer shows)."""
     colour = cv2.applyColorMap(np.rint(np.clip(heat, 0, 1) * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
@@ -174,25 +202,129 @@ def _fmt(v: Any, nd: int = 3) -> str:
 
 
 def _metrics_table(val: dict[str, Any], test: dict[str, Any] | None) -> str:
+    """Validation and test metrics with 95 % intervals; a degenerate interval is named, not printed as a range."""
     rows = []
-    for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1"):
+    keys = [("auc", "ROC AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
+            ("specificity", "specificity"), ("precision", "precision"), ("f1", "F1")]
+    final = test or val
+    if "ppv" in final:
+        prev = final.get("prevalence", float("nan"))
+        at = (f"at the stated prevalence {prev:.3g}" if final.get("prevalence_source") == "stated"
+              else "at this split's own prevalence (none stated)")
+        keys += [("ppv", f"PPV {at}"), ("npv", f"NPV {at}")]
+    for key, label in keys:
         cells = []
         for m in (val, test):
             if m is None:
                 cells.append("<td>-</td>")
                 continue
-            lo, hi = m.get(f"{key}_ci95", [None, None])
-            cells.append(f"<td>{_fmt(m.get(key))} <span class=ci>({_fmt(lo)}-{_fmt(hi)})</span></td>")
-        rows.append(f"<tr><th>{'ROC AUC' if key == 'auc' else key}</th>{''.join(cells)}</tr>")
+            text = format_value_ci(m, key)
+            note = (m.get("ci_notes") or {}).get(key)
+            if note:
+                v = m.get(key)
+                cells.append(f"<td>{_fmt(v)} <span class=degenerate>{html.escape(note)}</span></td>")
+            else:
+                value, _, rest = text.partition(" ")
+                cells.append(f"<td>{html.escape(value)} <span class=ci>{html.escape(rest)}</span></td>")
+        rows.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}</tr>")
     head = "<tr><th></th><th>validation (chose threshold)</th><th>test</th></tr>"
-    return f"<table>{head}{''.join(rows)}</table>"
+    unit = final.get("ci_unit", "images")
+    counts = []
+    for name, m in (("validation", val), ("test", test)):
+        if m is not None:
+            pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
+            counts.append(f"{name}: {m['n']} images{pats}, {m['n_positive']} positive images")
+    return (f"<table>{head}{''.join(rows)}</table><p class=ci>95 % percentile bootstrap intervals resampling "
+            f"{html.escape(unit)}; {html.escape('; '.join(counts))}.</p>")
+
+
+def _patients_section(data: dict[str, Any]) -> str:
+    """Patients per split against what the subfolders suggest, and the patient-key warnings (counts only)."""
+    check = data.get("patient_check") or {}
+    per = check.get("per_split") or {}
+    if not per:
+        return ""
+    parts = ["<h3>Patients per split</h3><table><tr><th>split</th><th>images</th><th>patients</th>"
+             "<th>patients the subfolders suggest</th></tr>"]
+    for name, row in per.items():
+        sug = row.get("folder_patients")
+        parts.append(f"<tr><th>{html.escape(name)}</th><td>{row.get('images', 0)}</td><td>{row.get('patients', 0)}"
+                     f"</td><td>{'-' if sug is None else sug}</td></tr>")
+    parts.append("</table><p>Every image of a patient is in one split. A patient is the DICOM Patient ID, else "
+                 "the file-name pattern's match (one key for both), else the file itself.</p>")
+    warnings = check.get("warnings") or []
+    if warnings:
+        parts.append("<div class=warn><b>Check the patient grouping</b><ul>"
+                     + "".join(f"<li>{html.escape(w)}</li>" for w in warnings) + "</ul></div>")
+    return "".join(parts)
+
+
+def _pct(x: Any) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f} %"
+
+
+def _validation_sections(ev: Any, card: Any) -> str:
+    """Starting model, calibration, per input type and caution rate of the test split (when there is one)."""
+    m = ev.test_metrics
+    if not m:
+        return ""
+    esc = html.escape
+    parts: list[str] = []
+    start = m.get("starting_model")
+    if isinstance(start, dict):
+        parts.append("<h2>Compared with the starting model (same test images)</h2>")
+        if "trained" in start:
+            parts.append("<table><tr><th></th><th>ROC AUC</th><th>threshold</th><th>sensitivity</th>"
+                         "<th>specificity</th></tr>")
+            for key, label in (("starting", f"starting model: {start.get('name', '')}"), ("trained", "trained model")):
+                r = start[key]
+                lo, hi = r.get("auc_ci95", [float("nan")] * 2)
+                parts.append(f"<tr><th>{esc(label)}</th><td>{_fmt(r['auc'])} <span class=ci>({_fmt(lo)}-{_fmt(hi)})"
+                             f"</span></td><td>{_fmt(r['threshold'])}</td><td>{_fmt(r['sensitivity'])}</td>"
+                             f"<td>{_fmt(r['specificity'])}</td></tr>")
+            lo, hi = start.get("auc_difference_ci95", [float("nan")] * 2)
+            parts.append(f"</table><p>AUC difference (trained - starting): {_fmt(start.get('auc_difference'))} "
+                         f"<span class=ci>(95 % paired bootstrap over patients: {_fmt(lo)} to {_fmt(hi)})</span>. "
+                         "Each model at its own decision threshold.</p>")
+        if start.get("note"):
+            parts.append(f"<p class=warn>{esc(start['note'])}</p>")
+    cal = m.get("calibration")
+    if cal:
+        parts.append("<h2>Calibration (test split)</h2>")
+        parts.append("<div>" + _img(calibration_png(cal), "reliability diagram") + "</div>")
+        parts.append(f"<p>Expected calibration error (ECE, {cal.get('n_bins', 10)} bins): {_fmt(cal.get('ece'))}. "
+                     "Points on the diagonal: a predicted probability of 0.7 means the finding is present in 70 % "
+                     "of such images. The probability is a score of this model on this data, not a risk for a "
+                     "patient elsewhere.</p>")
+    by_input = m.get("by_input")
+    if by_input:
+        parts.append("<h2>Metrics per input type (test split)</h2><table><tr><th>input</th><th>images</th>"
+                     "<th>patients</th><th>positive images</th><th>ROC AUC</th><th>sensitivity</th>"
+                     "<th>specificity</th></tr>")
+        for kind, r in by_input.items():
+            cells = [format_value_ci(r, k) for k in ("auc", "sensitivity", "specificity")]
+            parts.append(f"<tr><th>{esc(kind)}</th><td>{r['n']}</td><td>{r.get('n_patients') or '-'}</td>"
+                         f"<td>{r['n_positive']}</td>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+        parts.append("</table><p class=ci>At the model's decision threshold; 95 % intervals over patients. "
+                     "A type with few images gives wide or undefined figures.</p>")
+    caution = m.get("caution")
+    if caution:
+        pos, neg = caution.get("positives") or {}, caution.get("negatives") or {}
+        parts.append("<h2>Caution rate (test split)</h2>")
+        parts.append(f"<p>{caution['above']} of {caution['n']} test images ({_pct(caution['rate'])}) are above the "
+                     f"scope check's distance limit ({caution['limit']:.2f}), so the viewer would mark them "
+                     "\"unusual image - interpret with care\". Positives: "
+                     f"{pos.get('above', 0)} of {pos.get('n', 0)} ({_pct(pos.get('rate'))}); negatives: "
+                     f"{neg.get('above', 0)} of {neg.get('n', 0)} ({_pct(neg.get('rate'))}); Fisher exact test of "
+                     f"equal rates: p = {_fmt(caution.get('p_positive_vs_negative'))}.</p>")
+    return "\n".join(parts)
 
 
 CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 h1{font-size:1.5em} h2{font-size:1.15em;border-bottom:1px solid #ccc;padding-bottom:.2em;margin-top:1.6em}
 table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;padding:.25em .6em;text-align:left}
-.ci{color:#666;font-size:.9em} .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
+.ci{color:#666;font-size:.9em} .degenerate{color:#a05000;font-size:.9em} .warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5em 1em}
 .notice{background:#eef4ff;border-left:4px solid #3070d0;padding:.5em 1em}
 .gallery{display:flex;flex-wrap:wrap;gap:10px} figure{margin:0;width:230px} figcaption{font-size:.75em;word-break:break-all}
 """
@@ -225,11 +357,12 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
 
     data = prov.get("data", {})
     parts.append("<h2>Data</h2><table><tr><th>split</th>" + "".join(f"<th>{esc(c)}</th>" for c in card.classes)
-                 + "<th>patient groups</th></tr>")
+                  + "<th>patients</th></tr>")
     for split, row in (data.get("splits") or {}).items():
         parts.append(f"<tr><th>{esc(split)}</th>" + "".join(f"<td>{row.get(c, 0)}</td>" for c in card.classes)
                      + f"<td>{row.get('groups', 0)}</td></tr>")
     parts.append("</table>")
+    parts.append(_patients_section(data))
     parts.append(f"<p>Grouped by: {esc(json.dumps(data.get('grouped_by')))}; skipped files: "
                  f"{data.get('skipped_files', 0)}; duplicate sets: {data.get('duplicate_sets', 0)}; test: "
                  f"{esc(str(data.get('test_source')))}.</p>")
@@ -246,7 +379,7 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
         parts.append(f"<p>Threshold {th.threshold:.4f} chosen on the validation split by <b>{esc(th.method)}</b>"
                      + (f" (target sensitivity {th.target:.2f})" if th.target else "")
                      + f"; validation sensitivity {_fmt(th.sensitivity)}, specificity {_fmt(th.specificity)}. "
-                     "Test metrics use that threshold unchanged. Intervals: 95 % bootstrap.</p>")
+                     "Test metrics use that threshold unchanged.</p>")
         parts.append(_metrics_table(ev.val_metrics, ev.test_metrics))
         curves = []
         points = []
@@ -278,6 +411,7 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
                         f"<td>{_fmt(row[k])}</td>" for k in ("auc", "sensitivity", "specificity", "precision", "f1"))
                         + "</tr>")
                 parts.append("</table>")
+        parts.append(_validation_sections(ev, card))
 
     if gallery_cells:
         parts.append("<h2>Grad-CAM gallery (test split)</h2><p>Heatmaps of the positive class from the saved "

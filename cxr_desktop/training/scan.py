@@ -3,14 +3,24 @@
 The scan finds the classes, every readable image, files that cannot be used
 (with the reason from :class:`~cxr_desktop.errors.ImageError`), exact duplicates
 by content hash (dropped; duplicates across classes are label conflicts and all
-copies are left out) and the patient group of each image:
+copies are left out) and the patient of each image, one key per patient whatever
+the file type:
 
 1. DICOM PatientID (read with :func:`~cxr_desktop.imaging.probe`),
 2. else the first group (or the whole match) of a user-set file-name pattern,
-3. else the file is its own group.
+3. else the file is its own patient.
+
+DICOM IDs and file-name keys share one key space (:func:`patient_key`), so the
+PNG ``P0001_pa.png`` and a DICOM file whose PatientID is ``P0001`` are one
+patient. When a DICOM file's name gives another patient than its PatientID
+(a conflict), the PatientID names the file's patient, the conflict is counted
+and reported, and both keys are joined into one group, so neither reading can
+put one person in training and test. Where images sit in subfolders of the class
+folders, the number of patients is compared with the number of subfolders (the
+usual one-folder-per-patient layout) and a difference is reported.
 
 Patient IDs are used only to group; they are stored, shown and logged as short
-salted hashes, never in clear. Source folders are only read.
+salted hashes or counts, never in clear. Source folders are only read.
 """
 
 from __future__ import annotations
@@ -59,6 +69,25 @@ class ScanItem:
     rows: int
     columns: int
     frames: int = 1
+    photometric: str | None = None  # DICOM Photometric Interpretation (None for other files)
+    aliases: tuple[str, ...] = ()  # hashed keys of every patient reading of this file (PatientID, file name)
+
+    def patient_hashes(self) -> set[str]:
+        """Its group and every hashed patient key it carries (to find a patient in two folders)."""
+        return {self.group, *self.aliases}
+
+    @property
+    def input_kind(self) -> str:
+        """What kind of input the file is, for metrics per input type: PNG, JPEG, TIFF, DICOM, DICOM MONOCHROME1."""
+        return input_kind(self.format, self.photometric)
+
+
+def input_kind(fmt: str, photometric: str | None = None) -> str:
+    """"PNG" / "JPEG" / "TIFF" / "DICOM" / "DICOM MONOCHROME1" (inverted grey scale) from a probed format."""
+    f = (fmt or "").lower()
+    if f == "dicom":
+        return "DICOM MONOCHROME1" if (photometric or "").strip().upper() == "MONOCHROME1" else "DICOM"
+    return {"jpg": "JPEG", "jpeg": "JPEG", "tif": "TIFF", "tiff": "TIFF"}.get(f, f.upper() or "unknown")
 
 
 @dataclass
@@ -103,6 +132,8 @@ class ScanResult:
     ignored: list[str] = field(default_factory=list)  # non-image files (csv, txt ...) and files outside class folders
     warnings: list[str] = field(default_factory=list)
     patient_regex: str | None = None
+    patient_conflicts: int = 0  # DICOM files whose name pattern gives another patient than their PatientID
+    folder_patients: int | None = None  # patients the subfolder layout suggests (None: images not in subfolders)
 
     def counts(self) -> dict[str, int]:
         c = Counter(it.cls for it in self.items)
@@ -111,6 +142,18 @@ class ScanResult:
     @property
     def n_groups(self) -> int:
         return len({it.group for it in self.items})
+
+    @property
+    def n_patients(self) -> int:
+        """Patients (one key per patient, whatever the file type); the same number as :attr:`n_groups`."""
+        return self.n_groups
+
+    def patients_by_class(self) -> dict[str, int]:
+        """Patients with at least one image of each class (a patient may count in two classes)."""
+        per: dict[str, set[str]] = defaultdict(set)
+        for it in self.items:
+            per[it.cls].add(it.group)
+        return {cls: len(per.get(cls, ())) for cls in self.classes}
 
     def group_sources(self) -> dict[str, int]:
         """How many images were grouped by DICOM PatientID, by the file-name pattern, or per file."""
@@ -123,7 +166,10 @@ class ScanResult:
             "classes": list(self.classes),
             "images": self.counts(),
             "patient_groups": self.n_groups,
+            "patients_by_class": self.patients_by_class(),
             "grouped_by": self.group_sources(),
+            "patient_conflicts": self.patient_conflicts,
+            "folder_patients": self.folder_patients,
             "skipped_unreadable": len(self.problems),
             "duplicate_sets": len(self.duplicates),
             "conflicting_duplicate_sets": sum(d.conflicting for d in self.duplicates),
@@ -132,12 +178,14 @@ class ScanResult:
 
     def summary_lines(self) -> list[str]:
         """Human-readable lines (counts only, no patient data)."""
-        lines = [f"{len(self.items)} usable images in {len(self.classes)} classes, "
-                 f"{self.n_groups} patient groups"]
-        lines += [f"  {cls}: {n}" for cls, n in self.counts().items()]
+        lines = [f"{len(self.items)} usable images of {self.n_patients} patients in {len(self.classes)} classes"]
+        pats = self.patients_by_class()
+        lines += [f"  {cls}: {n} images, {pats.get(cls, 0)} patients" for cls, n in self.counts().items()]
         src = self.group_sources()
-        lines.append(f"  grouped by DICOM PatientID: {src['dicom']}, by file-name pattern: {src['pattern']}, "
-                     f"one group per file: {src['file']}")
+        lines.append(f"  patient from DICOM PatientID: {src['dicom']} images, from the file-name pattern: "
+                     f"{src['pattern']}, one patient per file: {src['file']}")
+        if self.folder_patients is not None:
+            lines.append(f"  the subfolders suggest {self.folder_patients} patients (one per subfolder)")
         if self.problems:
             lines.append(f"{len(self.problems)} files skipped (cannot be read):")
             lines += [f"  {p.rel}: {p.message} [{p.reason}]" for p in self.problems]
@@ -153,6 +201,71 @@ def hash_group(kind: str, raw: str) -> str:
     """Short salted hash of a grouping key, safe to show and log."""
     digest = hashlib.sha256((_GROUP_SALT + kind + ":" + raw).encode("utf-8", "surrogatepass")).hexdigest()
     return "g-" + digest[:12]
+
+
+def patient_key(raw: str) -> str:
+    """The one key space for patients: a DICOM PatientID and a file-name pattern's match give the same key.
+
+    Surrounding blanks (DICOM pads values) are dropped and case is ignored, so
+    ``"P0001 "`` from a DICOM header and ``p0001`` from a file name are one patient.
+    """
+    return " ".join(str(raw).split()).casefold()
+
+
+def patient_group(raw: str) -> str:
+    """Hashed group of a patient id, the same for DICOM PatientID and file-name keys."""
+    return hash_group("patient", patient_key(raw))
+
+
+def shared_patients(a: ScanResult, b: ScanResult) -> int:
+    """How many patients of ``b`` also have images in ``a`` (e.g. the test folder's in the training folder)."""
+    in_a = set().union(*(it.patient_hashes() for it in a.items)) if a.items else set()
+    return sum(1 for hashes in _groups_hashes(b.items).values() if hashes & in_a)
+
+
+def _groups_hashes(items: Sequence[ScanItem]) -> dict[str, set[str]]:
+    out: dict[str, set[str]] = defaultdict(set)
+    for it in items:
+        out[it.group] |= it.patient_hashes()
+    return out
+
+
+def folder_patient_count(rels: Sequence[str]) -> int | None:
+    """Patients a one-subfolder-per-patient layout would give for these ``class/sub/.../file`` paths.
+
+    The first subfolder inside the class folder counts as the patient folder (the same
+    name under two classes is one patient). None when fewer than 80 % of the images
+    sit in a subfolder: then the layout suggests nothing.
+    """
+    subs = [r.split("/")[1] for r in rels if r.count("/") >= 2]
+    if not rels or len(subs) < 0.8 * len(rels):
+        return None
+    return len(set(subs))
+
+
+def _folder_check(items: Sequence[ScanItem]) -> tuple[int | None, list[str]]:
+    """Compare patients with the subfolder layout; (patients the folders suggest, warnings)."""
+    suggested = folder_patient_count([it.rel for it in items])
+    if suggested is None:
+        return None, []
+    found = len({it.group for it in items})
+    if found == suggested:
+        return suggested, []
+    per_folder: dict[str, set[str]] = defaultdict(set)
+    for it in items:
+        if it.rel.count("/") >= 2:
+            per_folder[it.rel.split("/")[1]].add(it.group)
+    mixed = sum(1 for g in per_folder.values() if len(g) > 1)
+    if found > suggested:
+        return suggested, [
+            f"the subfolders suggest {suggested} patients (one per subfolder) but the scan found {found}: "
+            f"{mixed} subfolders hold images of more than one patient. If each subfolder is one patient, its "
+            "images could land in both training and test; check the DICOM Patient IDs or set a file-name pattern "
+            "that names the patient"]
+    return suggested, [
+        f"the subfolders suggest {suggested} patients (one per subfolder) but the scan found {found}: some "
+        "patients have images in several subfolders (fine when the subfolders are studies or dates; otherwise "
+        "check the DICOM Patient IDs and the file-name pattern)"]
 
 
 def list_class_folders(root: str | os.PathLike[str]) -> list[str]:
@@ -188,6 +301,7 @@ class _Inspected:
     frames: int = 1
     patient_id: str | None = None
     modality: str | None = None
+    photometric: str | None = None
     problem: ScanProblem | None = None
 
 
@@ -201,6 +315,7 @@ def _inspect(path: Path, cls: str, rel: str, decode: bool) -> _Inspected:
         pid = info.metadata.get("patient_id")
         out.patient_id = str(pid).strip() if pid not in (None, "") else None
         out.modality = info.metadata.get("modality")
+        out.photometric = info.metadata.get("photometric")
         if decode:
             load_image(path)
     except ImageError as exc:
@@ -301,27 +416,25 @@ def _assemble(base: Path, class_names: list[str], todo: list[tuple[Path, str, st
         kept = None if conflicting else rels[0]
         drop.update(rels if conflicting else rels[1:])
         duplicates.append(DuplicateSet(sha, rels, cls_set, conflicting, kept))
+    usable = [(r, rel) for r, rel in ok if rel not in drop]
+    keys, sources, conflicts, unmatched = _patient_keys(usable, pattern)
+    groups = _join_conflicts(keys, conflicts)
+    alias_of: dict[str, set[str]] = defaultdict(set)
+    for a, b in conflicts:
+        alias_of[a].add(b)
     items: list[ScanItem] = []
-    unmatched = 0
     modalities: Counter[str] = Counter()
-    for r, rel in ok:
-        if rel in drop:
-            continue
-        if r.patient_id:
-            group, source = hash_group("dicom", r.patient_id), "dicom"
-        else:
-            m = pattern.search(r.path.name) if pattern is not None else None
-            if m is not None:
-                key = m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
-                group, source = hash_group("pattern", key), "pattern"
-            else:
-                unmatched += pattern is not None
-                group, source = hash_group("file", rel), "file"
+    for (r, rel), key, source in zip(usable, keys, sources):
         if r.modality and str(r.modality).upper() in NON_RADIOGRAPH_MODALITIES:
             modalities[str(r.modality).upper()] += 1
         items.append(ScanItem(path=str(r.path), rel=rel, label=class_names.index(r.cls), cls=r.cls,
-                              sha256=r.sha256 or "", group=group, group_source=source, format=r.format,
-                              rows=r.rows, columns=r.columns, frames=r.frames))
+                              sha256=r.sha256 or "", group=groups[key], group_source=source, format=r.format,
+                              rows=r.rows, columns=r.columns, frames=r.frames, photometric=r.photometric,
+                              aliases=tuple(sorted({_key_hash(k) for k in {key, *alias_of.get(key, ())}}))))
+    if conflicts:
+        warnings.append(f"{len(conflicts)} DICOM files have a Patient ID that differs from the patient their file "
+                        "name gives (pattern); the DICOM Patient ID was used and both are kept in one split. "
+                        "Check the file-name pattern")
     counts = Counter(it.cls for it in items)
     for c in class_names:
         if counts.get(c, 0) == 0:
@@ -346,8 +459,62 @@ def _assemble(base: Path, class_names: list[str], todo: list[tuple[Path, str, st
     multi = sum(1 for it in items if it.frames > 1)
     if multi:
         warnings.append(f"{multi} multi-frame files: only the first frame is used")
+    folder_patients, folder_warnings = _folder_check(items)
+    warnings += folder_warnings
     return ScanResult(root=str(base), classes=class_names, items=items, problems=problems,
-                      duplicates=duplicates, ignored=ignored, warnings=warnings, patient_regex=patient_regex)
+                      duplicates=duplicates, ignored=ignored, warnings=warnings, patient_regex=patient_regex,
+                      patient_conflicts=len(conflicts), folder_patients=folder_patients)
+
+
+def _patient_keys(kept: Sequence[tuple[_Inspected, str]], pattern: re.Pattern[str] | None
+                  ) -> tuple[list[str], list[str], list[tuple[str, str]], int]:
+    """Per file: its key ("patient:<key>" or "file:<rel>"), where it came from, the conflicts, unmatched count."""
+    keys: list[str] = []
+    sources: list[str] = []
+    conflicts: list[tuple[str, str]] = []  # (key from PatientID, key from the file name)
+    unmatched = 0
+    for r, rel in kept:
+        m = pattern.search(r.path.name) if pattern is not None else None
+        from_name = None
+        if m is not None:
+            raw = m.group(1) if m.groups() and m.group(1) is not None else m.group(0)
+            from_name = patient_key(raw) or None
+        if r.patient_id and patient_key(r.patient_id):
+            key, source = "patient:" + patient_key(r.patient_id), "dicom"
+            if from_name is not None and from_name != patient_key(r.patient_id):
+                conflicts.append((key, "patient:" + from_name))
+        elif from_name is not None:
+            key, source = "patient:" + from_name, "pattern"
+        else:
+            unmatched += pattern is not None
+            key, source = "file:" + rel, "file"
+        keys.append(key)
+        sources.append(source)
+    return keys, sources, conflicts, unmatched
+
+
+def _key_hash(key: str) -> str:
+    kind, _, raw = key.partition(":")
+    return hash_group(kind, raw)
+
+
+def _join_conflicts(keys: Sequence[str], conflicts: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Hashed group of every key; keys joined by a conflict share one group (union-find)."""
+    parent = {k: k for k in keys}
+    for a, b in conflicts:
+        parent.setdefault(b, b)
+
+    def root(k: str) -> str:
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    for a, b in conflicts:
+        ra, rb = root(a), root(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)  # deterministic representative
+    return {k: _key_hash(root(k)) for k in parent}
 
 
 def scan_folder(root: str | os.PathLike[str], **kwargs: object) -> ScanResult:

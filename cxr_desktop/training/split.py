@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -100,4 +100,59 @@ def split_counts(split: Split, labels: Sequence[int], groups: Sequence[str], cla
         row = {cls: int(c.get(k, 0)) for k, cls in enumerate(classes)}
         row["groups"] = len({groups[i] for i in idx})
         out[name] = row
+    return out
+
+
+def _patient_folder(rel: str) -> str | None:
+    """The first subfolder inside the class folder (``class/<sub>/.../file``), the usual patient folder."""
+    parts = rel.split("/")
+    return parts[1] if len(parts) >= 3 else None
+
+
+def patient_check(split: Split, items: Sequence[Any], train_scan: Any = None, test_scan: Any = None
+                  ) -> dict[str, Any]:
+    """Patients per split against what the folder layout suggests (counts only, no ids).
+
+    ``items``: the scanned items (``rel``, ``group``) the split indexes. Per split:
+    images, patients, and the patients a one-subfolder-per-patient layout would give.
+    A subfolder whose images sit in more than one split is the sign of a patient in
+    two splits that the patient keys missed; it is counted and warned about.
+    """
+    from cxr_desktop.training.scan import folder_patient_count
+
+    per: dict[str, dict[str, Any]] = {}
+    folder_splits: dict[str, set[str]] = defaultdict(set)
+    warnings: list[str] = []
+    for name in SPLITS:
+        idx = split.indices(name)
+        rels = [items[i].rel for i in idx]
+        patients = len({items[i].group for i in idx})
+        suggested = folder_patient_count(rels) if rels else None
+        per[name] = {"images": len(idx), "patients": patients, "folder_patients": suggested}
+        for r in rels:
+            f = _patient_folder(r)
+            if f is not None:
+                folder_splits[f].add(name)
+        if suggested is not None and suggested != patients:
+            warnings.append(f"{name}: {patients} patients, but its subfolders suggest {suggested} "
+                            "(one patient per subfolder)")
+    crossing = sum(1 for v in folder_splits.values() if len(v) > 1)
+    if crossing:
+        warnings.append(f"{crossing} subfolders have images in more than one split; if a subfolder is one patient, "
+                        "that patient is in two splits - check the DICOM Patient IDs or set a file-name pattern")
+    out: dict[str, Any] = {"per_split": per, "subfolders_in_several_splits": crossing}
+    conflicts = sum(int(getattr(sc, "patient_conflicts", 0) or 0) for sc in (train_scan, test_scan) if sc is not None)
+    out["patient_key_conflicts"] = conflicts
+    if conflicts:
+        warnings.append(f"{conflicts} DICOM files: the Patient ID and the file-name pattern name different patients "
+                        "(the Patient ID was used; both kept in one split)")
+    if train_scan is not None and test_scan is not None:
+        from cxr_desktop.training.scan import shared_patients
+
+        shared = shared_patients(train_scan, test_scan)
+        out["test_folder_patients_in_training_folder"] = shared
+        if shared:
+            warnings.append(f"{shared} test-folder patients also have images in the training folder (those training "
+                            "images were left out)")
+    out["warnings"] = warnings
     return out
