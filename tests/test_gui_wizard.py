@@ -23,6 +23,16 @@ def folder(tmp_path, cxr_dir):
     return root
 
 
+@pytest.fixture(autouse=True)
+def _no_installed_weights(tmp_path, monkeypatch):
+    """No ImageNet weights from this machine: an empty torch hub cache and user data folder."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))
+    monkeypatch.delenv("CXR_WEIGHTS_DIR", raising=False)
+    for var in ("http_proxy", "HTTP_PROXY", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def _next(qtbot, wiz, expected_page):
     qtbot.waitUntil(lambda: wiz.button(QWizard.WizardButton.NextButton).isEnabled(), timeout=120_000)
     wiz.next()
@@ -44,10 +54,12 @@ def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_pa
     wiz.folder_page.regex.setText(PATIENT_REGEX)
     _next(qtbot, wiz, wiz.scan_page)
 
-    # scan page: summary with the broken file listed
+    # scan page: summary with the broken file listed; both classes too small for a trustworthy test set
     qtbot.waitUntil(lambda: wiz.scan_page.train_scan is not None, timeout=60_000)
     text = wiz.scan_page.text.toPlainText()
     assert "opacity/broken.png" in text and "32 usable images" in text
+    small = wiz.scan_page.small_note.text()
+    assert "Class 'normal' is small" in small and "Class 'opacity' is small" in small
     _next(qtbot, wiz, wiz.split_page)
 
     # split page: a patient-level preview table
@@ -56,8 +68,9 @@ def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_pa
     assert total == 32
     _next(qtbot, wiz, wiz.settings_page)
 
-    # settings: small and fast for the test
+    # settings: small and fast for the test (no ImageNet weights installed here: not offered)
     s = wiz.settings_page
+    assert [s.weights.itemText(i) for i in range(s.weights.count())] == ["none"]
     assert s.positive.currentText() == "opacity"
     s.weights.setCurrentText("none")
     s.input_size.setValue(64)
@@ -98,6 +111,16 @@ def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_pa
     assert "ood" in loaded.card.extra and "ood.precision" in loaded.extra_tensors
     report = Path(wiz.save_page.report.text()).read_text()
     assert "data:image/png;base64," in report and "0.4000" in report
+    # quality gate: a test set this small is refused for the viewer; not pre-ticked; an explicit override
+    page = wiz.save_page
+    assert not page.gate.passed and "at least 20 are needed" in page.gate_note.text()
+    assert not page.make_active.isChecked() and not page.make_active.isEnabled()
+    assert page.override.isVisible() and not page.may_activate()
+    page.make_active.setChecked(True)  # even ticked programmatically, the refusal holds
+    assert not page.may_activate()
+    page.override.setChecked(True)
+    assert page.make_active.isEnabled() and page.may_activate()
+    page.make_active.setChecked(True)
     qtbot.waitUntil(lambda: wiz.button(QWizard.WizardButton.FinishButton).isEnabled(), timeout=10_000)
     wiz.button(QWizard.WizardButton.FinishButton).click()
     assert ready == [str(out)]
@@ -147,3 +170,55 @@ def test_wizard_resumes_an_interrupted_run(qtbot, folder, tmp_path, monkeypatch)
     _next(qtbot, wiz, wiz.evaluation_page)
     assert "ROC AUC" in wiz.evaluation_page.metrics.text()
     qtbot.waitUntil(lambda: getattr(wiz.evaluation_page, "gallery_done", False), timeout=120_000)
+
+
+def test_settings_offer_imagenet_only_once_downloaded(qtbot, monkeypatch, tmp_path):
+    """Weights absent: only 'none', a note saying how to get them; the Download button (a worker against a
+    loopback server here) installs them, after which 'imagenet' is offered and chosen. Errors are shown."""
+    from loopback_weights import NAME, PAYLOAD, LoopbackServer
+
+    from cxr_desktop.model.weights import user_weights_dir
+
+    server = LoopbackServer()
+    try:
+        monkeypatch.setenv("CXR_WEIGHTS_URL", server.url)
+        wiz = TrainingWizard()
+        qtbot.addWidget(wiz)
+        page = wiz.settings_page
+        box = page.weights_box
+        assert [page.weights.itemText(i) for i in range(page.weights.count())] == ["none"]
+        assert "not installed" in box.note.text() and server.url in box.note.text()
+        assert not box.download_btn.isHidden() and not box.import_btn.isHidden()
+
+        server.mode = "500"
+        box.download_btn.click()
+        qtbot.waitUntil(lambda: not box.busy, timeout=30_000)
+        assert "HTTP 500" in box.status.text() and page.weights.currentText() == "none"
+
+        server.mode = "ok"
+        box.download_btn.click()
+        qtbot.waitUntil(lambda: page.weights.currentText() == "imagenet", timeout=30_000)
+        assert (user_weights_dir() / NAME).read_bytes() == PAYLOAD
+        assert "checksum verified" in box.status.text() and "installed" in box.note.text()
+        assert box.download_btn.isHidden()
+        qtbot.waitUntil(lambda: not box.busy, timeout=10_000)
+    finally:
+        server.close()
+
+
+def test_import_button_refuses_a_damaged_copy(qtbot, tmp_path):
+    from loopback_weights import NAME, PAYLOAD
+
+    wiz = TrainingWizard()
+    qtbot.addWidget(wiz)
+    page = wiz.settings_page
+    bad = tmp_path / NAME
+    bad.write_bytes(PAYLOAD[:1000])
+    page.weights_box.import_file(str(bad))
+    qtbot.waitUntil(lambda: "Nothing was copied" in page.weights_box.status.text(), timeout=30_000)
+    assert page.weights.currentText() == "none"
+    good = tmp_path / "ok" / NAME
+    good.parent.mkdir()
+    good.write_bytes(PAYLOAD)
+    page.weights_box.import_file(str(good))
+    qtbot.waitUntil(lambda: page.weights.currentText() == "imagenet", timeout=30_000)

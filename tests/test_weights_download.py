@@ -9,14 +9,11 @@ variables, import, and the ``cxr-model weights`` command.
 
 from __future__ import annotations
 
-import hashlib
-import http.server
-import re
 import threading
-import urllib.parse
 from pathlib import Path
 
 import pytest
+from loopback_weights import NAME, PAYLOAD, SHA, LoopbackServer
 
 from cxr_desktop.cli.model import main
 from cxr_desktop.model.weights import find_imagenet_weights, user_weights_dir
@@ -25,68 +22,10 @@ from cxr_desktop.model.weights_download import (
     import_weights,
 )
 
-PAYLOAD = bytes(range(256)) * 1200  # 300 kB stand-in for the 100 MB file
-SHA = hashlib.sha256(PAYLOAD).hexdigest()
-NAME = f"resnet50-{SHA[:8]}.pth"
-
-
-class _Server:
-    """A loopback HTTP server with switchable behaviour; records every request."""
-
-    def __init__(self) -> None:
-        self.mode = "ok"  # ok | truncate | wrong | 500 | 404 | ignore_range | proxy_only
-        self.truncate_times = 0
-        self.requests: list[dict[str, str | None]] = []
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def do_GET(self):  # noqa: N802
-                server.requests.append({"path": self.path, "range": self.headers.get("Range")})
-                if server.mode in ("500", "404", "proxy_only"):
-                    code = 502 if server.mode == "proxy_only" else int(server.mode)
-                    self.send_error(code)
-                    return
-                if Path(urllib.parse.urlsplit(self.path).path).name != NAME:
-                    self.send_error(404)
-                    return
-                body = PAYLOAD if server.mode != "wrong" else PAYLOAD[::-1]
-                start = 0
-                m = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-                if m and server.mode != "ignore_range":
-                    start = int(m.group(1))
-                    self.send_response(206)
-                    self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-                else:
-                    self.send_response(200)
-                self.send_header("Content-Length", str(len(body) - start))
-                self.end_headers()
-                data = body[start:]
-                if server.truncate_times > 0:  # announce everything, send 40 %, hang up
-                    server.truncate_times -= 1
-                    data = data[: int(len(data) * 0.4)]
-                self.wfile.write(data)
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    @property
-    def url(self) -> str:
-        return f"{self.base}/models/{NAME}"
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
 
 @pytest.fixture()
 def server():
-    s = _Server()
+    s = LoopbackServer()
     yield s
     s.close()
 
@@ -177,7 +116,7 @@ def test_server_error_leaves_nothing(server, tmp_path, code):
 
 
 def test_connection_refused_is_explained(tmp_path):
-    s = _Server()
+    s = LoopbackServer()
     url = s.url
     s.close()  # nothing listens there now
     with pytest.raises(WeightsDownloadError, match="Could not connect to 127.0.0.1.*HTTPS_PROXY"):
@@ -211,7 +150,7 @@ def test_proxy_variables_are_honoured(server, tmp_path, monkeypatch):
     assert path.read_bytes() == PAYLOAD
     assert server.requests[-1]["path"] == url
 
-    proxy = _Server()
+    proxy = LoopbackServer()
     proxy.mode = "proxy_only"
     try:
         monkeypatch.setenv("HTTP_PROXY", proxy.base)

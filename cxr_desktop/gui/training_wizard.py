@@ -3,7 +3,9 @@
 Pages: folder -> scan summary -> split -> settings -> training (live curves,
 progress with ETA, cancel keeping the best epoch) -> evaluation (metrics, ROC,
 confusion matrix, threshold slider, Grad-CAM gallery) -> save (model file +
-report, optionally made the active model through :attr:`TrainingWizard.model_ready`).
+report, optionally made the active model through :attr:`TrainingWizard.model_ready`:
+never by default, and only when the test set passes the quality gate of
+:mod:`cxr_desktop.training.gates` or the user explicitly overrides it).
 
 All work (scan, training, gallery, saving) runs in superqt generator/function
 workers; the pages only turn events into widgets.
@@ -225,10 +227,14 @@ class ScanPage(QWizardPage):
         self.status = QLabel(self)
         self.text = QPlainTextEdit(self)
         self.text.setReadOnly(True)
+        self.small_note = QLabel(self)  # classes too small for a trustworthy test set (quality gate)
+        self.small_note.setWordWrap(True)
+        self.small_note.setStyleSheet("color: #b06000;")
         lay = QVBoxLayout(self)
         lay.addWidget(self.bar)
         lay.addWidget(self.status)
         lay.addWidget(self.text, 1)
+        lay.addWidget(self.small_note)
         self.train_scan: Any = None
         self.test_scan: Any = None
         self.error: str | None = None
@@ -240,6 +246,7 @@ class ScanPage(QWizardPage):
         self.train_scan = self.test_scan = None
         self.error = None
         self.text.clear()
+        self.small_note.clear()
         self.bar.setValue(0)
         folder = self.wiz.folder_page
         data, test = folder.data.text().strip(), folder.test.text().strip()
@@ -279,6 +286,13 @@ class ScanPage(QWizardPage):
         self.text.setPlainText("\n".join(lines))
         self.status.setText("Scan complete." + ("" if self.usable() else " Not enough images to train: each class "
                                                 "needs at least 3 usable images."))
+        self._warn_small_classes()
+
+    def _warn_small_classes(self) -> None:
+        from cxr_desktop.training.gates import small_class_warnings
+
+        test = self.test_scan.counts() if self.test_scan is not None else None
+        self.small_note.setText("\n".join(small_class_warnings(self.train_scan.counts(), test_counts=test)))
 
     def _failed(self, exc: BaseException) -> None:
         self.error = str(exc)
@@ -368,7 +382,10 @@ class SplitPage(QWizardPage):
             for c, cls in enumerate(scan.classes):
                 self.table.setItem(r, c, QTableWidgetItem(str(counts[name].get(cls, 0))))
             self.table.setItem(r, len(cols) - 1, QTableWidgetItem(str(counts[name]["groups"])))
-        self.note.setText("\n".join(split.warnings))
+        from cxr_desktop.training.gates import small_class_warnings
+
+        test_counts = {cls: int(counts["test"].get(cls, 0)) for cls in scan.classes}
+        self.note.setText("\n".join(list(split.warnings) + small_class_warnings(test_counts, test_counts=test_counts)))
 
 
 class SettingsPage(QWizardPage):
@@ -407,9 +424,12 @@ class SettingsPage(QWizardPage):
 
         self.positive = add("Positive class:", QComboBox(inner), "Its probability is the score compared with "
                             "the decision threshold.")
-        self.weights = add("Initial weights:", combo(["imagenet", "none"], "imagenet"),
-                           "ImageNet weights (if installed offline) make training far faster and better; "
-                           "'none' starts from random weights.")
+        self.weights = add("Initial weights:", combo(["none"], "none"),
+                           "ImageNet weights make training far faster and better; 'none' starts from random "
+                           "weights. ImageNet is offered once its weights are installed.")
+        self.weights_box = _WeightsBox(inner)
+        form.addRow("", self.weights_box)
+        self.weights_box.changed.connect(self.refresh_weights)
         self.input_size = add("Input size (px):", spin(64, 512, 224), "Images are resized to this square; "
                               "224 is the ResNet50 standard, smaller is faster.")
         self.epochs_frozen = add("Stage 1 epochs:", spin(0, 200, 5), "Trains only the new classifier head, "
@@ -451,7 +471,22 @@ class SettingsPage(QWizardPage):
         lay = QVBoxLayout(self)
         lay.addWidget(scroll)
 
+        self.refresh_weights()
+
+    def refresh_weights(self) -> None:
+        """Offer 'imagenet' only when its weights are installed (else the box says how to get them)."""
+        from cxr_desktop.model.weights import find_imagenet_weights
+
+        found = find_imagenet_weights()
+        choices = ["imagenet", "none"] if found is not None else ["none"]
+        if [self.weights.itemText(i) for i in range(self.weights.count())] != choices:
+            self.weights.clear()
+            self.weights.addItems(choices)
+        self.weights.setCurrentText(choices[0])
+        self.weights_box.show_state(found)
+
     def initializePage(self) -> None:  # noqa: N802
+        self.refresh_weights()
         scan = self.wiz.scan_page.train_scan
         if scan is not None and self.positive.count() != len(scan.classes):
             self.positive.clear()
@@ -476,6 +511,114 @@ class SettingsPage(QWizardPage):
             self.epochs_finetune.setFocus()
             return False
         return True
+
+
+class _WeightsBox(QWidget):
+    """Where the ImageNet weights are, or how to get them: download (in a worker, cancellable) or import."""
+
+    changed = Signal()
+
+    def __init__(self, parent: QWidget):
+        super().__init__(parent)
+        self.note = _explain("")
+        self.download_btn = QPushButton("Download ImageNet weights", self)
+        self.import_btn = QPushButton("Import file...", self)
+        self.cancel_btn = QPushButton("Cancel download", self)
+        self.bar = QProgressBar(self)
+        self.bar.setRange(0, 1000)
+        self.status = QLabel(self)
+        self.status.setWordWrap(True)
+        buttons = QHBoxLayout()
+        for b in (self.download_btn, self.import_btn, self.cancel_btn):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.note)
+        lay.addLayout(buttons)
+        lay.addWidget(self.bar)
+        lay.addWidget(self.status)
+        self.download_btn.clicked.connect(self.start_download)
+        self.import_btn.clicked.connect(self._choose_import)
+        self.cancel_btn.clicked.connect(self.cancel)
+        self.busy = False
+        self._cancel = threading.Event()
+        self._set_busy(False)
+
+    def show_state(self, found: Path | None) -> None:
+        from cxr_desktop.model.weights import user_weights_dir
+        from cxr_desktop.model.weights_download import weights_url
+
+        if found is not None:
+            self.note.setText(f"ImageNet weights installed: {found}")
+        else:
+            self.note.setText(
+                "ImageNet weights are not installed, so only random initial weights can be chosen (training "
+                f"then needs far more images and time). Download them (about 100 MB from {weights_url()}; "
+                "the checksum is verified) or import a copy of resnet50-11ad3fa6.pth brought in by other means. "
+                f"They are kept in {user_weights_dir()}. On the command line: cxr-model weights --download.")
+        for b in (self.download_btn, self.import_btn):
+            b.setVisible(found is None)
+
+    def _set_busy(self, busy: bool) -> None:
+        self.busy = busy
+        self.download_btn.setEnabled(not busy)
+        self.import_btn.setEnabled(not busy)
+        self.cancel_btn.setVisible(busy)
+        self.bar.setVisible(busy)
+
+    def start_download(self) -> None:
+        from cxr_desktop.model.weights_download import download_weights
+
+        self._cancel = threading.Event()
+        cancel = self._cancel
+
+        def job() -> Any:
+            return (yield from download_weights(cancelled=cancel.is_set))
+
+        self._set_busy(True)
+        self.bar.setValue(0)
+        self.status.setText("Connecting...")
+        _start(job, owner=self, yielded=self._progress, returned=self._done, errored=self._failed,
+               finished=lambda: self._set_busy(False))
+
+    def cancel(self) -> None:
+        self._cancel.set()
+        self.status.setText("Cancelling...")
+
+    def _progress(self, p: Any) -> None:
+        if p.total:
+            self.bar.setValue(int(1000 * p.done / p.total))
+            resumed = f", resumed at {p.resumed_from / 1e6:.1f} MB" if p.resumed_from else ""
+            self.status.setText(f"Downloading: {p.done / 1e6:.1f} of {p.total / 1e6:.1f} MB{resumed}")
+        else:
+            self.status.setText(f"Downloading: {p.done / 1e6:.1f} MB")
+
+    def _done(self, path: Any) -> None:
+        if path is None:
+            self.status.setText("Download cancelled; the part received is kept, so the next download resumes.")
+            return
+        self.status.setText(f"Installed {Path(path).name} (checksum verified).")
+        self.changed.emit()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.status.setText(f"<span style='color:#b00000'>{html.escape(str(exc))}</span>")
+
+    def _choose_import(self) -> None:
+        p, _ = QFileDialog.getOpenFileName(self, "Import ImageNet weights", str(Path.home()),
+                                           "PyTorch weights (*.pth *.pt);;All files (*)")
+        if p:
+            self.import_file(p)
+
+    def import_file(self, path: str) -> None:
+        """Verify and install ``path`` in a worker (hashing 100 MB takes a moment)."""
+        from cxr_desktop.model.weights_download import import_weights
+
+        self._set_busy(True)
+        self.cancel_btn.setVisible(False)
+        self.status.setText(f"Checking {Path(path).name}...")
+        _start(import_weights, path, owner=self, returned=self._done, errored=self._failed,
+               finished=lambda: self._set_busy(False))
 
 
 class TrainingPage(QWizardPage):
@@ -826,7 +969,13 @@ class SavePage(QWizardPage):
         self.path = QLineEdit(self)
         self.report = QLineEdit(self)
         self.make_active = QCheckBox("Use this model in the viewer now", self)
-        self.make_active.setChecked(True)
+        self.make_active.setChecked(False)  # never by default: a decision the user makes
+        self.gate_note = QLabel(self)
+        self.gate_note.setWordWrap(True)
+        self.override = QCheckBox("Override: use it in the viewer anyway - I understand its test results do not "
+                                  "show it can be relied on", self)
+        self.override.toggled.connect(self._apply_gate)
+        self.gate: Any = None  # cxr_desktop.training.gates.GateResult
         self.save_btn = QPushButton("Save", self)
         self.save_btn.clicked.connect(self.save)
         self.status = QLabel(self)
@@ -840,6 +989,8 @@ class SavePage(QWizardPage):
         form.addRow("Model file:", row)
         form.addRow("Report (HTML):", self.report)
         form.addRow("", self.make_active)
+        form.addRow("", self.gate_note)
+        form.addRow("", self.override)
         form.addRow("", self.save_btn)
         form.addRow("", self.status)
         self.saved_path: str | None = None
@@ -867,9 +1018,31 @@ class SavePage(QWizardPage):
         if not self.path.text():
             self.path.setText(str(default))
         self.saved_path = None
+        from cxr_desktop.training.gates import viewer_gate
+
+        self.gate = viewer_gate(result.evaluation.test_metrics if result.evaluation is not None else None,
+                                result.card.positive_class)
+        self.make_active.setChecked(False)
+        self.override.setChecked(False)
+        self._apply_gate()
         self.status.setText(f"Decision threshold: {self.wiz.evaluation_page.threshold:.3f}"
                             + (" (changed on the evaluation page)"
                                if abs(self.wiz.evaluation_page.threshold - result.card.decision_threshold) > 5e-4 else ""))
+
+    def _apply_gate(self) -> None:
+        """Below the gate the checkbox is refused (unticked, disabled) unless the override is ticked."""
+        passed = self.gate is None or self.gate.passed
+        self.gate_note.setText("" if self.gate is None else self.gate.summary())
+        self.gate_note.setStyleSheet("" if passed else "color: #b06000;")
+        self.override.setVisible(not passed)
+        allowed = self.may_activate()
+        self.make_active.setEnabled(allowed)
+        if not allowed:
+            self.make_active.setChecked(False)
+
+    def may_activate(self) -> bool:
+        """Whether the saved model may become the viewer's model (gate met, or explicitly overridden)."""
+        return self.gate is None or self.gate.passed or self.override.isChecked()
 
     def save(self) -> None:
         result = self.wiz.training_page.result
@@ -963,7 +1136,8 @@ class TrainingWizard(QWizard):
         return root
 
     def accept(self) -> None:
-        if self.save_page.saved_path and self.save_page.make_active.isChecked():
+        page = self.save_page
+        if page.saved_path and page.make_active.isChecked() and page.may_activate():
             self.model_ready.emit(self.save_page.saved_path)
         super().accept()
 
