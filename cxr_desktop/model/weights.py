@@ -239,8 +239,16 @@ def load_imagenet_into(
     if not p.is_file():
         raise ModelFileError("The initial weights file does not exist. Check the path.", p)
     digest = file_sha256(p)
-    verified, warning = _verify(p, digest, expected_sha256)
-    sd = _read_weights(p)
+    parent = model_file_card(p)
+    if parent is not None and not expected_sha256:
+        # a CXR Review model file: fully verified by load_model; the lineage records its sha256
+        verified, warning = False, None
+        from cxr_desktop.model.modelfile import load_model
+
+        sd = {k[len("body."):]: v for k, v in load_model(p).model.state_dict().items() if k.startswith("body.")}
+    else:
+        verified, warning = _verify(p, digest, expected_sha256)
+        sd = _read_weights(p)
     ignored = tuple(sorted(k for k in sd if k.startswith(_IGNORED_PREFIXES)))
     sd = {k: v for k, v in sd.items() if not k.startswith(_IGNORED_PREFIXES)}
     expected = model.body.state_dict()
@@ -266,7 +274,7 @@ def load_imagenet_into(
     )
     variant = next((v for v, n in IMAGENET_FILES.items() if n == p.name), None)
     return InitialWeights(
-        source="imagenet" if _TORCHVISION_NAME.match(p.name) else "model" if model_file_card(p) else "file",
+        source="imagenet" if _TORCHVISION_NAME.match(p.name) else "model" if parent is not None else "file",
         file_name=p.name,
         sha256=digest,
         verified=verified,
