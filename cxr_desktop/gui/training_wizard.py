@@ -549,6 +549,7 @@ class _WeightsBox(QWidget):
         from cxr_desktop.model.weights import user_weights_dir
         from cxr_desktop.model.weights_download import weights_url
 
+        self.note.setStyleSheet("color: palette(mid); font-size: 90%;" if found is not None else "color: #b06000;")
         if found is not None:
             self.note.setText(f"ImageNet weights installed: {found}")
         else:
