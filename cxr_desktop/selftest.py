@@ -1,6 +1,8 @@
-"""``cxr-desktop --self-test``: decode the sample studies, load the default model, predict + CAM.
+"""``cxr-desktop --self-test [--model FILE]``: decode the sample studies, load the model, predict + CAM.
 
-Runs without a window; prints one JSON line; exit 0 only when everything passed.
+The model is the one given with ``--model`` (a file that is refused fails the test: it is
+never replaced by the bundled model), else the bundled default model. Runs without a
+window; prints one JSON line; exit 0 only when everything passed; ``reasons`` says why not.
 """
 
 from __future__ import annotations
@@ -14,15 +16,16 @@ from cxr_desktop import __version__
 from cxr_desktop.paths import default_model_path, resources_dir, sample_studies_dir
 
 
-def _engine(report: dict[str, Any]):
+def _engine(report: dict[str, Any], model: str | None = None):
     from cxr_desktop.inference.engine import load_engine, InferenceEngine
     from cxr_desktop.model.weights import init_model
 
-    path = default_model_path()
-    if path.exists():
+    path = Path(model) if model else default_model_path()
+    if model or path.exists():
+        report["model"] = {"file": path.name, "given": bool(model)}
         eng = load_engine(path)
-        report["model"] = {"file": path.name, "name": eng.card.display_name,
-                           "demonstration": eng.card.demonstration}
+        report["model"].update(name=eng.card.display_name, demonstration=eng.card.demonstration,
+                               weights=eng.weights_status)
     else:
         model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal",
                                  weights="imagenet", name="untrained-self-test")
@@ -104,8 +107,8 @@ def check_transfer_syntaxes(ts_dir: Path) -> tuple[bool, dict[str, str]]:
     return ok, results
 
 
-def run_self_test() -> tuple[bool, dict[str, Any]]:
-    """Returns (all passed, report)."""
+def run_self_test(model: str | None = None) -> tuple[bool, dict[str, Any]]:
+    """Returns (all passed, report); ``model``: the model file to test instead of the bundled one."""
     from cxr_desktop.errors import CxrError
     from cxr_desktop.imaging import is_image_file, load_image
 
@@ -142,7 +145,7 @@ def run_self_test() -> tuple[bool, dict[str, Any]]:
         report["bundle"] = bundle
 
     try:
-        eng = _engine(report)
+        eng = _engine(report, model)
         results = []
         for p, im in images[:8]:
             r = eng.predict(im, cam=True)
@@ -158,10 +161,31 @@ def run_self_test() -> tuple[bool, dict[str, Any]]:
         ok = False
     report["seconds"] = round(time.perf_counter() - t0, 2)
     report["passed"] = bool(ok)
+    if not ok:
+        report["reasons"] = _reasons(report)
     return bool(ok), report
 
 
-def main() -> int:
-    ok, report = run_self_test()
+def _reasons(report: dict[str, Any]) -> list[str]:
+    """Why the self-test failed, one short sentence per problem (for the JSON line)."""
+    out = []
+    if "model_error" in report:
+        out.append(f"the model could not be used: {report['model_error']}")
+    elif not report.get("predictions"):
+        out.append("no prediction was made (no sample decoded)")
+    elif not all(p.get("heatmap_ok") for p in report["predictions"]):
+        out.append("a heatmap did not match its image")
+    if report.get("samples_error"):
+        out.append(report["samples_error"])
+    if report.get("samples_failed"):
+        out.append(f"{len(report['samples_failed'])} sample studies did not decode")
+    ts = report.get("transfer_syntaxes")
+    if isinstance(ts, dict) and any(str(v).startswith("FAILED") for v in ts.values()):
+        out.append("a bundled transfer-syntax file did not decode as expected")
+    return out or ["see the report"]
+
+
+def main(model: str | None = None) -> int:
+    ok, report = run_self_test(model)
     print(json.dumps(report, default=str))
     return 0 if ok else 1

@@ -160,3 +160,63 @@ def test_convert_malicious_checkpoint_exits_2(tmp_path, capsys):
     assert main(["convert", str(src), "--classes", "a,b", "--out", str(tmp_path / "m.safetensors")]) == 2
     assert "pickle" in capsys.readouterr().err
     assert not sentinel.exists()
+
+
+# --------------------------------------------------------------------------- hostile model files (issue 16.5, 16.6)
+
+
+def _edit_card(src, out, edit):
+    """A copy of ``src`` whose card is changed by ``edit(card_dict)`` (tensor bytes untouched)."""
+    import struct
+
+    raw = src.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    card = json.loads(header["__metadata__"]["cxr_card"])
+    edit(card)
+    header["__metadata__"]["cxr_card"] = json.dumps(card)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    out.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    return out
+
+
+@pytest.mark.parametrize("edit, words", [
+    (lambda c: c["preprocessing"].update(std=[0, 0, 0]), ["preprocessing.std"]),
+    (lambda c: c["preprocessing"].update(mean=["0.5", "0.5", "0.5"]), ["preprocessing.mean"]),
+    (lambda c: c.update(input_size=32), ["input_size", "multiple of 32"]),
+    (lambda c: c.update(input_size=100000), ["input_size", "100000"]),
+    (lambda c: c.update(format_version=None), ["format_version", "null"]),
+    (lambda c: c.update(format_version="abc"), ["format_version", '"abc"']),
+    (lambda c: c.update(provenance={"deep": json.loads("[" * 500 + "]" * 500)}), ["nested", "levels deep"]),
+], ids=["std0", "means-strings", "size32", "size100000", "version-null", "version-abc", "deep"])
+def test_info_refuses_hostile_cards_without_a_traceback(model_file, tmp_path, capsys, edit, words):
+    bad = _edit_card(model_file, tmp_path / "bad.safetensors", edit)
+    assert main(["info", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("cxr-model: refused: bad.safetensors:") and "Traceback" not in err
+    for w in words:
+        assert w in err
+
+
+def test_info_says_verified_only_when_the_checksum_matches(model_file, tmp_path, capsys):
+    import struct
+
+    assert main(["info", str(model_file)]) == 0
+    assert "Weights:         verified" in capsys.readouterr().out
+    assert main(["info", "--json", str(model_file)]) == 0
+    assert json.loads(capsys.readouterr().out)["weights"] == "verified"
+
+    old = _edit_card(model_file, tmp_path / "old.safetensors", lambda c: c.pop("tensors_sha256"))
+    assert main(["info", str(old)]) == 0
+    assert "Weights:         not verified (no checksum stored)" in capsys.readouterr().out
+
+    raw = bytearray(model_file.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    begin, _ = json.loads(raw[8:8 + n])["head.layers.1.weight"]["data_offsets"]
+    raw[8 + n + begin + 2] ^= 0x10  # one bit in the head
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(raw))
+    assert main(["info", str(flipped)]) == 2
+    captured = capsys.readouterr()
+    assert "Weights damaged: checksum mismatch" in captured.err and "verified" not in captured.out

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
 import random
+import re
 import shutil
 import socket
 import struct
@@ -124,6 +126,11 @@ def _card_dict(saved, **changes) -> dict:
     return d
 
 
+def _unstamped(card: ModelCard) -> ModelCard:
+    """The card as given to save_model (which stores it with the tensors' sha256 added)."""
+    return dataclasses.replace(card, tensors_sha256=None)
+
+
 def _refused(path, *words, fn=load_model) -> str:
     with pytest.raises(ModelFileError) as info:
         fn(path)
@@ -138,7 +145,8 @@ def _refused(path, *words, fn=load_model) -> str:
 
 def test_round_trip_fp32_is_exact(saved):
     loaded = load_model(saved["path"])
-    assert loaded.card == saved["card"]
+    assert _unstamped(loaded.card) == saved["card"]
+    assert loaded.card.tensors_sha256 and loaded.weights_status == "verified" and loaded.weights_verified
     assert not loaded.model.training
     assert all(p.dtype == torch.float32 for p in loaded.model.state_dict().values() if p.is_floating_point())
     with torch.no_grad():
@@ -147,7 +155,7 @@ def test_round_trip_fp32_is_exact(saved):
     assert set(loaded.extra_tensors) == {"feature_mean", "count"}
     assert torch.equal(loaded.extra_tensors["feature_mean"], saved["extras"]["feature_mean"])
     assert loaded.extra_tensors["count"].dtype == torch.int64
-    assert read_card(saved["path"]) == saved["card"]
+    assert _unstamped(read_card(saved["path"])) == saved["card"]
 
 
 def test_sha256_is_stable_across_saves(saved, tmp_path):
@@ -331,7 +339,7 @@ def test_card_field_of_wrong_type(saved, tmp_path):
     path = _write(tmp_path / "m.safetensors", {"x": torch.zeros(1)}, _card_dict(saved, classes=["a", 3]))
     _refused(path, "class name", fn=read_card)
     path = _write(tmp_path / "n.safetensors", {"x": torch.zeros(1)}, _card_dict(saved, decision_threshold="high"))
-    _refused(path, "wrong type", fn=read_card)
+    _refused(path, "'decision_threshold'", "a number from 0 to 1", '"high"', fn=read_card)
 
 
 def test_card_json_not_parseable(tmp_path):
@@ -534,7 +542,7 @@ def test_init_model_card_round_trips(empty_home, tmp_path):
     assert card.head == {"type": "gap_mlp", "hidden": [256], "dropout": 0.5}
     assert any("random weights" in w for w in card.warnings)
     sha = save_model(tmp_path / "n.safetensors", model, card, half=True)
-    assert read_card(tmp_path / "n.safetensors") == card
+    assert _unstamped(read_card(tmp_path / "n.safetensors")) == card
     assert load_model(tmp_path / "n.safetensors").sha256 == sha
 
 
@@ -543,3 +551,272 @@ def test_no_network_guard_is_armed():
         torch.hub.load_state_dict_from_url("https://download.pytorch.org/models/resnet50-11ad3fa6.pth")
     with pytest.raises(_NetworkTouched):
         socket.create_connection(("download.pytorch.org", 443))
+
+
+# --------------------------------------------------------------------------- card fields (issue 16.5)
+
+
+def _pre(saved, **changes) -> dict:
+    pre = dict(saved["card"].preprocessing)
+    pre.update(changes)
+    return pre
+
+
+HOSTILE_CARDS = {
+    # name: (changes to the card dict, words the refusal must contain)
+    "std 0": (lambda s: {"preprocessing": _pre(s, std=[0, 0, 0])}, ["'preprocessing.std'", ">= 0.001", "[0, 0, 0]"]),
+    "std negative": (lambda s: {"preprocessing": _pre(s, std=[0.2, -0.2, 0.2])}, ["'preprocessing.std'"]),
+    "std NaN": (lambda s: {"preprocessing": _pre(s, std=[float("nan")] * 3)}, ["'preprocessing.std'", "finite"]),
+    "means as strings": (lambda s: {"preprocessing": _pre(s, mean=["0.485", "0.456", "0.406"])},
+                         ["'preprocessing.mean'", "3 finite numbers", '"0.485"']),
+    "two means": (lambda s: {"preprocessing": _pre(s, mean=[0.5, 0.5])}, ["'preprocessing.mean'"]),
+    "input size 32": (lambda s: {"input_size": 32}, ["'input_size'", "64 to 1024", "multiple of 32", "found 32"]),
+    "input size 100000": (lambda s: {"input_size": 100000}, ["'input_size'", "found 100000"]),
+    "input size 100": (lambda s: {"input_size": 100}, ["'input_size'", "multiple of 32"]),
+    "input size text": (lambda s: {"input_size": "64"}, ["'input_size'", '"64"']),
+    "input size true": (lambda s: {"input_size": True}, ["'input_size'"]),
+    "preprocessing size differs": (lambda s: {"preprocessing": _pre(s, input_size=96)},
+                                   ["'preprocessing.input_size'", "(64)"]),
+    "format_version null": (lambda s: {"format_version": None}, ["'format_version'", "found null"]),
+    "format_version abc": (lambda s: {"format_version": "abc"}, ["'format_version'", '"abc"']),
+    "format_version 0": (lambda s: {"format_version": 0}, ["'format_version'"]),
+    "format_version newer": (lambda s: {"format_version": 99}, ["card format 99", "Update CXR Review"]),
+    "threshold above 1": (lambda s: {"decision_threshold": 1.5}, ["'decision_threshold'", "0 to 1"]),
+    "threshold NaN": (lambda s: {"decision_threshold": float("nan")}, ["'decision_threshold'"]),
+    "no classes": (lambda s: {"classes": []}, ["'classes'", "2 to"]),
+    "class twice": (lambda s: {"classes": ["normal", "normal"], "positive_class": None}, ["listed twice"]),
+    "blank class": (lambda s: {"classes": ["normal", " "]}, ["'classes[1]'", "class name"]),
+    "too many classes": (lambda s: {"classes": [f"c{i}" for i in range(101)], "positive_class": None},
+                         ["'classes'", "2 to 100"]),
+    "positive class unknown": (lambda s: {"positive_class": "tb"}, ["positive class", "normal, pneumonia"]),
+    "preprocessing unknown": (lambda s: {"preprocessing": _pre(s, id="something-else")},
+                              ["'preprocessing.id'", "cxr-grey-window-stretch"]),
+    "head type unknown": (lambda s: {"head": {"type": "transformer"}}, ["'head.type'"]),
+    "head hidden huge": (lambda s: {"head": {"type": "gap_mlp", "hidden": [10**9], "dropout": 0.5}},
+                         ["'head.hidden'", "8192"]),
+    "head dropout 1": (lambda s: {"head": {"type": "gap_dropout_linear", "dropout": 1.0}}, ["'head.dropout'"]),
+    "architecture": (lambda s: {"architecture": "vit"}, ["'architecture'", "resnet50"]),
+    "metrics not an object": (lambda s: {"metrics": [1, 2]}, ["'metrics'", "JSON object"]),
+    "warnings not texts": (lambda s: {"warnings": [1]}, ["'warnings'"]),
+    "demonstration text": (lambda s: {"demonstration": "yes"}, ["'demonstration'", "true or false"]),
+    "extra not an object": (lambda s: {"extra": "x"}, ["'extra'"]),
+    "ood threshold negative": (lambda s: {"extra": {"ood": {"threshold": -1, "k": 8}}},
+                               ["'extra.ood.threshold'", "positive"]),
+    "parent sha256 bad": (lambda s: {"parent": {"name": "p", "version": "1", "sha256": "xyz"}},
+                          ["'parent.sha256'", "64"]),
+    "parent not an object": (lambda s: {"parent": "demo"}, ["'parent'", "JSON object"]),
+    "lineage not a list": (lambda s: {"provenance": {"lineage": "demo"}}, ["'provenance.lineage'"]),
+    "tensors_sha256 bad": (lambda s: {"tensors_sha256": "abc"}, ["'tensors_sha256'", "64"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE_CARDS))
+def test_hostile_card_fields_are_refused_naming_the_field(saved, tmp_path, case):
+    changes, words = HOSTILE_CARDS[case]
+    card = _card_dict(saved, **changes(saved))
+    path = _write(tmp_path / "m.safetensors", {"x": torch.zeros(1)}, card)
+    _refused(path, *words, fn=read_card)
+
+
+@pytest.mark.parametrize("case", ["std 0", "means as strings", "input size 32", "input size 100000",
+                                  "format_version null", "format_version abc"])
+def test_hostile_card_with_real_weights_is_refused_by_the_loader(saved, tmp_path, case):
+    """The issue's cases, in a file whose weights are fine: load_model (engine, screening, GUI) refuses."""
+    changes, words = HOSTILE_CARDS[case]
+    path = _write(tmp_path / "m.safetensors", _state(saved), _card_dict(saved, **changes(saved)))
+    _refused(path, *words)
+
+
+def test_lenient_for_unknown_fields_and_extra_keys(saved, tmp_path):
+    card = _card_dict(saved, future_field={"a": 1}, extra={"ood": {"threshold": 3.0, "k": 8, "new": [1]},
+                                                           "calibration": {"anything": [1, 2]}},
+                      parent={"name": "p", "version": "2", "sha256": "ab" * 32},
+                      provenance={"lineage": [{"name": "p", "version": "2", "sha256": "ab" * 32,
+                                               "demonstration": True}, {"name": "", "version": "", "sha256": ""}]})
+    path = _write(tmp_path / "m.safetensors", _state(saved), card)
+    loaded = load_model(path)
+    assert loaded.card.extra["calibration"] == {"anything": [1, 2]} and loaded.card.parent["version"] == "2"
+
+
+def _nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_card_is_refused_not_a_recursion_error(saved, tmp_path):
+    text = saved["card"].to_json().replace('"provenance": {"source": "test"}', f'"provenance": {{"x": {_nested(100_000)}}}')
+    assert len(text) > 200_000
+    path = _write(tmp_path / "m.safetensors", {"x": torch.zeros(1)}, text)
+    for fn in (read_card, load_model):
+        _refused(path, "model card", "nested", "levels deep", fn=fn)
+    ok = saved["card"].to_json().replace('"provenance": {"source": "test"}', f'"provenance": {{"x": {_nested(10)}}}')
+    assert read_card(_write(tmp_path / "ok.safetensors", {"x": torch.zeros(1)}, ok)).provenance["x"] == [[[[[[[[[[]]]]]]]]]]
+
+
+def test_deeply_nested_header_is_refused(tmp_path):
+    body = st_save({"x": torch.zeros(4)})
+    (n,) = struct.unpack("<Q", body[:8])
+    raw = body[8:8 + n].rstrip().decode()
+    raw = raw[:-1] + f',"deep":{_nested(200_000)}}}'
+    raw_b = raw.encode() + b" " * (-len(raw) % 8)
+    path = tmp_path / "deep.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw_b)) + raw_b + body[8 + n:])
+    for fn in (read_card, load_model):
+        _refused(path, "header", "nested", fn=fn)
+
+
+def test_header_length_beyond_limit_or_too_small(tmp_path):
+    path = tmp_path / "big.safetensors"
+    path.write_bytes(struct.pack("<Q", modelfile.MAX_HEADER_BYTES + 8) + b"{" + b" " * 100)
+    _refused(path, "header claims", "more than")
+    path.write_bytes(struct.pack("<Q", 0) + b"{" + b"x" * 100)  # n = 0 once meant "read the rest"
+    _refused(path, "truncated or corrupt")
+
+
+# --------------------------------------------------------------------------- files that never end (16.3)
+
+
+def _finishes(fn, *args, seconds: float = 20.0):
+    """Run fn(*args) in a daemon thread; the call must end (return or raise) in time."""
+    import threading
+
+    box: dict = {}
+
+    def run():
+        try:
+            box["value"] = fn(*args)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(seconds)
+    assert not t.is_alive(), f"{fn.__name__} did not return within {seconds} s"
+    return box
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_fifo_and_link_to_fifo_are_refused_without_blocking(tmp_path, saved):
+    fifo = tmp_path / "pipe.safetensors"
+    os.mkfifo(fifo)
+    link = tmp_path / "model.safetensors"
+    link.symlink_to(fifo)
+    for path in (fifo, link):
+        for fn in (load_model, read_card, file_sha256):
+            box = _finishes(fn, path)
+            assert isinstance(box.get("error"), ModelFileError), box
+            assert "named pipe (FIFO)" in str(box["error"]) and "regular files" in str(box["error"])
+        box = _finishes(lambda p: convert_checkpoint(p, tmp_path / "out.safetensors", classes=["a", "b"]), path)
+        assert isinstance(box.get("error"), ModelFileError) and "FIFO" in str(box["error"])
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="needs /dev/zero")
+def test_dev_zero_and_link_to_it_are_refused(tmp_path):
+    link = tmp_path / "zero.safetensors"
+    link.symlink_to("/dev/zero")
+    for path in (Path("/dev/zero"), link):
+        for fn in (load_model, read_card):
+            box = _finishes(fn, path)
+            assert isinstance(box.get("error"), ModelFileError), box
+            assert "character device" in str(box["error"])
+
+
+def test_fifo_swapped_in_after_the_path_check_does_not_block(tmp_path, monkeypatch):
+    """The open itself is non-blocking and checked on the descriptor (no check-then-open race)."""
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("named pipes are POSIX")
+    fifo = tmp_path / "swapped.safetensors"
+    os.mkfifo(fifo)
+    monkeypatch.setattr(modelfile, "_check_path", lambda p: Path(p))  # as if it was a regular file a moment ago
+    box = _finishes(load_model, fifo)
+    assert isinstance(box.get("error"), ModelFileError) and "FIFO" in str(box["error"])
+
+
+# --------------------------------------------------------------------------- weights checksum (16.6)
+
+
+def _flip_bit(path: Path, tensor: str, out: Path, byte: int = 0, bit: int = 3) -> Path:
+    raw = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    begin, _ = json.loads(raw[8:8 + n])[tensor]["data_offsets"]
+    raw[8 + n + begin + byte] ^= 1 << bit
+    out.write_bytes(bytes(raw))
+    return out
+
+
+def _strip_checksum(path: Path, out: Path) -> Path:
+    """The same file as a version without weights checksums wrote it."""
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + n])
+    card = json.loads(header["__metadata__"][CARD_KEY])
+    del card["tensors_sha256"]
+    header["__metadata__"][CARD_KEY] = json.dumps(card)
+    new = json.dumps(header).encode()
+    new += b" " * (-len(new) % 8)
+    out.write_bytes(struct.pack("<Q", len(new)) + new + raw[8 + n:])
+    return out
+
+
+def test_saved_card_carries_the_tensors_digest(saved):
+    card = read_card(saved["path"])
+    assert re.fullmatch(r"[0-9a-f]{64}", card.tensors_sha256)
+    assert saved["card"].tensors_sha256 is None  # the caller's card is not changed
+
+
+@pytest.mark.parametrize("tensor", ["head.layers.1.weight", "body.layer4.2.bn3.running_var", "extra.feature_mean"])
+def test_one_flipped_bit_in_a_tensor_is_refused(saved, tmp_path, tensor):
+    damaged = _flip_bit(saved["path"], tensor, tmp_path / "flipped.safetensors")
+    assert damaged.read_bytes() != saved["bytes"]
+    msg = _refused(damaged, "weights damaged", "checksum mismatch", "flipped.safetensors")
+    assert read_card(damaged).tensors_sha256 in msg or "stored" in msg
+
+
+def test_file_without_checksum_loads_as_not_verified(saved, tmp_path):
+    old = _strip_checksum(saved["path"], tmp_path / "old.safetensors")
+    loaded = load_model(old)
+    assert loaded.weights_status == modelfile.WEIGHTS_NO_CHECKSUM == "not verified (no checksum stored)"
+    assert not loaded.weights_verified
+    with torch.no_grad():
+        assert torch.equal(loaded.model(_x()), saved["logits"])
+
+
+def test_adding_the_checksum_keeps_every_tensor_byte_for_byte(saved, tmp_path):
+    from safetensors.torch import load_file
+
+    half = tmp_path / "half.safetensors"
+    save_model(half, saved["model"], saved["card"], half=True,
+               extra_tensors={"stats": torch.arange(5, dtype=torch.float64)})
+    old = _strip_checksum(half, tmp_path / "old.safetensors")
+    before = load_file(old)
+    res = modelfile.add_tensors_checksum(old, tmp_path / "new.safetensors")
+    assert not res.already and res.tensors_sha256 == read_card(half).tensors_sha256
+    after = load_file(tmp_path / "new.safetensors")
+    assert set(after) == set(before)
+    for k in before:
+        assert after[k].dtype == before[k].dtype and torch.equal(after[k], before[k]), k
+    loaded = load_model(tmp_path / "new.safetensors")
+    assert loaded.weights_verified and _unstamped(loaded.card) == _unstamped(load_model(old).card)
+    in_place = modelfile.add_tensors_checksum(old)  # no destination: the file itself, atomically
+    assert in_place.path == str(old) and load_model(old).weights_verified
+    assert (tmp_path / "new.safetensors").read_bytes() == old.read_bytes()
+
+
+def test_adding_the_checksum_refuses_a_damaged_file(saved, tmp_path):
+    damaged = _flip_bit(saved["path"], "head.layers.1.bias", tmp_path / "d.safetensors")
+    before = damaged.read_bytes()
+    _refused(damaged, "checksum mismatch", fn=modelfile.add_tensors_checksum)
+    assert damaged.read_bytes() == before
+
+
+def test_checksum_command(saved, tmp_path, capsys):
+    from cxr_desktop.cli.model_checksum import main as checksum_main
+
+    old = _strip_checksum(saved["path"], tmp_path / "old.safetensors")
+    out = tmp_path / "new.safetensors"
+    assert checksum_main([str(old), "--out", str(out)]) == 0
+    assert "weights verified" in capsys.readouterr().out and load_model(out).weights_verified
+    assert checksum_main([str(old), "--out", str(out)]) == 2  # exists: --force needed
+    assert "--force" in capsys.readouterr().err
+    damaged = _flip_bit(saved["path"], "head.layers.1.bias", tmp_path / "d.safetensors")
+    assert checksum_main([str(damaged)]) == 2
+    assert "checksum mismatch" in capsys.readouterr().err

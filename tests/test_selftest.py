@@ -33,3 +33,62 @@ def test_self_test_fails_when_samples_missing(tmp_path):
                           capture_output=True, text=True, env=env, timeout=600)
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert proc.returncode == 1 and report["passed"] is False
+
+
+# --------------------------------------------------------------------------- --self-test --model FILE (issue 16.8)
+
+
+def _small_model(path):
+    from cxr_desktop.model.modelfile import save_model
+    from cxr_desktop.model.weights import init_model
+
+    model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
+                             input_size=64, name="given-model", seed=0)
+    save_model(path, model, card)
+    return path
+
+
+def test_self_test_with_a_pickle_as_model_fails_saying_why(tmp_path):
+    sentinel = tmp_path / "pwned"
+    bad = tmp_path / "research.pt"
+    import pickle
+
+    class Evil:
+        def __reduce__(self):
+            return (open, (str(sentinel), "w"))
+
+    bad.write_bytes(pickle.dumps({"x": Evil()}, protocol=4))
+    env = dict(os.environ, CXR_CACHE_DIR=str(tmp_path / "cache"), QT_QPA_PLATFORM="offscreen")
+    proc = subprocess.run([sys.executable, "-m", "cxr_desktop.cli.desktop", "--self-test", "--model", str(bad)],
+                          capture_output=True, text=True, env=env, timeout=600)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stdout + proc.stderr
+    report = json.loads(lines[0])
+    assert proc.returncode == 1 and report["passed"] is False
+    assert report["model"]["file"] == "research.pt" and report["model"]["given"] is True
+    assert "pickle" in report["model_error"] and "predictions" not in report
+    assert any("model could not be used" in r and "pickle" in r for r in report["reasons"])
+    assert not sentinel.exists()
+
+
+def test_self_test_tests_the_given_model_and_fails_for_a_damaged_one(tmp_path, monkeypatch):
+    import struct
+
+    from cxr_desktop.selftest import run_self_test
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    good = _small_model(tmp_path / "given.safetensors")
+    ok, report = run_self_test(str(good))
+    assert report["model"]["name"] == "given-model v0" and report["model"]["weights"] == "verified"
+    assert ok is True and report["passed"] is True, report
+    assert report["predictions"] and all(p["heatmap_ok"] for p in report["predictions"])
+
+    raw = bytearray(good.read_bytes())
+    (n,) = struct.unpack("<Q", raw[:8])
+    begin, _ = json.loads(raw[8:8 + n])["head.layers.1.weight"]["data_offsets"]
+    raw[8 + n + begin] ^= 0x01
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(bytes(raw))
+    ok, report = run_self_test(str(damaged))
+    assert not ok and "checksum mismatch" in report["model_error"] and "damaged.safetensors" in report["model_error"]
+    assert report["reasons"][0].startswith("the model could not be used: ModelFileError")

@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_test:
         from cxr_desktop.selftest import main as self_test
 
-        return self_test()
+        return self_test(model=args.model)  # --model: test that file, never the bundled one instead
     from cxr_desktop.gui.app import run
 
     # --samples: the window opens resources/samples, or says that none were found and how to open files

@@ -33,7 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="cxr-model", description="Inspect, create and convert CXR Review model files.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    info = sub.add_parser("info", help="show a model file's card (the file is fully verified)")
+    info = sub.add_parser("info", help="show a model file's card (the file is checked in full; its weights are "
+                                       "verified against the checksum on its card when it has one)")
     info.add_argument("file", type=Path)
     info.add_argument("--json", action="store_true", help="print the card and checksum as JSON")
 
@@ -101,6 +102,7 @@ def _summary(loaded: Any) -> str:
         f"Model:           {card.display_name}" + ("  [DEMONSTRATION]" if card.demonstration else ""),
         f"File:            {Path(loaded.path).name}",
         f"SHA-256:         {loaded.sha256}",
+        f"Weights:         {loaded.weights_status}",  # "verified" only when the stored checksum matches
         f"Architecture:    {card.architecture}, head {card.head.get('type')}" + (f" ({head})" if head else ""),
         f"Classes:         {', '.join(card.classes)}",
         f"Positive class:  {card.classes[card.positive_index]} (index {card.positive_index})",
@@ -140,6 +142,7 @@ def _info(args: argparse.Namespace, out: TextIO) -> int:
         doc = {
             "file": Path(loaded.path).name,
             "sha256": loaded.sha256,
+            "weights": loaded.weights_status,
             "card": dataclasses.asdict(loaded.card),
             "extra_tensors": {k: list(t.shape) for k, t in sorted(loaded.extra_tensors.items())},
         }

@@ -5,8 +5,10 @@ window appears before torch (about 3 s to import) is loaded. At start-up the
 model is, in order: the ``--model`` argument, the last model used (QSettings),
 the bundled default model (:func:`cxr_desktop.paths.default_model_path`), or a
 freshly initialised, *untrained* model, flagged as such in the results panel.
-A model file that is missing or refused (:class:`ModelFileError`) is explained
-to the user and the viewer keeps working with the model it had.
+A model file that cannot be used - refused (:class:`ModelFileError`) or failing in
+any other way (out of memory, a library error) - is explained to the user, naming the
+file and the reason; at start-up the next model in that order is used, later the
+viewer keeps the model it had. A model that failed is never remembered as the last one.
 """
 
 from __future__ import annotations
@@ -46,6 +48,15 @@ class ActiveModel:
         return str(self.card.display_name)
 
 
+def failure_reason(exc: BaseException) -> str:
+    """Why a model could not be loaded, for the user: a refusal's own sentence, else type and text."""
+    if isinstance(exc, ModelFileError):
+        return exc.message  # the caller names the file
+    text = " ".join(str(exc).split())
+    text = text if len(text) <= 300 else text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _options(engine_options: dict[str, Any] | None) -> Any:
     from cxr_desktop.inference.engine import EngineOptions
 
@@ -56,8 +67,15 @@ def load_model_file(path: str, engine_options: dict[str, Any] | None = None) -> 
     """Load a model file into an engine (worker thread). Raises :class:`ModelFileError`."""
     from cxr_desktop.inference.engine import load_engine
 
+    from cxr_desktop.model.modelfile import WEIGHTS_VERIFIED
+
     engine = load_engine(path, options=_options(engine_options))
-    return ActiveModel(engine, engine.card, str(path), engine.model_sha256 or f"file:{path}")
+    active = ActiveModel(engine, engine.card, str(path), engine.model_sha256 or f"file:{path}")
+    status = getattr(engine, "weights_status", None)
+    if status and status != WEIGHTS_VERIFIED:
+        active.notes.append(f"Weights {status}: this model file was saved without a checksum of its weights, "
+                            "so damage to it cannot be detected.")
+    return active
 
 
 def untrained_model(engine_options: dict[str, Any] | None = None, *, input_size: int = 224) -> ActiveModel:
@@ -80,8 +98,9 @@ def default_model(engine_options: dict[str, Any] | None = None) -> ActiveModel:
     if p.exists():
         try:
             return load_model_file(str(p), engine_options)
-        except ModelFileError as exc:
-            notes.append(f"The bundled model could not be used: {exc}")
+        except Exception as exc:  # any failure: the viewer must still get a model
+            log.warning("bundled model failed to load: %s", type(exc).__name__)
+            notes.append(f"The bundled model ({p.name}) could not be used: {failure_reason(exc)}")
     else:
         notes.append("No trained model is installed (the bundled model file is missing). Open a trained "
                      "model with Model > Open model file, or train one with Tools > Train a model.")
@@ -95,10 +114,11 @@ def startup_model(path: str | None, engine_options: dict[str, Any] | None = None
     if path:
         try:
             return load_model_file(path, engine_options)
-        except ModelFileError as exc:
+        except Exception as exc:  # refused or failed in any other way: fall back, never end without a model
+            log.warning("start-up model failed to load: %s", type(exc).__name__)
             active = default_model(engine_options)
-            active.notes.insert(0, f"The model chosen before could not be used: {exc} The default model "
-                                   "is used instead.")
+            instead = "An untrained model is used instead." if active.untrained else "The bundled model is used instead."
+            active.notes.insert(0, f"The model {Path(path).name} could not be used: {failure_reason(exc)} {instead}")
             active.refused_path = path
             return active
     return default_model(engine_options)
@@ -158,9 +178,9 @@ class ModelController(QObject):
     def _on_ready(self, active: ActiveModel, remember: bool, forget_last: bool) -> None:
         self._busy = False
         self.loads += 1
-        if active.refused_path:
+        if active.refused_path:  # the model that failed is forgotten, and the fallback not remembered for it
             self.settings.forget_model(active.refused_path)
-        if active.path and (remember or self.settings.last_model == active.path):
+        elif active.path and (remember or self.settings.last_model == active.path):
             self.settings.last_model = active.path
             self.settings.add_recent_model(active.path)
         if forget_last:
@@ -170,14 +190,16 @@ class ModelController(QObject):
 
     def _on_error(self, exc: Exception, chosen: str | None) -> None:
         self._busy = False
-        if isinstance(exc, ModelFileError):
-            message = str(exc)
-            if chosen and not Path(chosen).exists():
-                self.settings.forget_model(chosen)
-        else:
+        if not isinstance(exc, ModelFileError):
             log.warning("model loading failed: %s", type(exc).__name__)
-            message = (f"The model could not be loaded ({type(exc).__name__}). The current model stays "
-                       "in use. Check the file, or choose another model.")
+        if chosen:  # a model that failed is not offered again as the last or a recent one
+            self.settings.forget_model(chosen)
+            message = f"The model {Path(chosen).name} could not be used: {failure_reason(exc)}"
+        else:
+            message = f"No model could be loaded: {failure_reason(exc)}"
         if self.active is not None:
             message += f"\n\nStill using: {self.active.display_name}."
+        else:
+            message += ("\n\nNo model is in use. Open a model file with Model > Open model file, "
+                        "or train one with Tools > Train a model.")
         self.failed.emit(message)

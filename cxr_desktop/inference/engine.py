@@ -112,6 +112,7 @@ class InferenceEngine:
         self.notes: list[str] = []
         self.extra_tensors: dict[str, torch.Tensor] = {}
         self.model_path: str | None = None
+        self.weights_status: str | None = None  # set by load_engine from the model file's checksum
         self.device_info: DeviceInfo = select_device(self.options.device)
         if self.device_info.reason.startswith("CUDA requested but"):
             self.notes.append(self.device_info.reason)
@@ -252,4 +253,5 @@ def load_engine(path: str | Path, *, options: EngineOptions | None = None) -> In
     eng = InferenceEngine(loaded.model, loaded.card, model_sha256=loaded.sha256, options=options)
     eng.extra_tensors = getattr(loaded, "extra_tensors", {})
     eng.model_path = str(path)
+    eng.weights_status = loaded.weights_status  # "verified" or "not verified (no checksum stored)"
     return eng

@@ -10,12 +10,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cxr_desktop.errors import ModelFileError
+from cxr_desktop.model.bounded_json import loads_bounded
+from cxr_desktop.model.card_checks import REMEDY as CARD_REMEDY
+from cxr_desktop.model.card_checks import CardFieldError, check_card, check_format_version
 
 CARD_FORMAT_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 PREPROCESSING_ID = "cxr-grey-window-stretch"
 PREPROCESSING_VERSION = 1
+ARCHITECTURES = ("resnet50",)
+MAX_CARD_BYTES = 2 * 1024 * 1024  # a trained model's card is ~10 kB
+MAX_CARD_DEPTH = 16  # nesting of the card's JSON (metrics' confusion matrices are 4 deep)
 
 
 def default_preprocessing(input_size: int = 224) -> dict[str, Any]:
@@ -73,6 +79,9 @@ class ModelCard:
     )
     format_version: int = CARD_FORMAT_VERSION
     extra: dict[str, Any] = field(default_factory=dict)
+    # sha256 of the tensors (names, types, shapes and bytes; see modelfile.tensors_digest), written
+    # by save_model and checked by load_model; None in files saved before it existed.
+    tensors_sha256: str | None = None
 
     @property
     def positive_index(self) -> int:
@@ -99,16 +108,14 @@ class ModelCard:
                 "The model card is missing required fields: " + ", ".join(missing)
                 + ". Re-export the model with 'cxr-model' or 'cxr-train'."
             )
-        if int(data["format_version"]) > CARD_FORMAT_VERSION:
-            raise ModelFileError(
-                f"The model file uses card format {data['format_version']}, newer than this "
-                f"app understands ({CARD_FORMAT_VERSION}). Update CXR Review."
-            )
+        check_format_version(data["format_version"], CARD_FORMAT_VERSION)
         known = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
         card = cls(**kwargs)
         try:
             card.validate()
+        except CardFieldError as exc:  # in a file: say what to do about it
+            raise ModelFileError(f"{exc.message} {CARD_REMEDY}") from None
         except (TypeError, ValueError) as exc:  # a field holds the wrong kind of value
             raise ModelFileError(
                 f"The model card has a field of the wrong type ({exc}). "
@@ -118,44 +125,16 @@ class ModelCard:
 
     @classmethod
     def from_json(cls, text: str) -> "ModelCard":
-        try:
-            data = json.loads(text)
-        except (TypeError, ValueError) as exc:
-            raise ModelFileError(f"The model card is not valid JSON ({exc.__class__.__name__}).") from None
+        """Parse (within :data:`MAX_CARD_BYTES` and :data:`MAX_CARD_DEPTH`) and validate a card."""
+        if not isinstance(text, str):
+            raise ModelFileError("The model card is not text.")
+        data = loads_bounded(text, what="the model card", max_bytes=MAX_CARD_BYTES, max_depth=MAX_CARD_DEPTH)
         return cls.from_dict(data)
 
     def validate(self) -> None:
-        """Check internal consistency; raises :class:`ModelFileError`."""
-        if self.architecture != "resnet50":
-            raise ModelFileError(f"Unsupported architecture {self.architecture!r} (expected resnet50).")
-        if not isinstance(self.classes, list) or len(self.classes) < 2:
-            raise ModelFileError("The model card must list at least two classes.")
-        if not all(isinstance(c, str) and c.strip() for c in self.classes):
-            raise ModelFileError("Every class name on the model card must be a non-empty text.")
-        if not isinstance(self.head, dict) or not isinstance(self.head.get("type"), str):
-            raise ModelFileError("The model card's 'head' must describe the classifier head (a 'type' is required).")
-        if len(set(self.classes)) != len(self.classes):
-            raise ModelFileError("The model card lists a class twice.")
-        if self.positive_class is not None and self.positive_class not in self.classes:
-            raise ModelFileError(
-                f"The positive class {self.positive_class!r} is not one of the classes {self.classes}."
-            )
-        if not (isinstance(self.input_size, int) and 32 <= self.input_size <= 1024):
-            raise ModelFileError(f"Input size {self.input_size!r} is out of range (32-1024).")
-        if not (0.0 <= float(self.decision_threshold) <= 1.0):
-            raise ModelFileError("The decision threshold must be between 0 and 1.")
-        pre = self.preprocessing
-        if not isinstance(pre, dict) or pre.get("id") != PREPROCESSING_ID:
-            raise ModelFileError(
-                f"Unknown preprocessing {pre.get('id') if isinstance(pre, dict) else pre!r}; "
-                f"this app implements {PREPROCESSING_ID!r}."
-            )
-        if int(pre.get("version", 0)) > PREPROCESSING_VERSION:
-            raise ModelFileError("The model needs a newer preprocessing version; update CXR Review.")
-        for key in ("mean", "std"):
-            vals = pre.get(key)
-            if not (isinstance(vals, list) and len(vals) == 3):
-                raise ModelFileError(f"The preprocessing '{key}' must have three values.")
+        """Check every field's type and range; raises :class:`ModelFileError` naming the field."""
+        check_card(self, format_version=CARD_FORMAT_VERSION, architectures=ARCHITECTURES,
+                   preprocessing_id=PREPROCESSING_ID, preprocessing_version=PREPROCESSING_VERSION)
 
 
 def utc_now_iso() -> str:

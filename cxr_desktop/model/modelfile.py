@@ -13,6 +13,8 @@ metadata ``{"format": "cxr-review-model", "cxr_card": <card JSON>}``.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import io
 import json
@@ -20,6 +22,7 @@ import math
 import os
 import pickle
 import re
+import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +31,18 @@ from typing import Any, BinaryIO, Iterable, Iterator, Literal, Mapping, Sequence
 import torch
 
 from cxr_desktop.errors import ModelFileError
+from cxr_desktop.model.bounded_json import loads_bounded
 from cxr_desktop.model.architecture import DEFAULT_HEAD, HEAD_TYPES, CxrClassifier, build_classifier
-from cxr_desktop.model.card import ModelCard, default_preprocessing, software_versions, utc_now_iso
+from cxr_desktop.model.card import (
+    MAX_CARD_BYTES, MAX_CARD_DEPTH, ModelCard, default_preprocessing, software_versions, utc_now_iso,
+)
 
 FORMAT_KEY = "format"
 FORMAT_NAME = "cxr-review-model"
 CARD_KEY = "cxr_card"
 EXTRA_PREFIX = "extra."
-MAX_HEADER_BYTES = 100_000_000  # the safetensors limit
+MAX_HEADER_BYTES = 8 * 1024 * 1024  # a ResNet50 file's header is ~40 kB (card included)
+MAX_HEADER_DEPTH = 8  # a safetensors header is 3 levels deep (the card is a string inside it)
 MAX_FILE_BYTES = 4 * 1024**3  # a ResNet50 file is ~100 MB; refuse to read gigabytes by mistake
 HEAD_PRESETS: dict[str, dict[str, Any]] = {
     "linear": dict(DEFAULT_HEAD),
@@ -52,6 +59,8 @@ _DTYPE_SIZES = {
 _FLOAT_DTYPES = {"F16", "BF16", "F32", "F64"}
 _INT_DTYPES = {"I64", "I32", "I16", "I8", "U8", "U16", "U32", "U64"}
 _REEXPORT = "Re-export the model with 'cxr-train' or 'cxr-model', or copy the file again from its source."
+WEIGHTS_VERIFIED = "verified"
+WEIGHTS_NO_CHECKSUM = "not verified (no checksum stored)"
 
 FileKind = Literal["safetensors", "zip", "pickle", "empty", "unknown"]
 
@@ -65,6 +74,13 @@ class LoadedModel:
     sha256: str
     path: str
     extra_tensors: dict[str, torch.Tensor] = field(default_factory=dict)
+    # WEIGHTS_VERIFIED when the tensors match card.tensors_sha256, WEIGHTS_NO_CHECKSUM for older
+    # files without one (a mismatch is refused, so there is no third state)
+    weights_status: str = WEIGHTS_NO_CHECKSUM
+
+    @property
+    def weights_verified(self) -> bool:
+        return self.weights_status == WEIGHTS_VERIFIED
 
 
 @dataclass(frozen=True)
@@ -116,21 +132,96 @@ def sniff_format(prefix: bytes) -> FileKind:
 
 
 def file_sha256(path: str | os.PathLike[str]) -> str:
-    """SHA-256 hex of a file, read in chunks."""
+    """SHA-256 hex of a regular file, read in chunks up to the size it declares
+    (:class:`ModelFileError` for a FIFO, a device or a folder)."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+    with _open_regular(Path(path)) as (fh, size):
+        left = size
+        while left > 0:
+            chunk = fh.read(min(_CHUNK, left))
+            if not chunk:
+                break
             digest.update(chunk)
+            left -= len(chunk)
     return digest.hexdigest()
 
 
+def _not_regular(mode: int) -> str | None:
+    """What a file that is not a regular file is ("a named pipe (FIFO)", ...); None for a regular file."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISCHR(mode):
+        return "a character device (like /dev/zero)"
+    if stat.S_ISBLK(mode):
+        return "a block device (a disk)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _refuse_kind(kind: str, p: Path) -> ModelFileError:
+    if kind == "a folder":
+        return ModelFileError("This is a folder, not a model file. Choose the .safetensors file inside it.", p)
+    return ModelFileError(
+        f"This is {kind}, not a model file. Only regular files are opened as models (reading from it "
+        "might never end). Choose the .safetensors file itself.",
+        p,
+    )
+
+
 def _check_path(path: str | os.PathLike[str]) -> Path:
+    """The path, if it names an existing regular file (links followed); else a ModelFileError."""
     p = Path(path)
-    if not p.exists():
-        raise ModelFileError("The model file does not exist. Check the path, or choose the file again.", p)
-    if p.is_dir():
-        raise ModelFileError("This is a folder, not a model file. Choose the .safetensors file inside it.", p)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise ModelFileError("The model file does not exist. Check the path, or choose the file again.", p) from None
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+    kind = _not_regular(st.st_mode)
+    if kind:
+        raise _refuse_kind(kind, p)
     return p
+
+
+@contextlib.contextmanager
+def _open_regular(p: Path) -> Iterator[tuple[BinaryIO, int]]:
+    """``(file, size)`` for a regular file, checked on the open descriptor.
+
+    Opened non-blocking, so a FIFO swapped in after :func:`_check_path` cannot stall the
+    open itself; ``fstat`` then refuses anything but a regular file. Reads must stay within
+    ``size`` (the size the file declares), so a file that grows is never read without end.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(p, flags)
+    try:
+        st = os.fstat(fd)
+        kind = _not_regular(st.st_mode)
+        if kind:
+            raise _refuse_kind(kind, p)
+        fh = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+    with fh:
+        if st.st_size > MAX_FILE_BYTES:
+            raise ModelFileError(
+                f"The file is {st.st_size / 1024**3:.1f} GiB, far larger than a ResNet50 model file; "
+                "it is not a CXR Review model.",
+                p,
+            )
+        yield fh, st.st_size
+
+
+def _read_exactly(fh: BinaryIO, size: int, p: Path) -> bytes:
+    data = fh.read(size)
+    if len(data) != size:
+        raise ModelFileError(f"The file changed while it was being read (it became shorter). {_REEXPORT}", p)
+    return data
 
 
 def _unreadable(p: Path, exc: OSError) -> ModelFileError:
@@ -174,7 +265,13 @@ def _read_header(fh: BinaryIO, size: int, p: Path) -> _Header:
     if kind != "safetensors":
         raise _kind_refusal(kind, p, size)
     (n,) = struct.unpack("<Q", first[:8])
-    if n > MAX_HEADER_BYTES or 8 + n > size:
+    if n > MAX_HEADER_BYTES:
+        raise ModelFileError(
+            f"The file is corrupt or not a CXR Review model: its header claims {n:,} bytes, more than "
+            f"the {MAX_HEADER_BYTES:,} a model file's header can have. {_REEXPORT}",
+            p,
+        )
+    if n < 2 or 8 + n > size:
         raise ModelFileError(
             f"The file is truncated or corrupt: its header claims {n} bytes but the file has only "
             f"{size} bytes. {_REEXPORT}",
@@ -184,9 +281,11 @@ def _read_header(fh: BinaryIO, size: int, p: Path) -> _Header:
     if len(raw) != n:
         raise ModelFileError(f"The file ended while its header was being read (truncated). {_REEXPORT}", p)
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise ModelFileError(f"The file's header is corrupt (not valid JSON). {_REEXPORT}", p) from None
+        header = loads_bounded(raw, what="the file's header", max_bytes=MAX_HEADER_BYTES,
+                               max_depth=MAX_HEADER_DEPTH)
+    except ModelFileError as exc:
+        raise ModelFileError(f"{exc.message.replace('is not valid JSON', 'is corrupt (not valid JSON)')} "
+                             f"{_REEXPORT}", p) from None
     if not isinstance(header, dict):
         raise ModelFileError(f"The file's header is corrupt (not a JSON object). {_REEXPORT}", p)
     meta = header.pop("__metadata__", None) or {}
@@ -246,15 +345,54 @@ def _card_from_metadata(meta: Mapping[str, str], p: Path) -> ModelCard:
         raise ModelFileError(exc.message, p) from None
 
 
-def _file_size(p: Path, fh: BinaryIO) -> int:
-    size = os.fstat(fh.fileno()).st_size
-    if size > MAX_FILE_BYTES:
+def tensors_digest(items: Iterable[tuple[str, str, Sequence[int], bytes | memoryview]]) -> str:
+    """sha256 over ``(name, safetensors dtype, shape, raw bytes)`` of every tensor, in name order.
+
+    Stored on the card as ``tensors_sha256`` when a model is saved and checked when it is
+    loaded: one flipped bit in any weight, or a changed name, type or shape, is a mismatch.
+    """
+    digest = hashlib.sha256()
+    for name, dtype, shape, data in sorted(items, key=lambda item: item[0]):
+        digest.update(json.dumps([name, dtype, [int(d) for d in shape]], separators=(",", ":")).encode() + b"\n")
+        digest.update(data)
+    return digest.hexdigest()
+
+
+def _file_tensors_digest(header: _Header, data: bytes) -> str:
+    view = memoryview(data)
+    start = header.data_start
+    return tensors_digest(
+        (name, e["dtype"], e["shape"], view[start + e["data_offsets"][0]:start + e["data_offsets"][1]])
+        for name, e in header.entries.items()
+    )
+
+
+def _check_tensors_digest(card: ModelCard, header: _Header, data: bytes, p: Path) -> str:
+    """The weights status; a stored digest that does not match refuses the file."""
+    stored = card.tensors_sha256
+    if stored is None:
+        return WEIGHTS_NO_CHECKSUM
+    actual = _file_tensors_digest(header, data)
+    if actual != stored:
         raise ModelFileError(
-            f"The file is {size / 1024**3:.1f} GiB, far larger than a ResNet50 model file; "
-            "it is not a CXR Review model.",
+            f"Weights damaged: checksum mismatch. The tensors in this file do not match the sha256 stored on "
+            f"its model card (stored {stored[:12]}..., found {actual[:12]}...): the file was changed or "
+            "damaged after it was saved, and its scores cannot be trusted. Copy the file again from its "
+            "source, or re-export it with 'cxr-train' or 'cxr-model'.",
             p,
         )
-    return size
+    return WEIGHTS_VERIFIED
+
+
+def _torch_tensors_digest(tensors: Mapping[str, torch.Tensor]) -> str:
+    return tensors_digest(
+        (name, _TORCH_TO_ST[t.dtype], list(t.shape), _raw_bytes(t)) for name, t in tensors.items()
+    )
+
+
+def _raw_bytes(t: torch.Tensor) -> memoryview:
+    flat = t.detach().to("cpu").contiguous().reshape(-1)
+    return memoryview(flat.view(torch.uint8).numpy()) if flat.numel() else memoryview(b"")
 
 
 def nonfinite_keys(tensors: Mapping[str, torch.Tensor]) -> list[str]:
@@ -331,8 +469,8 @@ def read_card(path: str | os.PathLike[str]) -> ModelCard:
     """The card of a model file from its header alone (fast; weights are not checked)."""
     p = _check_path(path)
     try:
-        with open(p, "rb") as fh:
-            header = _read_header(fh, _file_size(p, fh), p)
+        with _open_regular(p) as (fh, size):
+            header = _read_header(fh, size, p)
     except OSError as exc:
         raise _unreadable(p, exc) from None
     return _card_from_metadata(header.metadata, p)
@@ -345,14 +483,14 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     """
     p = _check_path(path)
     try:
-        with open(p, "rb") as fh:
-            _file_size(p, fh)
-            data = fh.read()
+        with _open_regular(p) as (fh, size):
+            data = _read_exactly(fh, size, p)
     except OSError as exc:
         raise _unreadable(p, exc) from None
     sha = hashlib.sha256(data).hexdigest()
     header = _read_header(io.BytesIO(data), len(data), p)
     card = _card_from_metadata(header.metadata, p)
+    weights_status = _check_tensors_digest(card, header, data, p)
     model = _build_for_card(card, p)
     model_keys = [k for k in header.entries if not k.startswith(EXTRA_PREFIX)]
     _check_against_architecture(
@@ -380,7 +518,8 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     model.load_state_dict(state, strict=False)  # keys were checked above; num_batches_tracked may be absent
     model.to(device).eval()
     extras = {k[len(EXTRA_PREFIX):]: t for k, t in tensors.items() if k.startswith(EXTRA_PREFIX)}
-    return LoadedModel(model=model, card=card, sha256=sha, path=str(p), extra_tensors=extras)
+    return LoadedModel(model=model, card=card, sha256=sha, path=str(p), extra_tensors=extras,
+                       weights_status=weights_status)
 
 
 def save_model(
@@ -395,6 +534,7 @@ def save_model(
 
     ``half`` stores floating tensors as fp16 (half the size; loaded back as fp32).
     ``extra_tensors`` are stored as ``extra.<name>`` unchanged (never halved).
+    The card is stored with ``tensors_sha256`` set (``card`` itself is not changed).
     Raises ``ValueError`` for a model the loader would refuse (mismatched card, NaN weights).
     """
     card.validate()
@@ -417,6 +557,10 @@ def save_model(
         if not isinstance(name, str) or not name or not isinstance(t, torch.Tensor):
             raise ValueError(f"extra_tensors must map non-empty names to tensors (got {name!r}).")
         tensors[EXTRA_PREFIX + name] = t.detach().to("cpu").contiguous()
+    for name, t in tensors.items():
+        if t.dtype not in _TORCH_TO_ST:
+            raise ValueError(f"Tensor {name!r} has type {t.dtype}, which a model file cannot store.")
+    card = dataclasses.replace(card, tensors_sha256=_torch_tensors_digest(tensors))
     return _atomic_write(Path(path), _serialize(tensors, {FORMAT_KEY: FORMAT_NAME, CARD_KEY: card.to_json()}))
 
 
@@ -510,16 +654,15 @@ def extract_state_dict(obj: Any, p: Path | None = None) -> dict[str, torch.Tenso
 def _load_checkpoint_tensors(p: Path) -> dict[str, torch.Tensor]:
     """Tensors of a research checkpoint: safetensors, or torch.load(weights_only=True) and nothing else."""
     try:
-        with open(p, "rb") as fh:
+        with _open_regular(p) as (fh, size):
             prefix = fh.read(9)
-            size = _file_size(p, fh)
     except OSError as exc:
         raise _unreadable(p, exc) from None
     kind = sniff_format(prefix)
     if kind == "empty":
         raise _kind_refusal(kind, p, size)
     if kind == "safetensors":
-        with open(p, "rb") as fh:
+        with _open_regular(p) as (fh, size):
             header = _read_header(fh, size, p)
         if CARD_KEY in header.metadata:
             raise ModelFileError("This is already a CXR Review model file; there is nothing to convert.", p)
@@ -712,3 +855,50 @@ def convert_checkpoint(
     return ConversionResult(
         path=str(dst), sha256=sha, card=card, head_converted=head_converted, dropped_keys=tuple(dropped)
     )
+
+
+# --------------------------------------------------------------------------- checksum for older files
+
+
+@dataclass(frozen=True)
+class ChecksumResult:
+    """What :func:`add_tensors_checksum` wrote."""
+
+    path: str
+    sha256: str  # of the new file
+    tensors_sha256: str
+    already: bool  # the source already carried this checksum (the file was written anyway)
+
+
+def add_tensors_checksum(src: str | os.PathLike[str], dst: str | os.PathLike[str] | None = None) -> ChecksumResult:
+    """Re-save a model file with ``tensors_sha256`` on its card; every tensor is copied byte for byte.
+
+    For files saved before the checksum existed (they load as "not verified"). The source is
+    fully verified first (a damaged file, or one whose stored checksum does not match, is
+    refused); the card keeps every other field, unknown ones included. ``dst`` None rewrites
+    ``src`` in place (atomically). The written file is loaded again and must verify.
+    """
+    loaded = load_model(src)
+    p = Path(loaded.path)
+    with _open_regular(p) as (fh, size):
+        data = _read_exactly(fh, size, p)
+    if hashlib.sha256(data).hexdigest() != loaded.sha256:
+        raise ModelFileError("The file changed while it was being read; try again.", p)
+    header = _read_header(io.BytesIO(data), len(data), p)
+    card = loads_bounded(header.metadata[CARD_KEY], what="the model card", max_bytes=MAX_CARD_BYTES,
+                         max_depth=MAX_CARD_DEPTH)
+    digest = _file_tensors_digest(header, data)
+    already = card.get("tensors_sha256") == digest
+    card["tensors_sha256"] = digest
+    metadata = dict(header.metadata)
+    metadata[CARD_KEY] = json.dumps(card, sort_keys=True)
+    from safetensors.torch import load as st_load
+
+    tensors = st_load(data)  # exact dtypes (fp16 stays fp16)
+    del data
+    out = Path(dst) if dst is not None else p
+    sha = _atomic_write(out, _serialize(tensors, metadata))
+    again = load_model(out)
+    if not again.weights_verified or again.card.tensors_sha256 != digest:
+        raise ModelFileError("The re-saved file did not verify; it should not be used.", out)
+    return ChecksumResult(path=str(out), sha256=sha, tensors_sha256=digest, already=already)
