@@ -127,7 +127,10 @@ class TrainConfig:
         need(self.threshold_method in THRESHOLD_METHODS,
              f"threshold method must be one of {', '.join(THRESHOLD_METHODS)}")
         need(self.device in ("auto", "cpu", "cuda"), "device must be auto, cpu or cuda")
-        need(32 <= int(self.input_size) <= 1024, "input size must be between 32 and 1024 pixels")
+        from cxr_desktop.model.card_checks import INPUT_SIZE_STEP, MAX_INPUT_SIZE, MIN_INPUT_SIZE  # the card's rule
+
+        need(MIN_INPUT_SIZE <= int(self.input_size) <= MAX_INPUT_SIZE and int(self.input_size) % INPUT_SIZE_STEP == 0,
+             f"input size must be {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, a multiple of {INPUT_SIZE_STEP}")
         need(self.epochs_frozen >= 0 and self.epochs_finetune >= 0 and self.epochs_frozen + self.epochs_finetune > 0,
              "train for at least one epoch (stage 1 or stage 2)")
         need(self.batch_size >= 2, "batch size must be at least 2")
