@@ -19,7 +19,7 @@ import torch
 
 from cxr_desktop.imaging.types import StudyImage
 from cxr_desktop.inference.backends import FeatureBackend, OnnxBackend, TorchBackend
-from cxr_desktop.inference.cam import CAM_METHODS, BaseCAM, to_image_geometry
+from cxr_desktop.inference.cam import BaseCAM, make_cam, to_image_geometry
 from cxr_desktop.inference.device import DeviceInfo, cpu_name, select_device
 from cxr_desktop.model.card import ModelCard
 from cxr_desktop.preprocess import preprocess_for_card
@@ -94,7 +94,7 @@ class ImageResult:
 class EngineOptions:
     device: str = "auto"  # auto | cpu | cuda
     backend: str = "auto"  # auto | torch | onnx
-    cam_method: str = "gradcam"
+    cam_method: str = "gradcam"  # a key of cxr_desktop.inference.cam.CAM_METHODS (gradcam++, hirescam, layercam)
     max_batch: int = 32
     cache_dir: Path | None = None
 
@@ -119,7 +119,7 @@ class InferenceEngine:
         self._lock = threading.Lock()
         self._batch = self.options.max_batch
         self.backend: FeatureBackend = self._make_backend()
-        self.cam: BaseCAM = CAM_METHODS[self.options.cam_method](self.head)
+        self.cam: BaseCAM = make_cam(self.options.cam_method, self.head)
 
     # -- construction --------------------------------------------------
     def _make_backend(self) -> FeatureBackend:

@@ -29,11 +29,12 @@ def resolve_finetune(scope: str, *, cuda: bool) -> str:
         return scope
     return "all" if cuda else "layer4"
 THRESHOLD_METHODS = ("sensitivity", "youden", "fixed")
-AUGMENT_PRESETS = ("none", "light", "standard")
+AUGMENT_PRESETS = ("none", "light", "standard", "robust")  # see training/data.py
 
 # Settings that must not change when a run is resumed (they define the data, split and model).
 RESUME_KEYS = ("data_dir", "test_dir", "classes", "positive_class", "patient_regex", "val_fraction",
-               "test_fraction", "seed", "weights", "input_size", "head", "finetune", "optimizer")
+               "test_fraction", "seed", "weights", "input_size", "head", "finetune", "optimizer",
+               "output_stride")
 
 
 class TrainingError(CxrError):
@@ -64,6 +65,7 @@ class TrainConfig:
     weights_sha256: str | None = None  # expected sha256 of a weights file (verified before use)
     input_size: int = 224
     head: str = "linear"  # "linear" | "mlp"
+    output_stride: int = 32  # 16: last stage dilated, a 14 x 14 heatmap at 224 px (model/architecture.py)
     epochs_frozen: int = 5
     epochs_finetune: int = 10
     finetune: str = "auto"  # "auto" | "all" | "layer3" | "layer4" (see resolve_finetune)
@@ -141,6 +143,7 @@ class TrainConfig:
         need(self.val_fraction > 0, "a validation share is needed (it picks the best epoch and the threshold)")
         need(0.5 <= self.target_sensitivity <= 1.0, "target sensitivity must be between 0.5 and 1")
         need(self.head in ("linear", "mlp"), "head must be linear or mlp")
+        need(self.output_stride in (16, 32), "output stride must be 16 or 32")
         need(self.prevalence is None or 0 < self.prevalence < 1,
              "prevalence must be between 0 and 1 (for example 0.05 for 5 %)")
 
