@@ -391,3 +391,57 @@ def test_cli_summary_shows_the_validation_figures(tmp_path):
                  "caution rate (test, distance above 10.00)"):
         assert text in out, text
     assert not math.isnan(result.evaluation.test_metrics["calibration"]["ece"])
+
+
+# --------------------------------------------------------------------------- the engine, end to end
+
+
+@pytest.mark.slow
+def test_training_from_a_model_file_reports_patients_and_the_starting_model(mixed, tmp_path, monkeypatch):
+    """Two tiny runs on the mixed DICOM/PNG folder: the second starts from the first's model file."""
+    import torch
+
+    from cxr_desktop.training.config import TrainConfig
+    from cxr_desktop.training.engine import run_to_end
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    root, truth = mixed
+    base = dict(data_dir=str(root), input_size=64, weights="none", epochs_frozen=1, epochs_finetune=0, batch_size=8,
+                patient_regex=PATTERN, bootstrap=50, seed=0, val_fraction=0.25, test_fraction=0.25, threads=1,
+                gallery_per_kind=0)
+    try:
+        first = run_to_end(TrainConfig(out=str(tmp_path / "m1.safetensors"), **base))
+        second = run_to_end(TrainConfig(**{**base, "weights": first.model_path, "gallery_per_kind": 1}, out=str(tmp_path / "m2.safetensors"),
+                                        prevalence=0.05, report=str(tmp_path / "m2.html")))
+    finally:
+        torch.set_num_threads(threads)
+    ev = second.evaluation
+    val_patients = {truth[r] for r in ev.val.rels}
+    test_patients = {truth[r] for r in ev.test.rels}
+    assert val_patients and test_patients and not val_patients & test_patients
+    check = second.data["patient_check"]
+    assert sum(v["patients"] for v in check["per_split"].values()) == 12
+    tm = ev.test_metrics
+    assert tm["ci_unit"] == "patients" and tm["n_patients"] == len(test_patients)
+    assert tm["prevalence_source"] == "stated" and tm["prevalence"] == 0.05
+    start = tm["starting_model"]
+    assert start["sha256"] == first.sha256 and {"trained", "starting", "auc_difference"} <= set(start)
+    assert set(tm["by_input"]) <= {"PNG", "DICOM", "DICOM MONOCHROME1"} and "PNG" in tm["by_input"]
+    assert tm["caution"]["n"] == len(ev.test.rels) and "ece" in tm["calibration"]
+    assert second.card.metrics["test"]["starting_model"]["name"] == start["name"]
+    page = Path(second.report_path).read_text()
+    for text in ("Compared with the starting model", "Calibration (test split)", "Metrics per input type",
+                 "Caution rate (test split)", "Patients per split"):
+        assert text in page
+    assert "Grad-CAM gallery" in page and "<figcaption>" in page  # captions name files ...
+    assert not any(pid in page for pid in set(truth.values()))  # ... never with the patient id
+
+
+def test_report_captions_hide_the_patient_part_of_file_names():
+    from cxr_desktop.training.scan import redact_patient
+
+    assert redact_patient("opacity/P0001_v0.png", PATTERN) == "opacity/[patient]_v0.png"
+    assert redact_patient("a/P0002/P0002_x.png", r"P\d{4}") == "a/P0002/[patient]_x.png"  # the file name only
+    assert redact_patient("normal/study_1.dcm", PATTERN) == "normal/study_1.dcm"
+    assert redact_patient("normal/P0001_v0.png", None) == "normal/P0001_v0.png"

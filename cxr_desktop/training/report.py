@@ -446,6 +446,10 @@ def write_report(path: str | Path, result: Any, *, per_kind: int | None = None) 
         n = per_kind if per_kind is not None else int((result.card.provenance.get("settings") or {}).get(
             "gallery_per_kind", 3))
         if n > 0 and len(y):
-            cells = gallery(result.model_path, preds.paths, preds.rels, y, s, result.card.decision_threshold, n,
+            from cxr_desktop.training.scan import redact_patient
+
+            pattern = (result.card.provenance.get("data") or {}).get("patient_pattern")
+            rels = [redact_patient(r, pattern) for r in preds.rels]  # no patient id in captions
+            cells = gallery(result.model_path, preds.paths, rels, y, s, result.card.decision_threshold, n,
                             result.card.positive_class or result.card.classes[-1])
     write_text_atomic(path, render_html(result, gallery_cells=cells))

@@ -217,6 +217,25 @@ def patient_group(raw: str) -> str:
     return hash_group("patient", patient_key(raw))
 
 
+def redact_patient(rel: str, patient_regex: str | None) -> str:
+    """``rel`` with the file name's patient part (what the pattern matches) replaced by ``[patient]``.
+
+    For captions in reports: a file named for its patient must not put the patient id there.
+    """
+    if not patient_regex:
+        return rel
+    try:
+        m = re.search(patient_regex, rel.rsplit("/", 1)[-1])
+    except re.error:
+        return rel
+    if m is None:
+        return rel
+    head, _, name = rel.rpartition("/")
+    a, b = m.span(1) if m.groups() and m.group(1) is not None else m.span(0)
+    name = name[:a] + "[patient]" + name[b:]
+    return f"{head}/{name}" if head else name
+
+
 def shared_patients(a: ScanResult, b: ScanResult) -> int:
     """How many patients of ``b`` also have images in ``a`` (e.g. the test folder's in the training folder)."""
     in_a = set().union(*(it.patient_hashes() for it in a.items)) if a.items else set()
