@@ -78,3 +78,78 @@ def test_engine_heatmap_in_image_geometry(cxr_dir, tmp_path):
     other = eng.predict(img, cam=True, cam_class="normal")
     assert other.cam_class == "normal"
     assert not np.allclose(other.heatmap, res.heatmap)
+
+
+# --------------------------------------------------------------------------- other CAM methods (issue 12.2)
+from pytorch_grad_cam import GradCAMPlusPlus as RefGradCAMPlusPlus  # noqa: E402
+from pytorch_grad_cam import HiResCAM as RefHiResCAM  # noqa: E402
+from pytorch_grad_cam import LayerCAM as RefLayerCAM  # noqa: E402
+
+from cxr_desktop.inference.cam import (  # noqa: E402
+    CAM_METHODS, GradCAMPlusPlus, HiResCAM, LayerCAM, make_cam, scale_per_image,
+)
+
+
+@pytest.mark.parametrize(
+    "ours_cls,ref_cls,head,output_stride",
+    [
+        (GradCAMPlusPlus, RefGradCAMPlusPlus, {"type": "gap_dropout_linear", "dropout": 0.2}, 32),
+        (GradCAMPlusPlus, RefGradCAMPlusPlus, {"type": "gap_mlp", "hidden": [64], "dropout": 0.5}, 16),
+        (HiResCAM, RefHiResCAM, {"type": "gap_mlp", "hidden": [64], "dropout": 0.5}, 32),
+        (LayerCAM, RefLayerCAM, {"type": "gap_dropout_linear", "dropout": 0.2}, 16),
+        (LayerCAM, RefLayerCAM, {"type": "gap_mlp", "hidden": [64], "dropout": 0.5}, 32),
+    ],
+)
+def test_closed_form_cams_match_pytorch_grad_cam(cxr_dir, ours_cls, ref_cls, head, output_stride):
+    """Head-only closed forms (cam.py's module doc) against the reference's full backward pass."""
+    from cxr_desktop.model.architecture import with_output_stride
+
+    model = with_output_stride(_model(2, head, 7), output_stride).eval()
+    x = _inputs(cxr_dir)
+    with torch.no_grad():
+        acts = model.features(x)
+    assert acts.shape[-1] == SIZE // output_stride
+    ours_cam = ours_cls(model.head)
+    compared = 0
+    for cls in range(2):
+        with ref_cls(model=model, target_layers=[model.target_layer]) as ref:
+            ref_maps = ref(input_tensor=x.clone(), targets=[ClassifierOutputTarget(cls)] * len(x))
+        ours = ours_cam(acts, torch.full((len(x),), cls, dtype=torch.long))
+        for i in range(len(x)):
+            up = to_image_geometry(ours[i], SIZE, SIZE)
+            if ref_maps[i].max() < 1e-6:  # all-negative evidence: both flat
+                assert up.max() < 1e-6
+                continue
+            # the reference min-max scales again after resizing (bilinear upsampling by an even factor
+            # lowers the peak a little); do the same to ours before comparing values
+            up = scale_per_image(up[None])[0]
+            assert np.abs(up - ref_maps[i]).max() <= 2e-3, f"class {cls} image {i}"
+            compared += 1
+    assert compared >= 2  # the comparison ran on real maps, not only on flat ones
+
+
+def test_hirescam_equals_gradcam_behind_a_pooling_head(cxr_dir):
+    model = _model(2, {"type": "gap_mlp", "hidden": [32], "dropout": 0.1}, 4)
+    with torch.no_grad():
+        acts = model.features(_inputs(cxr_dir))
+    t = torch.tensor([1, 0])
+    np.testing.assert_allclose(HiResCAM(model.head)(acts, t), GradCAM(model.head)(acts, t), atol=1e-6)
+    # Layer-CAM drops negative channels: a different map from Grad-CAM on this model
+    assert not np.allclose(LayerCAM(model.head)(acts, t), GradCAM(model.head)(acts, t), atol=1e-3)
+
+
+def test_engine_selects_cam_method(cxr_dir):
+    from cxr_desktop.imaging import load_image
+
+    model = _model(2, {"type": "gap_dropout_linear", "dropout": 0.2}, 5)
+    card = ModelCard(name="t", classes=["normal", "abnormal"], positive_class="abnormal",
+                     input_size=SIZE, preprocessing=default_preprocessing(SIZE))
+    img = load_image(cxr_dir / "00000001_000.png")
+    maps = {}
+    for method in ("gradcam", "layercam", "gradcam++"):
+        eng = InferenceEngine(model, card, options=EngineOptions(backend="torch", device="cpu", cam_method=method))
+        assert type(eng.cam) is CAM_METHODS[method]
+        maps[method] = eng.predict(img, cam=True, cam_class="abnormal").heatmap
+    assert not np.allclose(maps["gradcam"], maps["layercam"], atol=1e-3)
+    with pytest.raises(ValueError, match="Unknown heatmap method"):
+        make_cam("scorecam", model.head)

@@ -48,6 +48,10 @@ class AugmentSpec:
     gamma: float = 0.0  # +- relative exponent change
     sharpness: float = 0.0  # +- unsharp-mask amount (negative: blur)
     hflip: bool = False
+    # Against edge shortcuts (burned-in text, markers, collimation borders; issue 12):
+    crop: float = 0.0  # random crop of up to this fraction of the side, resized back (edge content moves/leaves)
+    border: float = 0.0  # probability of blanking a random outer band (up to 10 % of the side, each edge)
+    mask_marks: float = 0.0  # probability of painting over burned-in text/markers (training/shortcuts.py)
 
     @property
     def active(self) -> bool:
@@ -60,6 +64,10 @@ AUGMENT_PRESETS: dict[str, AugmentSpec] = {
                          sharpness=0.3),
     "standard": AugmentSpec(rotate_deg=10, scale=0.10, shift=0.06, brightness=0.08, contrast=0.15, gamma=0.15,
                             sharpness=0.5),
+    # "light" geometry and exposure plus crops, blanked borders and masked burned-in marks, so that
+    # neither the film's edge nor its lettering can predict the label (heatmaps stay on the lungs).
+    "robust": AugmentSpec(rotate_deg=5, scale=0.05, shift=0.03, brightness=0.05, contrast=0.1, gamma=0.1,
+                          sharpness=0.3, crop=0.12, border=0.5, mask_marks=0.5),
 }
 
 
@@ -74,6 +82,16 @@ def augment_grey(grey: np.ndarray, rng: np.random.Generator, spec: AugmentSpec) 
         return grey.astype(np.float32, copy=False)
     img = grey.astype(np.float32, copy=True)
     s = img.shape[0]
+    if spec.mask_marks and rng.random() < spec.mask_marks:
+        from cxr_desktop.training.shortcuts import mask_burned_in
+
+        img = mask_burned_in(img)
+    if spec.crop:
+        side = 1.0 - rng.uniform(0.0, spec.crop)
+        ch, cw = max(8, int(round(side * s))), max(8, int(round(side * img.shape[1])))
+        y0 = int(rng.integers(0, s - ch + 1))
+        x0 = int(rng.integers(0, img.shape[1] - cw + 1))
+        img = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (img.shape[1], s), interpolation=cv2.INTER_LINEAR)
     if spec.rotate_deg or spec.scale or spec.shift:
         angle = rng.uniform(-spec.rotate_deg, spec.rotate_deg)
         zoom = 1.0 + rng.uniform(-spec.scale, spec.scale)
@@ -91,6 +109,14 @@ def augment_grey(grey: np.ndarray, rng: np.random.Generator, spec: AugmentSpec) 
     img = np.clip(img, 0.0, 1.0)
     if spec.gamma:
         img = np.power(img, float(np.exp(rng.uniform(-spec.gamma, spec.gamma))))
+    if spec.border and rng.random() < spec.border:
+        level = float(rng.choice([0.0, float(np.median(img)), 1.0]))
+        top, bottom, left, right = (int(round(rng.uniform(0.0, 0.10) * s)) for _ in range(4))
+        img = img.copy()
+        img[:top] = level
+        img[s - bottom:] = level
+        img[:, :left] = level
+        img[:, img.shape[1] - right:] = level
     if spec.hflip and rng.random() < 0.5:
         img = img[:, ::-1]
     return np.ascontiguousarray(img, dtype=np.float32)
