@@ -73,8 +73,7 @@ def load_model_file(path: str, engine_options: dict[str, Any] | None = None) -> 
     active = ActiveModel(engine, engine.card, str(path), engine.model_sha256 or f"file:{path}")
     status = getattr(engine, "weights_status", None)
     if status and status != WEIGHTS_VERIFIED:
-        active.notes.append(f"Weights {status}: this model file was saved without a checksum of its weights, "
-                            "so damage to it cannot be detected.")
+        active.notes.append(f"Weights {status}: damage to this model file would go unnoticed.")
     return active
 
 
