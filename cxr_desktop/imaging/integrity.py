@@ -172,8 +172,10 @@ def png_raw_size(width: int, height: int, bit_depth: int, colour_type: int, inte
     return sum(scanlines(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in _ADAM7)
 
 
-def check_png(f: BinaryIO, file_size: int) -> Incomplete | None:
-    """Inflate the IDAT stream (output discarded, bounded buffers) and compare with the IHDR size."""
+def check_png(f: BinaryIO, file_size: int, *, inflate: bool = True) -> Incomplete | None:
+    """Every chunk must fit in the file, and the IDAT stream inflate (output discarded, bounded
+    buffers) to at least the size the IHDR declares (``inflate=False``: chunk lengths only, for
+    a decoder that refuses short data itself)."""
     f.seek(0)
     if f.read(8) != _PNG_SIGNATURE:
         return None
@@ -188,14 +190,16 @@ def check_png(f: BinaryIO, file_size: int) -> Incomplete | None:
     got = 0
     pos = 8 + 25
     try:
-        while pos + 8 <= file_size and got < need:
+        while pos + 8 <= file_size:
             f.seek(pos)
             length, kind = struct.unpack(">I4s", f.read(8))
+            if pos + 12 + length > file_size:  # also keeps Pillow from a read of that size
+                return Incomplete(f"a PNG chunk declares {length:,} bytes but the file ends "
+                                  f"{max(file_size - pos - 8, 0):,} bytes after its start")
             if kind == b"IEND":
                 break
-            end = pos + 8 + length
-            if kind == b"IDAT":
-                left = min(length, max(file_size - pos - 8, 0))
+            if kind == b"IDAT" and inflate:
+                left = length
                 while left > 0 and got < need and not inflater.eof:
                     chunk = f.read(min(left, _INFLATE_STEP))
                     if not chunk:
@@ -204,10 +208,10 @@ def check_png(f: BinaryIO, file_size: int) -> Incomplete | None:
                     got += len(inflater.decompress(chunk, _INFLATE_STEP))
                     while inflater.unconsumed_tail and got < need:
                         got += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_STEP))
-            pos = end + 4  # CRC
+            pos += 12 + length  # length, type, data, CRC
     except zlib.error:
         return None  # corrupt, not short: Pillow's decode reports it
-    if got < need:
+    if inflate and got < need:
         rows = height if need == 0 else int(height * got / need)
         return Incomplete(f"the PNG image data ends early: it holds about {rows} of the {height} rows "
                           "the header declares")

@@ -267,16 +267,17 @@ def strict_pillow() -> Iterator[None]:
         ImageFile.LOAD_TRUNCATED_IMAGES = before
 
 
-def require_complete(path: str | Path, fmt: str, frame: int) -> None:
+def require_complete(path: str | Path, fmt: str, frame: int, *, inflate: bool = True) -> None:
     """Refuse a PNG / JPEG whose coded data ends early or that the decoder would patch up.
 
-    Reads are bounded by the file's size (regular files only reach here).
+    Reads are bounded by the file's size (regular files only reach here). ``inflate=False``:
+    PNG chunk lengths only (OpenCV's libpng refuses short image data itself).
     """
     problem = None
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if fmt == "png":
-            problem = check_png(f, size)
+            problem = check_png(f, size, inflate=inflate)
         elif fmt == "jpeg" and frame == 0:
             problem = check_jpeg(f.read(size))
     if problem is not None:
@@ -297,20 +298,25 @@ def load_raster(path: str | Path, fmt: str, *, frame: int, max_pixels: int, max_
             rows, cols = _oriented_size(im)
             frames = _frames(im)
             bands = len(im.getbands())
-            declared_size_check(rows, cols, frames if fmt == "tiff" else 1, bands, _bytes_per_sample(im.mode),
-                                max_pixels, max_bytes, path)
+            png16_colour = fmt == "png" and im.mode in ("RGB", "RGBA") and _png_bit_depth(path) == 16
+            declared_size_check(rows, cols, frames if fmt == "tiff" else 1, bands,
+                                2 if png16_colour else _bytes_per_sample(im.mode), max_pixels, max_bytes, path)
             if not 0 <= frame < frames:
                 raise frame_error(frame, frames, path)
             meta = raster_metadata(im, fmt, rows, cols, frames)
-            require_complete(path, fmt, frame)
+            require_complete(path, fmt, frame, inflate=not png16_colour)
             reduced = False
             try:
-                if frame:
-                    im.seek(frame)
-                elif min_side > 0:
-                    reduced = draft_jpeg(im, min_side)
-                im.load()
-                arr, bits = _pixels_from_pil(im, path, fmt)
+                if png16_colour:  # OpenCV keeps 16 bits (Pillow would decode to 8, for nothing)
+                    arr, bits = _png16_colour(path), 16
+                else:
+                    if frame:
+                        im.seek(frame)
+                    elif min_side > 0:
+                        reduced = draft_jpeg(im, min_side)
+                    im.load()
+                    arr, bits = _pixels_from_pil(im, path, fmt)
+                    im.close()  # frees Pillow's copy of the pixels before the float32 stage
             except ImageError:
                 raise
             except MemoryError:
@@ -349,8 +355,6 @@ def _pixels_from_pil(im: Image.Image, path: str | Path, fmt: str) -> tuple[np.nd
         mode = "RGBA"
     if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
         im, mode = im.convert("RGB"), "RGB"
-    if mode in ("RGB", "RGBA") and fmt == "png" and _png_bit_depth(path) == 16:
-        return _png16_colour(path), 16
     if mode == "LA":
         a = np.asarray(im)
         return _over_black(a[..., :1], a[..., 1], 255.0)[..., 0], 8
@@ -373,11 +377,14 @@ def _pixels_from_pil(im: Image.Image, path: str | Path, fmt: str) -> tuple[np.nd
     )
 
 
-def _over_black(colour: np.ndarray, alpha: np.ndarray, top: float) -> np.ndarray:
-    """Composite onto black where alpha < max (padding is black everywhere in the app)."""
+def _over_black(colour: np.ndarray, alpha: np.ndarray, top: float, *, in_place: bool = False) -> np.ndarray:
+    """Composite onto black where alpha < max (padding is black everywhere in the app).
+
+    ``in_place``: write into ``colour`` (a buffer the caller owns) instead of a new array.
+    """
     if alpha.size == 0 or alpha.min() >= top:
         return colour
-    out = np.empty(colour.shape, dtype=colour.dtype)
+    out = colour if in_place else np.empty(colour.shape, dtype=colour.dtype)
     for band in row_bands(colour.shape):  # float32 temporaries of one band only
         a = alpha[band].astype(np.float32)[..., None] / np.float32(top)
         work = colour[band].astype(np.float32) * a
@@ -390,10 +397,12 @@ def _png16_colour(path: str | Path) -> np.ndarray:
     data = np.fromfile(str(path), dtype=np.uint8)
     arr = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if arr is None or arr.ndim != 3 or arr.dtype != np.uint16:
+        require_complete(path, "png", 0)  # say "ends early" where that is why
         raise ValueError("16-bit colour PNG could not be decoded")
+    colour = arr[..., :3]
     if arr.shape[2] == 4:
-        arr = _over_black(arr[..., :3], arr[..., 3], 65535.0)
-    return np.ascontiguousarray(arr[..., 2::-1])  # BGR -> RGB
+        colour = _over_black(colour, arr[..., 3], 65535.0, in_place=True)
+    return colour[..., ::-1]  # BGR -> RGB, a view: no second full-size copy
 
 
 def _to_study_image(arr: np.ndarray, bits: int, fmt: str, frame: int, frames: int,
@@ -407,9 +416,9 @@ def _to_study_image(arr: np.ndarray, bits: int, fmt: str, frame: int, frames: in
     else:
         pixels = arr.astype(np.float32)
     mask = None
-    if not np.isfinite(pixels).all():  # float TIFFs may hold NaN/inf: show them black
-        mask = ~np.isfinite(pixels)
-        pixels = np.where(mask, np.float32(0), pixels)
+    if arr.dtype.kind == "f" and not all(np.isfinite(pixels[b]).all() for b in row_bands(pixels.shape)):
+        mask = ~np.isfinite(pixels)  # float TIFFs may hold NaN/inf: show them black
+        pixels[mask] = 0.0
     if bits == 8 or rgb is not None:
         window = full_scale_window(bits)
     else:
