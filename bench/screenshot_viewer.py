@@ -1,5 +1,10 @@
 """Screenshot of the real app under Xvfb: a sample study with the Grad-CAM overlay at 50 % opacity.
 
+The default study is the repository's own sample (resources/samples), so it runs on a fresh
+clone. With the demonstration model, ``--study resources/samples/RG1_J2KI.dcm`` scores above
+the decision threshold (the heatmap is drawn) and the default NIH sample below it (the canvas
+says "No finding above threshold - no heatmap").
+
 Starts an X server (Xvfb), launches ``cxr-desktop`` on the study exactly as a
 user would (real xcb platform, not offscreen), waits until the result is shown
 (the app's ``CXR_REPORT_STARTUP`` milestones), then takes an X screenshot of
@@ -27,7 +32,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT_STUDY = REPO.parent / "shared" / "data" / "cxr" / "00000001_000.png"
+DEFAULT_STUDY = REPO / "resources" / "samples" / "00000001_000.png"  # in the repository: works on a fresh clone
 
 
 def free_display() -> int:

@@ -190,12 +190,13 @@ def test_below_threshold_no_heatmap_but_a_note_and_an_explicit_toggle(qtbot, win
     panel, canvas = window.overlay_panel, window.canvas
     assert not canvas.overlay_shown
     assert panel.gate_text == NO_HEATMAP_TEXT and panel.show_below_box.isVisibleTo(panel)
-    assert canvas.overlay_note.startswith(NO_HEATMAP_TEXT)
+    assert canvas.overlay_note.startswith(NO_HEATMAP_TEXT) and "P(abnormal) = " in canvas.overlay_note
+    assert not panel.legend.isVisibleTo(panel)  # no colour bar without a map
     bare = viewport(qtbot, window)
     assert colourful(bare[120:]).max() <= 2  # the radiograph below the note is untinted grey
     # the reader asks for it: drawn, labelled as below threshold
     panel.set_show_below(True)
-    assert canvas.overlay_shown
+    assert canvas.overlay_shown and panel.legend.isVisibleTo(panel)
     assert panel.legend.title == legend_title("abnormal", below_threshold=True)
     assert panel.gate_text == SHOWN_BELOW_TEXT and canvas.overlay_note == SHOWN_BELOW_TEXT
     assert colourful(viewport(qtbot, window)[120:]).max() > 40

@@ -25,7 +25,7 @@ from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.gui.overlay import paint_legend
 
 EXPORT_MODES = ("native", "view")  # the image at its own resolution, or the viewport as shown
-LEGEND_WIDTH = 150  # at the reference size; scaled with the picture
+LEGEND_WIDTH = 180  # at the reference size; scaled with the picture
 CAPTION_FONT_PX = 13
 REFERENCE_SIDE = 700  # pictures up to this short side use the sizes above
 

@@ -508,7 +508,8 @@ class MainWindow(QMainWindow):
             self.prediction_shown.emit(outcome)
             return
         self.results.show_prediction(res.prediction, active.card.positive_class if active else None,
-                                     out_of_scope=None if verdict.in_scope else [r.message for r in verdict.reasons])
+                                     out_of_scope=None if verdict.in_scope else [r.message for r in verdict.reasons],
+                                     caution=verdict.caution)
         if res.heatmap is not None:
             self.layer = outcome.layer or HeatmapLayer(res.heatmap, res.cam_class)
         self._show_overlay()
@@ -543,9 +544,10 @@ class MainWindow(QMainWindow):
             self.canvas.clear_overlay()
             self.overlay_panel.set_explained(layer.class_name)
             self.overlay_panel.set_gate("below")
+            positive = self.models.active.card.positive_class if self.models.active else "finding"
             self.canvas.set_overlay_note(
-                f"{NO_HEATMAP_TEXT} (P = {pred.score:.3f} < {pred.threshold:.3f}). "
-                "See 'Show heatmap anyway' in the Heatmap tab.")
+                f"{NO_HEATMAP_TEXT}: P({positive}) = {pred.score:.3f} < {pred.threshold:.3f}. "
+                "To see it anyway: Heatmap tab > 'Show heatmap anyway'.")
 
     def _on_overlay_visible(self, on: bool) -> None:
         self.canvas.set_overlay_visible(on)

@@ -164,7 +164,7 @@ def paint_legend(painter: QPainter, rect: QRectF, colormap: str, title: str,
                      int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop), "high")
     floor_y = bar.bottom() - ALPHA_FLOOR * bar.height()
     painter.drawText(QRectF(x, floor_y - line / 2, rect.right() - x, line),
-                     int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), "- transparent below")
+                     int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter), "transparent below")
     painter.drawText(QRectF(x, bar.bottom() - line, rect.right() - x, line),
                      int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignBottom), "low")
     painter.drawText(QRectF(rect.left(), bar.bottom() + 0.4 * line, rect.width(), note_h + 2), wrap, note)

@@ -164,6 +164,7 @@ class OverlayPanel(QWidget):
         self.gate_label.setText(text)
         self.gate_label.setVisible(bool(text))
         self.show_below_box.setVisible(state in ("below", "below_shown"))
+        self.legend.setVisible(state != "below")  # no colour bar for a map that is not drawn
 
     @property
     def gate_text(self) -> str:
