@@ -17,8 +17,8 @@ import numpy as np
 import psutil
 import pytest
 
-from cxr_desktop.cli.screen import EXIT_MODEL, EXIT_OK, EXIT_USAGE, main
-from cxr_desktop.screening.results import journal_path_for
+from cxr_desktop.cli.screen import EXIT_IO, EXIT_MODEL, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, main
+from cxr_desktop.screening.results import journal_path_for, read_journal
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -202,3 +202,117 @@ def test_kill_9_at_several_points_then_resume_gives_exactly_one_row_per_file(tmp
     assert not journal.exists()
     scores = [float(r["score"]) for r in final]
     assert scores == sorted(scores, reverse=True)
+
+
+# --------------------------------------------------------------------------- exit codes and messages
+
+
+def _mount_tmpfs(where: Path, options: str) -> None:
+    """Mount a small tmpfs (root only; skips elsewhere): the one honest way to get a full or read-only disk."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs")
+    where.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+
+
+@pytest.fixture
+def mounts():
+    mounted: list[Path] = []
+
+    def mount(where: Path, options: str) -> Path:
+        _mount_tmpfs(where, options)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
+
+
+def _args(folder: Path, out: Path, model: Path, *extra: str) -> list[str]:
+    return [str(folder), "--out", str(out), "--model", str(model), "--workers", "1", "--batch-size", "4",
+            "--device", "cpu", *SYNTHETIC_OK, *extra]
+
+
+def test_read_only_output_folder_is_an_io_error_that_wrote_nothing(tmp_path, model_file, mounts):
+    folder = _folder(tmp_path / "in", 3)
+    ro = mounts(tmp_path / "ro", "ro,size=1m")
+    err = io.StringIO()
+    code = main(_args(folder, ro / "r.csv", model_file), stderr=err)
+    text = err.getvalue()
+    assert code == EXIT_IO, text
+    assert "Read-only file system" in text and "No rows were written" in text
+    assert "kept" not in text and "Traceback" not in text
+
+
+@pytest.mark.slow
+def test_disk_full_exit_code_says_only_what_is_true_and_resume_finishes(tmp_path, model_file, mounts):
+    n = 30  # more rows than one 4 KiB page holds
+    folder = _folder(tmp_path / "in", n)
+    disk = mounts(tmp_path / "small", "size=256k")
+    fillers = []
+    k = 0
+    while True:  # fill the disk one page at a time
+        try:
+            (disk / f"fill{k:04d}").write_bytes(b"\0" * 4096)
+        except OSError:
+            (disk / f"fill{k:04d}").unlink(missing_ok=True)
+            break
+        fillers.append(disk / f"fill{k:04d}")
+        k += 1
+    out = disk / "r.csv"
+    journal = journal_path_for(out)
+
+    err = io.StringIO()
+    assert main(_args(folder, out, model_file), stderr=err) == EXIT_IO, err.getvalue()
+    assert "No space left on device" in err.getvalue() and "No rows were written" in err.getvalue()
+    assert "kept" not in err.getvalue()
+
+    fillers.pop().unlink()  # one page: room for the journal's header and a few rows, not for all
+    err = io.StringIO()
+    assert main(_args(folder, out, model_file, "--resume"), stderr=err) == EXIT_IO, err.getvalue()
+    kept = len(read_journal(journal)[1])
+    assert 0 < kept < n
+    assert f"{kept} finished rows are kept in r.csv.journal" in err.getvalue()
+
+    for f in fillers:
+        f.unlink()
+    err = io.StringIO()
+    assert main(_args(folder, out, model_file, "--resume"), stderr=err) == EXIT_OK, err.getvalue()
+    assert f"{n} files ({kept} already done, {n - kept} to do)" in err.getvalue()
+    paths = [r["path"] for r in _rows(out)]
+    assert len(paths) == n == len(set(paths))
+
+
+@pytest.mark.slow
+def test_sigterm_prints_one_line_keeps_rows_and_exits_143(tmp_path, model_file):
+    folder = _folder(tmp_path / "in", 40)
+    out = tmp_path / "res.csv"
+    journal = journal_path_for(out)
+    proc = _start(folder, out, model_file)
+    t0 = time.monotonic()
+    while _journal_rows(journal) < 3:
+        assert proc.poll() is None, proc.stderr.read().decode(errors="replace")
+        assert time.monotonic() - t0 < 120
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    text = stderr.decode(errors="replace")
+    assert proc.returncode == EXIT_TERMINATED == 143, text
+    kept = len(read_journal(journal)[1])
+    lines = [ln for ln in text.splitlines() if "SIGTERM" in ln]
+    assert lines == [f"cxr-screen: stopped by SIGTERM; {kept} rows kept in res.csv.journal; resume with --resume."]
+    assert kept >= 3 and "Traceback" not in text and "Warning" not in text
+
+
+def test_help_documents_every_exit_code(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    for code in (EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_IO, EXIT_TERMINATED, 130):
+        assert f"\n  {code} " in text

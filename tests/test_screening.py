@@ -263,12 +263,12 @@ def test_cancel_keeps_finished_rows_and_resume_completes(engine, tmp_path):
             cancel.set()
         if isinstance(ev, ScreenFinished):
             fin = ev
-    assert fin.cancelled and fin.rows_written == len(done_rows) == 2
+    assert fin.cancelled and fin.rows_written == len(done_rows) == 1  # the first batch is one file
     assert {r["path"] for r in _csv_rows(out)} == {r.path for r in done_rows}
     assert journal_path_for(out).exists()  # kept for resume
     events = _run(folder, engine, out, resume=True, batch_size=4)
     started = next(e for e in events if isinstance(e, ScreenStarted))
-    assert (started.already_done, started.to_do) == (2, 10)
+    assert (started.already_done, started.to_do) == (1, 11)
     paths = [r["path"] for r in _csv_rows(out)]
     assert sorted(paths) == [f"f{i:02d}.png" for i in range(12)]
     # resuming a finished run does no work and keeps every row
@@ -321,3 +321,51 @@ def test_walk_skips_outputs_hidden_files_and_non_images(tmp_path):
     (tmp_path / "out.csv").write_text("x")
     found = list_image_files(tmp_path, exclude=[tmp_path / "heat", tmp_path / "out.csv"])
     assert found == ["a.png", "noext"]
+
+
+# --------------------------------------------------------------------------- files that never end
+
+
+def sleep_on_marked_files(path: str):
+    """Loader for the time-limit test: a decoder stuck on one file (it would sleep for a minute)."""
+    import time
+
+    if "stuck" in os.path.basename(path):
+        time.sleep(60)
+    from cxr_desktop.screening.dataset import default_loader
+
+    return default_loader(path)
+
+
+def test_fifo_is_an_error_row_and_a_stuck_decode_is_stopped_by_the_time_limit(engine, tmp_path):
+    import time
+
+    folder = tmp_path / "in"
+    for i in range(4):
+        _png(folder / f"img{i}.png", 64, 64, seed=i)
+    _png(folder / "img2_stuck.png", 64, 64, seed=7)
+    os.mkfifo(folder / "pipe.dcm")  # nobody ever writes: opening it for reading would block for ever
+    os.mkfifo(tmp_path / "elsewhere-fifo")
+    os.symlink(tmp_path / "elsewhere-fifo", folder / "link.dcm")
+    out = tmp_path / "out.csv"
+    t0 = time.monotonic()
+    events = _run(folder, engine, out, workers=1, batch_size=2, loader=sleep_on_marked_files,
+                  decode_time_limit_s=1.5)
+    took = time.monotonic() - t0
+    rows = {r["path"]: r for r in _csv_rows(out)}
+    assert set(rows) == {f"img{i}.png" for i in range(4)} | {"img2_stuck.png", "pipe.dcm", "link.dcm"}
+    for name in ("pipe.dcm", "link.dcm"):
+        assert rows[name]["status"] == "error" and "named pipe (FIFO)" in rows[name]["detail"], rows[name]
+    stuck = rows["img2_stuck.png"]
+    assert stuck["status"] == "error" and "decoding took longer than 1.5 s" in stuck["detail"], stuck
+    assert all(rows[f"img{i}.png"]["status"] == "ok" for i in range(4))  # the run went on
+    assert any("took longer than 1.5 s" in getattr(e, "message", "") for e in events)
+    assert took < 45  # not the 60 s the stuck decoder wanted (the worker was replaced)
+
+
+def test_first_batches_ramp_up_so_the_first_rows_are_journalled_early():
+    from cxr_desktop.screening.runner import ramp_batches
+
+    assert [len(b) for b in ramp_batches(40, 16)] == [1, 2, 4, 8, 16, 9]
+    assert sum(ramp_batches(40, 16), []) == list(range(40))  # every position once, in order
+    assert ramp_batches(3, 1) == [[0], [1], [2]] and ramp_batches(0, 16) == []

@@ -227,6 +227,8 @@ def test_all_positives_caught_is_labelled_degenerate_not_one_to_one():
     assert "specificity" not in rep["ci_notes"]  # a real interval stays a range
     assert M.format_value_ci(rep, "specificity").count("(") == 1
     assert "auc" in rep["ci_notes"] and "perfectly separated" in rep["ci_notes"]["auc"]
+    assert M.format_value_ci(rep, "sensitivity", brief=True) == f"1.000 (CI degenerate; exact 95 % {0.025 ** 0.2:.2f}-1.00)"
+    assert M.format_value_ci(rep, "auc", brief=True) == "1.000 (CI degenerate)"
 
 
 def test_exact_interval_uses_patients_behind_the_proportion():
@@ -236,6 +238,10 @@ def test_exact_interval_uses_patients_behind_the_proportion():
     rep = M.binary_report(y, s, 0.5, n_boot=100, groups=groups)
     assert "(2 patients)" in rep["ci_notes"]["sensitivity"]
     assert f"{0.025 ** (1 / 2):.2f}-1.00" in rep["ci_notes"]["sensitivity"]
+    one = M.binary_report(np.array([1, 1, 0, 0]), np.array([0.9, 0.8, 0.1, 0.2]), 0.5, n_boot=50,
+                          groups=["a", "a", "b", "c"])
+    assert "from 1 patient:" in one["ci_notes"]["sensitivity"]
+    assert one["ci_exact"]["ppv"] == one["ci_exact"]["precision"]  # PPV at the sample's prevalence = precision
 
 
 def test_clopper_pearson_closed_form_matches_scipy():

@@ -2,16 +2,16 @@
 
     cxr-screen FOLDER --out results.csv [--model FILE] [--heatmaps DIR]
                [--device auto|cpu|cuda] [--batch-size N] [--workers N] [--resume] [--json]
+               [--decode-time-limit SECONDS]
                [--allow-secondary-capture] [--min-age N] [--disable-rule CODE ...] [--show-anyway]
 
 One CSV row per input file (sorted by score, highest first); ``--json`` also
 writes ``results.json`` beside it. Images that are not adult frontal chest
 radiographs get status ``out_of_scope``, the rule codes in ``reason`` and the
-sentences in ``detail``, and no score unless ``--show-anyway``. Progress and a summary go to stderr. Exit
-codes: 0 done (files that could not be read are rows, not failures), 1 the run
-stopped (interrupted, or an unexpected failure; rerun with --resume), 2 usage
-error (bad folder or output, no model given and no bundled one, resume of
-another model's results), 3 the model file cannot be loaded.
+sentences in ``detail``, and no score unless ``--show-anyway``. Progress and a
+summary go to stderr; library warnings and decoder chatter do not. Every row is
+journalled (fsync) as soon as it is scored, so an interrupted run loses at most
+the batch in flight; ``--resume`` continues it. Exit codes: see :data:`EXIT_CODES_HELP`.
 """
 
 from __future__ import annotations
@@ -29,9 +29,30 @@ if TYPE_CHECKING:
     from cxr_desktop.screening.runner import ScreenFinished
 
 EXIT_OK = 0
-EXIT_STOPPED = 1
-EXIT_USAGE = 2
+EXIT_STOPPED = 1  # an unexpected failure (a crash report without patient data is saved)
+EXIT_USAGE = 2  # argparse's code for usage errors
 EXIT_MODEL = 3
+EXIT_IO = 74  # sysexits.h EX_IOERR: the results cannot be written (read-only, disk full, permissions)
+EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+EXIT_CODES_HELP = f"""exit codes:
+  {EXIT_OK}    done (files that could not be read are rows with status error, not failures)
+  {EXIT_STOPPED}    unexpected failure (a crash report without patient data is saved); rerun with --resume
+  {EXIT_USAGE}    usage error: bad arguments, folder or output name, no model, --resume of another model's results
+  {EXIT_MODEL}    the model file cannot be loaded
+  {EXIT_IO}   the results cannot be written (read-only folder, disk full, permissions); rows already
+       journalled are kept (the message says how many) and --resume continues after the cause is fixed
+  {EXIT_INTERRUPTED}  stopped by Ctrl-C (SIGINT); finished rows are kept, --resume continues
+  {EXIT_TERMINATED}  stopped by SIGTERM; finished rows are kept, --resume continues"""
+
+
+class _Stopped(BaseException):
+    """Raised in the main thread by the SIGTERM / SIGINT handler (like KeyboardInterrupt)."""
+
+    def __init__(self, signame: str, code: int):
+        super().__init__(signame)
+        self.signame, self.code = signame, code
 
 
 def _positive_int(text: str) -> int:
@@ -61,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="cxr-screen",
         description="Screen every chest X-ray under FOLDER with the decision-aid model and write a worklist "
                     "ranked by score. " + DECISION_AID_NOTICE,
+        epilog=EXIT_CODES_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     ap.add_argument("folder", type=Path, help="folder to screen (searched recursively: PNG, JPEG, TIFF, DICOM)")
     ap.add_argument("--out", type=Path, required=True, help="CSV file to write (one row per input file)")
@@ -76,6 +98,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same --out and --model (done files are skipped)")
     ap.add_argument("--json", action="store_true", help="also write the results as JSON beside the CSV")
+    ap.add_argument("--decode-time-limit", type=_non_negative_float, default=None, metavar="SECONDS",
+                    help=f"stop decoding a file after SECONDS (its row says so; default {_default_limit():g}; "
+                         "0 = no limit; needs decode workers)")
     scope = ap.add_argument_group(
         "input safety",
         "Images that are not adult frontal chest radiographs (other modalities, lateral views, children, colour "
@@ -92,6 +117,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="also score out-of-scope images: their rows keep status out_of_scope and the reason, "
                             "and the score is not reliable for them")
     return ap
+
+
+def _default_limit() -> float:
+    from cxr_desktop.screening.runner import DEFAULT_DECODE_TIME_LIMIT_S
+
+    return DEFAULT_DECODE_TIME_LIMIT_S
 
 
 def _rule_codes() -> list[str]:
@@ -167,15 +198,108 @@ class _Progress:
             self._shown = False
 
 
+def quiet_library_output() -> None:
+    """Keep stderr for this tool's own lines: Python warnings and library log records go nowhere.
+
+    Decoders and numpy warn about damaged files; each file's outcome is already its row.
+    (Decode workers silence their own stderr, see ``screening.dataset.quiet_worker_output``.)
+    """
+    import logging
+
+    logging.captureWarnings(True)
+    wlog = logging.getLogger("py.warnings")
+    wlog.propagate = False
+    if not wlog.handlers:
+        wlog.addHandler(logging.NullHandler())
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())  # no "last resort" printing of library records
+
+
+def _install_stop_handlers() -> dict[int, object]:
+    """SIGTERM and SIGINT raise :class:`_Stopped` in the main thread (once; a second signal waits)."""
+    import signal
+
+    fired: list[str] = []
+
+    def handler(signum: int, _frame: object) -> None:
+        if fired:
+            return  # already stopping: let the clean-up finish
+        name = signal.Signals(signum).name
+        fired.append(name)
+        raise _Stopped(name, EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED)
+
+    previous: dict[int, object] = {}
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            previous[sig] = signal.signal(sig, handler)
+        except ValueError:  # not the main thread (embedded use): keep the defaults
+            pass
+    return previous
+
+
+def _restore_handlers(previous: dict[int, object]) -> None:
+    import signal
+
+    for sig, h in previous.items():
+        signal.signal(sig, h)  # type: ignore[arg-type]
+
+
+def _kept_rows(out: Path) -> tuple[int, Path]:
+    """How many finished rows an interrupted run leaves (the journal's valid rows) and where."""
+    from cxr_desktop.screening.results import iter_unique, journal_path_for, read_journal
+
+    journal = journal_path_for(out)
+    try:
+        return sum(1 for _ in iter_unique(read_journal(journal)[1])), journal
+    except (OSError, ValueError):
+        return 0, journal
+
+
+def _writable_folder(folder: Path) -> str:
+    """'' when a file can be created in ``folder``, else why not (strerror)."""
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".cxr-screen-", suffix=".probe"):
+            pass
+    except OSError as exc:
+        return exc.strerror or exc.__class__.__name__
+    return ""
+
+
 def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> int:
     """Run ``cxr-screen``; returns the exit code."""
     err = stderr or sys.stderr
     args = _parser().parse_args(argv)
+    quiet_library_output()
+    previous = _install_stop_handlers()
+    out = args.out
 
     def fail(code: int, message: str) -> int:
         err.write(f"cxr-screen: {message}\n")
         return code
 
+    try:
+        return _run(args, err, fail)
+    except _Stopped as stop:
+        kept, journal = _kept_rows(out)
+        what = f"{kept} rows kept in {journal.name}" if kept else "no rows were written yet"
+        return fail(stop.code, f"stopped by {stop.signame}; {what}; resume with --resume.")
+    except Exception as exc:  # an unexpected failure: one line here, the details in a redacted crash report
+        from cxr_desktop.crash_log import write_crash_log
+
+        report = write_crash_log(type(exc), exc, exc.__traceback__)
+        kept, journal = _kept_rows(out)
+        what = f"{kept} finished rows are kept in {journal.name}" if kept else "no rows were written"
+        where = f"a report without patient data is in {report}" if report else "no crash report could be saved"
+        return fail(EXIT_STOPPED, f"unexpected failure ({exc.__class__.__name__}); {what}; {where}. Rerun "
+                                  "with --resume.")
+    finally:
+        _restore_handlers(previous)
+
+
+def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no-untyped-def]
     if not args.folder.is_dir():
         return fail(EXIT_USAGE, f"{args.folder} is not a folder; give the folder that holds the images.")
     out = args.out
@@ -185,6 +309,10 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
         return fail(EXIT_USAGE, f"the folder for --out ({out.parent}) does not exist; create it first.")
     if args.heatmaps is not None and args.heatmaps.exists() and not args.heatmaps.is_dir():
         return fail(EXIT_USAGE, f"--heatmaps {args.heatmaps} is a file; give a folder.")
+    why = _writable_folder(out.parent)
+    if why:
+        return fail(EXIT_IO, f"cannot write in the folder of --out ({why}); choose a writable folder. "
+                             "No rows were written.")
 
     from cxr_desktop.paths import default_model_path
 
@@ -196,7 +324,7 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
 
     from cxr_desktop.errors import CxrError
     from cxr_desktop.inference.engine import EngineOptions, load_engine
-    from cxr_desktop.screening.runner import prepare_workers
+    from cxr_desktop.screening.runner import DEFAULT_DECODE_TIME_LIMIT_S, prepare_workers
 
     if args.workers != 0:
         prepare_workers()  # the decode workers' fork server starts while the model loads
@@ -216,9 +344,10 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
     json_path = out.with_suffix(".json") if args.json else None
     if json_path is not None and json_path == out:
         json_path = out.with_name(out.name + ".json")
+    limit = DEFAULT_DECODE_TIME_LIMIT_S if args.decode_time_limit is None else args.decode_time_limit
     opts = ScreenOptions(batch_size=args.batch_size, workers=args.workers, heatmaps_dir=args.heatmaps,
                          json_path=json_path, resume=args.resume, scope_settings=scope_settings_from_args(args),
-                         show_anyway=args.show_anyway)
+                         show_anyway=args.show_anyway, decode_time_limit_s=limit or None)
     progress = _Progress(err)
     err.write(f"cxr-screen: {DECISION_AID_NOTICE}\n")
     finished: ScreenFinished | None = None
@@ -239,16 +368,21 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
                 finished = ev
     except ResumeMismatch as exc:
         return fail(EXIT_USAGE, str(exc))
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped) as exc:
+        gen.close()  # stops the workers; every scored row is already in the journal
+        progress.end_line()
+        if isinstance(exc, KeyboardInterrupt):
+            exc = _Stopped("SIGINT", EXIT_INTERRUPTED)
+        raise exc from None
+    except OSError as exc:
         gen.close()
         progress.end_line()
-        return fail(EXIT_STOPPED, "interrupted; finished rows are kept. Run the same command with --resume "
-                                  "to continue.")
-    except OSError as exc:
-        progress.end_line()
-        return fail(EXIT_USAGE if finished is None else EXIT_STOPPED,
-                    f"cannot write the results ({exc.__class__.__name__}: {exc.strerror or exc}); check --out "
-                    "and free disk space. Finished rows are kept; rerun with --resume.")
+        kept, journal = _kept_rows(out)
+        name = Path(exc.filename).name if isinstance(exc.filename, str) else out.name
+        what = (f"{kept} finished rows are kept in {journal.name}; free space (or fix the permissions) and "
+                "rerun with --resume." if kept else "No rows were written.")
+        return fail(EXIT_IO, f"cannot write the results ({exc.strerror or exc.__class__.__name__}: {name}); "
+                             f"check --out and free disk space. {what}")
     progress.end_line()
     if finished is None:  # pragma: no cover - the generator always finishes with ScreenFinished
         return fail(EXIT_STOPPED, "screening stopped early; rerun with --resume.")

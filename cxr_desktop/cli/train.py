@@ -122,7 +122,7 @@ def _ci(m: dict[str, Any], key: str) -> str:
     """Value with its 95 % CI, or with the note saying why the interval is degenerate."""
     from cxr_desktop.training.metrics import format_value_ci
 
-    return format_value_ci(m, key)
+    return format_value_ci(m, key, brief=True)
 
 
 class Printer:

@@ -3,10 +3,17 @@
 A backend turns a normalised batch (N, 3, S, S) into last-block activations
 (N, 2048, S/32, S/32); the small head always runs in torch (fp32), so
 prediction and Grad-CAM share one backbone pass whatever the backend.
+
+The ONNX graph is exported once per (model hash, input size) and cached; once the
+engine has checked a cached graph against torch, a marker beside it records the
+graph's SHA-256, so later starts (a resumed screening run, the next app start) load
+the cached session without exporting or checking again.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -61,20 +68,54 @@ class OnnxBackend:
 
         self.path = export_features_onnx(model, input_size=input_size, cache_dir=cache_dir,
                                          key=model_sha256)
+        graph = self.path.read_bytes()  # read once: hashed for the marker, then given to the session
+        self._graph_sha256 = hashlib.sha256(graph).hexdigest()
+        #: True when this exact cached graph was checked against torch before (see mark_verified).
+        self.verified = _read_marker(self.path) == self._marker()
         opts = ort.SessionOptions()
+        opts.log_severity_level = 3  # errors only: no optimizer chatter on the user's terminal
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.intra_op_num_threads = threads or max(1, _physical_cores())
         opts.inter_op_num_threads = 1
         # No busy-waiting between runs: the head and Grad-CAM run in torch, and decode workers
         # share the cores; spinning ORT threads would starve them (measured in bench_engine).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
         self.name = "onnxruntime-cpu"
+
+    def _marker(self) -> dict[str, str]:
+        import onnxruntime as ort
+
+        return {"graph_sha256": self._graph_sha256, "onnxruntime": ort.__version__}
+
+    def mark_verified(self) -> None:
+        """Record that this cached graph agrees with torch (atomic; a failure only costs a re-check)."""
+        if self.verified:
+            return
+        try:
+            from cxr_desktop.atomic import write_text_atomic
+
+            write_text_atomic(_marker_path(self.path), json.dumps(self._marker()))
+            self.verified = True
+        except OSError:
+            log.info("could not record the ONNX check for %s", self.path.name)
 
     def features(self, batch: np.ndarray) -> torch.Tensor:
         x = np.ascontiguousarray(batch, dtype=np.float32)
         (out,) = self.session.run(None, {"input": x})
         return torch.from_numpy(out)
+
+
+def _marker_path(graph: Path) -> Path:
+    return graph.with_name(graph.name + ".verified.json")
+
+
+def _read_marker(graph: Path) -> dict[str, str] | None:
+    try:
+        data = json.loads(_marker_path(graph).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _physical_cores() -> int:

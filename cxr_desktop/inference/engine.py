@@ -135,7 +135,8 @@ class InferenceEngine:
                 onnx = OnnxBackend(self._cpu_model, input_size=self.card.input_size,
                                    model_sha256=self.model_sha256,
                                    cache_dir=self.options.cache_dir or (cache_dir() / "onnx"))
-                if self._agrees_with_torch(onnx):
+                if onnx.verified or self._agrees_with_torch(onnx):  # checked once per cached graph
+                    onnx.mark_verified()
                     return onnx
                 self.notes.append("ONNX Runtime disagreed with PyTorch; using PyTorch on the CPU.")
             except Exception as exc:  # missing runtime, export failure: torch still works

@@ -3,10 +3,15 @@
 ``screen_folder`` walks the folder, decodes and preprocesses in DataLoader
 worker processes (overlapping with inference on the device), scores each batch
 with the engine's ``run_batch`` (prediction and Grad-CAM in one backbone pass),
-journals every finished row (flush + fsync per batch) and yields typed progress
-events. At the end (or on cancel) it writes the CSV (and JSON) atomically,
-sorted by score. A decoder that crashes a worker process costs one ``error`` row
-for the file that did it, never the run.
+journals every finished row (flush + fsync per batch, as soon as it is scored)
+and yields typed progress events. At the end (or on cancel) it writes the CSV
+(and JSON) atomically, sorted by score. A decoder that crashes a worker process
+costs one ``error`` row for the file that did it, never the run; so does a file
+whose decoding takes longer than the per-file time limit (the worker is replaced).
+
+Interrupted runs must make progress even when killed every few seconds: the
+first batches are small (1, 2, 4, ... up to the batch size), so the first rows
+are durable a moment after the model is ready, not after a whole batch.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ from torch.utils.data import DataLoader, Subset
 from cxr_desktop.errors import CxrError, Reason
 from cxr_desktop.scope import LearnedScopeCheck, ScopeSettings
 from cxr_desktop.screening.dataset import (
-    DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader, model_input_loader,
-    out_of_scope_detail, worker_init,
+    DecodeClock, DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader,
+    model_input_loader, out_of_scope_detail, worker_init,
 )
 from cxr_desktop.screening.heatmaps import write_heatmap_files
 from cxr_desktop.screening.results import (
@@ -42,6 +47,8 @@ from cxr_desktop.screening.walk import iter_image_files
 log = logging.getLogger(__name__)
 
 MAX_DEFAULT_WORKERS = 4
+#: Default per-file decode time limit (seconds) in the worker processes.
+DEFAULT_DECODE_TIME_LIMIT_S = 60.0
 
 
 class ResumeMismatch(CxrError):
@@ -118,6 +125,9 @@ class ScreenOptions:
     show_anyway: bool = False  # score out-of-scope images too (rows stay out_of_scope, with the reason)
     loader: ImageLoader | None = None  # None: model_input_loader(the model's input size)
     heatmap_threads: int | None = None  # None: max(1, workers)
+    #: Per-file decode limit in worker processes (None or 0: none; never applies with workers=0).
+    decode_time_limit_s: float | None = DEFAULT_DECODE_TIME_LIMIT_S
+    ramp_batches: bool = True  # first batches 1, 2, 4, ...: the first rows are durable sooner
 
 
 @dataclass
@@ -280,7 +290,7 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
         cancelled = False
         loader = opts.loader if opts.loader is not None else model_input_loader(card.input_size)
         dataset = ScreeningDataset(folder, todo, card.preprocessing, loader=loader, scope=scope,
-                                   show_anyway=opts.show_anyway)
+                                   show_anyway=opts.show_anyway, time_limit_s=opts.decode_time_limit_s)
         want_cam = opts.heatmaps_dir is not None
         batches = _scored_batches(dataset, engine, workers, batch_size, opts, want_cam, after_model)
         for scored in batches:
@@ -352,6 +362,18 @@ def _prior_rows(out_csv: Path, journal_path: Path, header: JournalHeader) -> lis
     return list(iter_unique(rows))
 
 
+def ramp_batches(n: int, batch_size: int) -> list[list[int]]:
+    """Positions 0..n-1 in batches of 1, 2, 4, ... then ``batch_size`` (the first rows come back soonest)."""
+    out, i, size = [], 0, 1
+    batch_size = max(1, int(batch_size))
+    while i < n:
+        k = min(size, batch_size, n - i)
+        out.append(list(range(i, i + k)))
+        i += k
+        size *= 2
+    return out
+
+
 def _make_loader(dataset: Any, workers: int, batch_size: int, opts: ScreenOptions, pin: bool) -> DataLoader:
     kwargs: dict[str, Any] = {}
     if workers > 0:
@@ -365,6 +387,9 @@ def _make_loader(dataset: Any, workers: int, batch_size: int, opts: ScreenOption
         kwargs.update(multiprocessing_context=ctx, prefetch_factor=max(1, opts.prefetch_factor),
                       worker_init_fn=functools.partial(worker_init, parent_pid=os.getpid()),
                       persistent_workers=False)  # one pass over the folder
+    if opts.ramp_batches and batch_size > 1:
+        return DataLoader(dataset, batch_sampler=ramp_batches(len(dataset), batch_size), num_workers=workers,
+                          collate_fn=collate_decoded, pin_memory=pin, **kwargs)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                       collate_fn=collate_decoded, pin_memory=pin, drop_last=False, **kwargs)
 
@@ -400,7 +425,9 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
 
     After a crash, the files that may have been in flight are decoded by one
     worker, one at a time; a file that kills that worker twice gets an ``error``
-    row and screening goes on (a single chance failure costs nothing).
+    row and screening goes on (a single chance failure costs nothing). A worker
+    stopped by the decode time limit names its file (:class:`DecodeClock`): that
+    file gets an ``error`` row at once and the others go on as before.
     """
     pin = getattr(getattr(engine, "device_info", None), "kind", "cpu") == "cuda"
     queue = list(range(len(dataset)))
@@ -414,13 +441,25 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
         else:
             seg, w, bs = queue, workers, batch_size
         consumed = 0
+        clock = _clock_for(dataset, w, opts)
         try:
             for batch in _iterate(_make_loader(Subset(dataset, seg), w, bs, opts, pin)):
                 consumed += len(batch.items)
                 yield _score(batch, dataset, engine, want_cam, after_model, opts.show_anyway)
         except _WorkerCrashed:
-            log.warning("a decode worker process stopped unexpectedly")
             queue = queue[consumed:]
+            late = [i for i in (clock.overdue() if clock is not None else []) if i in queue]
+            if late:  # the time limit stopped a worker: its file is known, the others are innocent
+                for i in late:
+                    yield _Scored([_timeout_row(dataset, i, engine, clock.limit_s)], [], None)  # type: ignore[union-attr]
+                    yield (f"Decoding {Path(dataset.relpaths[i]).name} took longer than "
+                           f"{_seconds(clock.limit_s)} s; it is listed as an error and screening goes on.")  # type: ignore[union-attr]
+                queue = [i for i in queue if i not in late]
+                if isolate > 0:
+                    isolate = max(0, isolate - consumed - len(late))
+                suspect = False
+                continue
+            log.warning("a decode worker process stopped unexpectedly")
             if isolate > 0:
                 isolate = max(0, isolate - consumed)
             if suspect:
@@ -435,11 +474,40 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
             else:
                 isolate = w * max(1, opts.prefetch_factor) * bs + bs  # everything that was in flight
             continue
+        finally:
+            if clock is not None:
+                clock.close()
+                dataset.clock_path = None
         queue = queue[len(seg):]
         if suspect:
             suspect, isolate = False, max(0, isolate - 1)  # decoded fine alone: not the culprit
         else:
             isolate = 0
+
+
+def _clock_for(dataset: ScreeningDataset, workers: int, opts: ScreenOptions) -> DecodeClock | None:
+    """A fresh decode clock for the next DataLoader's workers (None: no limit, or decoding in-process)."""
+    limit = opts.decode_time_limit_s
+    if workers <= 0 or not limit or limit <= 0:
+        return None
+    import tempfile
+
+    clock = DecodeClock(float(limit), workers, tempfile.gettempdir())
+    dataset.clock_path = clock.path
+    return clock
+
+
+def _seconds(value: float) -> str:
+    return f"{value:g}"
+
+
+def _timeout_row(dataset: ScreeningDataset, index: int, engine: Any, limit_s: float) -> ResultRow:
+    rel = dataset.relpaths[index]
+    return ResultRow(path=rel, status=STATUS_ERROR, reason=Reason.UNREADABLE.value,
+                     detail=f"{Path(rel).name}: decoding took longer than {_seconds(limit_s)} s, so it was "
+                            "stopped (the file may be damaged or far larger than it looks); open it in another "
+                            "viewer, or screen it alone with a longer --decode-time-limit.",
+                     model=engine.card.display_name)
 
 
 def _crash_row(dataset: ScreeningDataset, index: int, engine: Any) -> ResultRow:

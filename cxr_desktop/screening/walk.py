@@ -6,7 +6,9 @@ so a damaged ``.png`` or a ``.bmp`` gets an ``error`` row saying what to do
 instead of vanishing; any other file is an input when its first bytes say it is an image (DICOM files
 often have no extension). Hidden files and folders (name starts with '.') and
 the run's own outputs are skipped. Folder symlinks are not followed (no loops);
-file symlinks are.
+file symlinks are. Only regular files are sniffed: a named pipe, device or socket
+(or a broken link) with an image extension is listed, without being opened, so that
+its row can say what it is; without an image extension it is skipped.
 """
 
 from __future__ import annotations
@@ -56,8 +58,8 @@ def iter_image_files(root: str | os.PathLike[str], *, exclude: Iterable[str | os
 
 def _is_candidate(full: str, name: str, sniff: Callable[[str], bool]) -> bool:
     try:
-        if not os.path.isfile(full):  # sockets, fifos, broken symlinks
-            return os.path.islink(full) and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
+        if not os.path.isfile(full):  # named pipes, devices, sockets, broken symlinks: never opened here
+            return os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS  # listed: an error row says why
     except OSError:
         return False
     if os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS:

@@ -167,11 +167,13 @@ _PROPORTIONS: dict[str, Callable[[dict[str, int]], tuple[int, int]]] = {
     "sensitivity": lambda c: (c["tp"], c["tp"] + c["fn"]),
     "specificity": lambda c: (c["tn"], c["tn"] + c["fp"]),
     "precision": lambda c: (c["tp"], c["tp"] + c["fp"]),
+    "ppv": lambda c: (c["tp"], c["tp"] + c["fp"]),  # at the sample's own prevalence PPV is the precision
     "accuracy": lambda c: (c["tp"] + c["tn"], c["tp"] + c["tn"] + c["fp"] + c["fn"]),
     "npv": lambda c: (c["tn"], c["tn"] + c["fn"]),
 }
 _WHAT = {"sensitivity": ("positives", "detected"), "specificity": ("negatives", "called negative"),
-         "precision": ("positive calls", "correct"), "accuracy": ("cases", "correct"),
+         "precision": ("positive calls", "correct"), "ppv": ("positive calls", "correct"),
+         "accuracy": ("cases", "correct"),
          "npv": ("negative calls", "correct")}
 
 
@@ -195,6 +197,27 @@ def exact_all_or_none(k: int, n: int, alpha: float = 0.05) -> tuple[float, float
     return None
 
 
+def exact_for(key: str, counts: dict[str, int] | None, units: int | None = None
+              ) -> tuple[float, float, int, int, int] | None:
+    """Exact 95 % interval of an all-or-none proportion: (lower, upper, successes, trials, units used).
+
+    ``units`` (the patients behind the proportion) replaces the number of images when it is
+    smaller, since one patient's images are not independent. None when it does not apply.
+    """
+    if counts is None or key not in _PROPORTIONS:
+        return None
+    k, n = _PROPORTIONS[key](counts)
+    if not n or k not in (0, n):
+        return None
+    m = units if units is not None and 0 < units <= n else n
+    lo, hi = exact_all_or_none(0 if k == 0 else m, m) or (float("nan"), float("nan"))
+    return lo, hi, k, n, m
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word if n != 1 else word[:-1]}"
+
+
 def ci_note(key: str, value: float, ci: Sequence[float] | None, counts: dict[str, int] | None = None,
             units: int | None = None, unit: str = "patients") -> str | None:
     """Why a metric's interval is degenerate, in words (None when it is not).
@@ -205,16 +228,14 @@ def ci_note(key: str, value: float, ci: Sequence[float] | None, counts: dict[str
     if not is_degenerate(value, ci):
         return None
     text = "CI degenerate: every bootstrap resample gave the same value, so it shows no uncertainty"
-    if counts is not None and key in _PROPORTIONS:
-        k, n = _PROPORTIONS[key](counts)
+    exact = exact_for(key, counts, units)
+    if exact is not None:
+        lo, hi, k, n, m = exact
         what, verb = _WHAT[key]
-        if n and k in (0, n):
-            m = units if units is not None and 0 < units <= n else n
-            lo, hi = exact_all_or_none(0 if k == 0 else m, m) or (float("nan"), float("nan"))
-            kind = unit if units is not None and 0 < units <= n else "cases"
-            text = (f"CI degenerate: {'all' if k == n else 'none'} of {n} {what} {verb}"
-                    f"{f' ({m} {kind})' if m != n else ''}; exact 95 % interval from {m} {kind}: "
-                    f"{lo:.2f}-{hi:.2f}")
+        kind = unit if m != n else "cases"
+        text = (f"CI degenerate: {'all' if k == n else 'none'} of {n} {what} {verb}"
+                f"{f' ({_plural(m, kind)})' if m != n else ''}; exact 95 % interval from {_plural(m, kind)}: "
+                f"{lo:.2f}-{hi:.2f}")
     elif key in ("ppv", "npv") and counts is None:
         text = ("CI degenerate: it follows from a sensitivity or specificity that was the same in every "
                 "resample (see there)")
@@ -224,12 +245,18 @@ def ci_note(key: str, value: float, ci: Sequence[float] | None, counts: dict[str
     return text
 
 
-def format_value_ci(m: dict[str, Any], key: str, nd: int = 3) -> str:
-    """``"0.850 (0.790-0.900)"``, or the value with the degenerate-interval note instead of a zero-width CI."""
+def format_value_ci(m: dict[str, Any], key: str, nd: int = 3, *, brief: bool = False) -> str:
+    """``"0.850 (0.790-0.900)"``, or the value with the degenerate-interval note instead of a zero-width CI.
+
+    ``brief``: the note shortened to "(CI degenerate; exact 95 % 0.29-1.00)" (terminal, wizard).
+    """
     v = m.get(key)
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
         return "n/a"
     note = (m.get("ci_notes") or {}).get(key)
+    if note and brief:
+        exact = (m.get("ci_exact") or {}).get(key)
+        return f"{v:.{nd}f} (CI degenerate" + (f"; exact 95 % {exact[0]:.2f}-{exact[1]:.2f})" if exact else ")")
     if note:
         return f"{v:.{nd}f} [{note}]"
     lo, hi = m.get(f"{key}_ci95", [float("nan")] * 2)
@@ -414,20 +441,27 @@ def binary_report(y: Sequence[int] | np.ndarray, scores: Sequence[float] | np.nd
 
 def _ci_notes(out: dict[str, Any], at: dict[str, Any], y: np.ndarray, pred: np.ndarray,
               g: np.ndarray | None) -> dict[str, str]:
-    """Degenerate-interval notes, only for the metrics whose interval is degenerate.
+    """Degenerate-interval notes, only for the metrics whose interval is degenerate (exact intervals in
+    ``out["ci_exact"]``).
 
     The exact interval of an all-or-none proportion rests on the patients behind it
     (positives for sensitivity, positive calls for precision, ...) when they are known.
     """
     behind = {"sensitivity": y == 1, "specificity": y == 0, "accuracy": np.ones(y.size, bool),
-              "precision": pred, "npv": ~pred}
-    notes = {}
+              "precision": pred, "ppv": pred, "npv": ~pred}
+    own_prevalence = out.get("prevalence_source") == "test set"
+    notes: dict[str, str] = {}
+    exact: dict[str, list[float]] = {}
     for key in ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "ppv", "npv"):
         units = int(len(np.unique(g[behind[key]]))) if g is not None and key in behind else None
-        counts = at if key != "npv" or out.get("prevalence_source") == "test set" else None
+        counts = at if key not in ("ppv", "npv") or own_prevalence else None
         note = ci_note(key, out.get(key, float("nan")), out.get(f"{key}_ci95"), counts, units)
         if note:
             notes[key] = note
+            e = exact_for(key, counts, units)
+            if e is not None:
+                exact[key] = [e[0], e[1]]
+    out["ci_exact"] = exact
     return notes
 
 

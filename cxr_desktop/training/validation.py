@@ -20,7 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from cxr_desktop.training.metrics import (
-    DEFAULT_BOOTSTRAP, binary_metrics_at, bootstrap_ci, calibration, caution_summary, ci_note, roc_auc,
+    DEFAULT_BOOTSTRAP, binary_metrics_at, bootstrap_ci, calibration, caution_summary, ci_note, exact_for,
+    roc_auc,
 )
 
 
@@ -49,6 +50,7 @@ def metrics_by_input(y: np.ndarray, scores: np.ndarray, kinds: Sequence[str], th
             row[f"{key}_ci95"] = list(bootstrap_ci(
                 yy, ss, lambda a, b, kk=key: binary_metrics_at(a, b, threshold)[kk], n_boot=n_boot, seed=seed,
                 groups=gg))
+        exact = {}
         for key in ("auc", "sensitivity", "specificity"):
             units = None
             if gg is not None and key != "auc":
@@ -56,7 +58,11 @@ def metrics_by_input(y: np.ndarray, scores: np.ndarray, kinds: Sequence[str], th
             note = ci_note(key, row[key], row[f"{key}_ci95"], at if key != "auc" else None, units)
             if note:
                 notes[key] = note
+                e = exact_for(key, at, units) if key != "auc" else None
+                if e is not None:
+                    exact[key] = [e[0], e[1]]
         row["ci_notes"] = notes
+        row["ci_exact"] = exact
         out[kind] = row
     return out
 
