@@ -870,7 +870,7 @@ class EvaluationPage(QWizardPage):
             for k in ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy", "ppv", "npv"):
                 if k in m:  # a degenerate interval is named, never shown as "1.000 (1.000-1.000)"
                     cell.append(f"{'ROC AUC' if k == 'auc' else k.upper() if k in ('ppv', 'npv') else k}: "
-                                + html.escape(format_value_ci(m, k)))
+                                + html.escape(format_value_ci(m, k, brief=True)))
             pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
             source = "stated" if m.get("prevalence_source") == "stated" else "this split's own, none stated"
             prev = ("" if "prevalence" not in m else
