@@ -683,12 +683,14 @@ class MainWindow(QMainWindow):
         if active is None or outcome is None or outcome.result is None:
             return ""
         pred = outcome.result.prediction
+        from cxr_desktop.inference.cam import CAM_LABELS  # torch is loaded with the model already
+
         method = getattr(getattr(active.engine, "options", None), "cam_method", "gradcam")
         shown = self.canvas.overlay_shown and self.layer is not None
         return "\n".join(caption_lines(
             explained=self.layer.class_name if self.layer is not None else None,
             positive_class=active.card.positive_class, score=pred.score, threshold=pred.threshold,
-            model=active.display_name, method={"gradcam": "Grad-CAM"}.get(method, method), heatmap_shown=shown))
+            model=active.display_name, method=CAM_LABELS.get(method, method), heatmap_shown=shown))
 
     def export_view(self, path: str, mode: str = "native") -> Path | None:
         """Save the image with legend and caption (no patient data).
