@@ -14,7 +14,7 @@ fallback) and saves it as PNG.
 Needs: ``apt-get install -y xvfb x11-apps imagemagick libxcb-icccm4 libxcb-keysyms1
 libxcb-cursor0`` (the last three are what Qt's xcb plugin needs beyond Xvfb).
 
-Usage: python bench/screenshot_viewer.py OUT.png [--study PATH] [--model FILE]
+Usage: python bench/screenshot_viewer.py OUT.png [--study PATH | --samples] [--model FILE]
        [--opacity 50] [--size 1400x900]
 Settings are written to a temporary INI file, so the user's own are untouched.
 """
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("out", type=Path, help="PNG file to write")
     ap.add_argument("--study", type=Path, default=DEFAULT_STUDY)
+    ap.add_argument("--samples", action="store_true",
+                    help="launch as README's first command does (cxr-desktop --samples) instead of --study")
     ap.add_argument("--model", help="model file (default: what the app would use)")
     ap.add_argument("--opacity", type=int, default=50)
     ap.add_argument("--colormap", default="Turbo")
@@ -80,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("Xvfb"):
         print("Xvfb is not installed (apt-get install -y xvfb x11-apps imagemagick)", file=sys.stderr)
         return 2
-    if not args.study.exists():
+    if not args.samples and not args.study.exists():
         print(f"study not found: {args.study}", file=sys.stderr)
         return 2
 
@@ -97,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         env = dict(os.environ, DISPLAY=display, QT_QPA_PLATFORM="xcb", CXR_REPORT_STARTUP="1",
                    CXR_SETTINGS_FILE=str(ini), CXR_CACHE_DIR=os.environ.get("CXR_CACHE_DIR", str(tmp / "cache")),
                    CXR_DATA_DIR=str(tmp / "data"), PYTHONUNBUFFERED="1")
-        cmd = [sys.executable, "-m", "cxr_desktop.cli.desktop", str(args.study)]
+        cmd = [sys.executable, "-m", "cxr_desktop.cli.desktop"] + (["--samples"] if args.samples else [str(args.study)])
         if args.model:
             cmd += ["--model", args.model]
         t0 = time.time()
