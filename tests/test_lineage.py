@@ -77,7 +77,7 @@ def test_init_from_a_model_file_records_the_parent(demo_parent):
                          input_size=SIZE, seed=0)
     assert card.parent == {"name": "demo", "version": "2", "sha256": file_sha256(demo_parent)}
     assert card.demonstration is True
-    assert card.provenance["initial_weights"]["source"] == "model"
+    assert card.provenance["initial_weights"]["source"] == "file"
     assert not any("unverified" in w for w in card.warnings)  # the parent is named by its sha256 instead
     assert "Inherited from 'demo v2': Demonstration only: trained on synthetic opacities." in card.warnings
 

@@ -58,7 +58,7 @@ _IGNORED_PREFIXES = ("fc.", "head.", "extra.")
 class InitialWeights:
     """Where a new model's weights came from (stored in the card's provenance)."""
 
-    source: str  # "imagenet" (torchvision-named file), "model" (a CXR Review model), "file" (other) or "random"
+    source: str  # "imagenet" (torchvision-named file), "file" (other file, also a model file) or "random"
     file_name: str | None = None
     sha256: str | None = None
     verified: bool = False
@@ -274,7 +274,7 @@ def load_imagenet_into(
     )
     variant = next((v for v, n in IMAGENET_FILES.items() if n == p.name), None)
     return InitialWeights(
-        source="imagenet" if _TORCHVISION_NAME.match(p.name) else "model" if parent is not None else "file",
+        source="imagenet" if _TORCHVISION_NAME.match(p.name) else "file",
         file_name=p.name,
         sha256=digest,
         verified=verified,
