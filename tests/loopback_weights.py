@@ -32,8 +32,12 @@ class LoopbackServer:
             def log_message(self, *args):  # quiet
                 pass
 
+            def do_CONNECT(self):  # noqa: N802 - an https request through a proxy: refused here
+                server.requests.append({"method": "CONNECT", "path": self.path, "range": None})
+                self.send_error(502)
+
             def do_GET(self):  # noqa: N802
-                server.requests.append({"path": self.path, "range": self.headers.get("Range")})
+                server.requests.append({"method": "GET", "path": self.path, "range": self.headers.get("Range")})
                 if server.mode in ("500", "404", "proxy_only"):
                     code = 502 if server.mode == "proxy_only" else int(server.mode)
                     self.send_error(code)

@@ -143,7 +143,7 @@ def test_url_without_checksum_needs_a_sha256(server, tmp_path):
 
 def test_proxy_variables_are_honoured(server, tmp_path, monkeypatch):
     """HTTP_PROXY: the request goes to the proxy with the absolute URL (the host is never resolved);
-    NO_PROXY: a listed host is reached directly."""
+    NO_PROXY: a listed host is reached directly; HTTPS_PROXY: an https URL is tunnelled via the proxy."""
     monkeypatch.setenv("HTTP_PROXY", server.base)
     url = f"http://weights-mirror.invalid/models/{NAME}"
     _, path = _run(download_weights(url, tmp_path / "a"))
@@ -160,6 +160,12 @@ def test_proxy_variables_are_honoured(server, tmp_path, monkeypatch):
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")
         _, path = _run(download_weights(server.url, tmp_path / "b"))
         assert path.read_bytes() == PAYLOAD and len(proxy.requests) == 1  # the proxy was bypassed
+        # HTTPS_PROXY: an https URL is tunnelled through the proxy (CONNECT), which refuses here
+        monkeypatch.setenv("HTTPS_PROXY", proxy.base)
+        with pytest.raises(WeightsDownloadError, match="Could not connect.*502"):
+            _run(download_weights(f"https://weights-mirror.invalid/models/{NAME}", tmp_path / "c"))
+        assert proxy.requests[-1] == {"method": "CONNECT", "path": "weights-mirror.invalid:443", "range": None}
+        assert _files(tmp_path / "c") == []
     finally:
         proxy.close()
 
