@@ -444,6 +444,15 @@ def test_training_from_a_model_file_reports_patients_and_the_starting_model(mixe
     assert not any(pid in page for pid in set(truth.values()))  # ... never with the patient id
 
 
+def test_scan_summary_names_problem_files_without_the_patient_id(mixed):
+    root, _ = mixed
+    (root / "normal" / "P0077_bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    r = scan_folder(root, patient_regex=PATTERN, decode=False, workers=1)
+    assert "normal/P0077_bad.png" in {p.rel for p in r.problems}  # the program still knows the file
+    text = "\n".join(r.summary_lines())
+    assert "normal/[patient]_bad.png" in text and "P0077" not in text
+
+
 def test_report_captions_hide_the_patient_part_of_file_names():
     from cxr_desktop.training.scan import redact_patient
 

@@ -177,7 +177,10 @@ class ScanResult:
         }
 
     def summary_lines(self) -> list[str]:
-        """Human-readable lines (counts only, no patient data)."""
+        """Human-readable lines (counts only, no patient data: file names lose the pattern's patient part)."""
+        def hide(rel: str) -> str:
+            return redact_patient(rel, self.patient_regex)
+
         lines = [f"{len(self.items)} usable images of {self.n_patients} patients in {len(self.classes)} classes"]
         pats = self.patients_by_class()
         lines += [f"  {cls}: {n} images, {pats.get(cls, 0)} patients" for cls, n in self.counts().items()]
@@ -188,11 +191,11 @@ class ScanResult:
             lines.append(f"  the subfolders suggest {self.folder_patients} patients (one per subfolder)")
         if self.problems:
             lines.append(f"{len(self.problems)} files skipped (cannot be read):")
-            lines += [f"  {p.rel}: {p.message} [{p.reason}]" for p in self.problems]
+            lines += [f"  {hide(p.rel)}: {p.message} [{p.reason}]" for p in self.problems]
         for d in self.duplicates:
             what = ("same image in different classes (label conflict) - all copies left out"
-                    if d.conflicting else f"identical files - using {d.kept}")
-            lines.append(f"duplicate: {', '.join(d.rels)}: {what}")
+                    if d.conflicting else f"identical files - using {hide(d.kept or '')}")
+            lines.append(f"duplicate: {', '.join(hide(r) for r in d.rels)}: {what}")
         lines += [f"warning: {w}" for w in self.warnings]
         return lines
 
