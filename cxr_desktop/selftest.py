@@ -146,13 +146,20 @@ def run_self_test(model: str | None = None) -> tuple[bool, dict[str, Any]]:
 
     try:
         eng = _engine(report, model)
+        from cxr_desktop.scope import check_image, check_learned, from_loaded
+
+        learned = from_loaded(eng)  # input safety as the viewer applies it: rules refuse, learned check cautions
+        report["learned_check"] = learned.status
         results = []
         for p, im in images[:8]:
             r = eng.predict(im, cam=True)
             good = r.heatmap is not None and r.heatmap.shape == im.shape
             ok &= good
+            caution = check_learned(r.pooled, learned) if getattr(r, "pooled", None) is not None else None
             results.append({"file": p.name, "label": r.prediction.label,
-                            "score": round(r.prediction.score, 4), "heatmap_ok": good})
+                            "score": round(r.prediction.score, 4), "heatmap_ok": good,
+                            "out_of_scope": check_image(im).codes,
+                            "caution": None if caution is None else caution.short})
         report["predictions"] = results
         if not results:
             ok = False

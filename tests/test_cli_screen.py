@@ -98,8 +98,8 @@ def test_cli_writes_ranked_csv_json_heatmaps_and_summary(tmp_path, model_file):
     assert code == EXIT_OK, err.getvalue()
     rows = _rows(out)
     assert len(rows) == 7 and rows[-1]["path"] == "a/broken.png" and rows[-1]["status"] == "error"
-    assert list(rows[0]) == ["path", "status", "label", "score", "above_threshold", "p_normal", "p_pneumonia",
-                             "reason", "detail", "model"]
+    assert list(rows[0]) == ["path", "status", "label", "score", "above_threshold", "caution", "feature_distance",
+                             "feature_limit", "p_normal", "p_pneumonia", "reason", "detail", "model"]
     assert all(r["model"] == "cli-test v0" for r in rows)
     doc = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
     assert doc["summary"]["status"] == {"ok": 6, "error": 1}

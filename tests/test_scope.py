@@ -15,8 +15,12 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from cxr_desktop.imaging import load_image, probe
 from cxr_desktop.scope import (
+    CAUTION_MARK,
     RULE_CODES,
+    Caution,
     LearnedScopeCheck,
+    ScopeReason,
+    ScopeResult,
     ScopeSettings,
     check_image,
     check_info,
@@ -415,18 +419,27 @@ def test_learned_distance_matches_an_independent_mahalanobis():
     got = check.distance(x)
     np.testing.assert_allclose(got, expected, rtol=1e-4)
     assert check.distance(x[0]) == pytest.approx(expected[0], rel=1e-4)
-    np.testing.assert_array_equal(check.is_out(x), np.asarray(expected) > 3.0)
-    # a point at a class mean is in; one far away is out, with the distance in the message
+    np.testing.assert_array_equal(check.is_unusual(x), np.asarray(expected) > 3.0)
+    # a point at a class mean gets no caution; one far away gets one, with the distance and limit in it
     at_mean = tensors["ood.pca_mean"] + tensors["ood.class_means"][1] @ tensors["ood.pca_components"]
     assert check.distance(at_mean) == pytest.approx(0.0, abs=1e-3)
     assert check_learned(at_mean, check) is None
     far = at_mean + 50 * tensors["ood.pca_components"][0]
-    reason = check_learned(far, check)
-    assert reason is not None and reason.code == rules.LEARNED
-    assert f"{check.distance(far):.1f}" in reason.message
+    caution = check_learned(far, check)
+    assert isinstance(caution, Caution) and caution.code == rules.LEARNED
+    assert caution.distance == pytest.approx(check.distance(far)) and caution.limit == 3.0
+    assert f"{check.distance(far):.1f}" in caution.message and "limit 3.0" in caution.short
+    assert CAUTION_MARK in caution.short and "interpret with care" in caution.message
+    assert Caution.from_dict(caution.to_dict()) == caution and Caution.from_dict({"distance": "x"}) is None
     assert check_learned(far, check, ScopeSettings(enabled_rules=frozenset(RULE_CODES) - {rules.LEARNED})) is None
     after_model = learned_hook(check)
-    assert after_model(at_mean) is None and after_model(far) == reason.message.rstrip(".")
+    assert after_model(at_mean) is None and after_model(far) == caution
+    # a caution never makes an image out of scope: the verdict stays in scope and carries it
+    verdict = ScopeResult(in_scope=True).with_caution(caution)
+    assert verdict.in_scope and verdict.reasons == [] and verdict.caution == caution
+    assert "caution" in verdict.summary() and CAUTION_MARK in verdict.summary()
+    refused = ScopeResult.from_reasons([ScopeReason(rules.VIEW, "Lateral view.")]).with_caution(caution)
+    assert not refused.in_scope and refused.caution == caution  # rules still refuse; the caution rides along
 
 
 def test_learned_check_absent_or_broken_statistics_disable_it_clearly():
@@ -435,7 +448,7 @@ def test_learned_check_absent_or_broken_statistics_disable_it_clearly():
     good = {"ood": {"method": METHOD, "threshold": 3.0, "k": 8}}
     off = LearnedScopeCheck.from_model({}, Card({}))
     assert not off.enabled and "no statistics" in off.status
-    assert check_learned(np.zeros(2048), off) is None and off.is_out(np.zeros(2048)) is False
+    assert check_learned(np.zeros(2048), off) is None and off.is_unusual(np.zeros(2048)) is False
     with pytest.raises(RuntimeError):
         off.distance(np.zeros(2048))
     cases = {
@@ -508,7 +521,7 @@ def test_learned_check_agrees_with_the_training_engine(fitted_model_file):
     np.testing.assert_allclose(check.distance(x), ood.ood_distance(x, loaded.extra_tensors), rtol=1e-9)
 
 
-def test_learned_check_on_the_shared_data_flags_non_chest_dicoms(fitted_model_file, tmp_path, monkeypatch):
+def test_learned_check_on_the_shared_data_cautions_non_chest_dicoms(fitted_model_file, tmp_path, monkeypatch):
     from cxr_desktop.inference.engine import EngineOptions, load_engine
 
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path))
@@ -527,7 +540,8 @@ def test_learned_check_on_the_shared_data_flags_non_chest_dicoms(fitted_model_fi
     flagged_other = [r for r in r_other if r is not None]
     assert len(flagged_other) >= 0.8 * len(others)
     assert sum(r is not None for r in r_chest) <= 0.25 * len(held_out)
-    assert all(r.code == rules.LEARNED and "Unlike the model's training images" in r.message for r in flagged_other)
+    assert all(isinstance(r, Caution) and r.code == rules.LEARNED and "interpret with care" in r.message
+               for r in flagged_other)
 
 
 def test_demo_model_separates_chest_radiographs_from_other_dicoms(cxr_dir, dicom_dir, tmp_path, monkeypatch):

@@ -106,17 +106,31 @@ def test_settings_options_change_the_verdict(mixed_folder, model_file, tmp_path)
     assert rows["693_UNCI.dcm"]["status"] == "out_of_scope"  # CT stays refused
 
 
-def test_learned_hook_flags_images_when_the_model_stores_statistics(mixed_folder, ood_model_file, tmp_path):
+def test_learned_check_cautions_and_scores_never_refuses(mixed_folder, ood_model_file, tmp_path):
+    """The model's statistics put every image far away: chest images are scored, marked, ranked by score."""
     rows, text = _screen(mixed_folder, tmp_path / "r.csv", ood_model_file)
-    assert "Learned check on" in text
+    assert "Learned check on" in text and "with a caution (unusual image, scored): 2" in text
     for n in CHEST:
         r = rows[n]
-        assert r["status"] == "out_of_scope" and r["reason"] == "unlike_training_data", r
-        assert r["score"] == "" and "Unlike the model's training images" in r["detail"]
-    # a CT keeps its rule reason (it never reaches the model)
-    assert rows["693_UNCI.dcm"]["reason"].split(";")[0] == "modality_not_radiograph"
-    # with --show-anyway the before-model and learned reasons are combined and the score is filled
+        assert r["status"] == "ok" and r["reason"] == "", r
+        assert 0.0 <= float(r["score"]) <= 1.0 and r["label"] in ("normal", "abnormal")
+        assert r["caution"].startswith("unusual image - interpret with care (feature distance")
+        assert float(r["feature_distance"]) > float(r["feature_limit"]) == pytest.approx(1e-3)
+    # the CSV ranks the cautioned images by score, above every unscored (refused) row
+    with open(tmp_path / "r.csv", newline="", encoding="utf-8-sig") as fh:
+        order = [r["path"] for r in csv.DictReader(fh)]
+    assert set(order[:2]) == set(CHEST)
+    # rules still refuse: a CT never reaches the model and has no caution
+    ct = rows["693_UNCI.dcm"]
+    assert ct["status"] == "out_of_scope" and ct["reason"].split(";")[0] == "modality_not_radiograph"
+    assert "unlike_training_data" not in ct["reason"] and ct["score"] == "" and ct["caution"] == ""
+    doc = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert doc["summary"]["cautioned"] == 2
+    cautioned = [r for r in doc["rows"] if r["caution"]]
+    assert {r["path"] for r in cautioned} == set(CHEST) and all(r["caution"]["code"] == "unlike_training_data"
+                                                                 for r in cautioned)
+    # with --show-anyway the CT is scored, keeps its rule reason, and carries the caution beside it
     rows, _ = _screen(mixed_folder, tmp_path / "r2.csv", ood_model_file, "--show-anyway")
-    codes = rows["693_UNCI.dcm"]["reason"].split(";")
-    assert "modality_not_radiograph" in codes and "unlike_training_data" in codes
-    assert rows["693_UNCI.dcm"]["score"] != ""
+    ct = rows["693_UNCI.dcm"]
+    assert ct["status"] == "out_of_scope" and ct["reason"].split(";")[0] == "modality_not_radiograph"
+    assert "unlike_training_data" not in ct["reason"] and ct["score"] != "" and ct["caution"] != ""

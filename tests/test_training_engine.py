@@ -237,6 +237,9 @@ def test_three_classes_and_a_separate_test_folder(tmp_path, sources):
     assert left_out == 24 + 12 - 6  # the leaking patient's 6 training images were left out
     card = load_model(out).card
     assert card.classes == ["inverted", "normal", "opacity"] and card.positive_class == "opacity"
+    calib = card.extra["ood"]["calibration"]  # the caution limit comes from held-out validation patients
+    assert calib["split"] == "validation" and calib["groups"] == split.counts["val"]["groups"]
+    assert calib["excluded_images_of_training_groups"] == 0 and calib["images"] == 12
     mc = card.metrics["test"]["multiclass"]
     assert set(mc["per_class"]) == {"inverted", "normal", "opacity"}
     assert np.asarray(mc["confusion_matrix"]).sum() == card.metrics["test"]["n"]

@@ -104,8 +104,10 @@ def _parser() -> argparse.ArgumentParser:
     scope = ap.add_argument_group(
         "input safety",
         "Images that are not adult frontal chest radiographs (other modalities, lateral views, children, colour "
-        "or inverted images, tiny or extreme-aspect images, images unlike the model's training data) get status "
-        "out_of_scope with the rule codes in 'reason' and the sentences in 'detail', and no score.")
+        "or inverted images, tiny or extreme-aspect images) get status out_of_scope with the rule codes in "
+        "'reason' and the sentences in 'detail', and no score. Images unlike the model's training data are "
+        "scored and marked in the 'caution' column (unusual image - interpret with care; rule code "
+        "unlike_training_data), ranked by their score like every scored image.")
     scope.add_argument("--allow-secondary-capture", action="store_true",
                        help="accept DICOM secondary captures (modality OT/SC: scanned films, exports)")
     scope.add_argument("--min-age", type=_non_negative_float, default=None, metavar="N",
@@ -397,6 +399,7 @@ def _print_summary(err: TextIO, fin: "ScreenFinished") -> None:
     err.write(
         f"cxr-screen: done: {s['files']} files in {_fmt_duration(fin.elapsed_s)} ({fin.rate:.1f} img/s this run)\n"
         f"  status: {status}\n  predicted label: {labels}\n  above threshold: {s['above_threshold']}\n"
+        f"  with a caution (unusual image, scored): {s.get('cautioned', 0)}\n"
         f"  results: {fin.out_csv}\n"
     )
     if fin.json_path:

@@ -6,9 +6,12 @@ version, the device it ran on, a busy indicator, and always the sentence that
 this is a decision aid, not a diagnosis. Demonstration and untrained models get
 a banner that cannot be missed.
 
-An image outside the model's scope (not an adult frontal chest radiograph, or
-unlike the training images) shows its reasons and no score; the reader may ask
-for the score deliberately ("Show score anyway"), which is then marked OUT OF SCOPE.
+An image outside the model's scope (not an adult frontal chest radiograph)
+shows its reasons and no score; the reader may ask for the score deliberately
+("Show score anyway"), which is then marked OUT OF SCOPE. An image unlike the
+training images (the learned check) is scored as usual and carries a caution
+mark beside its score ("unusual image - interpret with care", distance and limit):
+a possible finding is never hidden.
 """
 
 from __future__ import annotations
@@ -24,7 +27,9 @@ from PySide6.QtWidgets import (
 from cxr_desktop import DECISION_AID_NOTICE
 
 OUT_OF_SCOPE_MARK = "OUT OF SCOPE"
+CAUTION_TITLE = "CAUTION"
 _SCOPE_STYLE = "background:#8b1a1a; color:white; padding:4px; border-radius:3px;"
+_CAUTION_STYLE = "background:#b36b00; color:white; padding:4px; border-radius:3px; font-weight:bold;"
 
 _BANNER_STYLE = {
     "danger": "background:#8b1a1a; color:white; padding:6px; border-radius:3px; font-weight:bold;",
@@ -87,6 +92,10 @@ class ResultsPanel(QWidget):
 
         self.predicted_label = _label("No image", bold=True, size=13.0)
         lay.addWidget(self.predicted_label)
+        self.caution_label = _label()  # the learned check's mark, right under the prediction
+        self.caution_label.setStyleSheet(_CAUTION_STYLE)
+        self.caution_label.setVisible(False)
+        lay.addWidget(self.caution_label)
         self.threshold_label = _label()
         lay.addWidget(self.threshold_label)
 
@@ -206,8 +215,26 @@ class ResultsPanel(QWidget):
                         + "\nThe classifier is for adult frontal chest radiographs; the image can still be "
                           "viewed.", button=True)
 
+    def _set_caution(self, caution: Any | None) -> None:
+        """Show (or hide) the caution mark of a scored image (a :class:`~cxr_desktop.scope.Caution`)."""
+        if caution is None:
+            self.caution_label.setText("")
+            self.caution_label.setToolTip("")
+            self.caution_label.setVisible(False)
+            return
+        from cxr_desktop.gui.scope import caution_text
+
+        self.caution_label.setText(caution_text(caution))
+        self.caution_label.setToolTip(caution.message)
+        self.caution_label.setVisible(True)
+
+    @property
+    def caution_shown(self) -> bool:
+        return not self.caution_label.isHidden()
+
     def clear_result(self, message: str | None = None) -> None:
         self._set_scope(None, button=False)
+        self._set_caution(None)
         self.predicted_label.setText("No result")
         self.threshold_label.setText("")
         for _, bar, value in self.prob_rows.values():
@@ -221,13 +248,20 @@ class ResultsPanel(QWidget):
         self.message_label.setVisible(bool(text))
 
     def show_prediction(self, prediction: Any, positive_class: str | None = None, *,
-                        out_of_scope: list[str] | None = None) -> None:
-        """Show an engine ``Prediction``; with ``out_of_scope`` reasons it is marked OUT OF SCOPE."""
+                        out_of_scope: list[str] | None = None, caution: Any | None = None) -> None:
+        """Show an engine ``Prediction``; with ``out_of_scope`` reasons it is marked OUT OF SCOPE.
+
+        ``caution`` (the learned check's :class:`~cxr_desktop.scope.Caution`) adds the
+        visible "unusual image - interpret with care" mark beside the score.
+        """
         self._set_classes(list(prediction.probabilities))
         if out_of_scope:
             self.predicted_label.setText(f"{OUT_OF_SCOPE_MARK} - predicted: {prediction.label} (not reliable)")
+        elif caution is not None:
+            self.predicted_label.setText(f"Predicted: {prediction.label}  \u26a0")
         else:
             self.predicted_label.setText(f"Predicted: {prediction.label}")
+        self._set_caution(caution)
         for name, p in prediction.probabilities.items():
             _, bar, value = self.prob_rows[name]
             bar.setValue(int(round(p * 1000)))

@@ -6,7 +6,10 @@ on screen: the metadata and image rules of :mod:`cxr_desktop.scope` (run in the
 image loader's worker, see ``workers.load_for_view``) before the model, plus the
 model's learned check on the pooled features after it. An out-of-scope image is
 shown with its reasons and no score unless the reader deliberately asks for the
-score (``show_anyway``, reset for every new image).
+score (``show_anyway``, reset for every new image). The learned check never
+refuses: its :class:`~cxr_desktop.scope.Caution` rides on the verdict
+(``ScopeResult.caution``) and the score is shown with the caution mark
+(:func:`caution_text`).
 """
 
 from __future__ import annotations
@@ -16,11 +19,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the scope package (numpy, imaging) loads once the window is up
     from cxr_desktop.imaging.types import StudyImage
-    from cxr_desktop.scope import LearnedScopeCheck, ScopeResult, ScopeSettings
+    from cxr_desktop.scope import Caution, LearnedScopeCheck, ScopeResult, ScopeSettings
 
 log = logging.getLogger(__name__)
 
 NO_MODEL = "Learned check: waiting for the model."
+#: Title of the caution mark (the sign and the words the reader sees beside the score).
+CAUTION_HEADLINE = "\u26a0 Unusual image - interpret with care"
+
+
+def caution_text(caution: "Caution") -> str:
+    """The caution mark as the results panel shows it: headline, figures, what it means."""
+    return (f"{CAUTION_HEADLINE}\nFeature distance {caution.distance:.1f} is above the model's limit "
+            f"{caution.limit:.1f}: this image is unlike the model's training images (its processing, quality "
+            "or a finding). The score is shown; read the image yourself.")
 
 
 class ViewerScope:
@@ -74,14 +86,14 @@ class ViewerScope:
         return self._verdict
 
     def after_model(self, image: "StudyImage", pooled: Any) -> ScopeResult:
-        """The rules' verdict plus the learned check on the image's pooled features."""
+        """The rules' verdict plus the learned check's caution (never a refusal) on the pooled features."""
         from cxr_desktop.scope import check_learned
 
         verdict = self.before_model(image)
         if pooled is None:
             return verdict
         try:
-            return verdict.with_reason(check_learned(pooled, self.learned, self.settings))
+            return verdict.with_caution(check_learned(pooled, self.learned, self.settings))
         except Exception as exc:
             log.warning("learned check failed: %s", exc.__class__.__name__)
             return verdict

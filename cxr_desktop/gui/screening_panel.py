@@ -9,6 +9,10 @@ only for rows the view shows. Double-clicking a row emits
 :attr:`ScreeningDialog.open_study_requested` with the file's path; the main
 window opens it in the viewer with its Grad-CAM. Results are kept per (folder,
 model) in the user data folder, so reopening the folder offers them.
+
+A row with a caution (the learned check: unlike the training images) is a scored
+row: it shows its score with a warning sign, a tinted background and a "Caution"
+cell, and ranks by its score among the scored rows, never below them.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any, Callable, Iterator, Sequence
 from PySide6.QtCore import (
     QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal,
 )
-from PySide6.QtGui import QCloseEvent, QImage
+from PySide6.QtGui import QBrush, QCloseEvent, QColor, QImage
 from PySide6.QtWidgets import (
     QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView,
     QLabel, QLineEdit, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget,
@@ -46,6 +50,10 @@ SORT_ROLE = int(Qt.ItemDataRole.UserRole) + 1
 ROW_ROLE = int(Qt.ItemDataRole.UserRole) + 2
 THUMB_SIDE = 64
 THUMB_CACHE_ITEMS = 400
+#: Status-filter value that shows only scored rows with a caution (not a row status of its own).
+CAUTION_FILTER = "caution"
+CAUTION_SIGN = "\u26a0"
+_CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # translucent amber: readable on light and dark themes
 
 EngineFactory = Callable[[Path], Any]
 
@@ -59,14 +67,19 @@ def _fmt_duration(seconds: float | None) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def _cautioned(summary: dict[str, Any]) -> str:
+    n = int(summary.get("cautioned", 0) or 0)
+    return f", {n} with a caution (unusual image, scored)" if n else ""
+
+
 # --------------------------------------------------------------------------- worklist model
 
 
 class WorklistModel(QAbstractTableModel):
     """Screening rows as a table; thumbnails requested lazily when the view asks for them."""
 
-    COLUMNS = ("", "File", "Status", "Label", "Score", "Above threshold", "Reason")
-    COL_THUMB, COL_PATH, COL_STATUS, COL_LABEL, COL_SCORE, COL_ABOVE, COL_REASON = range(7)
+    COLUMNS = ("", "File", "Status", "Label", "Score", "Above threshold", "Reason", "Caution")
+    COL_THUMB, COL_PATH, COL_STATUS, COL_LABEL, COL_SCORE, COL_ABOVE, COL_REASON, COL_CAUTION = range(8)
 
     thumbnail_wanted = Signal(str)  # relative path
 
@@ -151,7 +164,11 @@ class WorklistModel(QAbstractTableModel):
         if role == ROW_ROLE:
             return r
         if role == Qt.ItemDataRole.ToolTipRole:
+            if r.caution is not None:
+                return "\n".join(t for t in (r.caution.message, r.detail) if t)
             return r.detail or r.path
+        if role == Qt.ItemDataRole.BackgroundRole and r.caution is not None:
+            return QBrush(_CAUTION_BACKGROUND)
         if role == Qt.ItemDataRole.DecorationRole and col == self.COL_THUMB:
             if r.path in self._thumbs:
                 return self._thumbs[r.path]
@@ -185,6 +202,8 @@ class WorklistModel(QAbstractTableModel):
                 return "out of scope" if col == self.COL_SCORE else ""
             if col == self.COL_SCORE:
                 return f"{r.score:.3f} (OUT OF SCOPE)"
+        if col == self.COL_CAUTION:
+            return "" if r.caution is None else f"{CAUTION_SIGN} {r.caution.short}"
         if col == self.COL_PATH:
             return r.path
         if col == self.COL_STATUS:
@@ -192,7 +211,9 @@ class WorklistModel(QAbstractTableModel):
         if col == self.COL_LABEL:
             return r.label or ""
         if col == self.COL_SCORE:
-            return "" if r.score is None else f"{r.score:.3f}"
+            if r.score is None:
+                return ""
+            return f"{r.score:.3f} {CAUTION_SIGN}" if r.caution is not None else f"{r.score:.3f}"
         if col == self.COL_ABOVE:
             return "" if r.above_threshold is None else ("yes" if r.above_threshold else "no")
         if col == self.COL_REASON:
@@ -201,7 +222,10 @@ class WorklistModel(QAbstractTableModel):
 
     def _sort_value(self, r: ResultRow, col: int) -> Any:
         if col in (self.COL_SCORE, self.COL_THUMB):
-            return -1.0 if r.score is None or self._hidden(r) else float(r.score)  # unscored rows sink below every score
+            # unscored rows sink below every score; a cautioned row is scored and ranks by its score
+            return -1.0 if r.score is None or self._hidden(r) else float(r.score)
+        if col == self.COL_CAUTION:
+            return -1.0 if r.caution is None else float(r.caution.distance)
         if col == self.COL_ABOVE:
             return -1 if r.above_threshold is None else int(r.above_threshold)
         return (self._display(r, col) or "").lower()
@@ -241,7 +265,10 @@ class WorklistFilter(QSortFilterProxyModel):
         if not isinstance(model, WorklistModel):
             return True
         r = model.row_at(source_row)
-        if self._status is not None and r.status != self._status:
+        if self._status == CAUTION_FILTER:
+            if r.caution is None:
+                return False
+        elif self._status is not None and r.status != self._status:
             return False
         if self._label is not None and r.label != self._label:
             return False
@@ -436,6 +463,7 @@ class ScreeningDialog(QDialog):
         self.status_filter.addItem("All statuses", None)
         for s in (STATUS_OK, STATUS_ERROR, STATUS_OUT_OF_SCOPE):
             self.status_filter.addItem(s.replace("_", " "), s)
+        self.status_filter.addItem(f"{CAUTION_SIGN} with caution (unusual image)", CAUTION_FILTER)
         self.label_filter = QComboBox()
         self.label_filter.addItem("All labels", None)
         self.above_only = QCheckBox("Above threshold only")
@@ -562,7 +590,8 @@ class ScreeningDialog(QDialog):
         self._show_rows(rows)
         self.previous_banner.hide()
         s = summarise(rows)
-        self.status_label.setText(f"Previous results: {s['files']} files, {s['above_threshold']} above threshold.")
+        self.status_label.setText(f"Previous results: {s['files']} files, {s['above_threshold']} above threshold"
+                                  f"{_cautioned(s)}.")
 
     def _header_from_file(self) -> JournalHeader | None:
         model = self._model_path()
@@ -665,7 +694,8 @@ class ScreeningDialog(QDialog):
             self.progress.setValue(self.progress.maximum() if not ev.cancelled else s["files"])
             self.status_label.setText(
                 f"{verb}: {s['files']} files ({', '.join(f'{k} {v}' for k, v in sorted(s['status'].items()))}), "
-                f"{s['above_threshold']} above threshold, {_fmt_duration(ev.elapsed_s)} at {ev.rate:.1f} img/s.")
+                f"{s['above_threshold']} above threshold{_cautioned(s)}, {_fmt_duration(ev.elapsed_s)} at "
+                f"{ev.rate:.1f} img/s.")
 
     def _on_error(self, exc: Exception) -> None:
         from cxr_desktop.errors import CxrError

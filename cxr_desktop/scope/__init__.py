@@ -2,7 +2,8 @@
 
 ``check_image`` runs the metadata and image rules before the model; ``check_learned``
 runs the feature-distance check on the engine's pooled features after it. An
-out-of-scope image is shown with its reasons and without a score by default.
+out-of-scope image (a rule objects) is shown with its reasons and without a score by
+default; an image unlike the training images is scored and carries a :class:`Caution`.
 """
 
 from cxr_desktop.scope.check import (
@@ -14,10 +15,12 @@ from cxr_desktop.scope.check import (
     learned_hook,
     scope_reason,
 )
-from cxr_desktop.scope.learned import LearnedScopeCheck, from_loaded
+from cxr_desktop.scope.learned import CAUTION_MARK, Caution, LearnedScopeCheck, from_loaded
 from cxr_desktop.scope.rules import RULE_CODES, ScopeReason
 
 __all__ = [
+    "CAUTION_MARK",
+    "Caution",
     "LearnedScopeCheck",
     "RULE_CODES",
     "ScopeReason",

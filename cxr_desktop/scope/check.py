@@ -4,13 +4,16 @@
 the model runs); :func:`check_info` runs the header-only rules on an
 :class:`ImageInfo` (study lists, folder walks); :func:`check_learned` runs the
 feature-distance check on the pooled features the engine returns (after the
-model runs). An out-of-scope image is shown with its reasons and no score unless
-the reader deliberately asks to see it anyway.
+model runs). An out-of-scope image (a rule objects) is shown with its reasons and
+no score unless the reader deliberately asks to see it anyway. The learned check
+never refuses: an image unlike the training images is scored and carries a
+:class:`~cxr_desktop.scope.learned.Caution` (``ScopeResult.caution``).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -18,7 +21,7 @@ import numpy as np
 
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
 from cxr_desktop.scope import rules
-from cxr_desktop.scope.learned import LearnedScopeCheck
+from cxr_desktop.scope.learned import Caution, LearnedScopeCheck
 from cxr_desktop.scope.rules import RULE_CODES, ScopeReason
 
 #: What a reason list turns into when shown in one line (CSV ``detail``, worklist tooltip).
@@ -78,10 +81,15 @@ class ScopeSettings:
 
 @dataclass
 class ScopeResult:
-    """The verdict for one image: ``in_scope`` and the reasons when it is not."""
+    """The verdict for one image: ``in_scope`` and the reasons when it is not.
+
+    ``caution`` (from the learned check) does not change ``in_scope``: a cautioned
+    image is scored and shown with the caution mark.
+    """
 
     in_scope: bool
     reasons: list[ScopeReason] = field(default_factory=list)
+    caution: Caution | None = None
 
     @classmethod
     def from_reasons(cls, reasons: Iterable[ScopeReason | None]) -> "ScopeResult":
@@ -92,7 +100,15 @@ class ScopeResult:
         """This result plus one more reason (e.g. from :func:`check_learned`)."""
         if reason is None:
             return self
-        return ScopeResult.from_reasons([*self.reasons, reason])
+        result = ScopeResult.from_reasons([*self.reasons, reason])
+        result.caution = self.caution
+        return result
+
+    def with_caution(self, caution: Caution | None) -> "ScopeResult":
+        """This result with the learned check's caution (``None`` keeps it as it is)."""
+        if caution is None:
+            return self
+        return ScopeResult(self.in_scope, list(self.reasons), caution)
 
     @property
     def codes(self) -> list[str]:
@@ -109,7 +125,7 @@ class ScopeResult:
     def summary(self) -> str:
         """Short status text: 'In scope' or 'Out of scope: <first reason> (+N more)'."""
         if self.in_scope:
-            return "In scope"
+            return "In scope" if self.caution is None else f"In scope, with a caution: {self.caution.short}"
         more = f" (+{len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
         return f"Out of scope: {self.reasons[0].message}{more}"
 
@@ -173,8 +189,8 @@ def check_info(info: ImageInfo, settings: ScopeSettings | None = None) -> ScopeR
 
 
 def check_learned(pooled: Any, learned: LearnedScopeCheck | None,
-                  settings: ScopeSettings | None = None) -> ScopeReason | None:
-    """The learned check for one image's pooled features (run after the model).
+                  settings: ScopeSettings | None = None) -> Caution | None:
+    """The learned check for one image's pooled features (run after the model): a caution, never a refusal.
 
     ``None`` when the features are like the training images, when the model has no
     feature statistics (see :attr:`LearnedScopeCheck.status`), or when the rule is off.
@@ -182,7 +198,7 @@ def check_learned(pooled: Any, learned: LearnedScopeCheck | None,
     s = settings or ScopeSettings()
     if learned is None or not learned.enabled or not s.enabled(rules.LEARNED):
         return None
-    return learned.reason(pooled)
+    return learned.caution(pooled)
 
 
 # --------------------------------------------------------------------------- hook forms
@@ -199,16 +215,11 @@ def scope_reason(image: StudyImage, settings: ScopeSettings | None = None) -> st
 
 
 def learned_hook(learned: LearnedScopeCheck | None,
-                 settings: ScopeSettings | None = None) -> Callable[[Any], str | None] | None:
+                 settings: ScopeSettings | None = None) -> Callable[[Any], Caution | None] | None:
     """Hook form of :func:`check_learned` for the screening runner's ``after_model``.
 
     ``None`` (no hook) when the check is disabled, so callers skip it entirely.
     """
     if learned is None or not learned.enabled or not (settings or ScopeSettings()).enabled(rules.LEARNED):
         return None
-
-    def after_model(pooled: Any) -> str | None:
-        reason = learned.reason(pooled)
-        return None if reason is None else reason.message.rstrip(".")
-
-    return after_model
+    return functools.partial(check_learned, learned=learned, settings=settings or ScopeSettings())

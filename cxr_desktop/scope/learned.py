@@ -12,9 +12,15 @@ and ``card.extra["ood"] = {"method", "threshold", "k"}``, the threshold chosen o
 validation split. The distance is the Mahalanobis distance to the nearest class mean,
 ``min_c sqrt((z - m_c)^T P (z - m_c))``, plus (method ``ppca-...``, tensor
 ``ood.residual_scale``) the squared PCA residual relative to training as one extra
-dimension; an image above the threshold is unlike the training data. This module is
-the one implementation of that distance (the training engine calls :func:`feature_distance`). A model file without these statistics gets a disabled check whose
-:attr:`LearnedScopeCheck.status` says so; nothing else changes.
+dimension. This module is the one implementation of that distance (the training
+engine calls :func:`feature_distance`). A model file without these statistics gets a
+disabled check whose :attr:`LearnedScopeCheck.status` says so; nothing else changes.
+
+An image above the threshold is *unusual*, not out of scope: it is still scored and
+carries a :class:`Caution` ("unusual image - interpret with care", with its distance
+and the limit). A focal finding is by nature unlike a model's normal images, so a
+refusal here would hide exactly the images a reader must see; the metadata and image
+rules (:mod:`cxr_desktop.scope.rules`) are what refuses images the model is not made for.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from cxr_desktop.scope.rules import LEARNED, ScopeReason
+from cxr_desktop.scope.rules import LEARNED
 
 TENSOR_NAMES = ("ood.pca_mean", "ood.pca_components", "ood.class_means", "ood.precision")
 RESIDUAL_TENSOR = "ood.residual_scale"
@@ -46,6 +52,52 @@ def feature_distance(pooled: np.ndarray, pca_mean: np.ndarray, components: np.nd
     if residual_scale is not None:
         sq = sq + np.sum((xc - z @ components) ** 2, axis=1) / residual_scale
     return np.sqrt(np.clip(sq, 0.0, None))
+
+
+#: The mark shown wherever a cautioned score is shown (results panel, worklist, CSV, journal).
+CAUTION_MARK = "unusual image - interpret with care"
+
+
+@dataclass(frozen=True)
+class Caution:
+    """A scored image whose features are far from the training images': shown, marked, never hidden.
+
+    ``code`` is the rule code that switches the check off (``unlike_training_data``);
+    ``distance`` and ``limit`` are the feature distance and the model's calibrated limit.
+    """
+
+    distance: float
+    limit: float
+    code: str = LEARNED
+
+    @property
+    def short(self) -> str:
+        """The mark with its figures, one line (worklist, CSV ``caution`` column)."""
+        return f"{CAUTION_MARK} (feature distance {self.distance:.1f}, limit {self.limit:.1f})"
+
+    @property
+    def message(self) -> str:
+        """The sentence for the reader: what the mark means and what to do."""
+        return (f"Unusual image - interpret with care: its features are far from the model's training images "
+                f"(feature distance {self.distance:.1f}, limit {self.limit:.1f}). The score is shown, but its "
+                "processing, quality or content (possibly a finding) is unlike what the model was trained on; "
+                "read the image yourself.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "distance": float(self.distance), "limit": float(self.limit)}
+
+    @classmethod
+    def from_dict(cls, data: Any) -> "Caution | None":
+        """From :meth:`to_dict` output; ``None`` for a missing or unreadable entry."""
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            return cls(distance=float(data["distance"]), limit=float(data["limit"]),
+                       code=str(data.get("code") or LEARNED))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+
 NOT_STORED = (
     "this model file stores no statistics of its training images' features, so images unlike the "
     "training data cannot be recognised (train the model with cxr-train to add them)"
@@ -61,7 +113,7 @@ def _numpy(t: Any) -> np.ndarray:
 
 @dataclass(frozen=True)
 class LearnedScopeCheck:
-    """Mahalanobis distance of pooled features to the training classes, and its threshold.
+    """Mahalanobis distance of pooled features to the training classes, and its caution limit.
 
     Build with :meth:`from_model`; ``enabled`` is False (and ``status`` says why)
     when the model file has no usable statistics.
@@ -121,7 +173,8 @@ class LearnedScopeCheck:
                                     f"(the residual scale {residual!r} is not a positive number)")
         k = comps.shape[0]
         status = (f"Learned check on: Mahalanobis distance to the nearest training class over {k} principal "
-                  f"components of the model's features; images above {threshold:.3g} are flagged.")
+                  f"components of the model's features; images above {threshold:.3g} are scored with the "
+                  f"caution mark '{CAUTION_MARK}'.")
         prec = (prec + prec.T) / 2.0
         return cls(True, status, mean, comps, means, prec, threshold, method, residual)
 
@@ -139,7 +192,7 @@ class LearnedScopeCheck:
                              self.residual_scale)
         return float(d[0]) if single else d
 
-    def is_out(self, pooled: Any) -> bool | np.ndarray:
+    def is_unusual(self, pooled: Any) -> bool | np.ndarray:
         """True where the distance exceeds the threshold (always False when disabled)."""
         if not self.enabled:
             x = _numpy(pooled)
@@ -147,21 +200,16 @@ class LearnedScopeCheck:
         d = self.distance(pooled)
         return bool(d > self.threshold) if isinstance(d, float) else d > self.threshold
 
-    def reason(self, pooled: Any) -> ScopeReason | None:
-        """A :class:`ScopeReason` for one image's features when out, else ``None``."""
+    def caution(self, pooled: Any) -> Caution | None:
+        """A :class:`Caution` for one image's features when above the limit, else ``None``."""
         if not self.enabled:
             return None
         d = self.distance(pooled)
         if not isinstance(d, float):
-            raise ValueError("reason() takes one image's pooled features (2048,)")
+            raise ValueError("caution() takes one image's pooled features (2048,)")
         if d <= self.threshold:
             return None
-        return ScopeReason(
-            LEARNED,
-            f"Unlike the model's training images (feature distance {d:.1f}, limit {self.threshold:.1f}): "
-            "it may not be an adult frontal chest radiograph, or its quality or processing is unusual; "
-            "the score would not be reliable.",
-        )
+        return Caution(distance=d, limit=float(self.threshold))
 
 
 def _shape_problem(mean: np.ndarray, comps: np.ndarray, means: np.ndarray, prec: np.ndarray,

@@ -6,6 +6,14 @@ ignored (and cut off before appending again). The final CSV/JSON are written
 atomically (temp file + fsync + ``os.replace``) from the journal, sorted by
 score (highest first, unscored rows last), so a reader never sees a torn file.
 
+A scored row may carry a :class:`~cxr_desktop.scope.Caution` (the learned check:
+"unusual image - interpret with care", feature distance and limit). It keeps status
+``ok`` and its score, and ranks by that score like every scored row, never below
+them; the CSV has ``caution``, ``feature_distance`` and ``feature_limit`` columns.
+Rows journalled by an earlier version, whose learned check refused the image
+(status ``out_of_scope`` for that reason only, no score), are not resumed as they
+are: :func:`is_legacy_learned_refusal` marks them for screening again.
+
 CSV text cells are safe against spreadsheet formula injection: a cell that
 starts with ``= + - @`` tab or CR (or an apostrophe, to keep the escaping
 reversible) gets a leading apostrophe. Numeric cells are written as numbers.
@@ -23,6 +31,8 @@ from typing import Any, Iterable, Iterator, Sequence
 
 from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.scope.learned import Caution
+from cxr_desktop.scope.rules import LEARNED
 
 STATUS_OK = "ok"
 STATUS_ERROR = "error"
@@ -48,9 +58,12 @@ class ResultRow:
     reason: str = ""  # error: a Reason code; out_of_scope: why
     detail: str = ""  # the full sentence for the user: what is wrong, what to do
     model: str = ""
+    caution: Caution | None = None  # scored, but unlike the training images: shown with the caution mark
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["caution"] = None if self.caution is None else self.caution.to_dict()
+        return d
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ResultRow":
@@ -66,6 +79,7 @@ class ResultRow:
             reason=str(data.get("reason") or ""),
             detail=str(data.get("detail") or ""),
             model=str(data.get("model") or ""),
+            caution=Caution.from_dict(data.get("caution")),  # absent in journals of earlier versions
         )
 
 
@@ -95,7 +109,10 @@ class JournalHeader:
 
 
 def sort_key(row: ResultRow) -> tuple[int, float, str]:
-    """Scored rows by score descending, then out-of-scope, then errors; path breaks ties."""
+    """Scored rows by score descending, then out-of-scope, then errors; path breaks ties.
+
+    A cautioned row is a scored row: it ranks by its score among them, never below them.
+    """
     if row.status == STATUS_OK and row.score is not None:
         return (0, -row.score, row.path)
     return (1 if row.status == STATUS_OUT_OF_SCOPE else 2, 0.0, row.path)
@@ -120,9 +137,13 @@ def unsafe_cell(text: str) -> str:
     return text[1:] if text.startswith("'") else text
 
 
+FIXED_COLUMNS = ["path", "status", "label", "score", "above_threshold"]
+CAUTION_COLUMNS = ["caution", "feature_distance", "feature_limit"]
+TRAILING_COLUMNS = ["reason", "detail", "model"]
+
+
 def csv_columns(classes: Sequence[str]) -> list[str]:
-    return (["path", "status", "label", "score", "above_threshold"]
-            + [f"p_{c}" for c in classes] + ["reason", "detail", "model"])
+    return FIXED_COLUMNS + CAUTION_COLUMNS + [f"p_{c}" for c in classes] + TRAILING_COLUMNS
 
 
 def _num(value: float | None) -> str:
@@ -132,7 +153,10 @@ def _num(value: float | None) -> str:
 def row_to_csv(row: ResultRow, classes: Sequence[str]) -> list[str]:
     """Cells for one row: text cells escaped, numbers plain."""
     above = "" if row.above_threshold is None else ("true" if row.above_threshold else "false")
+    c = row.caution
+    caution = ["", "", ""] if c is None else [safe_cell(c.short), _num(c.distance), _num(c.limit)]
     return ([safe_cell(row.path), safe_cell(row.status), safe_cell(row.label or ""), _num(row.score), above]
+            + caution
             + [_num(row.probabilities.get(c)) for c in classes]
             + [safe_cell(row.reason), safe_cell(row.detail), safe_cell(row.model)])
 
@@ -151,10 +175,13 @@ def read_results_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[Resu
     with open(path, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = [unsafe_cell(h) for h in next(reader, [])]
-        fixed = ["path", "status", "label", "score", "above_threshold"]
-        if header[:5] != fixed or header[-3:] != ["reason", "detail", "model"]:
+        if header[:5] != FIXED_COLUMNS or header[-3:] != TRAILING_COLUMNS:
             raise ValueError(f"{Path(path).name} is not a screening results file")
-        classes = [h[2:] for h in header[5:-3]]
+        has_caution = header[5:8] == CAUTION_COLUMNS  # absent in files of earlier versions
+        middle = header[8:-3] if has_caution else header[5:-3]
+        if not all(h.startswith("p_") for h in middle):
+            raise ValueError(f"{Path(path).name} is not a screening results file")
+        classes = [h[2:] for h in middle]
         rows = []
         for cells in reader:
             if len(cells) != len(header):
@@ -168,8 +195,27 @@ def read_results_csv(path: str | os.PathLike[str]) -> tuple[list[str], list[Resu
                 above_threshold=None if c["above_threshold"] == "" else c["above_threshold"] == "true",
                 probabilities=probs, reason=unsafe_cell(c["reason"]), detail=unsafe_cell(c["detail"]),
                 model=unsafe_cell(c["model"]),
+                caution=_caution_cells(c) if has_caution else None,
             ))
     return classes, rows
+
+
+def _caution_cells(c: dict[str, str]) -> Caution | None:
+    if not unsafe_cell(c["caution"]):
+        return None
+    try:
+        return Caution(distance=float(c["feature_distance"]), limit=float(c["feature_limit"]))
+    except ValueError:
+        raise ValueError("a row has a caution without a valid feature distance and limit") from None
+
+
+def is_legacy_learned_refusal(row: ResultRow) -> bool:
+    """A row an earlier version refused only for its learned check: to be screened again.
+
+    The learned check now cautions instead of refusing, so resuming such a row as it
+    is would keep a possible finding unscored at the bottom of the worklist.
+    """
+    return row.status == STATUS_OUT_OF_SCOPE and row.reason != "" and set(row.reason.split(";")) == {LEARNED}
 
 
 # --------------------------------------------------------------------------- atomic files
@@ -207,10 +253,11 @@ def write_json(path: str | os.PathLike[str], rows: Sequence[ResultRow], header: 
 
 
 def summarise(rows: Iterable[ResultRow]) -> dict[str, Any]:
-    """Counts per status and per predicted label, and how many are above the threshold."""
+    """Counts per status and per predicted label, how many are above the threshold, how many cautioned."""
     status: dict[str, int] = {}
     labels: dict[str, int] = {}
     above = 0
+    cautioned = 0
     n = 0
     for r in rows:
         n += 1
@@ -218,7 +265,8 @@ def summarise(rows: Iterable[ResultRow]) -> dict[str, Any]:
         if r.status == STATUS_OK and r.label is not None:
             labels[r.label] = labels.get(r.label, 0) + 1
             above += bool(r.above_threshold)
-    return {"files": n, "status": status, "labels": labels, "above_threshold": above}
+        cautioned += r.caution is not None
+    return {"files": n, "status": status, "labels": labels, "above_threshold": above, "cautioned": cautioned}
 
 
 # --------------------------------------------------------------------------- journal

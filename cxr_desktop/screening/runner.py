@@ -38,8 +38,8 @@ from cxr_desktop.screening.dataset import (
 )
 from cxr_desktop.screening.heatmaps import write_heatmap_files
 from cxr_desktop.screening.results import (
-    STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE, Journal, JournalHeader, ResultRow, iter_unique, journal_path_for,
-    read_journal, read_results_csv, sorted_rows, summarise, write_csv, write_json,
+    STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE, Journal, JournalHeader, ResultRow, is_legacy_learned_refusal,
+    iter_unique, journal_path_for, read_journal, read_results_csv, sorted_rows, summarise, write_csv, write_json,
 )
 from cxr_desktop.screening.scope import learned_after_model, make_scope_check, reason_parts
 from cxr_desktop.screening.walk import iter_image_files
@@ -107,8 +107,9 @@ class ScreenOptions:
 
     Input safety: ``scope`` (None: every rule of :mod:`cxr_desktop.scope` under
     ``scope_settings``) runs before the model; ``after_model`` (None: the model file's
-    learned check, when it stores feature statistics) runs on the pooled features.
-    An out-of-scope row has no score unless ``show_anyway``: then it is scored but
+    learned check, when it stores feature statistics) runs on the pooled features and
+    only cautions: the row stays ``ok``, scored, with its ``caution``. An out-of-scope
+    row (a rule objects) has no score unless ``show_anyway``: then it is scored but
     keeps status ``out_of_scope`` and its reasons.
     """
 
@@ -121,7 +122,7 @@ class ScreenOptions:
     mp_context: str | None = None  # None: default_mp_context()
     scope_settings: ScopeSettings | None = None  # None: ScopeSettings() defaults
     scope: ScopeCheck | None = None  # before the model, in the decode workers (picklable); None: the rules
-    after_model: Callable[[np.ndarray], Any] | None = None  # pooled (2048,) -> reason; None: learned check
+    after_model: Callable[[np.ndarray], Any] | None = None  # pooled (2048,) -> Caution/reason; None: learned check
     show_anyway: bool = False  # score out-of-scope images too (rows stay out_of_scope, with the reason)
     loader: ImageLoader | None = None  # None: model_input_loader(the model's input size)
     heatmap_threads: int | None = None  # None: max(1, workers)
@@ -359,7 +360,7 @@ def _prior_rows(out_csv: Path, journal_path: Path, header: JournalHeader) -> lis
                 raise ResumeMismatch(f"{journal_path.name} was written by model {jheader.model!r}; use the "
                                      "same model, or start over without resume.")
             rows.extend(jrows)
-    return list(iter_unique(rows))
+    return [r for r in iter_unique(rows) if not is_legacy_learned_refusal(r)]  # screened again: scored now
 
 
 def ramp_batches(n: int, batch_size: int) -> list[list[int]]:
@@ -522,11 +523,14 @@ def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam
            after_model: Callable[[np.ndarray], Any] | None = None, show_anyway: bool = False) -> _Scored:
     """Rows for a decoded batch; the good inputs go through the model in one ``run_batch`` call.
 
-    ``after_model`` (the learned input check) sees each image's pooled features; when it
-    returns a reason the row is ``out_of_scope``. An out-of-scope row's score is withheld
-    unless ``show_anyway`` (then it is filled in and the row stays ``out_of_scope``).
+    ``after_model`` (the learned input check) sees each image's pooled features; a
+    :class:`~cxr_desktop.scope.Caution` it returns is kept on the row, which stays scored
+    (never hidden). Any other answer (a caller's own check) makes the row ``out_of_scope``.
+    An out-of-scope row's score is withheld unless ``show_anyway`` (then it is filled in
+    and the row stays ``out_of_scope``).
     """
     from cxr_desktop.inference.engine import Prediction
+    from cxr_desktop.scope import Caution
 
     card = engine.card
     rows = [ResultRow(path=dataset.relpaths[it.index],
@@ -543,6 +547,8 @@ def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam
             p = Prediction.from_probs(out.probabilities[j], card, device)
             r = rows[pos]
             why = after_model(out.pooled[j]) if after_model is not None else None
+            if isinstance(why, Caution):
+                r.caution, why = why, None
             if why:
                 codes, message = reason_parts(why)
                 before = batch.items[pos].scope_message  # flagged before the model too (show anyway)

@@ -9,7 +9,9 @@ short codes go into the CSV ``reason`` column and whose sentences go into
 so the hook still pickles to the decode worker processes.
 
 :func:`learned_after_model` is the runner's default post-model hook: the
-feature-distance check built from the model file's training statistics.
+feature-distance check built from the model file's training statistics. It
+answers with a :class:`~cxr_desktop.scope.Caution` (scored, marked "unusual image -
+interpret with care"), never with a refusal: a possible finding is never hidden.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ import functools
 from typing import Any, Callable
 
 from cxr_desktop.imaging.types import StudyImage
-from cxr_desktop.scope import LearnedScopeCheck, ScopeReason, ScopeResult, ScopeSettings, check_image, check_learned
+from cxr_desktop.scope import (
+    Caution, LearnedScopeCheck, ScopeReason, ScopeResult, ScopeSettings, check_image, check_learned,
+)
 from cxr_desktop.scope.rules import LEARNED
 
 
@@ -34,8 +38,8 @@ def make_scope_check(settings: ScopeSettings | None = None) -> Callable[[StudyIm
 
 
 def learned_after_model(learned: LearnedScopeCheck | None,
-                        settings: ScopeSettings | None = None) -> Callable[[Any], ScopeReason | None] | None:
-    """The learned check as the runner's ``after_model`` hook (pooled (2048,) -> reason or None).
+                        settings: ScopeSettings | None = None) -> Callable[[Any], Caution | None] | None:
+    """The learned check as the runner's ``after_model`` hook (pooled (2048,) -> caution or None).
 
     ``None`` (no hook) when the model stores no feature statistics or the rule is off.
     """

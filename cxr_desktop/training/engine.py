@@ -704,7 +704,8 @@ class _Run:
 
         train_preds, train_pooled = out["train"]
         ood_tensors, ood_info = fit_ood(train_pooled, train_preds.labels, out["val"][1],
-                                        n_classes=len(self.classes), k=cfg.ood_k, percentile=cfg.ood_percentile)
+                                        n_classes=len(self.classes), k=cfg.ood_k, percentile=cfg.ood_percentile,
+                                        val_groups=val.groups or None, train_groups=train_preds.groups or None)
         if test is not None and test_metrics is not None:
             extras = yield from self._test_extras(test, choice.threshold, out["test"][1], ood_tensors, ood_info)
             if extras is None:
