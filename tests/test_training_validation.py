@@ -443,6 +443,17 @@ def test_training_from_a_model_file_reports_patients_and_the_starting_model(mixe
     assert "Grad-CAM gallery" in page and "<figcaption>" in page  # captions name files ...
     assert not any(pid in page for pid in set(truth.values()))  # ... never with the patient id
 
+    # the wizard's threshold slider re-saves the model: the card keeps intervals over patients and the extras
+    from cxr_desktop.model.modelfile import read_card
+    from cxr_desktop.training.results import save_with_threshold
+
+    save_with_threshold(second, tmp_path / "m3.safetensors", 0.3)
+    again = read_card(tmp_path / "m3.safetensors").metrics["test"]
+    assert again["ci_unit"] == "patients" and again["threshold"] == 0.3 and again["prevalence"] == 0.05
+    assert again["calibration"] == tm["calibration"] and again["starting_model"]["trained"]["threshold"] == 0.3
+    assert any(b["n"] == 0 and b["observed"] is None for b in again["calibration"]["bins"])  # JSON-safe empty bins
+    assert set(again["by_input"]) == set(tm["by_input"])
+
 
 def test_scan_summary_names_problem_files_without_the_patient_id(mixed):
     root, _ = mixed

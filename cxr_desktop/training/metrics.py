@@ -291,8 +291,8 @@ def calibration(y: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndar
         sel = which == b
         n = int(sel.sum())
         bins.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "n": n,
-                     "mean_predicted": float(s[sel].mean()) if n else float("nan"),
-                     "observed": float(y[sel].mean()) if n else float("nan")})
+                     "mean_predicted": float(s[sel].mean()) if n else None,  # None: empty bin (JSON-safe)
+                     "observed": float(y[sel].mean()) if n else None})
     return {"bins": bins, "ece": expected_calibration_error(y, s, n_bins), "n_bins": n_bins}
 
 
