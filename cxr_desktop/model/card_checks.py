@@ -181,7 +181,9 @@ def check_lineage(card: Any) -> None:
 
 
 def check_extra(extra: Any) -> None:
-    """``extra`` is open (unknown keys pass); the learned scope check's ``ood`` entry is checked."""
+    """``extra`` is open (unknown keys pass). Of the learned scope check's ``ood`` entry only the
+    types are checked: a value out of range turns that check off with a visible reason
+    (:mod:`cxr_desktop.scope.learned`) rather than refusing the whole model."""
     extra = _dict("extra", extra)
     ood = extra.get("ood")
     if ood is None:
@@ -189,14 +191,15 @@ def check_extra(extra: Any) -> None:
     ood = _dict("extra.ood", ood)
     if "method" in ood:
         _text("extra.ood.method", ood["method"])
-    if "threshold" in ood and not (is_number(ood["threshold"]) and ood["threshold"] > 0):
-        fail("extra.ood.threshold", "a positive finite number", ood["threshold"])
+    for key in ("threshold", "percentile", "residual_scale", "shrinkage"):
+        if key in ood and not (is_int(ood[key]) or isinstance(ood[key], float)):
+            fail(f"extra.ood.{key}", "a number", ood[key])
     if "k" in ood and not (is_int(ood["k"]) and 1 <= ood["k"] <= 2048):
         fail("extra.ood.k", "a whole number from 1 to 2048", ood["k"])
-    if "percentile" in ood and not (is_number(ood["percentile"]) and 0 < ood["percentile"] <= 100):
-        fail("extra.ood.percentile", "a number above 0 and at most 100", ood["percentile"])
     if "tensors" in ood and not (isinstance(ood["tensors"], list) and all(isinstance(t, str) for t in ood["tensors"])):
         fail("extra.ood.tensors", "a list of tensor names", ood["tensors"])
+    if "calibration" in ood:
+        _dict("extra.ood.calibration", ood["calibration"])
 
 
 def check_card(card: Any, *, format_version: int, architectures: tuple[str, ...], preprocessing_id: str,
