@@ -324,8 +324,9 @@ def main(argv=None) -> int:
         print(f"  workers {w}: {rate:6.2f} img/s   x{rate / base:4.2f} vs 0   x{rate / fwd:4.2f} of model-only")
 
     counts = [int(c) for c in args.rss.split(",")]
-    print(f"\n(d) peak memory vs number of files (subprocess each; ResNet50 at 64 px input (the smallest a model card allows) so the {counts[-1]}-file "
-          "run stays short; real 512x512 PNGs; importing torch alone takes ~0.7 GiB RSS here)")
+    print(f"\n(d) peak memory vs number of files (subprocess each; ResNet50 at 64 px input, the smallest a "
+          f"model card allows, so the {counts[-1]}-file run stays short; real 512x512 PNGs; importing torch "
+          "alone takes ~0.7 GiB RSS here)")
     small, card32 = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
                                input_size=64, name="bench64", seed=0)
     small_path = tmp / "bench-64.safetensors"

@@ -116,7 +116,8 @@ def startup_model(path: str | None, engine_options: dict[str, Any] | None = None
         except Exception as exc:  # refused or failed in any other way: fall back, never end without a model
             log.warning("start-up model failed to load: %s", type(exc).__name__)
             active = default_model(engine_options)
-            instead = "An untrained model is used instead." if active.untrained else "The bundled model is used instead."
+            instead = ("An untrained model is used instead." if active.untrained
+                       else "The bundled model is used instead.")
             active.notes.insert(0, f"The model {Path(path).name} could not be used: {failure_reason(exc)} {instead}")
             active.refused_path = path
             return active
