@@ -36,6 +36,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 MODEL = REPO / "resources" / "models" / "demo-cxr.safetensors"
+#: Scores must match the uninterrupted run within 1e-6 (the CSV's 6 decimals: one unit in the last place).
+SCORE_TOLERANCE = 1e-6 * (1 + 1e-6)
 
 
 def make_inputs(folder: Path, n: int, data: Path = DATA) -> list[str]:
@@ -230,9 +232,13 @@ def main() -> None:
             refs[tree.label] = read_csv(ref_csv)
             print(f"uninterrupted run, {tree.label}: {wall:.1f} s", flush=True)
         ref = refs[new.label]
-        if len(refs) > 1:
-            print(f"  baseline vs this tree, uninterrupted: max |score difference| "
-                  f"{compare(refs[trees[1].label], ref, names):.2e}")
+        if len(refs) > 1:  # information only: the trees may differ in more than this change
+            base = refs[trees[1].label]
+            differ = sum(base[n]["status"] != ref[n]["status"] for n in names)
+            both = [n for n in names if base[n]["score"] and ref[n]["score"]]
+            worst = max((abs(float(base[n]["score"]) - float(ref[n]["score"])) for n in both), default=0.0)
+            print(f"  baseline vs this tree, uninterrupted: status differs for {differ} files; max |score "
+                  f"difference| over {len(both)} files scored by both {worst:.2e}")
 
         firsts: dict[str, list[float]] = {t.label: [] for t in trees}
         for _ in range(args.first_row_trials):  # alternate, so both see the same load
@@ -257,7 +263,7 @@ def main() -> None:
                 worst = compare(read_csv(out), refs[tree.label], names)
                 print(f"{tree.label}: finished after {res['restarts']} restarts ({res['wall_s']:.0f} s in all); "
                       f"{len(names)} rows, one per file; max |score difference| vs uninterrupted {worst:.1e} "
-                      f"({'OK' if worst <= 1e-6 else 'FAIL'}); goal {'MET' if res['restarts'] <= args.max_restarts else 'MISSED'}")
+                      f"({'OK' if worst <= SCORE_TOLERANCE else 'FAIL'}); goal {'MET' if res['restarts'] <= args.max_restarts else 'MISSED'}")
             else:
                 print(f"{tree.label}: NOT finished after {res['restarts']} restarts; {res['rows']} of "
                       f"{len(names)} rows durable")

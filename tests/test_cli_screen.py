@@ -316,3 +316,28 @@ def test_help_documents_every_exit_code(capsys):
     text = capsys.readouterr().out
     for code in (EXIT_OK, EXIT_USAGE, EXIT_MODEL, EXIT_IO, EXIT_TERMINATED, 130):
         assert f"\n  {code} " in text
+
+
+@pytest.mark.slow
+def test_every_restart_makes_progress_when_killed_right_after_its_first_durable_row(tmp_path, model_file):
+    """kill -9 as soon as a start has journalled one new row, twice; the third start finishes."""
+    n = 10
+    folder = _folder(tmp_path / "in", n)
+    ref = tmp_path / "ref.csv"
+    assert main(_args(folder, ref, model_file), stderr=io.StringIO()) == EXIT_OK
+    out = tmp_path / "res.csv"
+    journal = journal_path_for(out)
+    durable = []
+    for i in range(2):
+        before = _journal_rows(journal)
+        proc = _start(folder, out, model_file, *(["--resume"] if i else []))
+        assert _kill_when(proc, lambda: _journal_rows(journal) > max(before, 0)), "finished before the kill"
+        durable.append(len(read_journal(journal)[1]))
+    assert durable == sorted(durable) and durable[0] >= 1 and len(set(durable)) == 2  # each start added rows
+    proc = _start(folder, out, model_file, "--resume")
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == EXIT_OK, stderr.decode(errors="replace")
+    final, expected = {r["path"]: r for r in _rows(out)}, {r["path"]: r for r in _rows(ref)}
+    assert len(_rows(out)) == n and set(final) == set(expected)  # one row per file
+    for path, row in final.items():
+        assert abs(float(row["score"]) - float(expected[path]["score"])) <= 1.000001e-6, path
