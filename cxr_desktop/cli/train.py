@@ -207,6 +207,7 @@ class Printer:
             self.say(f"model saved: {ev.path} ({ev.size_bytes / 1e6:.1f} MB, sha256 {ev.sha256[:16]}...)")
         elif isinstance(ev, E.Finished):
             self._validation(ev.result)
+            self._shortcuts(ev.result)
         elif isinstance(ev, E.ReportSaved):
             self.say(f"report: {ev.path}" if ev.error is None else f"report could not be written: {ev.error}")
 
@@ -243,6 +244,18 @@ class Printer:
 
         self.say(viewer_gate(ev.test_metrics, pos).summary())
 
+
+    def _shortcuts(self, result: Any) -> None:
+        """Shortcut check (training/shortcuts.py): heatmap mass on the border and on burned-in marks."""
+        if result is None or getattr(result, "model_path", None) is None:
+            return
+        check = getattr(result, "shortcut_check", None)  # computed with the report, if one was written
+        if check is None:
+            from cxr_desktop.training.shortcuts import check_result
+
+            check = check_result(result)
+        for line in check.lines() if check is not None else []:
+            self.say(line)
 
     def _validation(self, result: Any) -> None:
         """Patients per split, starting model, calibration, input types and caution rate, briefly."""

@@ -330,7 +330,8 @@ table{border-collapse:collapse;margin:.5em 0} td,th{border:1px solid #ccc;paddin
 """
 
 
-def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, str]]]] | None = None) -> str:
+def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, str]]]] | None = None,
+                shortcut_check: Any = None) -> str:
     """The report as one HTML string (``result`` is a :class:`~cxr_desktop.training.engine.TrainResult`)."""
     card = result.card
     ev = result.evaluation
@@ -420,6 +421,8 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
             parts.append(f"<h3>{esc(kind)} ({len(cells)})</h3><div class=gallery>")
             parts += [f"<figure>{_img(b64, kind, 224)}<figcaption>{esc(cap)}</figcaption></figure>" for b64, cap in cells]
             parts.append("</div>")
+    if shortcut_check is not None:
+        parts.append(shortcut_section(shortcut_check))
 
     ood = card.extra.get("ood")
     if ood:
@@ -452,4 +455,33 @@ def write_report(path: str | Path, result: Any, *, per_kind: int | None = None) 
             rels = [redact_patient(r, pattern) for r in preds.rels]  # no patient id in captions
             cells = gallery(result.model_path, preds.paths, rels, y, s, result.card.decision_threshold, n,
                             result.card.positive_class or result.card.classes[-1])
-    write_text_atomic(path, render_html(result, gallery_cells=cells))
+    check = None
+    if ev is not None and result.model_path:
+        try:
+            from cxr_desktop.training.shortcuts import check_result
+
+            check = check_result(result)
+        except Exception as exc:  # the check must not cost the report
+            import logging
+
+            logging.getLogger(__name__).warning("shortcut check failed: %s", exc.__class__.__name__)
+        result.shortcut_check = check  # cxr-train's summary prints it without computing it again
+    write_text_atomic(path, render_html(result, gallery_cells=cells, shortcut_check=check))
+
+
+def shortcut_section(check: Any) -> str:
+    """HTML of the shortcut check (:mod:`cxr_desktop.training.shortcuts`): heatmap mass on border and marks."""
+    esc = html.escape
+    rows = "".join(
+        f"<tr><th>{esc(g.outcome)}</th><td>{g.n}</td><td>{g.border:.1%}</td><td>{g.border_area:.1%}</td>"
+        f"<td>{g.text:.1%}</td><td>{g.text_area:.1%}</td></tr>" for g in check.groups)
+    warn = ("<div class=warn><b>Possible shortcut</b><ul>" + "".join(f"<li>{esc(w)}</li>" for w in check.warnings)
+            + "</ul></div>") if check.warnings else "<p>No group above the limits.</p>"
+    return (f"<h2>Shortcut check</h2><p>Where the heatmaps of the positive class lie: the mean share of heatmap mass "
+            f"in the outer {check.border_fraction:.0%} border of the image and on burned-in text and markers (bright, "
+            f"high-contrast small marks found in the image), per outcome on the test split (else validation), "
+            f"next to the share of the image those regions cover (what a flat heatmap would give). Warning above "
+            f"{check.border_limit:.0%} (border) or {check.text_limit:.0%} (marks): a model that looks there may "
+            f"have learnt where a film comes from rather than what it shows.</p>"
+            f"<table><tr><th>outcome</th><th>images</th><th>border mass</th><th>border area</th><th>mark mass</th>"
+            f"<th>mark area</th></tr>{rows}</table>{warn}")
