@@ -25,8 +25,12 @@ def crash_dir() -> Path:
 
 
 def crash_report(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None,
-                 redactor: Redactor | None = None) -> str:
-    """The text of a crash report (already redacted)."""
+                 redactor: Redactor | None = None, *, messages: bool = True) -> str:
+    """The text of a crash report (already redacted).
+
+    ``messages=False`` leaves out the exceptions' messages (the stack and types stay): for
+    tools that never registered the values of the files they read (``cxr-screen``).
+    """
     lines = [
         "CXR Review crash report (no patient data: DICOM identifying values, IDs and opened paths are replaced)",
         f"time: {datetime.datetime.now().isoformat(timespec='seconds')}",
@@ -35,12 +39,37 @@ def crash_report(exc_type: type[BaseException], exc: BaseException, tb: Tracebac
         f"thread: {threading.current_thread().name}",
         "",
     ]
-    lines += traceback.format_exception(exc_type, exc, tb)
+    lines += traceback.format_exception(exc_type, exc, tb) if messages else _without_messages(exc, tb)
     return (redactor or REDACTOR).redact("\n".join(line.rstrip("\n") for line in lines)) + "\n"
 
 
+def _without_messages(exc: BaseException, tb: TracebackType | None) -> list[str]:
+    """Traceback lines of ``exc`` and its causes, each message replaced by a placeholder."""
+    chain: list[tuple[BaseException, TracebackType | None, str]] = []
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    link = ""
+    while cur is not None and id(cur) not in seen and len(chain) < 16:
+        seen.add(id(cur))
+        chain.append((cur, cur.__traceback__ if cur is not exc else tb, link))
+        if cur.__cause__ is not None:
+            cur, link = cur.__cause__, "The above exception was the direct cause of the following exception:"
+        elif cur.__context__ is not None and not cur.__suppress_context__:
+            cur, link = cur.__context__, "During handling of the above exception, another exception occurred:"
+        else:
+            cur = None
+    out: list[str] = []
+    for e, etb, link_text in reversed(chain):
+        if out:
+            out += ["", link_text, ""]
+        out.append("Traceback (most recent call last):")
+        out += [line.rstrip("\n") for line in traceback.format_tb(etb)]
+        out.append(f"{type(e).__module__}.{type(e).__qualname__}: <message withheld: it may quote patient data>")
+    return out
+
+
 def write_crash_log(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None,
-                    folder: Path | None = None) -> Path | None:
+                    folder: Path | None = None, *, messages: bool = True) -> Path | None:
     """Write the report atomically (temp file + fsync + rename); None if even that fails."""
     try:
         folder = Path(folder) if folder is not None else crash_dir()
@@ -49,7 +78,7 @@ def write_crash_log(exc_type: type[BaseException], exc: BaseException, tb: Trace
         target = folder / f"crash-{stamp}.log"
         from cxr_desktop.atomic import write_text_atomic
 
-        write_text_atomic(target, crash_report(exc_type, exc, tb))
+        write_text_atomic(target, crash_report(exc_type, exc, tb, messages=messages))
         return target
     except Exception:
         return None

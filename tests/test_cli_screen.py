@@ -341,3 +341,28 @@ def test_every_restart_makes_progress_when_killed_right_after_its_first_durable_
     assert len(_rows(out)) == n and set(final) == set(expected)  # one row per file
     for path, row in final.items():
         assert abs(float(row["score"]) - float(expected[path]["score"])) <= 1.000001e-6, path
+
+
+def test_unexpected_failure_is_one_line_and_a_crash_report_without_its_message(tmp_path, model_file, monkeypatch):
+    """A failure nobody foresaw (injected here into the runner): exit 1, no traceback, no message that may quote data."""
+    from cxr_desktop.screening import runner
+
+    secrets = ["SMITH" + "^JOHN", "1945" + "0312", "ACC-" + "5566"]  # not literally in the source lines shown
+
+    def failing_screen_folder(*args, **kwargs):
+        yield from ()
+        raise ValueError(f"header of {secrets[0]}, born {secrets[1]}, accession {secrets[2]}")
+
+    monkeypatch.setattr(runner, "screen_folder", failing_screen_folder)
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    folder = _folder(tmp_path / "in", 2)
+    err = io.StringIO()
+    assert main(_args(folder, tmp_path / "r.csv", model_file), stderr=err) == 1
+    text = err.getvalue()
+    assert "unexpected failure (ValueError); no rows were written; a report without patient data is in" in text
+    assert "Traceback" not in text and "19450312" not in text
+    (report,) = (tmp_path / "data" / "crash-logs").glob("crash-*.log")
+    log = report.read_text(encoding="utf-8")
+    assert "failing_screen_folder" in log and "ValueError: <message withheld" in log
+    for secret in secrets:
+        assert secret not in log

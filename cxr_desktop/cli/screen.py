@@ -291,7 +291,7 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
     except Exception as exc:  # an unexpected failure: one line here, the details in a redacted crash report
         from cxr_desktop.crash_log import write_crash_log
 
-        report = write_crash_log(type(exc), exc, exc.__traceback__)
+        report = write_crash_log(type(exc), exc, exc.__traceback__, messages=False)
         kept, journal = _kept_rows(out)
         what = f"{kept} finished rows are kept in {journal.name}" if kept else "no rows were written"
         where = f"a report without patient data is in {report}" if report else "no crash report could be saved"
