@@ -15,7 +15,7 @@ and every case that is not decoded/refused is saved to ``--save`` with a line in
 with counts, peak worker memory (max RSS) and the slowest case.
 
 Usage: nice -n 10 python bench/fuzz_loader.py N [--seed S] [--workers 2] [--time-limit 20]
-       [--mem-mb 3072] [--save bench/fuzz-findings] [--data ../shared/data]
+       [--mem-mb 3072] [--save /tmp/cxr-fuzz-findings] [--data ../shared/data]
        python bench/fuzz_loader.py --replay FILE   (one file, in this process)
 
 The pytest fuzz test (tests/test_imaging_fuzz.py) runs a small seeded sample of the
@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--time-limit", type=float, default=20.0, help="seconds per case")
     ap.add_argument("--mem-mb", type=int, default=3072, help="address-space cap per worker (MiB)")
-    ap.add_argument("--save", type=Path, default=REPO / "bench" / "fuzz-findings")
+    ap.add_argument("--save", type=Path, default=Path(tempfile.gettempdir()) / "cxr-fuzz-findings")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
     ap.add_argument("--replay", type=Path, help="run one saved file in this process and print the outcome")
     args = ap.parse_args(argv)

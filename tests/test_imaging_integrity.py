@@ -133,7 +133,8 @@ def test_png_cut_mid_idat_is_refused(cxr_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("name", ["siim_pneumothorax_sample.dcm", "JPGLosslessP14SV1_1s_1f_8b.dcm",
-                                  "US1_J2KI.dcm", "RG1_J2KI.dcm", "693_J2KR.dcm"])
+                                  "US1_J2KI.dcm", "RG1_J2KI.dcm", "693_J2KR.dcm", "JLSL_16_15_1_1F.dcm",
+                                  "JLSL_08_07_0_1F.dcm"])
 def test_dicom_with_cut_compressed_frame_is_refused(cxr_dir: Path, dicom_dir: Path, tmp_path: Path,
                                                     name: str) -> None:
     src = cxr_dir / name if (cxr_dir / name).exists() else dicom_dir / name

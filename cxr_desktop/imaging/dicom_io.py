@@ -31,7 +31,7 @@ from cxr_desktop.imaging.raster import (
     full_scale_window,
     split_colour,
 )
-from cxr_desktop.imaging.integrity import check_j2k, check_jpeg, incomplete_error
+from cxr_desktop.imaging.integrity import check_j2k, check_jpeg, check_jpegls, incomplete_error
 from cxr_desktop.imaging.reduced import REDUCIBLE_SYNTAXES, jpeg2000_reduced, jpeg_reduced
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
 
@@ -57,6 +57,7 @@ _DECODER_PACKAGES = {
 }
 _JPEG_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
                   "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+_JPEG_LS_SYNTAXES = {"1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
 _J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201",
                  "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"}
 JPEG_BASELINE_8BIT = "1.2.840.10008.1.2.4.50"
@@ -419,7 +420,12 @@ def _check_codestream(ds: Dataset, hdr: Header, frame: int, path: str | Path) ->
     if size is not None and size[0] != 0 and size != (hdr.rows, hdr.columns):  # 0: height in DNL
         raise _damaged(path, "the compressed image inside it has a different size from the one its "
                              "header declares")
-    problem = check_jpeg(data, require_eoi=True) if uid in _JPEG_SYNTAXES else check_j2k(data)
+    if uid in _JPEG_LS_SYNTAXES:
+        problem = check_jpegls(data)
+    elif uid in _JPEG_SYNTAXES:
+        problem = check_jpeg(data, require_eoi=True)
+    else:
+        problem = check_j2k(data)
     if problem is not None:
         where = "The DICOM file's compressed image" + (f" (frame {frame})" if hdr.frames > 1 else "")
         raise incomplete_error(problem, path, where)

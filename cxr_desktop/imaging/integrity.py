@@ -9,6 +9,7 @@ saying what is missing (the caller turns it into ``ImageError(Reason.TRUNCATED)`
 - JPEG (8-bit, any process libjpeg-turbo decodes): a strict decode at 1/8 scale with
   simplejpeg, which raises on libjpeg's "premature end" / "corrupt data" warnings (the
   entropy-coded data is read in full, the inverse DCT mostly skipped).
+- JPEG-LS: a strict decode with CharLS (pyjpegls), which refuses a cut or corrupt scan.
 - JPEG (any precision, also JPEG-LS): the codestream must end with an EOI marker.
 - JPEG 2000: every tile-part (SOT) must fit in the data and the codestream end with EOC.
 - PNG: the IDAT zlib stream must inflate to at least the size the IHDR declares.
@@ -116,6 +117,29 @@ def check_jpeg(data: bytes, *, require_eoi: bool = False) -> Incomplete | None:
         return None  # not a completeness warning (e.g. an unsupported feature): the decoder decides
     except Exception:  # noqa: BLE001 - same: leave it to the real decoder
         return None
+    return None
+
+
+def check_jpegls(data: bytes) -> Incomplete | None:
+    """Refuse a JPEG-LS codestream a strict decoder (CharLS) cannot decode in full.
+
+    pylibjpeg-libjpeg decodes a cut JPEG-LS frame without a word; CharLS reports "invalid
+    JPEG-LS stream". An unsupported feature (not a data problem) leaves it to the decoder.
+    """
+    if not ends_with_eoi(data):
+        return Incomplete("the JPEG-LS data has no end-of-image marker: it ends before the image does")
+    try:
+        from jpeg_ls import decode_buffer
+    except ImportError:  # optional: then only the end marker is checked
+        return None
+    try:
+        decode_buffer(bytes(data))
+    except Exception as exc:  # noqa: BLE001 - CharLS raises RuntimeError/ValueError with its text
+        text = str(exc).lower()
+        if "not supported" in text or "unsupported" in text:
+            return None
+        return Incomplete("the JPEG-LS image data ends early or is corrupt: a strict decoder (CharLS) "
+                          "cannot decode the whole image", short=False)
     return None
 
 

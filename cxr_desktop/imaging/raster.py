@@ -176,11 +176,18 @@ def _decode_error(path: str | Path, fmt: str, exc: BaseException) -> ImageError:
     """Map a Pillow failure to TRUNCATED or UNREADABLE (never embeds the exception text)."""
     name = FORMAT_NAMES[fmt]
     text = str(exc).lower()
-    if isinstance(exc, EOFError) or "truncated" in text or _looks_cut_off(path, fmt):
+    if isinstance(exc, EOFError) or "truncated" in text:  # the decoder ran out of data
+        evidence = "the decoder ran out of image data before the image was complete"
+    elif _looks_cut_off(path, fmt):
+        marker = "IEND chunk" if fmt == "png" else "end-of-image marker"
+        evidence = f"it stops without the {marker} every {name} file ends with"
+    else:
+        evidence = None
+    if evidence:
         return ImageError(
             Reason.TRUNCATED,
-            f"The {name} file ends early: the image data is incomplete and cannot be shown. "
-            "The copy or export was probably interrupted; copy or export the file again.",
+            f"The {name} file ends early ({evidence}): the image data is incomplete and cannot be "
+            "shown. The copy or export was probably interrupted; copy or export the file again.",
             path,
         )
     return ImageError(
