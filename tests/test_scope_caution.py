@@ -226,3 +226,34 @@ def test_fit_ood_calibrates_on_held_out_groups_not_on_training_images():
     _, cross = fit_ood(x_tr, y_tr, x_tr[:0], n_classes=2, k=8, percentile=95.0, train_groups=g_tr)
     assert "cross-fitted" in cross["calibration"]["split"] and cross["threshold"] > 1.1 * train_limit
 
+
+
+def test_recalibration_rewrites_only_the_limit_and_the_file_still_verifies(tmp_path):
+    """training/recalibrate_scope.py's writer: every tensor byte for byte, only card.extra['ood'] changes."""
+    import sys
+
+    import torch
+
+    from cxr_desktop.model import init_model, save_model
+    from cxr_desktop.model.modelfile import load_model
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+    from recalibrate_scope import rewrite_card
+
+    model, card = init_model(classes=["normal", "opacity"], positive_class="opacity", weights="none",
+                             input_size=64, name="recal", seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((20, 2048)).astype(np.float32)
+    tensors, info = fit_ood(x, np.arange(20) % 2, x[:4], n_classes=2, k=4)
+    card.extra["ood"] = info
+    src = tmp_path / "m.safetensors"
+    save_model(src, model, card, half=True, extra_tensors=tensors)
+    new = {**info, "threshold": 123.5, "calibration": {"split": "validation", "groups": 9}}
+    rewrite_card(src, tmp_path / "r.safetensors", new)
+    a, b = load_model(src), load_model(tmp_path / "r.safetensors")
+    assert b.weights_verified and b.card.extra["ood"]["threshold"] == 123.5
+    assert b.card.extra["ood"]["calibration"]["groups"] == 9 and a.card.extra["ood"]["threshold"] != 123.5
+    for name, t in a.model.state_dict().items():
+        assert torch.equal(t, b.model.state_dict()[name]), name
+    assert set(a.extra_tensors) == set(b.extra_tensors)
+    assert all(torch.equal(a.extra_tensors[k], b.extra_tensors[k]) for k in a.extra_tensors)

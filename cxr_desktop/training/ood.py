@@ -112,11 +112,20 @@ def calibrate_threshold(distances: np.ndarray, groups: Any, *, alpha: float) -> 
     record = {
         "target_caution_rate": float(alpha),
         "groups": int(n_groups),
+        "groups_digest": groups_digest(names),
         "images": int(len(d)),
         "rule": rule,
         "caution_rate_images": float(np.mean(d > threshold)),
     }
     return threshold, record
+
+
+def groups_digest(groups: Any) -> str:
+    """Short digest of a set of (hashed) patient groups: lets a later recalibration prove it used the same ones."""
+    import hashlib
+
+    text = "\n".join(sorted({str(g) for g in groups}))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def _cross_fitted(x: np.ndarray, y: np.ndarray, groups: np.ndarray, n_classes: int, k: int,
