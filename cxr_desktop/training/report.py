@@ -427,8 +427,10 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
     ood = card.extra.get("ood")
     if ood:
         parts.append(f"<h2>Input safety statistics</h2><p>{esc(ood.get('distance', ''))}; k = {ood.get('k')}, "
-                     f"threshold {ood.get('threshold', float('nan')):.2f} (the {ood.get('percentile')}th percentile "
-                     f"of {esc(str(ood.get('threshold_split')))} distances).</p>")
+                     f"caution limit {ood.get('threshold', float('nan')):.2f}, calibrated on "
+                     f"{esc(str(ood.get('threshold_split')))} distances: "
+                     f"{esc(str((ood.get('calibration') or {}).get('rule', 'the %sth percentile' % ood.get('percentile'))))}"
+                     ". Images above it are scored and marked 'unusual image - interpret with care'.</p>")
     parts.append("<h2>Settings</h2><table>" + "".join(
         f"<tr><th>{esc(k)}</th><td>{esc(json.dumps(v))}</td></tr>" for k, v in (prov.get("settings") or {}).items())
         + "</table>")
