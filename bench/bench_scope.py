@@ -7,9 +7,10 @@ displays as a negative) is reported on its own line, in neither group.
 
 Prints, for a model file:
 (a) how many images each scope rule flags in each group;
-(b) the learned check (Mahalanobis distance of pooled features, threshold from the model card):
+(b) the learned check (Mahalanobis distance of pooled features, caution limit from the model card):
     AUROC chest vs non-chest, against the named baseline "max-softmax probability" (1 - max p,
-    Hendrycks & Gimpel 2017), and the flag rates at the card's threshold.
+    Hendrycks & Gimpel 2017), and the caution rates at the card's limit (a caution never refuses:
+    the image is scored and marked; the issue-12 figures are in bench/bench_caution.py).
 
 (c) with --refit: the same features, statistics refitted by the training code on half of the shared
     chest radiographs, AUROC on the held-out half (the method on this data, apart from the model's
@@ -214,12 +215,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  greyscale non-chest only ({len(grey)} images, the harder case)  "
                   f"AUROC {auroc(dc, dg):.3f}  (baseline {auroc(msp_c, 1.0 - np.array([r['max_p'] for r in grey])):.3f})")
         t = learned.threshold
-        print(f"  at the card's threshold {t:.3g}: chest flagged {int((dc > t).sum())}/{len(dc)} "
-              f"(false positives), non-chest flagged {int((do > t).sum())}/{len(do)}")
+        print(f"  at the card's caution limit {t:.3g}: chest cautioned {int((dc > t).sum())}/{len(dc)}, "
+              f"non-chest cautioned {int((do > t).sum())}/{len(do)}")
         for name, d in (("chest", dc), ("non-chest", do)):
             print(f"  distance {name:<10} median {np.median(d):8.2f}  range [{d.min():.2f}, {d.max():.2f}]")
         rules_or_learned = sum(bool(r["codes"]) or r["distance"] > t for r in other)
-        print(f"  non-chest flagged by rules or learned check: {rules_or_learned}/{len(other)}")
+        print(f"  non-chest refused by a rule or cautioned: {rules_or_learned}/{len(other)}")
     if args.refit:
         refit(chest, other)
     for r in odd:
