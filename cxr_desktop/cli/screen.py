@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--resume", action="store_true",
                     help="continue an interrupted run with the same --out and --model (done files are skipped)")
     ap.add_argument("--json", action="store_true", help="also write the results as JSON beside the CSV")
+    ap.add_argument("--dicom-out", type=Path, metavar="DIR",
+                    help="also write, for each scored or out-of-scope DICOM input, a Secondary Capture (image, "
+                         "heatmap, caption) and a Structured Report (TID 1500) under DIR, mirroring the folder: "
+                         "<name>.sc.dcm and <name>.sr.dcm, in new series of the source's study")
     ap.add_argument("--decode-time-limit", type=_non_negative_float, default=None, metavar="SECONDS",
                     help=f"stop decoding a file after SECONDS (its row says so; default {_default_limit():g}; "
                          "0 = no limit; needs decode workers)")
@@ -311,6 +315,8 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
         return fail(EXIT_USAGE, f"the folder for --out ({out.parent}) does not exist; create it first.")
     if args.heatmaps is not None and args.heatmaps.exists() and not args.heatmaps.is_dir():
         return fail(EXIT_USAGE, f"--heatmaps {args.heatmaps} is a file; give a folder.")
+    if args.dicom_out is not None and args.dicom_out.exists() and not args.dicom_out.is_dir():
+        return fail(EXIT_USAGE, f"--dicom-out {args.dicom_out} is a file; give a folder.")
     why = _writable_folder(out.parent)
     if why:
         return fail(EXIT_IO, f"cannot write in the folder of --out ({why}); choose a writable folder. "
@@ -389,7 +395,26 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
     if finished is None:  # pragma: no cover - the generator always finishes with ScreenFinished
         return fail(EXIT_STOPPED, "screening stopped early; rerun with --resume.")
     _print_summary(err, finished)
+    if args.dicom_out is not None:
+        _write_dicom_results(args, engine, finished, err)
     return EXIT_OK
+
+
+def _write_dicom_results(args: argparse.Namespace, engine: object, fin: "ScreenFinished", err: TextIO) -> None:
+    """``--dicom-out``: SC + SR per DICOM row (see :mod:`cxr_desktop.dicom_results`); failures are counted."""
+    from cxr_desktop.dicom_results import export_screening_results
+    from cxr_desktop.screening.results import read_results_csv
+
+    _, rows = read_results_csv(fin.out_csv)
+    written = failed = 0
+    for res in export_screening_results(args.folder, rows, engine, args.dicom_out):
+        if res.error:
+            failed += 1
+            err.write(f"cxr-screen: note: {res.error}\n")
+        else:
+            written += 1
+    err.write(f"  DICOM results (SC + SR): {written} written to {args.dicom_out}"
+              + (f", {failed} not written (see the notes above)" if failed else "") + "\n")
 
 
 def _print_summary(err: TextIO, fin: "ScreenFinished") -> None:
