@@ -93,6 +93,7 @@ class OverlayPanel(QWidget):
         lay.addWidget(self.gate_label)
         lay.addWidget(self.show_below_box)
         lay.addWidget(self.legend)
+        self.legend.setVisible(False)  # until a map is drawn
         lay.addStretch(1)
 
     # -------------------------------------------------------------- state
@@ -164,7 +165,7 @@ class OverlayPanel(QWidget):
         self.gate_label.setText(text)
         self.gate_label.setVisible(bool(text))
         self.show_below_box.setVisible(state in ("below", "below_shown"))
-        self.legend.setVisible(state != "below")  # no colour bar for a map that is not drawn
+        self.legend.setVisible(state in ("drawn", "below_shown"))  # a colour bar only for a map on screen
 
     @property
     def gate_text(self) -> str:
