@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
                          "the PACS of this name in --pacs-config")
     ap.add_argument("--pacs-config", type=Path, metavar="FILE",
                     help="JSON file of PACS servers (the format cxr-pacs --config reads)")
+    ap.add_argument("--forward-retry", type=_non_negative_float, default=None, metavar="SECONDS",
+                    help="while the PACS cannot be reached, send the owed results again every SECONDS "
+                         "(default 30)")
     ap.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where the model runs")
     ap.add_argument("--batch-size", type=_positive_int, default=16, help="images per model call (default 16)")
     ap.add_argument("--workers", type=_non_negative_int, default=None,
@@ -174,13 +177,14 @@ def _run(args: argparse.Namespace, say) -> int:  # type: ignore[no-untyped-def]
             say(f"the model file {Path(model_path).name} does not exist; check --model.")
         return EXIT_USAGE
 
-    forwarder = None
+    server = None
     if args.forward:
-        from cxr_desktop.node.forward import ForwardSetupError, make_forwarder
+        from cxr_desktop.node.forward import load_forward_server
+        from cxr_desktop.pacs.errors import PacsError
 
         try:
-            forwarder = make_forwarder(args.pacs_config, args.forward, out, our_ae=ae_title)
-        except ForwardSetupError as exc:
+            server = load_forward_server(args.pacs_config, args.forward)
+        except PacsError as exc:
             say(str(exc))
             return EXIT_USAGE
 
@@ -199,6 +203,14 @@ def _run(args: argparse.Namespace, say) -> int:  # type: ignore[no-untyped-def]
         say(f"the model file cannot be read ({exc.__class__.__name__}); check --model.")
         return EXIT_MODEL
 
+    forwarder = None
+    if server is not None:
+        from cxr_desktop.node.forward import PacsForwarder
+        from cxr_desktop.pacs.config import DicomWebServer, SecretStore
+
+        secrets = SecretStore() if isinstance(server, DicomWebServer) and server.auth != "none" else None
+        forwarder = PacsForwarder(server, out, engine, secrets=secrets)
+
     from cxr_desktop.node.service import NodeBusy, NodeConfig, NodeService
     from cxr_desktop.screening.runner import ResumeMismatch
 
@@ -207,6 +219,8 @@ def _run(args: argparse.Namespace, say) -> int:  # type: ignore[no-untyped-def]
                            show_anyway=args.show_anyway, decode_time_limit_s=limit or None)
     config = NodeConfig(out=out, ae_title=ae_title, host=args.host, port=args.port,
                         study_timeout_s=args.study_timeout, screen=screen)
+    if args.forward_retry is not None:
+        config.forward_retry_s = max(0.5, args.forward_retry)
     try:
         node = NodeService(config, engine, forwarder=forwarder, say=say)
     except (NodeBusy, ResumeMismatch) as exc:
@@ -225,7 +239,7 @@ def _run(args: argparse.Namespace, say) -> int:  # type: ignore[no-untyped-def]
                 "choose another --port or stop the program that uses it.")
             return EXIT_UNAVAILABLE
         say(DECISION_AID_NOTICE)
-        fwd = f"; results go to {args.forward}" if args.forward else ""
+        fwd = f"; results go to {server.where}" if server is not None else ""
         say(f"listening on {args.host}:{port} as AE {ae_title}; model {engine.card.display_name} on "
             f"{engine.device_label}; folder {out}{fwd}")
         node.run()

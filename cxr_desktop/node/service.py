@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 
 LOCK_NAME = "node.lock"
 DEFAULT_STUDY_TIMEOUT_S = 5.0
+FORWARD_RETRY_S = 30.0  # how often owed results are sent again while the PACS is unreachable
 
 
 class NodeBusy(RuntimeError):
@@ -51,6 +53,7 @@ class NodeConfig:
     port: int = 11112
     study_timeout_s: float = DEFAULT_STUDY_TIMEOUT_S
     screen: ScreenOptions | None = None
+    forward_retry_s: float = FORWARD_RETRY_S
 
 
 class NodeService:
@@ -75,6 +78,7 @@ class NodeService:
         self._stop = threading.Event()
         self.cancel = threading.Event()
         self.studies_screened = 0
+        self._forward_failed_at: float | None = None
         self.images_scored = 0
 
     # ----------------------------------------------------------------- life cycle
@@ -105,9 +109,11 @@ class NodeService:
             self._forward_leftovers()
             while not self._stop.is_set():
                 study = self.tracker.take_ready(timeout=0.25)
-                if study is None:
-                    continue
-                self._screen(study)
+                if study is not None:
+                    self._screen(study)
+                elif self._forward_failed_at is not None and \
+                        time.monotonic() - self._forward_failed_at >= self.config.forward_retry_s:
+                    self._forward_leftovers()  # idle, and a PACS was unreachable: try again now and then
         finally:
             self.scp.stop()
 
@@ -138,25 +144,31 @@ class NodeService:
         stopped = " (stopped early: the rest is screened at the next start)" if outcome.cancelled else ""
         self.say(f"study {study}: {len(outcome.new_rows)} image(s) screened ({what}) in "
                  f"{outcome.elapsed_s:.1f} s{stopped}")
-        if self.forwarder is not None and outcome.new_rows and not self._stop.is_set():
-            self._forward(study, outcome.new_rows)
+        if self.forwarder is not None and not self._stop.is_set():
+            owed = self.forwarder.pending_rows(self.worklist.rows()).get(study, [])
+            if owed:
+                self._forward(study, owed)
         return outcome
 
-    def _forward(self, study: str, rows: list[ResultRow]) -> None:
+    def _forward(self, study: str, rows: list[ResultRow]) -> bool:
         assert self.forwarder is not None
         try:
             self.say(f"study {study}: {self.forwarder.forward(study, rows)}")
-        except Exception as exc:  # the PACS may be down: results stay in the worklist, sent at the next start
-            self.say(f"study {study}: results not sent ({exc}); they are sent again at the next start")
+        except Exception as exc:  # the PACS may be down: results stay owed and are sent later
+            self._forward_failed_at = time.monotonic()
+            self.say(f"study {study}: results not sent ({exc}); they are sent again in "
+                     f"{self.config.forward_retry_s:g} s or at the next start")
+            return False
+        return True
 
     def _forward_leftovers(self) -> None:
-        """Results screened before a restart but never sent (``--forward`` only)."""
+        """Results screened but never sent (before a restart, or while the PACS was down)."""
         if self.forwarder is None:
             return
+        self._forward_failed_at = None
         for study, rows in self.forwarder.pending_rows(self.worklist.rows()).items():
-            if self._stop.is_set():
-                return
-            self._forward(study, rows)
+            if self._stop.is_set() or not self._forward(study, rows):
+                return  # the PACS is still down: the rest waits for the next try
 
     def _on_aborted(self, kept: int) -> None:
         if not self._stop.is_set():
