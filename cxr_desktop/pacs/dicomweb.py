@@ -45,7 +45,10 @@ def client(server: DicomWebServer, secrets: SecretStore | None = None) -> Any:
             session.auth = (server.username, secret)
         else:
             session.headers["Authorization"] = f"Bearer {secret}"
-    return DICOMwebClient(url=server.url, session=session, timeout=float(server.timeout_s))
+    c = DICOMwebClient(url=server.url, session=session, timeout=float(server.timeout_s))
+    # no silent retries with back-off (5 attempts = 30 s on a dead server): fail fast, the user retries
+    c.set_http_retry_params(retry=False)
+    return c
 
 
 def translate(server: DicomWebServer, exc: BaseException, what: str) -> PacsError:

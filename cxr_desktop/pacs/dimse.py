@@ -107,6 +107,7 @@ def associate(server: DimseServer, ae: AE, *, ext_neg: list[Any] | None = None,
               evt_handlers: list[Any] | None = None) -> Association:
     """An established association with ``server`` (contexts already requested on ``ae``), or a PacsError."""
     _probe(server)
+    t0 = time.monotonic()
     assoc = ae.associate(server.host, server.port, ae_title=server.called_ae, ext_neg=ext_neg,
                          evt_handlers=evt_handlers)
     if assoc.is_established:
@@ -115,7 +116,8 @@ def associate(server: DimseServer, ae: AE, *, ext_neg: list[Any] | None = None,
         raise PacsError(PacsProblem.REJECTED, f"PACS {server.where} rejected the association: check that its "
                                               f"AE title is {server.called_ae!r} and that it knows our AE title "
                                               f"{server.our_ae!r} (ask the PACS administrator to add it).")
-    if assoc.is_aborted:
+    waited = time.monotonic() - t0
+    if assoc.is_aborted and waited < 0.9 * float(server.timeout_s):  # aborted by the peer, not by our ACSE timeout
         raise PacsError(PacsProblem.REJECTED, f"PACS {server.where} aborted the association request: check the "
                                               "AE titles and that this service (echo/find/retrieve/store) is "
                                               "allowed for our AE on the PACS.")
@@ -195,9 +197,8 @@ def find_studies(server: DimseServer, query: StudyQuery, *, limit: int | None = 
             if code is None:
                 raise _timed_out(server, "the search")
             if code in (0xFF00, 0xFF01) and ident is not None:
-                rows.append(row_from_identifier(ident))
-                if limit is not None and len(rows) >= limit:
-                    break
+                if limit is None or len(rows) < limit:  # past the limit: drain (a release mid-find warns)
+                    rows.append(row_from_identifier(ident))
             elif code == 0x0000:
                 break
             else:
@@ -237,6 +238,7 @@ class _Counts:
     failed: int = 0
     warning: int = 0
     remaining: int | None = None
+    max_total: int = 0  # the most images the PACS said the study holds
 
     def update(self, status: Dataset) -> None:
         self.completed = int(status.get("NumberOfCompletedSuboperations", self.completed) or 0)
@@ -244,6 +246,8 @@ class _Counts:
         self.warning = int(status.get("NumberOfWarningSuboperations", self.warning) or 0)
         rem = status.get("NumberOfRemainingSuboperations")
         self.remaining = None if rem is None or rem == "" else int(rem)
+        if self.total is not None:
+            self.max_total = max(self.max_total, self.total)
 
     @property
     def total(self) -> int | None:
@@ -259,7 +263,7 @@ def _study_exists(server: DimseServer, study_uid: str) -> bool | None:
 
 
 def _final(server: DimseServer, study_uid: str, method: str, code: int | None, counts: _Counts,
-           staging: StagingFolder) -> None:
+           staging: StagingFolder, expected: int | None = None) -> None:
     """Raise the PacsError that the final status (and what arrived) means; return when all arrived."""
     what = "C-MOVE" if method == "move" else "C-GET"
     if code is None:
@@ -269,6 +273,15 @@ def _final(server: DimseServer, study_uid: str, method: str, code: int | None, c
                         f"PACS {server.where} does not know the C-MOVE destination {server.our_ae!r}: ask the PACS "
                         f"administrator to add our AE title {server.our_ae!r} at this computer's address, port "
                         f"{server.our_port}, or retrieve with C-GET instead.")
+    if method == "move" and staging.count == 0 and counts.completed == 0 and code >= 0xA000 \
+            and code not in _OUT_OF_RESOURCES and _study_exists(server, study_uid):
+        # The study is there but the PACS would not start sending: the usual cause is a destination it does
+        # not know (some PACS, e.g. Orthanc, answer 0xC000 instead of 0xA801).
+        raise PacsError(PacsProblem.MOVE_DESTINATION_UNKNOWN,
+                        f"PACS {server.where} did not send the study to our AE title {server.our_ae!r} (C-MOVE status "
+                        f"0x{code:04X}): most likely it does not know {server.our_ae!r} as a C-MOVE destination - ask "
+                        f"the PACS administrator to add it at this computer's address, port {server.our_port}, or "
+                        "retrieve with C-GET instead.")
     if code == _CANCELLED:
         raise PacsError(PacsProblem.CANCELLED, "the retrieve was cancelled; nothing was kept.")
     if staging.count == 0 and counts.failed == 0 and code in (0x0000, _SUBOPS_FAILED, 0xC000, 0xC001) \
@@ -279,10 +292,10 @@ def _final(server: DimseServer, study_uid: str, method: str, code: int | None, c
     if code == 0x0000 and staging.count == 0:
         raise PacsError(PacsProblem.NOT_FOUND, f"PACS {server.where} sent no images for the study; search again, "
                                                "and check that the study still holds images.")
-    if code == 0x0000 and counts.failed == 0 and staging.count >= counts.completed:
+    if code == 0x0000 and counts.failed == 0 and staging.count >= max(counts.completed, expected or 0):
         return
-    if code in (0x0000, _SUBOPS_FAILED) or code in _OUT_OF_RESOURCES:
-        expected = counts.completed + counts.failed + counts.warning
+    expected = max(counts.max_total, counts.completed + counts.failed + counts.warning, expected or 0)
+    if code in (0x0000, _SUBOPS_FAILED) or code in _OUT_OF_RESOURCES or (staging.count or expected):
         raise PacsError(PacsProblem.PARTIAL, f"only {staging.count} of {max(expected, staging.count)} images of the "
                                              f"study arrived from PACS {server.where} ({what} status 0x{code:04X}); "
                                              "nothing was kept - retry the retrieve.")
@@ -297,7 +310,7 @@ def _progress(staging: StagingFolder, counts: _Counts, t0: float, method: str) -
 
 
 def get_study_into(server: DimseServer, study_uid: str, staging: StagingFolder, *,
-                   cancel: threading.Event | None = None) -> Iterator[RetrieveProgress]:
+                   cancel: threading.Event | None = None, expected: int | None = None) -> Iterator[RetrieveProgress]:
     """C-GET the study into ``staging`` (one association; the PACS sends on it)."""
     ae = _new_ae(server)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelGet)
@@ -330,7 +343,7 @@ def get_study_into(server: DimseServer, study_uid: str, staging: StagingFolder, 
                 assoc.release()
             else:
                 assoc.abort()
-    _final(server, study_uid, "get", code, counts, staging)
+    _final(server, study_uid, "get", code, counts, staging, expected)
     yield _progress(staging, counts, t0, "get")
 
 
@@ -365,7 +378,7 @@ class StorageSCP:
 
 
 def move_study_into(server: DimseServer, study_uid: str, staging: StagingFolder, *,
-                    cancel: threading.Event | None = None) -> Iterator[RetrieveProgress]:
+                    cancel: threading.Event | None = None, expected: int | None = None) -> Iterator[RetrieveProgress]:
     """C-MOVE the study to our own storage SCP (``our_ae`` at ``our_port``), which writes into ``staging``."""
     t0 = time.perf_counter()
     with StorageSCP(server, staging):
@@ -392,7 +405,7 @@ def move_study_into(server: DimseServer, study_uid: str, staging: StagingFolder,
                     assoc.release()
                 else:
                     assoc.abort()
-    _final(server, study_uid, "move", code, counts, staging)
+    _final(server, study_uid, "move", code, counts, staging, expected)
     yield _progress(staging, counts, t0, "move")
 
 

@@ -80,7 +80,7 @@ def _fetch(server: PacsServer, study_uid: str, stage: StagingFolder, method: str
 
     assert isinstance(server, DimseServer)
     fn = move_study_into if method == "move" else get_study_into
-    yield from fn(server, study_uid, stage, cancel=cancel)
+    yield from fn(server, study_uid, stage, cancel=cancel, expected=expected)
 
 
 @contextlib.contextmanager
@@ -108,7 +108,7 @@ def retrieve_study(server: PacsServer, study_uid: str, *, cache: StudyCache | No
                    expected: int | None = None) -> Iterator[RetrieveEvent]:
     """Yield progress, then :class:`RetrieveDone`; exactly one of ``cache`` / ``dest``.
 
-    ``expected``: the image count the search reported (WADO-RS checks it: fewer is a partial retrieve).
+    ``expected``: the image count the search reported (:attr:`StudyRow.images`): fewer is a partial retrieve.
     """
     if (cache is None) == (dest is None):
         raise ValueError("give exactly one of cache= or dest=")
