@@ -105,7 +105,7 @@ class ShortcutsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Keyboard shortcuts")
         rows = [(s.group, s.text.replace("&", "").rstrip("."), keys_text(s), s.help) for s in SHORTCUTS if s.keys]
-        rows += [("Mouse", what, how, "") for what, how in MOUSE_HELP]
+        rows += [("Mouse", "", what, how) for what, how in MOUSE_HELP]  # the gesture as keys, what it does as notes
         self.table = QTableWidget(len(rows), 4, self)
         self.table.setHorizontalHeaderLabels(["Group", "Action", "Keys", "Notes"])
         for r, row in enumerate(rows):
@@ -113,11 +113,16 @@ class ShortcutsDialog(QDialog):
                 self.table.setItem(r, c, QTableWidgetItem(text))
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.setWordWrap(True)  # long notes wrap onto more lines instead of being cut off
+        header = self.table.horizontalHeader()
+        for c in range(3):
+            header.setSectionResizeMode(c, QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(3, QHeaderView.ResizeMode.Stretch)  # Notes: the width left, wrapped
+        # rows grow to hold their wrapped text (re-measured whenever the Notes column changes width)
+        self.table.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
         buttons.rejected.connect(self.reject)
         lay = QVBoxLayout(self)
         lay.addWidget(self.table)
         lay.addWidget(buttons)
-        self.resize(760, 560)
+        self.resize(900, 600)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from PySide6.QtWidgets import QLabel, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget
+from PySide6.QtCore import QEvent, QObject
+from PySide6.QtWidgets import (
+    QHeaderView, QLabel, QLineEdit, QTreeWidget, QTreeWidgetItem, QVBoxLayout, QWidget,
+)
 
 COLUMNS = ("Tag", "Name", "VR", "Value")
+NAME_SHARE = 0.4  # the Name column takes at most this share of the width left after Tag and VR
+MIN_VALUE_WIDTH = 80  # the Value column keeps at least this many pixels on screen (it is what is read)
 
 
 class TagsPanel(QWidget):
@@ -22,6 +27,10 @@ class TagsPanel(QWidget):
         self.tree.setRootIsDecorated(False)
         self.tree.setUniformRowHeights(True)
         self.tree.setAlternatingRowColors(True)
+        header = self.tree.header()
+        header.setStretchLastSection(True)  # Value takes whatever the other columns leave
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.tree.viewport().installEventFilter(self)  # columns refit when the dock is resized
         self.note = QLabel("No DICOM file shown.")
         self.note.setWordWrap(True)
         lay = QVBoxLayout(self)
@@ -36,13 +45,35 @@ class TagsPanel(QWidget):
         try:
             self.tree.clear()
             if rows:
-                self.tree.addTopLevelItems([QTreeWidgetItem([str(c) for c in row]) for row in rows])
-                for i in range(3):
-                    self.tree.resizeColumnToContents(i)
+                items = []
+                for row in rows:
+                    item = QTreeWidgetItem([str(c) for c in row])
+                    item.setToolTip(1, str(row[1]))
+                    item.setToolTip(3, str(row[3]))  # a long value is cut on screen: whole in the tooltip
+                    items.append(item)
+                self.tree.addTopLevelItems(items)
         finally:
             self.tree.setUpdatesEnabled(True)
         self.note.setText(note or (f"{len(rows)} elements" if rows else "No DICOM tags."))
         self.apply_filter(self.search.text())
+        self.fit_columns()
+
+    def fit_columns(self) -> None:
+        """Tag and VR to their contents, Name capped, Value the rest: Value never leaves the panel's edge."""
+        tree = self.tree
+        width = tree.viewport().width()
+        for i in (0, 2):
+            tree.resizeColumnToContents(i)
+        tag_w, vr_w = tree.columnWidth(0), tree.columnWidth(2)
+        tree.resizeColumnToContents(1)
+        room = max(0, width - tag_w - vr_w)
+        name_w = min(tree.columnWidth(1), max(60, int(NAME_SHARE * room), room - MIN_VALUE_WIDTH))
+        tree.setColumnWidth(1, max(40, name_w))
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.Resize and obj is self.tree.viewport():
+            self.fit_columns()
+        return False
 
     def apply_filter(self, text: str) -> int:
         """Hide rows that do not contain ``text``; returns how many rows stay visible."""

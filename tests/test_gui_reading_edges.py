@@ -1,0 +1,119 @@
+"""Rough edges of the reading room (issue 14): panels that clipped their text, the model card,
+DICOMDIR, Open recent, quitting, the training wizard's close. Each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("pytestqt")
+
+from PySide6.QtCore import QRect, QSettings, Qt  # noqa: E402
+from PySide6.QtWidgets import QApplication  # noqa: E402
+
+from cxr_desktop.gui.settings import AppSettings  # noqa: E402
+
+TIMEOUT = 30_000
+
+
+def _settings(tmp_path: Path) -> AppSettings:
+    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+
+# ------------------------------------------------------------------ DICOM tags panel
+
+
+def test_tag_value_column_stays_on_screen_in_a_narrow_dock(qtbot, cxr_dir):
+    from cxr_desktop.gui.tags_panel import MIN_VALUE_WIDTH, TagsPanel
+    from cxr_desktop.imaging import read_dicom_tags
+
+    rows = read_dicom_tags(cxr_dir / "siim_pneumothorax_sample.dcm")
+    long_name = max(rows, key=lambda r: len(r[1]))
+    panel = TagsPanel()
+    qtbot.addWidget(panel)
+    panel.resize(320, 500)
+    panel.show()
+    qtbot.waitExposed(panel)
+    panel.set_tags(rows)
+    QApplication.processEvents()
+    tree, header = panel.tree, panel.tree.header()
+    view_w = tree.viewport().width()
+    value_left = header.sectionViewportPosition(3)
+    assert value_left + MIN_VALUE_WIDTH <= view_w, (value_left, view_w)  # the Value column is on screen
+    # the full name and value are still reachable (tooltip), even where the column cuts them
+    item = next(tree.topLevelItem(i) for i in range(tree.topLevelItemCount())
+                if tree.topLevelItem(i).text(1) == long_name[1])
+    assert item.toolTip(1) == long_name[1] and item.toolTip(3) == str(long_name[3])
+    # wider dock: the Name column gets its whole text back
+    panel.resize(1000, 500)
+    QApplication.processEvents()
+    fm = tree.fontMetrics()
+    assert tree.columnWidth(1) >= fm.horizontalAdvance(long_name[1])
+    assert header.sectionViewportPosition(3) + MIN_VALUE_WIDTH <= tree.viewport().width()
+
+
+# ------------------------------------------------------------------ shortcuts dialog
+
+
+def _cell_fits(table, r: int, c: int) -> bool:
+    text = table.item(r, c).text()
+    if not text:
+        return True
+    fm = table.fontMetrics()
+    width = table.columnWidth(c) - 8  # the item's margins
+    need = fm.boundingRect(QRect(0, 0, width, 10_000), int(Qt.TextFlag.TextWordWrap), text)
+    return need.width() <= width and need.height() <= table.rowHeight(r)
+
+
+def test_shortcuts_dialog_shows_every_note_whole(qtbot):
+    from cxr_desktop.gui.shortcuts import ShortcutsDialog
+
+    dialog = ShortcutsDialog()
+    qtbot.addWidget(dialog)
+    dialog.resize(700, 560)
+    dialog.show()
+    qtbot.waitExposed(dialog)
+    QApplication.processEvents()
+    table = dialog.table
+    right = table.horizontalHeader().sectionViewportPosition(3) + table.columnWidth(3)
+    assert right <= table.viewport().width() + 1  # Notes is not pushed off the right edge
+    clipped = [table.item(r, 3).text() for r in range(table.rowCount()) if not _cell_fits(table, r, 3)]
+    assert not clipped, clipped
+    assert any(len(table.item(r, 3).text()) > 50 for r in range(table.rowCount()))  # long notes exist
+
+
+# ------------------------------------------------------------------ model card
+
+
+def test_model_card_metrics_are_a_formatted_table_with_lineage_and_weights(qtbot, tmp_path):
+    from cxr_desktop.gui.dialogs import ModelCardDialog
+    from cxr_desktop.gui.model_controller import load_model_file
+    from cxr_desktop.model.modelfile import file_sha256, save_model
+    from cxr_desktop.model.weights import init_model
+
+    parent = tmp_path / "demo.safetensors"
+    model, card = init_model(classes=["normal", "opacity"], positive_class="opacity", weights="none",
+                             input_size=64, name="demo", seed=0)
+    card.version, card.demonstration = "2", True
+    save_model(parent, model, card)
+    model, card = init_model(classes=["normal", "opacity"], positive_class="opacity", weights=str(parent),
+                             input_size=64, name="child", seed=0)
+    card.metrics = {"ci": "95 % percentile bootstrap over patients",
+                    "test": {"auc": 0.9357638888888888, "auc_ci95": [0.8980928485563695, 0.9677355373056286],
+                             "sensitivity": 0.9027777777777778, "sensitivity_ci95": [0.8356121033466274, 0.96876],
+                             "n": 144, "n_positive": 72, "confusion_matrix": [[52, 20], [7, 65]]},
+                    "validation": {"auc": 0.9650848765432098, "auc_ci95": [0.93001, 0.99111], "n": 144}}
+    child = tmp_path / "child.safetensors"
+    save_model(child, model, card)
+    active = load_model_file(str(child), {"device": "cpu"})
+    dialog = ModelCardDialog(active)
+    qtbot.addWidget(dialog)
+    text = dialog.text
+    assert "0.936 (0.898-0.968)" in text and "0.965 (0.930-0.991)" in text and "0.903 (0.836-0.969)" in text
+    assert "0.9357638888888888" not in text and "0.89809" not in text  # no raw 16-digit floats
+    assert "TN 52, FP 20, FN 7, TP 65" in text
+    assert "ROC AUC" in text and "Validation" in text and "Test" in text
+    assert f"Trained from 'demo v2' (sha256 {file_sha256(parent)[:16]}..., demonstration model)" in text
+    assert "Weights" in text and "verified (tensors match the checksum" in text
+    assert dialog.browser.document().toHtml().count("<table") >= 2  # facts and metrics are tables
