@@ -117,3 +117,66 @@ def test_model_card_metrics_are_a_formatted_table_with_lineage_and_weights(qtbot
     assert f"Trained from 'demo v2' (sha256 {file_sha256(parent)[:16]}..., demonstration model)" in text
     assert "Weights" in text and "verified (tensors match the checksum" in text
     assert dialog.browser.document().toHtml().count("<table") >= 2  # facts and metrics are tables
+
+
+# ------------------------------------------------------------------ decision-aid panel
+
+LONG_REASONS = [
+    "The image is a CT slice (Modality CT); the classifier was trained on chest radiographs (CR/DX) only, "
+    "so its score would not mean anything for this image.",
+    "The body part examined is given as ABDOMEN; the classifier expects a frontal chest radiograph (PA or AP).",
+]
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, monkeypatch):
+    from cxr_desktop.gui.main_window import MainWindow
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    w = MainWindow(_settings(tmp_path))
+    qtbot.addWidget(w)
+    w.resize(1000, 560)
+    w.show()
+    qtbot.waitExposed(w)
+    yield w
+    w.shutdown()
+
+
+def _fully_readable(label, area) -> bool:
+    """The label is given the height its wrapped text needs, and scrolling to it shows all of it."""
+    if label.height() < label.heightForWidth(label.width()):
+        return False
+    if area is not None:
+        area.ensureWidgetVisible(label, 0, 0)
+        QApplication.processEvents()
+    return label.visibleRegion().boundingRect().size() == label.rect().size()
+
+
+def test_decision_aid_text_wraps_and_is_never_clipped(qtbot, window):
+    from cxr_desktop.gui.results_panel import OUT_OF_SCOPE_MARK
+
+    res = window.results
+    dock = window.docks["results"]
+    window.resizeDocks([dock], [260], Qt.Orientation.Horizontal)  # a narrow decision-aid dock
+    banner = ("DEMONSTRATION MODEL - for trying the software only; not validated for clinical use.\n"
+              "Inherited from 'demo v2': Demonstration only: trained on synthetic opacities, never on real "
+              "findings; do not use it to read patients' images.")
+    res.banner.setText(banner)
+    res.banner.setStyleSheet("background:#8b1a1a; color:white; padding:6px;")
+    res.banner.setVisible(True)
+    res.show_out_of_scope(LONG_REASONS)
+    QApplication.processEvents()
+    area = getattr(window, "results_scroll", None)  # (before the fix there was none: text was squeezed)
+    width = area.viewport().width() if area is not None else res.width()
+    labels = [res.banner, res.scope_label, res.notice_label]
+    assert OUT_OF_SCOPE_MARK in res.scope_label.text() and LONG_REASONS[0] in res.scope_label.text()
+    for lab in labels:
+        assert lab.wordWrap(), lab.text()[:40]
+        assert lab.width() <= width, lab.text()[:40]  # never wider than what is shown
+        assert _fully_readable(lab, area), lab.text()[:40]
+    # a window too short for all of it: the panel scrolls rather than squeezing the text
+    window.resize(1000, 420)
+    QApplication.processEvents()
+    for lab in labels:
+        assert _fully_readable(lab, area), lab.text()[:40]

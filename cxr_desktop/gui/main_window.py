@@ -33,6 +33,7 @@ from cxr_desktop.gui.canvas import ImageCanvas, PixelReadout
 from cxr_desktop.gui.crash import REDACTOR
 from cxr_desktop.gui.dialogs import AboutDialog, ModelCardDialog
 from cxr_desktop.gui.export_view import export_png
+from cxr_desktop.gui.fit_scroll import FitScrollArea
 from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, OverlayPanel
@@ -147,7 +148,9 @@ class MainWindow(QMainWindow):
         right = QWidget()
         col = QVBoxLayout(right)
         col.setContentsMargins(0, 0, 0, 0)
-        col.addWidget(self.results, 0)  # height-for-width layout: wrapped text is never clipped
+        # the wrapped text of the decision aid gets the height it needs, and scrolls when the dock is short
+        self.results_scroll = FitScrollArea(self.results)
+        col.addWidget(self.results_scroll, 0)
         self.side_tabs = QTabWidget()
         self.side_tabs.addTab(self.overlay_panel, "Heatmap")
         self.side_tabs.addTab(self.tags, "DICOM tags")
