@@ -422,17 +422,23 @@ class SendProgress:
 
 
 def _read_for_send(path: Path) -> Dataset:
+    """The file's header (no pixels): its SOP class and transfer syntax choose the presentation context."""
     import pydicom
 
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        str(ds.SOPClassUID), str(ds.SOPInstanceUID), str(ds.file_meta.TransferSyntaxUID)
+        return ds
     except Exception as exc:  # noqa: BLE001 - any unreadable file is one clear refusal
         raise PacsError(PacsProblem.LOCAL, f"{path.name} is not a readable DICOM file ({exc.__class__.__name__}); "
                                            "only DICOM files can be sent.") from None
 
 
 def store_files(server: DimseServer, paths: Iterable[str | Path]) -> Iterator[SendProgress]:
-    """C-STORE each file (one association); raises PARTIAL at the end when the PACS refused some."""
+    """C-STORE each file (one association); raises PARTIAL at the end when the PACS refused some.
+
+    Files are sent as stored (pynetdicom reads each from disk when its turn comes: memory stays flat).
+    """
     files = [Path(p) for p in paths]
     datasets = [_read_for_send(p) for p in files]
     ae = _new_ae(server)
@@ -451,7 +457,7 @@ def store_files(server: DimseServer, paths: Iterable[str | Path]) -> Iterator[Se
     failed: list[str] = []
     try:
         for i, (path, ds) in enumerate(zip(files, datasets), start=1):
-            status = assoc.send_c_store(ds)
+            status = assoc.send_c_store(path)
             code = _status(status)
             if code is None:
                 raise _timed_out(server, "sending")
