@@ -76,7 +76,12 @@ class Tree:
         env = dict(os.environ, PYTHONPATH=str(self.root), CXR_CACHE_DIR=str(self.cache))
         cmd = [sys.executable, "-m", "cxr_desktop.cli.screen", str(folder), "--out", str(out),
                "--model", str(self.model), "--device", "cpu", *extra]
-        return subprocess.Popen(cmd, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        _STARTED.append(proc)
+        return proc
+
+
+_STARTED: list[subprocess.Popen] = []  # killed when the bench itself is stopped
 
 
 def _journal(out: Path) -> Path:
@@ -120,8 +125,30 @@ def full_run(tree: Tree, folder: Path, out: Path) -> float:
     return time.monotonic() - t0
 
 
-def time_to_first_row(tree: Tree, folder: Path, out: Path, timeout: float = 300.0) -> float:
-    """Seconds from start until the journal holds one complete row; then kill -9."""
+def _tree_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants (fork server, decode workers)."""
+    import psutil
+
+    total = 0.0
+    try:
+        procs = [psutil.Process(pid)]
+        procs += procs[0].children(recursive=True)
+    except psutil.NoSuchProcess:
+        return float("nan")
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def time_to_first_row(tree: Tree, folder: Path, out: Path, timeout: float = 300.0) -> tuple[float, float]:
+    """(wall s, CPU s of the process tree) from start until the journal holds one complete row; then kill -9.
+
+    The CPU seconds hardly depend on how busy the machine is; the wall time does.
+    """
     _clean(out)
     journal = _journal(out)
     t0 = time.monotonic()
@@ -129,10 +156,9 @@ def time_to_first_row(tree: Tree, folder: Path, out: Path, timeout: float = 300.
     try:
         while True:
             if _complete_rows(journal) >= 1:
-                return time.monotonic() - t0
+                return time.monotonic() - t0, _tree_cpu_s(proc.pid)
             if proc.poll() is not None:
-                # finished before we looked (journal removed at the end): the CSV exists
-                return time.monotonic() - t0
+                raise SystemExit(f"{tree.label}: finished before a durable row was seen")
             if time.monotonic() - t0 > timeout:
                 raise SystemExit(f"{tree.label}: no durable row after {timeout:.0f} s")
             time.sleep(0.01)
@@ -210,8 +236,12 @@ def main() -> None:
     ap.add_argument("--baseline-tree", type=Path, default=None,
                     help="a checkout of the baseline commit (git worktree add /tmp/old COMMIT)")
     ap.add_argument("--baseline-kill-loop", action="store_true", help="also run the kill loop on the baseline")
+    ap.add_argument("--no-kill-loop", action="store_true", help="only the first-durable-row figures")
     ap.add_argument("--model", type=Path, default=MODEL)
     args = ap.parse_args()
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # clean up (below) when stopped
 
     work = Path(tempfile.mkdtemp(prefix="bench-resume-kill-"))
     try:
@@ -241,16 +271,24 @@ def main() -> None:
                   f"difference| over {len(both)} files scored by both {worst:.2e}")
 
         firsts: dict[str, list[float]] = {t.label: [] for t in trees}
+        cpus: dict[str, list[float]] = {t.label: [] for t in trees}
         for _ in range(args.first_row_trials):  # alternate, so both see the same load
             for tree in trees:
-                firsts[tree.label].append(time_to_first_row(tree, folder, work / "first.csv"))
-        print("time to the first durable row (s): median [min-max] of "
-              f"{args.first_row_trials} starts, warm ONNX cache")
-        for label, ts in firsts.items():
-            print(f"  {label}: {statistics.median(ts):.2f} [{min(ts):.2f}-{max(ts):.2f}]  ({', '.join(f'{t:.2f}' for t in ts)})")
+                wall, cpu = time_to_first_row(tree, folder, work / "first.csv")
+                firsts[tree.label].append(wall)
+                cpus[tree.label].append(cpu)
+        print(f"time to the first durable row: median [min-max] of {args.first_row_trials} starts, warm ONNX "
+              f"cache (load average now {os.getloadavg()[0]:.1f})")
+        for label in firsts:
+            ts, cs = firsts[label], cpus[label]
+            print(f"  {label}: wall {statistics.median(ts):.2f} s [{min(ts):.2f}-{max(ts):.2f}]; CPU (process tree) "
+                  f"{statistics.median(cs):.2f} s [{min(cs):.2f}-{max(cs):.2f}]")
         if len(trees) > 1:
-            ratio = statistics.median(firsts[trees[1].label]) / statistics.median(firsts[new.label])
-            print(f"  baseline / this tree: {ratio:.2f}x")
+            b, n = trees[1].label, new.label
+            print(f"  baseline / this tree: wall {statistics.median(firsts[b]) / statistics.median(firsts[n]):.2f}x, "
+                  f"CPU {statistics.median(cpus[b]) / statistics.median(cpus[n]):.2f}x")
+        if args.no_kill_loop:
+            return
 
         print(f"kill -9 at uniform({args.kill_min:g}, {args.kill_max:g}) s after each start, seed {args.seed}; "
               f"goal: done within {args.max_restarts} restarts", flush=True)
@@ -269,6 +307,9 @@ def main() -> None:
                       f"{len(names)} rows durable")
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
     finally:
+        for proc in _STARTED:
+            if proc.poll() is None:
+                _kill(proc)
         shutil.rmtree(work, ignore_errors=True)
 
 

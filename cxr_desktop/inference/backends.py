@@ -5,14 +5,14 @@ A backend turns a normalised batch (N, 3, S, S) into last-block activations
 prediction and Grad-CAM share one backbone pass whatever the backend.
 
 The ONNX graph is exported once per (model hash, input size) and cached; once the
-engine has checked a cached graph against torch, a marker beside it records the
-graph's SHA-256, so later starts (a resumed screening run, the next app start) load
-the cached session without exporting or checking again.
+engine has checked a cached graph against torch, a marker beside it records that
+file's identity (size, modification time, inode: the graph is only ever replaced
+atomically), so later starts (a resumed screening run, the next app start) load the
+cached session without exporting or checking again.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -68,8 +68,8 @@ class OnnxBackend:
 
         self.path = export_features_onnx(model, input_size=input_size, cache_dir=cache_dir,
                                          key=model_sha256)
-        graph = self.path.read_bytes()  # read once: hashed for the marker, then given to the session
-        self._graph_sha256 = hashlib.sha256(graph).hexdigest()
+        st = self.path.stat()
+        self._identity = f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
         #: True when this exact cached graph was checked against torch before (see mark_verified).
         self.verified = _read_marker(self.path) == self._marker()
         opts = ort.SessionOptions()
@@ -80,13 +80,13 @@ class OnnxBackend:
         # No busy-waiting between runs: the head and Grad-CAM run in torch, and decode workers
         # share the cores; spinning ORT threads would starve them (measured in bench_engine).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(graph, opts, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
         self.name = "onnxruntime-cpu"
 
     def _marker(self) -> dict[str, str]:
         import onnxruntime as ort
 
-        return {"graph_sha256": self._graph_sha256, "onnxruntime": ort.__version__}
+        return {"graph": self._identity, "onnxruntime": ort.__version__}
 
     def mark_verified(self) -> None:
         """Record that this cached graph agrees with torch (atomic; a failure only costs a re-check)."""
