@@ -172,7 +172,8 @@ def send_partial_then_abort(port: int, path: Path, *, fraction: float = 0.4, cal
     msg = C_STORE_RQ()
     msg.primitive_to_message(req)
     pdus = []
-    for primitive in msg.encode_msg(cx.context_id, assoc.acceptor.maximum_length):
+    # PDUs smaller than the receiver's limit are valid: 16 KiB ones, so that there is a middle to cut at.
+    for primitive in msg.encode_msg(cx.context_id, min(assoc.acceptor.maximum_length or 16382, 16382)):
         pdu = P_DATA_TF()
         pdu.from_primitive(primitive)
         pdus.append(pdu.encode())
