@@ -180,3 +180,63 @@ def test_decision_aid_text_wraps_and_is_never_clipped(qtbot, window):
     QApplication.processEvents()
     for lab in labels:
         assert _fully_readable(lab, area), lab.text()[:40]
+
+
+# ------------------------------------------------------------------ DICOMDIR
+
+
+@pytest.fixture
+def dicomdir(tmp_path, dicom_dir) -> tuple[Path, int]:
+    """A DICOMDIR written by pydicom's FileSet over a few real files (three patients, CR/MR/US/SC)."""
+    import pydicom
+    from pydicom.fileset import FileSet
+
+    fs = FileSet()
+    names = ["RG1_J2KI.dcm", "MR2_UNCR.dcm", "US1_UNCR.dcm", "SC_rgb.dcm"]
+    for name in names:
+        fs.add(pydicom.dcmread(dicom_dir / name))
+    media = tmp_path / "media"
+    fs.write(media)
+    return media / "DICOMDIR", len(names)
+
+
+def test_dicomdir_lists_its_images_not_itself(dicomdir):
+    from cxr_desktop.gui.study_scan import is_dicomdir, scan_paths
+
+    path, n = dicomdir
+    assert is_dicomdir(path)
+    entries = list(scan_paths([path]))
+    assert len(entries) == n and all(e.ok for e in entries), [(e.name, e.reason) for e in entries]
+    assert all(e.name != "DICOMDIR" and Path(e.path).is_relative_to(path.parent) for e in entries)
+    assert {e.info.metadata.get("modality") for e in entries} >= {"MR", "US"}
+    # the folder holding it: each image once, the index not listed as a red entry
+    in_folder = list(scan_paths([path.parent, path]))
+    assert sorted(e.path for e in in_folder) == sorted(e.path for e in entries)
+
+
+def test_damaged_dicomdir_says_what_it_is(dicomdir, tmp_path):
+    from cxr_desktop.gui.study_scan import scan_paths
+
+    path, _ = dicomdir
+    bad = tmp_path / "cut" / "DICOMDIR"
+    bad.parent.mkdir()
+    data = path.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    (entry,) = list(scan_paths([bad]))
+    assert not entry.ok and "DICOMDIR" in entry.message and "Open the folder" in entry.message
+
+
+def test_study_list_opens_a_dicomdir_grouped_by_patient(qtbot, dicomdir):
+    from cxr_desktop.gui.study_list import StudyListWidget
+
+    path, n = dicomdir
+    lst = StudyListWidget()
+    qtbot.addWidget(lst)
+    with qtbot.waitSignal(lst.scan_finished, timeout=TIMEOUT):
+        lst.add_paths([str(path)])
+    entries = lst.entries()
+    assert len(entries) == n and all(e.ok for e in entries)
+    assert "cannot be opened" not in lst.summary.text()
+    top = [lst.tree.topLevelItem(i).text(0) for i in range(lst.tree.topLevelItemCount())]
+    assert all(t.startswith("Patient ") for t in top) and len(top) >= 2
+    lst.shutdown()

@@ -9,7 +9,9 @@ the others).
 Folder walks list files whose first bytes say they are images, plus files whose
 extension claims an image format (so a damaged ``.dcm`` or ``.png`` shows up
 with its reason instead of silently vanishing). Files opened explicitly are
-always listed.
+always listed. A DICOMDIR (the index of a DICOM disc or export folder) is read with
+pydicom's FileSet and stands for the image files it lists; it is never listed as an
+unreadable image itself (only when the index is damaged, with that reason).
 """
 
 from __future__ import annotations
@@ -91,22 +93,70 @@ def _walk_folder(folder: Path) -> list[Path]:
     return found
 
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # the SOP class of a DICOMDIR (PS3.10 media index)
+
+
+def is_dicomdir(path: Path) -> bool:
+    """True for a DICOM media index (DICOMDIR): it names image files, it holds no image itself."""
+    if path.suffix.lower() in IMAGE_SUFFIXES - {".dcm", ".dicom", ".dic"} or not path.is_file():
+        return False
+    if path.name.upper() != "DICOMDIR" and path.suffix:
+        return False  # only the standard name or an extension-less file is worth opening to check
+    try:
+        from pydicom.filereader import read_file_meta_info
+
+        meta = read_file_meta_info(path)
+    except Exception:  # not DICOM, damaged, unreadable: the normal pipeline says why
+        return False
+    return str(meta.get("MediaStorageSOPClassUID", "")) == MEDIA_STORAGE_DIRECTORY
+
+
+def dicomdir_files(path: Path) -> list[Path]:
+    """The files a DICOMDIR lists (patient / study / series order), read with pydicom's FileSet.
+
+    Raises :class:`ImageError` when the index itself cannot be read. Files it names that are
+    missing are still returned: the study list shows each with its own reason.
+    """
+    try:
+        import pydicom
+        from pydicom.fileset import FileSet
+
+        fs = FileSet(pydicom.dcmread(path))
+        return [Path(inst.path) for inst in fs]
+    except Exception as exc:
+        raise ImageError(Reason.UNREADABLE, "This DICOMDIR (the index of a DICOM disc or folder) could not be "
+                         f"read ({type(exc).__name__}). Open the folder that holds it instead.", path) from None
+
+
+def _expand_file(p: Path, root: Path | None) -> Iterator[tuple[Path, Path | None]]:
+    """A file as itself, or a DICOMDIR as the image files it lists (the index is not an image)."""
+    if is_dicomdir(p):
+        try:
+            files = dicomdir_files(p)
+        except ImageError:
+            yield p, root  # listed with the reason
+            return
+        for f in files:
+            yield f, root or p.parent
+        return
+    yield p, root
+
+
 def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path, Path | None]]:
-    """(file, root folder or None) for every file named or found under a named folder."""
+    """(file, root folder or None) for every file named or found under a named folder.
+
+    A DICOMDIR stands for the files it lists (each listed once, also when the folder walk finds it).
+    """
     seen: set[str] = set()
     for raw in paths:
         p = Path(raw).expanduser()
-        if p.is_dir():
-            for f in _walk_folder(p):
-                key = str(f.resolve())
+        found = ((f, p) for f in _walk_folder(p)) if p.is_dir() else iter([(p, None)])
+        for f0, root0 in found:
+            for f, root in _expand_file(f0, root0):
+                key = str(f.resolve()) if f.exists() else str(f)
                 if key not in seen:
                     seen.add(key)
-                    yield f, p
-        else:
-            key = str(p.resolve()) if p.exists() else str(p)
-            if key not in seen:
-                seen.add(key)
-                yield p, None
+                    yield f, root
 
 
 def scan_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[StudyEntry]:
@@ -116,6 +166,8 @@ def scan_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[StudyEntry]:
     for f, root in expand_paths(paths):
         entry = StudyEntry(path=str(f), root=str(root) if root is not None else None)
         try:
+            if is_dicomdir(f):  # its index could not be read (expand_paths kept it): say so, in words
+                dicomdir_files(f)
             entry.info = probe(f)
         except ImageError as exc:
             entry.mark_failed(exc)
