@@ -40,7 +40,8 @@ def caption_lines(finding: ImageFinding, model: ModelInfo) -> list[str]:
     if not finding.in_scope:
         lines.append("Not scored: out of scope - " + (finding.reason_text or finding.reason_codes or "see report"))
     if finding.scored:
-        lines.append(score_sentence(model.positive_class, float(finding.score), model.threshold))  # type: ignore[arg-type]
+        score = float(finding.score)  # type: ignore[arg-type]
+        lines.append(score_sentence(model.positive_class, score, model.threshold))
         if not finding.in_scope:
             lines.append("Scored on request although out of scope: the score is not reliable; no heatmap.")
         elif finding.above_threshold:
@@ -89,11 +90,10 @@ def compose_picture(display: np.ndarray, heat: np.ndarray | None, finding: Image
     """
     from cxr_desktop.screening.heatmaps import overlay_bgr
 
-    draw = heat is not None and finding.in_scope and finding.scored and bool(finding.above_threshold)
-    if draw:
-        if heat.shape != display.shape[:2]:  # type: ignore[union-attr]
-            raise ValueError(f"heatmap {heat.shape} and image {display.shape[:2]} differ in geometry")  # type: ignore[union-attr]
-        bgr = overlay_bgr(display, heat)  # type: ignore[arg-type]
+    if heat is not None and finding.in_scope and finding.scored and bool(finding.above_threshold):
+        if heat.shape != display.shape[:2]:
+            raise ValueError(f"heatmap {heat.shape} and image {display.shape[:2]} differ in geometry")
+        bgr = overlay_bgr(display, heat)
     else:
         bgr = cv2.cvtColor(display, cv2.COLOR_GRAY2BGR)
     bgr = _fit(bgr)

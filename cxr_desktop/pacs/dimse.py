@@ -347,6 +347,19 @@ def get_study_into(server: DimseServer, study_uid: str, staging: StagingFolder, 
     yield _progress(staging, counts, t0, "get")
 
 
+def _bind_for(server: DimseServer) -> str:
+    """Where our storage SCP listens: loopback only when the PACS is on this computer, else every interface
+    (a PACS elsewhere must be able to connect back)."""
+    import ipaddress
+
+    host = server.host.strip().lower()
+    try:
+        loop = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loop = False
+    return "127.0.0.1" if loop else ""
+
+
 class StorageSCP:
     """Our C-STORE SCP for C-MOVE: listens on ``our_port`` as ``our_ae`` while a move runs.
 
@@ -381,7 +394,7 @@ def move_study_into(server: DimseServer, study_uid: str, staging: StagingFolder,
                     cancel: threading.Event | None = None, expected: int | None = None) -> Iterator[RetrieveProgress]:
     """C-MOVE the study to our own storage SCP (``our_ae`` at ``our_port``), which writes into ``staging``."""
     t0 = time.perf_counter()
-    with StorageSCP(server, staging):
+    with StorageSCP(server, staging, bind=_bind_for(server)):
         ae = _new_ae(server)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         assoc = associate(server, ae)

@@ -124,18 +124,21 @@ def retrieve_study(server: PacsServer, study_uid: str, *, cache: StudyCache | No
             with cache.staging(study_uid) as stage:
                 yield from _fetch(server, study_uid, stage, m, cancel, secrets, expected)
         except OSError as exc:
-            raise PacsError(PacsProblem.LOCAL, f"cannot write the study cache ({exc.strerror or exc.__class__.__name__});"
-                                               " free disk space or choose another cache folder, then retry.") from None
+            why = exc.strerror or exc.__class__.__name__
+            raise PacsError(PacsProblem.LOCAL, f"cannot write the study cache ({why}); free disk space or choose "
+                                               "another cache folder, then retry.") from None
         cache.evict(keep=study_uid)
         yield RetrieveDone(cache.folder(study_uid), tuple(cache.files(study_uid)), False,
                            time.perf_counter() - t0, m)
         return
+    folder = Path(dest)  # type: ignore[arg-type]
     try:
-        with _folder_staging(Path(dest), study_uid) as (stage, target):  # type: ignore[arg-type]
+        with _folder_staging(folder, study_uid) as (stage, target):
             yield from _fetch(server, study_uid, stage, m, cancel, secrets, expected)
     except OSError as exc:
-        raise PacsError(PacsProblem.LOCAL, f"cannot write into {Path(dest).name} ({exc.strerror or exc.__class__.__name__});"  # type: ignore[arg-type]
-                                           " free disk space or choose another folder, then retry.") from None
+        why = exc.strerror or exc.__class__.__name__
+        raise PacsError(PacsProblem.LOCAL, f"cannot write into {folder.name} ({why}); free disk space or choose "
+                                           "another folder, then retry.") from None
     yield RetrieveDone(target, tuple(sorted(target.glob("*.dcm"))), False, time.perf_counter() - t0, m)
 
 
