@@ -240,3 +240,36 @@ def test_study_list_opens_a_dicomdir_grouped_by_patient(qtbot, dicomdir):
     top = [lst.tree.topLevelItem(i).text(0) for i in range(lst.tree.topLevelItemCount())]
     assert all(t.startswith("Patient ") for t in top) and len(top) >= 2
     lst.shutdown()
+
+
+# ------------------------------------------------------------------ Open recent
+
+
+def test_open_recent_gets_one_entry_per_opening_and_no_missing_path(qtbot, window, cxr_dir, tmp_path):
+    files = sorted(p for p in cxr_dir.iterdir() if p.suffix == ".png")[:3]
+    assert len(files) == 3
+    with qtbot.waitSignal(window.study_list.scan_finished, timeout=TIMEOUT):
+        window.open_paths([str(f) for f in files])  # a multi-file launch
+    assert window.settings.recent_files == [str(cxr_dir.resolve())]  # one entry: their folder
+    assert [a.text() for a in window.recent_menu.actions()] == window.settings.recent_files
+    missing = tmp_path / "gone" / "nothing.png"
+    with qtbot.waitSignal(window.study_list.scan_finished, timeout=TIMEOUT):
+        window.open_paths([str(missing)])
+    assert window.settings.recent_files == [str(cxr_dir.resolve())]  # the missing path is not remembered
+    with qtbot.waitSignal(window.study_list.scan_finished, timeout=TIMEOUT):
+        window.open_paths([str(files[0])])  # one file: itself, first
+    assert window.settings.recent_files == [str(files[0].resolve()), str(cxr_dir.resolve())]
+
+
+def test_recent_entry_rules(tmp_path):
+    from cxr_desktop.gui.study_scan import recent_entry
+
+    a, b = tmp_path / "a" / "x.png", tmp_path / "b" / "y.png"
+    for f in (a, b):
+        f.parent.mkdir()
+        f.write_bytes(b"x")
+    assert recent_entry([a]) == str(a.resolve())
+    assert recent_entry([a, b]) == str(tmp_path.resolve())  # the folder they share
+    assert recent_entry([a, tmp_path / "missing.png"]) == str(a.resolve())  # missing ones ignored
+    assert recent_entry([tmp_path / "missing.png"]) is None
+    assert recent_entry([a, "/etc/hostname"]) == str(a.resolve())  # only the root in common: the first

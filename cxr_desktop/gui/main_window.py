@@ -43,7 +43,7 @@ from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.shortcuts import SHORTCUTS, ShortcutsDialog, key_sequences
 from cxr_desktop.gui.startup_report import StartupReporter
 from cxr_desktop.gui.study_list import StudyListWidget
-from cxr_desktop.gui.study_scan import StudyEntry
+from cxr_desktop.gui.study_scan import StudyEntry, recent_entry
 from cxr_desktop.gui.tags_panel import TagsPanel
 from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
 from cxr_desktop.heatmap_rules import NO_HEATMAP_TEXT, caption_lines, heatmap_drawn, legend_title
@@ -339,7 +339,9 @@ class MainWindow(QMainWindow):
         for p in paths:
             REDACTOR.register_path(p)
             REDACTOR.register_path(Path(p).resolve())
-            self.settings.add_recent_file(str(Path(p).resolve()) if Path(p).exists() else p)
+        recent = recent_entry(paths)  # one entry per opening (files together: their folder); never a missing path
+        if recent is not None:
+            self.settings.add_recent_file(recent)
         self._refresh_recent_menus()
         self.study_list.add_paths(paths, select_first=True)
 

@@ -159,6 +159,26 @@ def expand_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[Path
                     yield f, root
 
 
+def recent_entry(paths: Iterable[str | os.PathLike[str]]) -> str | None:
+    """The one "Open recent" entry for one opening (launch, Open files, drop): None if nothing exists.
+
+    One path: itself. Several: the folder they share, as Horos and Weasis remember the
+    imported study/folder rather than its files (reopening brings the whole set back in
+    one menu line); when they share no folder but the file system root or the home folder,
+    the first one. Paths that do not exist are never remembered.
+    """
+    found = [Path(p).expanduser().resolve() for p in paths if str(p) and Path(p).expanduser().exists()]
+    if not found:
+        return None
+    if len(found) == 1:
+        return str(found[0])
+    folders = [f if f.is_dir() else f.parent for f in found]
+    common = Path(os.path.commonpath([str(f) for f in folders]))
+    if common == Path(common.anchor) or common == Path.home().resolve():
+        return str(found[0])
+    return str(common)
+
+
 def scan_paths(paths: Iterable[str | os.PathLike[str]]) -> Iterator[StudyEntry]:
     """Yield a :class:`StudyEntry` per file (header only: fast), in a stable order."""
     from cxr_desktop.imaging import probe
