@@ -366,3 +366,20 @@ def test_unexpected_failure_is_one_line_and_a_crash_report_without_its_message(t
     assert "failing_screen_folder" in log and "ValueError: <message withheld" in log
     for secret in secrets:
         assert secret not in log
+
+
+def test_library_warnings_and_decoder_chatter_stay_off_stderr():
+    """What the decode workers and cxr-screen itself do to keep stderr for the tool's own lines."""
+    noisy = ("import os, warnings, logging, numpy as np\n"
+             "np.float32(1) / np.float32(0)\n"  # RuntimeWarning: divide by zero
+             "warnings.warn('pydicom: invalid value for VR DS')\n"
+             "logging.getLogger('pydicom').warning('a library log record')\n")
+    worker = ("from cxr_desktop.screening.dataset import quiet_worker_output\nquiet_worker_output()\n" + noisy
+              + "os.write(2, b'Corrupt JPEG data: premature end of data segment\\n')\n")
+    cli = ("import sys\nfrom cxr_desktop.cli.screen import quiet_library_output\nquiet_library_output()\n" + noisy
+           + "sys.stderr.write('cxr-screen: own line\\n')\n")
+    loud = subprocess.run([sys.executable, "-c", noisy], capture_output=True, cwd=REPO)
+    assert b"RuntimeWarning" in loud.stderr and b"invalid value" in loud.stderr  # the noise is real
+    for code, expected in ((worker, b""), (cli, b"cxr-screen: own line\n")):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, cwd=REPO)
+        assert done.returncode == 0 and done.stderr == expected, done.stderr.decode(errors="replace")
