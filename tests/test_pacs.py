@@ -138,13 +138,16 @@ def test_store_find_retrieve_screen_and_send_back(dimse, web, pacs, sources, tmp
     folder.mkdir()
     for i, f in enumerate(got["move"]):
         shutil.copy(f, folder / f"study{i}.dcm")
+    shutil.copy(sources[0].parents[1] / "cxr" / "00000001_000.png", folder / "plain.png")  # not DICOM: no SC/SR
     out_csv, dicom_out = tmp_path / "results.csv", tmp_path / "dicom-results"
     err = io.StringIO()
     assert screen_main([str(folder), "--out", str(out_csv), "--workers", "0", "--dicom-out", str(dicom_out)],
                        stderr=err) == 0, err.getvalue()
     with open(out_csv, encoding="utf-8-sig") as fh:
         csv_rows = {r["path"]: r for r in csv.DictReader(fh)}
-    assert set(csv_rows) == {"study0.dcm", "study1.dcm"}
+    assert set(csv_rows) == {"study0.dcm", "study1.dcm", "plain.png"}
+    del csv_rows["plain.png"]
+    assert "DICOM results (SC + SR): 2 written" in err.getvalue()
     sc_files = sorted(dicom_out.glob("*.sc.dcm"))
     sr_files = sorted(dicom_out.glob("*.sr.dcm"))
     assert len(sc_files) == len(sr_files) == 2
@@ -328,6 +331,17 @@ def test_cancel_keeps_nothing(dimse, sources, tmp_path):
 
 
 # --------------------------------------------------------------------------- command line
+
+
+def test_dicom_out_must_be_a_folder(tmp_path):
+    from cxr_desktop.cli.screen import main as screen_main
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "taken").write_text("x")
+    err = io.StringIO()
+    code = screen_main([str(tmp_path / "in"), "--out", str(tmp_path / "r.csv"), "--dicom-out",
+                        str(tmp_path / "taken")], stderr=err)
+    assert code == 2 and "--dicom-out" in err.getvalue() and "give a folder" in err.getvalue()
 
 
 def test_cxr_pacs_command_line(dimse, pacs, sources, tmp_path):
