@@ -1,8 +1,11 @@
 """PNG / JPEG / TIFF files -> :class:`StudyImage` (and header-only :class:`ImageInfo`).
 
 Pillow reads the header first (size, mode) so a decompression bomb is refused
-before any pixel is decoded; Pillow then decodes, because it reports truncated
-files as errors instead of silently returning half an image.
+before any pixel is decoded. Pillow (LOAD_TRUNCATED_IMAGES off) reports a file
+that ends mid-stream, but not a JPEG closed early with an end marker or a PNG whose
+zlib stream is short yet well terminated (it fills grey / zeros): those are
+refused first by :mod:`.integrity`. Pixel stages work in row bands, so a load's
+memory stays a small multiple of the decoded pixels (bench/bench_load_memory.py).
 """
 
 from __future__ import annotations
