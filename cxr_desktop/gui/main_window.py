@@ -37,6 +37,7 @@ from cxr_desktop.gui.fit_scroll import FitScrollArea
 from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, OverlayPanel
+from cxr_desktop.gui.pacs_actions import PacsActions
 from cxr_desktop.gui.results_panel import ResultsPanel
 from cxr_desktop.gui.scope import ViewerScope
 from cxr_desktop.gui.settings import AppSettings
@@ -226,6 +227,8 @@ class MainWindow(QMainWindow):
         self.recent_menu = m.addMenu("Open &recent")
         m.addSeparator()
         m.addAction(self.actions["export_view"])
+        self.pacs = PacsActions(self)  # Query PACS, Send results, Export as DICOM (issue 13)
+        self.pacs.add_file_actions(m)
         m.addAction(self.actions["close_all"])
         m.addSeparator()
         m.addAction(self.actions["quit"])
@@ -257,6 +260,7 @@ class MainWindow(QMainWindow):
         m = mb.addMenu("&Tools")
         m.addAction(self.actions["screen_folder"])
         m.addAction(self.actions["train_model"])
+        self.pacs.add_tools_actions(m)
 
         m = mb.addMenu("&Help")
         m.addAction(self.actions["show_shortcuts"])
@@ -750,6 +754,8 @@ class MainWindow(QMainWindow):
             return
         if hasattr(dialog, "open_study_requested"):
             dialog.open_study_requested.connect(lambda path: self.open_paths([path]))
+        if hasattr(dialog, "export_csv_button"):
+            self.pacs.attach_to_screening(dialog)
         self._keep_dialog(dialog)
 
     def open_training(self) -> None:
@@ -795,5 +801,6 @@ class MainWindow(QMainWindow):
         ok = self.study_list.shutdown(timeout_ms)
         ok = self.loader.runner.shutdown(timeout_ms) and ok
         ok = self.engine_runner.shutdown(timeout_ms) and ok
+        ok = self.pacs.shutdown(timeout_ms) and ok
         return ok
 
