@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from pathlib import Path
 
 import pydicom
 import pytest
@@ -154,3 +153,75 @@ def test_no_patient_data_in_names(tmp_path, scp, cxr_dir):
         assert not any(secret in n for n in names)
     stored = pydicom.dcmread(tmp_path / "node" / store.instances(store.studies()[0])[0])
     assert stored.PatientID == SECRET_ID  # the file itself is the sender's object, unchanged
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _model(path):
+    from cxr_desktop.model import init_model, save_model
+
+    model, card = init_model(classes=["normal", "pneumonia"], positive_class="pneumonia", weights="none",
+                             input_size=64, name="node-cli", seed=2)
+    save_model(path, model, card)
+    return path
+
+
+def test_cli_usage_errors_and_help_document_exit_codes(tmp_path, capsys):
+    import io
+
+    from cxr_desktop.cli.node import EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    text = capsys.readouterr().out
+    assert "SIGTERM" in text and f"  {EXIT_OK} " in text and f"  {EXIT_UNAVAILABLE} " in text
+    err = io.StringIO()
+    assert main(["--ae-title", "WAY-TOO-LONG-AE-TITLE", "--out", str(tmp_path / "n")], stderr=err) == EXIT_USAGE
+    assert "AE title" in err.getvalue()
+    err = io.StringIO()
+    assert main(["--forward", "pacs", "--out", str(tmp_path / "n")], stderr=err) == EXIT_USAGE
+    assert "--pacs-config" in err.getvalue()
+    cfg = tmp_path / "pacs.json"
+    cfg.write_text('{"servers": [{"kind": "dimse", "name": "a", "host": "127.0.0.1", "port": 104, '
+                   '"called_ae": "PACS"}]}')
+    err = io.StringIO()
+    assert main(["--forward", "b", "--pacs-config", str(cfg), "--out", str(tmp_path / "n")], stderr=err) == EXIT_USAGE
+    assert "no such server" in err.getvalue() and "a" in err.getvalue()
+
+
+def test_cli_refuses_a_busy_port_a_busy_folder_and_another_models_worklist(tmp_path, monkeypatch):
+    import io
+    import socket
+
+    from cxr_desktop.cli.node import EXIT_UNAVAILABLE, EXIT_USAGE, main
+    from cxr_desktop.node.service import NodeBusy, _lock_folder
+    from cxr_desktop.screening.results import Journal, JournalHeader
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    model = _model(tmp_path / "m.safetensors")
+    out = tmp_path / "node"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        err = io.StringIO()
+        code = main(["--port", str(busy.getsockname()[1]), "--out", str(out), "--model", str(model), "--workers", "0"],
+                    stderr=err)
+        assert code == EXIT_UNAVAILABLE and "choose another --port" in err.getvalue()
+    lock = _lock_folder(out / "node.lock")  # another node holds the folder
+    try:
+        with pytest.raises(NodeBusy):
+            _lock_folder(out / "node.lock")
+        err = io.StringIO()
+        assert main(["--port", "0", "--out", str(out), "--model", str(model), "--workers", "0"],
+                    stderr=err) == EXIT_USAGE
+        assert "another cxr-node" in err.getvalue()
+    finally:
+        lock.close()
+    other = JournalHeader(model="someone else v1", model_sha256="0" * 64, classes=["normal", "pneumonia"],
+                          positive_class="pneumonia", threshold=0.5)
+    (out / "worklist.csv.journal").unlink(missing_ok=True)
+    Journal(out / "worklist.csv.journal", other, resume=False).close()
+    err = io.StringIO()
+    assert main(["--port", "0", "--out", str(out), "--model", str(model), "--workers", "0"], stderr=err) == EXIT_USAGE
+    assert "someone else v1" in err.getvalue() and "another --out" in err.getvalue()

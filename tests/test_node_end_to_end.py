@@ -75,7 +75,8 @@ def test_node_end_to_end_kill_restart_exactly_once(tmp_path, model_file, shared_
 
     def study(sources: list[Path]) -> list[Path]:
         st, se = generate_uid(), generate_uid()
-        return [write(wrap_as_dx(p, st, se, number=i + 1), inp / f"w{next(made):03d}.dcm") for i, p in enumerate(sources)]
+        return [write(wrap_as_dx(p, st, se, number=i + 1), inp / f"w{next(made):03d}.dcm")
+                for i, p in enumerate(sources)]
 
     real_cr = [shared_data / "cxr" / "siim_pneumothorax_sample.dcm", shared_data / "dicom" / "RG1_J2KI.dcm"]
     batch_a = [study(src[i:i + 5]) for i in (0, 5, 10, 15)]  # 4 studies x 5 DX

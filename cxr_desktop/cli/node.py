@@ -215,8 +215,9 @@ def _run(args: argparse.Namespace, say) -> int:  # type: ignore[no-untyped-def]
     from cxr_desktop.screening.runner import ResumeMismatch
 
     limit = DEFAULT_DECODE_TIME_LIMIT_S if args.decode_time_limit is None else args.decode_time_limit
-    screen = ScreenOptions(batch_size=args.batch_size, workers=args.workers, scope_settings=scope_settings_from_args(args),
-                           show_anyway=args.show_anyway, decode_time_limit_s=limit or None)
+    screen = ScreenOptions(batch_size=args.batch_size, workers=args.workers,
+                           scope_settings=scope_settings_from_args(args), show_anyway=args.show_anyway,
+                           decode_time_limit_s=limit or None)
     config = NodeConfig(out=out, ae_title=ae_title, host=args.host, port=args.port,
                         study_timeout_s=args.study_timeout, screen=screen)
     if args.forward_retry is not None:
