@@ -303,6 +303,32 @@ class ImageCanvas(QGraphicsView):
         self.horizontalScrollBar().setValue(self.horizontalScrollBar().value() + dx)
         self.verticalScrollBar().setValue(self.verticalScrollBar().value() + dy)
 
+    # ---------------------------------------------- linked views (layouts)
+    @property
+    def fitting(self) -> bool:
+        """Whether the view fits the whole image (and keeps fitting on resize)."""
+        return self._fit_mode
+
+    def fit_zoom(self) -> float:
+        """The zoom at which the whole image fits the viewport (1.0 without an image)."""
+        rect = self._scene.sceneRect()
+        if self.image is None or rect.width() <= 0 or rect.height() <= 0:
+            return 1.0
+        vp = self.viewport().rect()
+        return max(1e-6, min(vp.width() / rect.width(), vp.height() / rect.height()))
+
+    def show_at(self, zoom: float, centre: QPointF) -> None:
+        """Zoom (screen px per image px) centred on image point ``centre`` (column, row): linked panes."""
+        if self.image is None:
+            return
+        self._fit_mode = False
+        zoom = max(MIN_ZOOM, min(MAX_ZOOM, float(zoom)))
+        if abs(zoom - self.zoom) > 1e-9:
+            self.setTransform(QTransform.fromScale(zoom, zoom))
+        self.centerOn(self._image_item.mapToScene(centre))
+        self.view_changed.emit()
+
+
     # ----------------------------------------------------------- orientation
     def _apply_orientation(self) -> None:
         if self.image is None:

@@ -34,6 +34,7 @@ from cxr_desktop.gui.crash import REDACTOR
 from cxr_desktop.gui.dialogs import AboutDialog, ModelCardDialog
 from cxr_desktop.gui.export_view import export_png
 from cxr_desktop.gui.fit_scroll import FitScrollArea
+from cxr_desktop.gui.layout import ReadingRoom, fit_to_screen
 from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, OverlayPanel
@@ -131,7 +132,8 @@ class MainWindow(QMainWindow):
         self._connect()
         self.canvas.set_overlay_opacity(self.overlay_panel.opacity / 100.0)
         self.canvas.set_overlay_visible(self.overlay_panel.overlay_visible)
-        self.resize(1400, 900)
+        self.reading_room = ReadingRoom(self)  # layouts, prior, linked views, docked worklist, theme (issue 14)
+        fit_to_screen(self)  # 1400x900 at most, never larger than the available screen (HiDPI)
         self._pending_start: tuple[list[str], str | None, bool] | None = None
         self._shown = False
         self._first_paint = _FirstPaint(self._on_first_paint)
@@ -756,6 +758,7 @@ class MainWindow(QMainWindow):
             dialog.open_study_requested.connect(lambda path: self.open_paths([path]))
         if hasattr(dialog, "export_csv_button"):
             self.pacs.attach_to_screening(dialog)
+        self.reading_room.attach_screening(dialog)  # its results also in the docked worklist
         self._keep_dialog(dialog)
 
     def open_training(self) -> None:
@@ -802,5 +805,6 @@ class MainWindow(QMainWindow):
         ok = self.loader.runner.shutdown(timeout_ms) and ok
         ok = self.engine_runner.shutdown(timeout_ms) and ok
         ok = self.pacs.shutdown(timeout_ms) and ok
+        ok = self.reading_room.shutdown(timeout_ms) and ok
         return ok
 

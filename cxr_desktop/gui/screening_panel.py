@@ -620,6 +620,11 @@ class ScreeningDialog(QDialog):
         for lab in sorted(labels - have):
             self.label_filter.addItem(lab, lab)
 
+    @property
+    def run_folder(self) -> Path | None:
+        """The folder whose rows the worklist shows (None before a run or previous results)."""
+        return self._run_folder
+
     # -- running
     @property
     def running(self) -> bool:

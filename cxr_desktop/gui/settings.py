@@ -136,6 +136,16 @@ class AppSettings:
         self.q.setValue("recent/dir", path)
 
     @property
+    def theme(self) -> str:
+        """Colour theme, "dark" (the reading-room default) or "light"."""
+        value = str(self.q.value("ui/theme", "dark"))
+        return value if value in ("dark", "light") else "dark"
+
+    @theme.setter
+    def theme(self, name: str) -> None:
+        self.q.setValue("ui/theme", name)
+
+    @property
     def scope_settings(self) -> "ScopeSettings":
         """Input-safety settings, stored as one JSON value (bad or missing values: defaults)."""
         from cxr_desktop.scope import ScopeSettings

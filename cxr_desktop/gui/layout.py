@@ -1,0 +1,416 @@
+"""Reading-room layouts: 1x1, 1x2 and 2x2 panes, the prior beside the current image, linked views.
+
+Pane 0 is the main window's own canvas (study list, results and shortcuts drive it
+as before); panes 1-3 are :class:`~cxr_desktop.gui.pane.ComparePane` objects with
+their own image, result and heatmap. The active pane (click it) has a highlighted
+frame and drives the decision-aid panel. With views linked, zoom and pan (as a
+fraction of each image, so a prior of another size follows sensibly) and
+window/level follow whichever pane the reader moves. Shift+P opens the prior of
+the current image (same Patient ID, earlier Study Date, among the opened studies)
+beside it. Patient facts are read from headers for the screen only, never logged.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Callable
+
+from PySide6.QtCore import QEvent, QObject, QPointF, QRect, Qt
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+
+from cxr_desktop.gui.canvas import ImageCanvas
+from cxr_desktop.gui.pane import ComparePane
+from cxr_desktop.gui.study_facts import StudyFacts, find_prior, read_facts
+from cxr_desktop.gui.theme import THEMES, apply_theme
+from cxr_desktop.gui.worklist_dock import WorklistDock
+
+if TYPE_CHECKING:
+    from cxr_desktop.gui.main_window import MainWindow
+
+LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
+PRIOR_KEY = "Shift+P"
+LINK_KEY = "L"
+LAYOUT_KEYS = {"1x1": "Alt+1", "1x2": "Alt+2", "2x2": "Alt+4"}
+DEFAULT_SIZE = (1400, 900)
+SCREEN_SHARE = 0.92  # the window opens at most this share of the available screen
+
+
+def initial_geometry(available: QRect, wanted: tuple[int, int] = DEFAULT_SIZE) -> QRect:
+    """The window's first geometry: ``wanted`` capped to the available screen area, centred on it."""
+    w = min(wanted[0], int(available.width() * SCREEN_SHARE))
+    h = min(wanted[1], int(available.height() * SCREEN_SHARE))
+    x = available.x() + (available.width() - w) // 2
+    y = available.y() + (available.height() - h) // 2
+    return QRect(x, y, max(1, w), max(1, h))
+
+
+class PaneFrame(QFrame):
+    """A canvas with a one-line header; the active pane's frame is highlighted."""
+
+    def __init__(self, canvas: ImageCanvas, parent: QWidget | None = None):
+        super().__init__(parent)
+        self.setObjectName("paneFrame")
+        self.canvas = canvas
+        self.header = QLabel("")
+        self.header.setObjectName("paneHeader")
+        self.header.setTextFormat(Qt.TextFormat.PlainText)
+        self.header.setContentsMargins(6, 2, 6, 2)
+        # long text is elided by the frame, never allowed to widen the pane (the window must fit the screen)
+        self.header.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.header.setMinimumWidth(1)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(2, 2, 2, 2)
+        lay.setSpacing(0)
+        lay.addWidget(self.header)
+        lay.addWidget(canvas, 1)
+        self.set_active(False)
+
+    def set_active(self, on: bool) -> None:
+        self.active = on
+        colour = "#3d8ee6" if on else "transparent"
+        self.setStyleSheet(f"QFrame#paneFrame {{ border: 2px solid {colour}; }}")
+
+
+class ViewLink(QObject):
+    """Propagates zoom/pan and window/level from the canvas the reader moves to the others."""
+
+    def __init__(self, canvases: Callable[[], list[ImageCanvas]], parent: QObject | None = None):
+        super().__init__(parent)
+        self._canvases = canvases
+        self.enabled = False
+        self._busy = False
+
+    def attach(self, canvas: ImageCanvas) -> None:
+        canvas.view_changed.connect(lambda c=canvas: self.view_moved(c))
+        canvas.horizontalScrollBar().valueChanged.connect(lambda _v, c=canvas: self.view_moved(c))
+        canvas.verticalScrollBar().valueChanged.connect(lambda _v, c=canvas: self.view_moved(c))
+        canvas.window_changed.connect(lambda w, c=canvas: self.window_moved(c, w))
+
+    def _others(self, source: ImageCanvas) -> list[ImageCanvas]:
+        return [c for c in self._canvases() if c is not source and c.image is not None and c.isVisible()]
+
+    def view_moved(self, source: ImageCanvas) -> None:
+        if not self.enabled or self._busy or source.image is None:
+            return
+        self._busy = True
+        try:
+            self._follow_view(source)
+        finally:
+            self._busy = False
+
+    def _follow_view(self, source: ImageCanvas) -> None:
+        others = self._others(source)
+        if not others:
+            return
+        if source.fitting:
+            for c in others:
+                if not c.fitting or c.transform().m11() != c.fit_zoom():
+                    c.fit()
+            return
+        rel_zoom = source.zoom / source.fit_zoom()
+        centre = source.image_point(source.viewport().rect().center())
+        fx = centre.x() / max(1, source.image.columns)
+        fy = centre.y() / max(1, source.image.rows)
+        for c in others:
+            c.show_at(rel_zoom * c.fit_zoom(), QPointF(fx * c.image.columns, fy * c.image.rows))
+
+    def window_moved(self, source: ImageCanvas, window: object) -> None:
+        if not self.enabled or self._busy or source.image is None:
+            return
+        self._busy = True
+        try:
+            for c in self._others(source):
+                if c.window != window:
+                    c.set_window(window)
+        finally:
+            self._busy = False
+
+    def sync_from(self, source: ImageCanvas) -> None:
+        """Bring every other pane to ``source``'s view and window now (linking switched on)."""
+        self.view_moved(source)
+        self.window_moved(source, source.window)
+
+
+class _ActivateOnClick(QObject):
+    def __init__(self, room: ReadingRoom, index: int):
+        super().__init__(room)
+        self.room, self.index = room, index
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802
+        if event.type() == QEvent.Type.MouseButtonPress:
+            self.room.set_active(self.index)
+        return False
+
+
+class ReadingRoom(QObject):
+    """The layouts of a main window: panes, active pane, linking, prior lookup, and their menu."""
+
+    def __init__(self, window: MainWindow):
+        super().__init__(window)
+        self.window = window
+        self.panes: list[ComparePane] = [ComparePane(window, self) for _ in range(3)]
+        self.frames = [PaneFrame(window.canvas)] + [PaneFrame(p.canvas) for p in self.panes]
+        self.grid_widget = QWidget()
+        self.grid = QGridLayout(self.grid_widget)
+        self.grid.setContentsMargins(0, 0, 0, 0)
+        self.grid.setSpacing(2)
+        self.link = ViewLink(self.canvases, self)
+        self.layout_name = "1x1"
+        self.active = 0
+        self._facts: dict[str, StudyFacts] = {}
+        for i, frame in enumerate(self.frames):
+            self.link.attach(frame.canvas)
+            watcher = _ActivateOnClick(self, i)
+            frame.canvas.viewport().installEventFilter(watcher)
+            frame.canvas.installEventFilter(watcher)
+        for i, pane in enumerate(self.panes, start=1):
+            pane.changed.connect(lambda i=i: self._pane_changed(i))
+        window.image_displayed.connect(lambda _im: self._pane_changed(0))
+        window.prediction_shown.connect(self._main_result_shown)
+        window.models.ready.connect(self._model_ready)
+        window.overlay_panel.colormap_changed.connect(lambda _c: self._redraw_overlays())
+        window.overlay_panel.style_changed.connect(lambda _s: self._redraw_overlays())
+        window.overlay_panel.show_below_changed.connect(lambda _on: self._redraw_overlays())
+        window.overlay_panel.opacity_changed.connect(
+            lambda pct: [p.canvas.set_overlay_opacity(pct / 100.0) for p in self.panes])
+        window.overlay_panel.visible_changed.connect(
+            lambda on: [p.canvas.set_overlay_visible(on) for p in self.panes])
+        window.takeCentralWidget()  # the canvas moves into pane 0's frame (setCentralWidget would delete it)
+        window.setCentralWidget(self.grid_widget)
+        window.canvas.show()
+        self.worklist = WorklistDock(window)
+        window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.worklist)
+        self.worklist.hide()  # shown when screening results arrive (or from the Layout menu)
+        self.worklist.open_requested.connect(lambda path: window.open_paths([path]))
+        self.theme = apply_theme(window.settings.theme)
+        self._build_actions()
+        self.set_layout("1x1")
+
+    # ------------------------------------------------------------ panes
+    def canvases(self) -> list[ImageCanvas]:
+        return [f.canvas for f in self.frames]
+
+    def visible_count(self) -> int:
+        r, c = LAYOUTS[self.layout_name]
+        return r * c
+
+    def set_layout(self, name: str) -> None:
+        """Show 1, 2 or 4 panes; panes hidden keep their images for when they come back."""
+        rows, cols = LAYOUTS[name]
+        self.layout_name = name
+        for frame in self.frames:
+            self.grid.removeWidget(frame)
+        for i, frame in enumerate(self.frames):
+            if i < rows * cols:
+                self.grid.addWidget(frame, i // cols, i % cols)
+                frame.show()
+            else:
+                frame.hide()
+        for r in range(2):
+            self.grid.setRowStretch(r, 1 if r < rows else 0)
+        for c in range(2):
+            self.grid.setColumnStretch(c, 1 if c < cols else 0)
+        for i, frame in enumerate(self.frames[:rows * cols]):
+            frame.header.setVisible(rows * cols > 1)
+        if self.active >= rows * cols:
+            self.set_active(0)
+        else:
+            self.set_active(self.active)
+        self.actions[name].setChecked(True)
+
+    def set_active(self, index: int) -> None:
+        """Make pane ``index`` the one the decision-aid panel describes."""
+        index = max(0, min(index, self.visible_count() - 1))
+        changed = index != self.active
+        self.active = index
+        for i, frame in enumerate(self.frames):
+            frame.set_active(i == index and self.visible_count() > 1)
+        if changed:
+            self._show_active_result()
+
+    def _show_active_result(self) -> None:
+        if self.active == 0:
+            self.window.request_prediction()  # cached: the main pane's result comes back at once
+        else:
+            self._show_pane_result(self.panes[self.active - 1])
+
+    def _show_pane_result(self, pane: ComparePane) -> None:
+        active = self.window.models.active
+        pane.show_result_in(self.window.results, active.card.positive_class if active else None)
+
+    def _main_result_shown(self, _outcome: object) -> None:
+        self._pane_changed(0)
+        if self.active != 0:  # a late result of the main pane must not replace the active pane's
+            self._show_pane_result(self.panes[self.active - 1])
+
+    def _pane_changed(self, index: int) -> None:
+        frame = self.frames[index]
+        if index == 0:
+            text = self._main_summary()
+        else:
+            pane = self.panes[index - 1]
+            text = self._dated(pane.path, pane.summary())
+            if index == self.active:
+                self._show_pane_result(pane)
+        frame.header.setText(text)
+        frame.header.setToolTip(text)
+        if self.link.enabled and index != 0 and frame.canvas.image is not None:
+            self.link.sync_from(self.frames[self.active if self.active != index else 0].canvas)
+
+    def _main_summary(self) -> str:
+        w = self.window
+        image = w.current_image
+        if image is None:
+            return "Current: no image"
+        from pathlib import Path
+
+        res = w.current_outcome.result if w.current_outcome is not None else None
+        score = ""
+        if res is not None:
+            p = res.prediction
+            score = f" - {p.label}: {p.score:.3f} ({'above' if p.above_threshold else 'below'} {p.threshold:.3f})"
+        return self._dated(image.path, f"{Path(image.path or '').name}{score}")
+
+    def _dated(self, path: str | None, text: str) -> str:
+        if not path:
+            return text
+        facts = self.facts(path)
+        return f"{facts.date_text}  {text}" if facts.date_text else text
+
+    def _model_ready(self, active: object) -> None:
+        for pane in self.panes:
+            pane.set_model(active)
+
+    def _redraw_overlays(self) -> None:
+        for pane in self.panes:
+            pane.show_overlay()
+
+    # ------------------------------------------------------------ priors
+    def facts(self, path: str) -> StudyFacts:
+        """Header facts of ``path`` (cached; read once, on the GUI thread: a header only)."""
+        hit = self._facts.get(path)
+        if hit is None:
+            hit = self._facts[path] = read_facts(path)
+        return hit
+
+    def find_prior(self) -> StudyFacts | None:
+        """The prior of the current image among the opened studies (None if none)."""
+        image = self.window.current_image
+        if image is None or not image.path:
+            return None
+        current = self.facts(str(image.path))
+        candidates = [self.facts(e.path) for e in self.window.study_list.entries() if e.ok and e.path != image.path]
+        return find_prior(current, candidates)
+
+    def open_prior(self) -> bool:
+        """Open the current image's prior beside it (1x2 at least); False, with a note, if none."""
+        prior = self.find_prior()
+        if prior is None:
+            self.window.statusBar().showMessage(
+                "No prior found: no opened study of this patient has an earlier study date.", 6000)
+            return False
+        if self.layout_name == "1x1":
+            self.set_layout("1x2")
+        self.open_in_pane(1, prior.path)
+        self.window.statusBar().showMessage(f"Prior of {prior.date_text} opened beside the current image.", 5000)
+        return True
+
+    def open_in_pane(self, index: int, path: str) -> None:
+        """Open ``path`` in compare pane ``index`` (1-3)."""
+        self.panes[index - 1].open(path)
+
+    # ------------------------------------------------------------ linking
+    def set_linked(self, on: bool) -> None:
+        self.link.enabled = bool(on)
+        self.actions["link"].setChecked(self.link.enabled)
+        if on:
+            self.link.sync_from(self.frames[self.active].canvas)
+
+    # ------------------------------------------------------------ menu
+    def _build_actions(self) -> None:
+        w = self.window
+        self.actions: dict[str, QAction] = {}
+        menu = w.menuBar().addMenu("&Layout")
+        group = QActionGroup(menu)
+        for name, key in LAYOUT_KEYS.items():
+            act = QAction(f"{name.replace('x', ' x ')} layout", w)
+            act.setCheckable(True)
+            act.setShortcut(QKeySequence(key))
+            act.triggered.connect(lambda _c=False, n=name: self.set_layout(n))
+            group.addAction(act)
+            menu.addAction(act)
+            w.addAction(act)
+            self.actions[name] = act
+        menu.addSeparator()
+        prior = QAction("Open &prior beside the current image", w)
+        prior.setShortcut(QKeySequence(PRIOR_KEY))
+        prior.setStatusTip("Same Patient ID, earlier Study Date, among the opened studies")
+        prior.triggered.connect(lambda _c=False: self.open_prior())
+        link = QAction("&Link zoom, pan and window/level", w)
+        link.setCheckable(True)
+        link.setShortcut(QKeySequence(LINK_KEY))
+        link.toggled.connect(self.set_linked)
+        for act in (prior, link):
+            menu.addAction(act)
+            w.addAction(act)
+        self.actions["prior"] = prior
+        self.actions["link"] = link
+        menu.addSeparator()
+        show_worklist = self.worklist.toggleViewAction()
+        show_worklist.setText("Show &worklist")
+        menu.addAction(show_worklist)
+        for key, act in self.worklist.actions.items():
+            menu.addAction(act)
+            w.addAction(act)
+            self.actions[key] = act
+        menu.addSeparator()
+        themes = menu.addMenu("&Theme")
+        theme_group = QActionGroup(themes)
+        for name in THEMES:
+            act = themes.addAction(f"{name.capitalize()}{' (reading room)' if name == 'dark' else ''}")
+            act.setCheckable(True)
+            act.setChecked(name == self.theme)
+            act.triggered.connect(lambda _c=False, n=name: self.set_theme(n))
+            theme_group.addAction(act)
+            self.actions[f"theme_{name}"] = act
+        help_menu = next((a for a in w.menuBar().actions() if a.text().replace("&", "") == "Help"), None)
+        if help_menu is not None:  # Layout before Help
+            w.menuBar().insertMenu(help_menu, menu)
+        self.menu = menu
+
+    def set_theme(self, name: str) -> None:
+        """Switch between the dark (default) and light theme, and remember it."""
+        self.theme = apply_theme(name)
+        self.window.settings.theme = self.theme
+        self.actions[f"theme_{self.theme}"].setChecked(True)
+
+    # ------------------------------------------------------------ worklist
+    def attach_screening(self, dialog: QWidget) -> None:
+        """Follow a screening dialog's results in the docked worklist."""
+        model = getattr(dialog, "model", None)
+        if model is None:
+            return
+
+        def sync(*_args: object) -> None:
+            folder = getattr(dialog, "run_folder", None)
+            if folder is not None and model.rowCount():
+                self.worklist.set_results(folder, model.rows())
+                self.worklist.show()
+
+        model.modelReset.connect(sync)
+        model.rowsInserted.connect(sync)
+
+    def shutdown(self, timeout_ms: int) -> bool:
+        ok = self.worklist.shutdown(timeout_ms)
+        for pane in self.panes:
+            ok = pane.shutdown(timeout_ms) and ok
+        return ok
+
+
+def fit_to_screen(window: QWidget, wanted: tuple[int, int] = DEFAULT_SIZE) -> None:
+    """Size ``window`` to ``wanted`` but never larger than its screen's available area (HiDPI safe)."""
+    screen = window.screen() or QGuiApplication.primaryScreen()
+    if screen is None:
+        window.resize(*wanted)
+        return
+    window.setGeometry(initial_geometry(screen.availableGeometry(), wanted))

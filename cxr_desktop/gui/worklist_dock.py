@@ -1,0 +1,285 @@
+"""The screening worklist docked in the main window: read it beside the viewer, unread first by score.
+
+Rows are the screening results (:class:`~cxr_desktop.screening.results.ResultRow`)
+in worklist order (score, highest first; a row with a caution ranks by its score,
+never below the scored ones; unscored rows last). Patient, study and date come
+from each file's header, read in a worker and shown on screen only: they are
+never logged and never written to the results. Read status is kept for the
+session. Keys (window-wide): U next unread, Shift+U previous unread, M mark
+read / unread. Opening a row (double-click, Enter, or the keys) shows the study
+in the viewer; the dock stays docked and usable.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QAction, QBrush, QColor, QFont, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget,
+)
+
+from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.gui.study_facts import StudyFacts, read_facts
+from cxr_desktop.gui.workers import WorkerRunner
+from cxr_desktop.screening.results import STATUS_OUT_OF_SCOPE, ResultRow, sorted_rows
+
+NEXT_UNREAD_KEY, PREV_UNREAD_KEY, MARK_READ_KEY = "U", "Shift+U", "M"
+CAUTION_SIGN = "\u26a0"
+_CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # as in the screening dialog: readable on dark and light
+
+
+def _facts_job(folder: str, relpaths: list[str]) -> Iterator[StudyFacts]:
+    """Worker: header facts of each row's file (patient data: for the screen only)."""
+    for rel in relpaths:
+        yield read_facts(os.path.join(folder, rel))
+
+
+class ReadingWorklistModel(QAbstractTableModel):
+    """Worklist rows in reading order with patient/study/date and read status."""
+
+    COLUMNS = ("Read", "Score", "Caution", "Patient", "Study", "Date", "File")
+    COL_READ, COL_SCORE, COL_CAUTION, COL_PATIENT, COL_STUDY, COL_DATE, COL_FILE = range(7)
+
+    def __init__(self, parent: QObject | None = None):
+        super().__init__(parent)
+        self._rows: list[ResultRow] = []
+        self._facts: dict[str, StudyFacts] = {}
+        self._read: set[str] = set()
+
+    def set_rows(self, rows: Sequence[ResultRow]) -> None:
+        """Replace the rows (kept in worklist order); read marks of paths still listed are kept."""
+        self.beginResetModel()
+        self._rows = sorted_rows(rows)
+        paths = {r.path for r in self._rows}
+        self._read &= paths
+        self.endResetModel()
+
+    def rows(self) -> list[ResultRow]:
+        return list(self._rows)
+
+    def row_at(self, i: int) -> ResultRow:
+        return self._rows[i]
+
+    def index_of(self, path: str) -> int:
+        return next((i for i, r in enumerate(self._rows) if r.path == path), -1)
+
+    def set_facts(self, relpath: str, facts: StudyFacts) -> None:
+        self._facts[relpath] = facts
+        i = self.index_of(relpath)
+        if i >= 0:
+            self.dataChanged.emit(self.index(i, self.COL_PATIENT), self.index(i, self.COL_DATE))
+
+    def has_facts(self, relpath: str) -> bool:
+        return relpath in self._facts
+
+    def is_read(self, i: int) -> bool:
+        return self._rows[i].path in self._read
+
+    def set_read(self, i: int, on: bool) -> None:
+        path = self._rows[i].path
+        (self._read.add if on else self._read.discard)(path)
+        self.dataChanged.emit(self.index(i, 0), self.index(i, len(self.COLUMNS) - 1))
+
+    def unread_count(self) -> int:
+        return sum(1 for r in self._rows if r.path not in self._read)
+
+    # -- Qt model API
+    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
+            return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        r = self._rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(r, col)
+        if role == Qt.ItemDataRole.ToolTipRole:
+            if r.caution is not None:
+                return "\n".join(t for t in (r.caution.message, r.detail) if t)
+            return r.detail or r.path
+        if role == Qt.ItemDataRole.BackgroundRole and r.caution is not None:
+            return QBrush(_CAUTION_BACKGROUND)
+        if role == Qt.ItemDataRole.FontRole and r.path not in self._read:
+            font = QFont()
+            font.setBold(True)  # unread rows stand out, as in a mail client
+            return font
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == self.COL_SCORE:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return None
+
+    def _display(self, r: ResultRow, col: int) -> str:
+        facts = self._facts.get(r.path)
+        if col == self.COL_READ:
+            return "read" if r.path in self._read else "unread"
+        if col == self.COL_SCORE:
+            if r.status == STATUS_OUT_OF_SCOPE:
+                return "out of scope"
+            if r.score is None:
+                return r.status.replace("_", " ")
+            return f"{r.score:.3f} {CAUTION_SIGN}" if r.caution is not None else f"{r.score:.3f}"
+        if col == self.COL_CAUTION:
+            return "" if r.caution is None else f"{CAUTION_SIGN} {r.caution.short}"
+        if col == self.COL_PATIENT:
+            if facts is None:
+                return ""
+            return " / ".join(t for t in (facts.patient_name, facts.patient_id) if t)
+        if col == self.COL_STUDY:
+            return facts.study_description if facts is not None else ""
+        if col == self.COL_DATE:
+            return facts.date_text if facts is not None else ""
+        if col == self.COL_FILE:
+            return r.path
+        return ""
+
+
+class WorklistDock(QDockWidget):
+    """The worklist as a dock of the main window (never covering the viewer)."""
+
+    open_requested = Signal(str)  # absolute path of the row to show
+
+    def __init__(self, parent: QWidget | None = None):
+        super().__init__("Worklist", parent)
+        self.setObjectName("worklist")
+        self.folder: Path | None = None
+        self.model = ReadingWorklistModel(self)
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.verticalHeader().hide()
+        self.table.setWordWrap(False)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(ReadingWorklistModel.COL_FILE, QHeaderView.ResizeMode.Stretch)
+        self.table.activated.connect(lambda idx: self.open_row(idx.row()))
+        self.table.doubleClicked.connect(lambda idx: self.open_row(idx.row()))
+        self.summary = QLabel("No screening results yet: Tools > Screen a folder.")
+        self.summary.setWordWrap(True)
+        notice = QLabel(DECISION_AID_NOTICE)
+        notice.setWordWrap(True)
+        buttons = QHBoxLayout()
+        self.prev_button = QPushButton("Previous unread")
+        self.next_button = QPushButton("Next unread")
+        self.read_button = QPushButton("Mark as read")
+        self.prev_button.clicked.connect(lambda: self.step_unread(-1))
+        self.next_button.clicked.connect(lambda: self.step_unread(+1))
+        self.read_button.clicked.connect(self.toggle_read)
+        for b in (self.prev_button, self.next_button, self.read_button):
+            buttons.addWidget(b)
+        buttons.addStretch(1)
+        body = QWidget()
+        col = QVBoxLayout(body)
+        col.setContentsMargins(4, 4, 4, 4)
+        col.addLayout(buttons)
+        col.addWidget(self.table, 1)
+        col.addWidget(self.summary)
+        col.addWidget(notice)
+        self.setWidget(body)
+        self.setFeatures(QDockWidget.DockWidgetFeature.DockWidgetMovable
+                         | QDockWidget.DockWidgetFeature.DockWidgetFloatable
+                         | QDockWidget.DockWidgetFeature.DockWidgetClosable)
+        self._runner = WorkerRunner("worklist-facts", threads=1)
+        self._facts_worker: Any = None
+        self.current = -1
+        self.actions = self._make_actions()
+
+    def _make_actions(self) -> dict[str, QAction]:
+        out = {}
+        for key, text, slot in (("next_unread", "Next &unread (by score)", lambda: self.step_unread(+1)),
+                                ("prev_unread", "Previous unread (by score)", lambda: self.step_unread(-1)),
+                                ("mark_read", "&Mark as read / unread", self.toggle_read)):
+            act = QAction(text, self)
+            act.setShortcut(QKeySequence({"next_unread": NEXT_UNREAD_KEY, "prev_unread": PREV_UNREAD_KEY,
+                                          "mark_read": MARK_READ_KEY}[key]))
+            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+            act.triggered.connect(lambda _c=False, s=slot: s())
+            out[key] = act
+        return out
+
+    # ------------------------------------------------------------ rows
+    def set_results(self, folder: str | os.PathLike[str], rows: Sequence[ResultRow]) -> None:
+        """Show ``rows`` of the screened ``folder``; read their header facts in the background."""
+        folder = Path(folder)
+        same = self.folder == folder
+        current_path = self.model.row_at(self.current).path if 0 <= self.current < self.model.rowCount() else None
+        self.folder = folder
+        self.model.set_rows(rows)
+        self.current = self.model.index_of(current_path) if same and current_path else -1
+        if self.current >= 0:
+            self.table.selectRow(self.current)
+        wanted = [r.path for r in self.model.rows() if not (same and self.model.has_facts(r.path))]
+        if wanted:
+            if self._facts_worker is not None:
+                try:
+                    self._facts_worker.quit()
+                except RuntimeError:
+                    pass
+            self._facts_worker = self._runner.start_generator(_facts_job, str(folder), wanted,
+                                                              yielded=self._facts_ready)
+        self._update_summary()
+
+    def _facts_ready(self, facts: StudyFacts) -> None:
+        if self.folder is None:
+            return
+        try:
+            rel = Path(facts.path).relative_to(self.folder).as_posix()
+        except ValueError:
+            return
+        self.model.set_facts(rel, facts)
+
+    def _update_summary(self) -> None:
+        n = self.model.rowCount()
+        self.summary.setText(f"{n} studies, {self.model.unread_count()} unread" if n
+                             else "No screening results yet: Tools > Screen a folder.")
+
+    # ------------------------------------------------------------ reading
+    def open_row(self, i: int) -> None:
+        """Show row ``i`` in the viewer (the dock stays where it is, usable)."""
+        if not 0 <= i < self.model.rowCount() or self.folder is None:
+            return
+        self.current = i
+        self.table.selectRow(i)
+        self.table.scrollTo(self.model.index(i, 0))
+        self.open_requested.emit(str(self.folder / self.model.row_at(i).path))
+
+    def step_unread(self, direction: int) -> bool:
+        """Open the next (+1) or previous (-1) unread row in score order; False if there is none."""
+        n = self.model.rowCount()
+        start = self.current if self.current >= 0 else (-1 if direction > 0 else n)
+        i = start + direction
+        while 0 <= i < n:
+            if not self.model.is_read(i):
+                self.open_row(i)
+                return True
+            i += direction
+        self.summary.setText(f"No {'further' if direction > 0 else 'earlier'} unread study. "
+                             f"{self.model.unread_count()} unread in all.")
+        return False
+
+    def toggle_read(self) -> None:
+        """Mark the current row as read (or back to unread)."""
+        i = self.current
+        if not 0 <= i < self.model.rowCount():
+            return
+        self.set_read(i, not self.model.is_read(i))
+
+    def set_read(self, i: int, on: bool = True) -> None:
+        self.model.set_read(i, on)
+        self._update_summary()
+
+    def shutdown(self, timeout_ms: int) -> bool:
+        return self._runner.shutdown(timeout_ms)
