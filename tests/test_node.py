@@ -225,3 +225,42 @@ def test_cli_refuses_a_busy_port_a_busy_folder_and_another_models_worklist(tmp_p
     err = io.StringIO()
     assert main(["--port", "0", "--out", str(out), "--model", str(model), "--workers", "0"], stderr=err) == EXIT_USAGE
     assert "someone else v1" in err.getvalue() and "another --out" in err.getvalue()
+
+
+def test_disk_full_answers_out_of_resources_keeps_what_was_stored_and_goes_on(tmp_path, cxr_dir):
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small tmpfs (the one honest way to get a full disk)")
+    where = tmp_path / "small"
+    where.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(where)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode(errors='replace').strip()}")
+    try:
+        store = ReceivedStore(where / "node")
+        server = StorageSCP(store, StudyTracker(quiet_s=30), ae_title="CXRREVIEW", host="127.0.0.1", port=0)
+        server.start()
+        try:
+            study = generate_uid()
+            files = [write(wrap_as_dx(p, study, generate_uid(), number=i), tmp_path / f"in/{i}.dcm")
+                     for i, p in enumerate(radiograph_sources(cxr_dir.parent)[:5])]
+            statuses = [s for _, s in push(server.port, files)]
+            assert 0 in statuses and 0xA700 in statuses  # stored until the disk was full, then "out of resources"
+            kept = store.instances(store.key_for(study))
+            assert len(kept) == statuses.count(0)
+            for rel in kept:  # every file that exists is complete
+                assert pydicom.dcmread(where / "node" / rel).PixelData
+            assert not [n for _, _, names in os.walk(where / "node") for n in names if n.endswith(".tmp")]
+            from pynetdicom import AE
+
+            ae = AE(ae_title="CHECK")
+            ae.add_requested_context("1.2.840.10008.1.1")
+            assoc = ae.associate("127.0.0.1", server.port, ae_title="CXRREVIEW")
+            assert assoc.is_established and assoc.send_c_echo().Status == 0  # the node is still there
+            assoc.release()
+        finally:
+            server.stop(grace_s=1)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], capture_output=True)
