@@ -307,3 +307,65 @@ def _numeric(sr, code: str) -> float | None:
 def test_send_without_a_dicom_result_says_what_to_do(qtbot, window, cxr_dir):
     window.pacs.send_current()
     assert window.last_message == ("Send results to PACS", "Open an image first.")
+
+
+def test_worklist_sends_selected_rows_by_stow_rs(qtbot, window, pacs, uploaded, qsettings, model_file, tmp_path):
+    import shutil
+
+    from cxr_desktop.dicom_results import SR_SERIES_DESCRIPTION
+    from cxr_desktop.pacs import DicomWebServer
+
+    PacsSettings(qsettings).set_servers([DicomWebServer("Orthanc web", pacs.dicomweb_url, timeout_s=10)])
+    folder = tmp_path / "screen"
+    folder.mkdir()
+    for i, f in enumerate(uploaded):
+        shutil.copy(f, folder / f"img{i}.dcm")
+    dialog = window._optional_dialog("screening_panel", "ScreeningDialog", "Screening")
+    dialog.set_model_path(model_file)
+    dialog.set_folder(folder)
+    window.pacs.attach_to_screening(dialog)
+    qtbot.addWidget(dialog)
+    assert dialog.send_selected_button.text() == "Send selected to PACS..."
+    with qtbot.waitSignal(dialog.run_finished, timeout=TIMEOUT):
+        assert dialog.start()
+    assert dialog.model.rowCount() == len(uploaded)
+    dialog.table.selectAll()
+    send = window.pacs.send_worklist(dialog, above_only=False)
+    assert send is not None
+    qtbot.addWidget(send)
+    with qtbot.waitSignal(send.sent, timeout=TIMEOUT) as sent:
+        send.send_button.click()
+    assert sent.args[0] is True, sent.args[1]
+    assert sent.args[1] == f"Sent: {2 * len(uploaded)} objects accepted by the PACS."
+    scores = {r.path: r.score for r in dialog.model.rows()}
+    for i, f in enumerate(uploaded):
+        study_uid = str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID)
+        found = pacs.rest("/tools/lookup", method="POST", data=study_uid.encode())
+        study_id = [x["ID"] for x in found if x["Type"] == "Study"][0]
+        series = pacs.rest(f"/studies/{study_id}/series")
+        assert len(series) == 3
+        sr_series = [s for s in series if s["MainDicomTags"].get("SeriesDescription") == SR_SERIES_DESCRIPTION]
+        sr = pydicom.dcmread(io.BytesIO(pacs.rest(f"/instances/{sr_series[0]['Instances'][0]}/file")))
+        if scores[f"img{i}.dcm"] is not None:
+            assert _numeric(sr, "CXR001") == pytest.approx(scores[f"img{i}.dcm"], abs=5e-7)
+    dialog.close()
+
+
+def test_dicomweb_search_and_wado_retrieve(qtbot, pacs, uploaded, qsettings):
+    from cxr_desktop.gui.pacs_query import QueryPacsDialog
+    from cxr_desktop.pacs import DicomWebServer
+
+    store = PacsSettings(qsettings)
+    store.set_servers([DicomWebServer("Orthanc web", pacs.dicomweb_url, timeout_s=10)])
+    dlg = QueryPacsDialog(settings=qsettings)
+    qtbot.addWidget(dlg)
+    rg1 = pydicom.dcmread(uploaded[1], stop_before_pixels=True)
+    dlg.patient_id_edit.setText(str(rg1.PatientID))  # one of the two studies
+    with qtbot.waitSignal(dlg.search_finished, timeout=TIMEOUT) as found:
+        dlg.search()
+    assert found.args[0] is True and dlg.table.rowCount() == 1
+    assert dlg.table.item(0, 2).text() == f"{rg1.StudyDate[:4]}-{rg1.StudyDate[4:6]}-{rg1.StudyDate[6:8]}"
+    with qtbot.waitSignal(dlg.retrieve_finished, timeout=TIMEOUT) as got:
+        dlg.retrieve(dlg.rows)
+    assert got.args[0] is True, got.args[1]
+    assert store.cache().has(dlg.rows[0].study_uid)
