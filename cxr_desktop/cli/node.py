@@ -13,6 +13,9 @@ input-safety rules and journal as ``cxr-screen``; its rows are appended to
 ``DIR/worklist.csv`` (and its journal). Nothing is scored twice: studies received
 but not screened before a stop or crash are screened at the next start. Lines on
 stderr name hashed study keys only. Exit codes: see :data:`EXIT_CODES_HELP`.
+
+As a service, send SIGTERM to the node's own process (systemd: ``KillMode=mixed``): the
+node then stops its decode worker processes itself, after the batch in flight.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ _AE_RE = re.compile(r"^[\x20-\x7e]{1,16}$")
 EXIT_CODES_HELP = f"""exit codes:
   {EXIT_OK}    stopped by SIGTERM or Ctrl-C (the normal way to stop the node): one line says what was done;
        every stored file is kept, the study being screened stops after its current batch, and studies
-       received but not screened are screened at the next start
+       received but not screened are screened at the next start (as a service, signal the node's
+       own process only, e.g. systemd KillMode=mixed: it stops its decode workers itself)
   {EXIT_STOPPED}    unexpected failure (a crash report without patient data is saved); restart the node
   {EXIT_USAGE}    usage error: bad arguments, --out holds another model's worklist, or another node uses --out
   {EXIT_MODEL}    the model file cannot be loaded
