@@ -125,8 +125,11 @@ def test_settings_dialog_tests_connection_in_a_worker_and_keeps_secrets_out_of_q
         dlg.test_current()
     assert web.args[0] is True, dlg.test_label.text()  # Orthanc here has no authentication: basic is accepted
 
+    dlg.cache_spin.setValue(750)
     assert dlg.save()
     qsettings.sync()
+    assert PacsSettings(qsettings, secrets).cache_limit_bytes == 750 * 1024 ** 2
+    assert PacsSettings(qsettings, secrets).cache().limit_bytes == 750 * 1024 ** 2
     stored = Path(qsettings.fileName()).read_text()
     assert "s3cret-pass" not in stored
     assert secrets.get("Orthanc web") == "s3cret-pass"

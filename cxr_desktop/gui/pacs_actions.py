@@ -42,7 +42,7 @@ class PacsActions(QObject):
         return act
 
     def add_file_actions(self, menu: QMenu) -> None:
-        menu.addAction(self._action("query_pacs", "&Query PACS...", "Search a PACS and retrieve studies",
+        menu.addAction(self._action("query_pacs", "Query &PACS...", "Search a PACS and retrieve studies",
                                     self.open_query))
         menu.addAction(self._action("send_results", "Se&nd results to PACS...",
                                     "Send the current image's Secondary Capture + Structured Report to a PACS",
@@ -52,7 +52,7 @@ class PacsActions(QObject):
                                     self.choose_export_dicom))
 
     def add_tools_actions(self, menu: QMenu) -> None:
-        menu.addAction(self._action("pacs_settings", "&PACS settings...", "PACS servers and the local study cache",
+        menu.addAction(self._action("pacs_settings", "P&ACS settings...", "PACS servers and the local study cache",
                                     self.open_settings))
 
     def _keep(self, dialog: QWidget) -> QWidget:
