@@ -33,7 +33,7 @@ def cut_jpeg(data: bytes, fraction: float = 0.5) -> bytes:
 
 def raise_jpeg_height(data: bytes, extra: int) -> bytes:
     buf = bytearray(data)
-    sof = next(i for i in range(2, len(buf) - 1) if buf[i] == 0xFF and buf[i + 1] in (0xC0, 0xC1, 0xC2))
+    sof = next(i for i in range(2, len(buf) - 1) if buf[i] == 0xFF and buf[i + 1] in (0xC0, 0xC1, 0xC2, 0xC3))
     height = int.from_bytes(buf[sof + 5:sof + 7], "big")
     buf[sof + 5:sof + 7] = (height + extra).to_bytes(2, "big")
     return bytes(buf)
@@ -159,6 +159,85 @@ def test_dicom_jpeg_with_raised_height_is_refused(cxr_dir: Path, tmp_path: Path)
     ds.Rows = ds.Rows + 64
     ds.save_as(path)
     assert_refused(path, Reason.TRUNCATED)
+
+
+def scan_end(frame: bytes) -> int:
+    """Offset of a frame's EOI marker (a DICOM frame may add one pad byte after it)."""
+    return len(frame) - (2 if frame.endswith(b"\xff\xd9") else 3)
+
+
+def lossless_source(dicom_dir: Path, tmp_path: Path, bits: int) -> tuple[Path, np.ndarray | None]:
+    """A JPEG Lossless (Process 14, SV1) DICOM at 8, 12 or 16 bits: the real 8- and 16-bit files,
+    and the 16-bit one re-coded at 12 bits with libjpeg-turbo (no 12-bit lossless file is shared)
+    together with the pixels it codes."""
+    if bits == 8:
+        return dicom_dir / "JPGLosslessP14SV1_1s_1f_8b.dcm", None
+    if bits == 16:
+        return dicom_dir / "JPEG-LL.dcm", None
+    import imagecodecs
+
+    ds = pydicom.dcmread(dicom_dir / "JPEG-LL.dcm")
+    pixels = np.clip(ds.pixel_array.astype(np.int64) // 16 + 600, 0, 4095).astype(np.uint16)
+    frame = imagecodecs.jpeg8_encode(pixels, lossless=True, bitspersample=12, predictor=1)
+    ds.PixelData = encapsulate([frame + b"\x00" * (len(frame) % 2)])
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 12, 11, 0
+    ds.save_as(tmp_path / "lossless12.dcm")
+    return tmp_path / "lossless12.dcm", pixels
+
+
+@pytest.mark.parametrize("bits", [8, 12, 16])
+def test_lossless_jpeg_dicom_cut_and_closed_is_refused(dicom_dir: Path, tmp_path: Path, bits: int) -> None:
+    """Issue 16 point 1 for JPEG Lossless above 8 bits: no installed decoder warns when the scan
+    runs out, so a cut frame closed with EOI must be caught by the probe (integrity.py)."""
+    src, coded = lossless_source(dicom_dir, tmp_path, bits)
+    ds = pydicom.dcmread(src)
+    assert (ds.BitsStored, ds.file_meta.TransferSyntaxUID) == (bits, "1.2.840.10008.1.2.4.70")
+    variants = {
+        "half": lambda f: f[: scan_end(f) // 2] + b"\xff\xd9",
+        "last 3 bytes": lambda f: f[: scan_end(f) - 3] + b"\xff\xd9",
+        "last byte": lambda f: f[: scan_end(f) - 1] + b"\xff\xd9",
+    }
+    for name, change in variants.items():
+        err = assert_refused(with_frame(src, tmp_path / "cut.dcm", change), Reason.TRUNCATED)
+        assert "ends before the whole image" in err.message, name
+    tall = with_frame(src, tmp_path / "tall.dcm", lambda f: raise_jpeg_height(f, 16))
+    ds_tall = pydicom.dcmread(tall)
+    ds_tall.Rows += 16
+    ds_tall.save_as(tall)
+    assert_refused(tall, Reason.TRUNCATED)
+    # Intact: decodes, to the same pixels as pydicom's decode written out uncompressed; fill
+    # bytes before EOI (allowed by the standard) change nothing.
+    plain = pydicom.dcmread(src)
+    plain.decompress()
+    plain.save_as(tmp_path / "plain.dcm")
+    filled = with_frame(src, tmp_path / "filled.dcm", lambda f: f[: scan_end(f)] + b"\xff\xff\xff\xd9")
+    ref = load_image(tmp_path / "plain.dcm").pixels
+    for path in (src, filled):
+        np.testing.assert_array_equal(load_image(path).pixels, ref, err_msg=path.name)
+    if coded is not None:
+        np.testing.assert_array_equal(pydicom.dcmread(src).pixel_array, coded)
+
+
+def test_probe_refuses_cut_12_bit_dct_and_colour_lossless_frames() -> None:
+    """The probe covers every sequential process libjpeg-turbo decodes above 8 bits: 12-bit
+    extended DCT (DICOM 1.2.840.10008.1.2.4.51) and 3-component lossless frames as well."""
+    import imagecodecs
+
+    from cxr_desktop.imaging.integrity import check_jpeg
+
+    yy, xx = np.mgrid[0:160, 0:120]
+    grey = ((np.sin(yy / 9) + np.cos(xx / 7) + 2) * 1000).astype(np.uint16)
+    frames = {
+        "12-bit DCT": imagecodecs.jpeg8_encode(grey, level=90, bitspersample=12),
+        "12-bit RGB lossless": imagecodecs.jpeg8_encode(np.stack([grey, grey[::-1], grey[:, ::-1]], -1).copy(),
+                                                        lossless=True, bitspersample=12),
+        "16-bit lossless SV6": imagecodecs.jpeg8_encode(grey * 16, lossless=True, bitspersample=16, predictor=6),
+    }
+    for name, frame in frames.items():
+        assert check_jpeg(frame, require_eoi=True) is None, name
+        for cut in (len(frame) // 3, scan_end(frame) - 2):
+            problem = check_jpeg(frame[:cut] + b"\xff\xd9", require_eoi=True)
+            assert problem is not None and problem.short, f"{name} cut at {cut}"
 
 
 # --------------------------------------------------------------------------- 2. size limits, memory

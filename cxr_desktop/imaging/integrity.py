@@ -9,6 +9,8 @@ saying what is missing (the caller turns it into ``ImageError(Reason.TRUNCATED)`
 - JPEG (8-bit, any process libjpeg-turbo decodes): a strict decode at 1/8 scale with
   simplejpeg, which raises on libjpeg's "premature end" / "corrupt data" warnings (the
   entropy-coded data is read in full, the inverse DCT mostly skipped).
+- JPEG in a DICOM frame above or below 8 bits (12-bit extended DCT, 2-16-bit lossless):
+  a probe with libjpeg-turbo 3 (imagecodecs), see :func:`check_jpeg_probe`.
 - JPEG-LS: a strict decode with CharLS (pyjpegls), which refuses a cut or corrupt scan.
 - JPEG (any precision, also JPEG-LS): the codestream must end with an EOI marker.
 - JPEG 2000: every tile-part (SOT) must fit in the data and the codestream end with EOC.
@@ -22,6 +24,8 @@ import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
+
+import numpy as np
 
 from cxr_desktop.errors import ImageError, Reason
 
@@ -48,6 +52,14 @@ class Incomplete:
 DCT_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC9, 0xCA})
 #: SOF markers of the (non-hierarchical) lossless process.
 LOSSLESS_SOF = frozenset({0xC3, 0xCB})
+#: Sequential processes (extended DCT, lossless; Huffman or arithmetic): every scan is coded once,
+#: so data missing from the last scan is all :func:`check_jpeg_probe` has to find.
+SEQUENTIAL_SOF = frozenset({0xC1, 0xC3, 0xC9, 0xCB})
+#: Inserted between the entropy-coded data and EOI by :func:`check_jpeg_probe`: fixed pseudo-random
+#: bytes, none 0xFF (so no marker), the first bit 1 (unlike the zeros a decoder fills in).
+JPEG_PROBE = bytes.fromhex(
+    "bf8e721121d2e7e46848e2357e5ceb045b87237e2fcb3576e867e4396e96785073e00896582b287e36eb1e7b4a154161"
+    "ba93367a7e605d5da9292f2a1b375e6e")
 
 
 def jpeg_frame_type(data: bytes) -> tuple[int, int] | None:
@@ -89,8 +101,10 @@ def check_jpeg(data: bytes, *, require_eoi: bool = False) -> Incomplete | None:
     if require_eoi and not has_eoi:
         return Incomplete("the JPEG data has no end-of-image marker: it ends before the image does")
     frame_type = jpeg_frame_type(data)
+    if frame_type is not None and frame_type[1] != 8 and frame_type[0] in SEQUENTIAL_SOF and require_eoi:
+        return check_jpeg_probe(data)  # (a JPEG *file* above 8 bits is refused by Pillow anyway)
     if frame_type is None or frame_type[1] != 8 or frame_type[0] not in DCT_SOF | LOSSLESS_SOF:
-        return None  # 12/16-bit, hierarchical and JPEG-LS: only the end marker can be checked here
+        return None  # progressive 12-bit, hierarchical and JPEG-LS: only the end marker is checked here
     # DCT scaling (1/8) skips most of the inverse DCT; libjpeg-turbo must not scale lossless data.
     scaled = {"min_height": 1, "min_width": 1} if frame_type[0] in DCT_SOF else {}
     import simplejpeg
@@ -118,6 +132,68 @@ def check_jpeg(data: bytes, *, require_eoi: bool = False) -> Incomplete | None:
     except Exception:  # noqa: BLE001 - same: leave it to the real decoder
         return None
     return None
+
+
+def check_jpeg_probe(data: bytes) -> Incomplete | None:
+    """Refuse a sequential JPEG codestream (any precision) whose last scan ends before the image.
+
+    libjpeg-turbo 3 decodes 2-16-bit lossless and 12-bit DCT data but, like every decoder
+    installed, only *warns* when the entropy-coded data runs out, fills the rest with zero
+    bits and goes on; no Python binding of it reports that warning above 8 bits. So the frame
+    is decoded twice: as it is, and with :data:`JPEG_PROBE` between its coded data and EOI.
+
+    - Complete scan: the decoder never uses a bit past its own data, so both decodes are equal
+      (never a false refusal; the probe bytes are skipped like any bytes before a marker).
+    - Cut scan: where the first decode reads zeros, the second reads the probe's bits, which
+      start with a 1, so the code that spans the end differs. Lossless at 9-16 bits, a
+      different Huffman code or different extra bits give a different difference and so a
+      different sample; elsewhere (a different coefficient, or an invalid code, which libjpeg
+      reads as 0) the 512 pseudo-random probe bits would all have to decode to what the zeros
+      decode to. Any decode error of the probed frame alone is a refusal too.
+
+    None where libjpeg-turbo cannot decode the frame as it is: the real decoder decides.
+    Multi-scan frames: only the last scan is probed (a cut exactly between two scans is not seen).
+    """
+    end = len(data) - (2 if bytes(data[-2:]) == b"\xff\xd9" else 3)  # before EOI (and a pad byte)
+    body = bytes(data[:end]).rstrip(b"\xff")  # fill bytes: an FF must not precede the probe
+    try:
+        from imagecodecs import jpeg8_decode
+    except ImportError:  # optional: then only the end marker is checked
+        return None
+    options = {1: "GRAY", 3: "RGB", 4: "CMYK"}.get(_frame_components(data))
+    kwargs = {"colorspace": options, "outcolorspace": options} if options else {}
+    try:
+        as_is = jpeg8_decode(bytes(data), **kwargs)
+    except Exception:  # noqa: BLE001 - a layout libjpeg-turbo does not read: the decoder decides
+        return None
+    try:
+        probed = jpeg8_decode(body + JPEG_PROBE + b"\xff\xd9", **kwargs)
+    except Exception:  # noqa: BLE001 - the probe's bytes were read as image data
+        probed = None
+    if probed is not None and probed.shape == as_is.shape and np.array_equal(probed, as_is):
+        return None
+    return Incomplete("the JPEG image data ends before the whole image is coded (the decoder "
+                      "would fill the rest with made-up values)")
+
+
+def _frame_components(data: bytes) -> int:
+    """Number of components (Nf) in the first frame header, 0 when not found."""
+    i = 2
+    n = len(data)
+    while i + 9 < n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            return data[i + 9]
+        if marker == 0xDA:
+            return 0
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+    return 0
 
 
 def check_jpegls(data: bytes) -> Incomplete | None:
