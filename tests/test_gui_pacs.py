@@ -372,3 +372,29 @@ def test_dicomweb_search_and_wado_retrieve(qtbot, pacs, uploaded, qsettings):
         dlg.retrieve(dlg.rows)
     assert got.args[0] is True, got.args[1]
     assert store.cache().has(dlg.rows[0].study_uid)
+
+
+def test_export_as_dicom_of_an_out_of_scope_image_carries_the_reason_not_a_score(qtbot, window, model_file,
+                                                                                 dicom_dir, tmp_path):
+    with qtbot.waitSignal(window.models.ready, timeout=TIMEOUT):
+        window.open_model(str(model_file))
+    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
+        window.open_paths([str(dicom_dir / "MR2_UNCR.dcm")])  # an MR: out of scope, never scored
+    assert not window.scope.before_model(window.current_image).in_scope
+    window.pacs.export_dicom(tmp_path / "out")
+    qtbot.waitUntil(lambda: window.pacs.last_export is not None, timeout=TIMEOUT)
+    sc_path, sr_path = window.pacs.last_export
+    sr = pydicom.dcmread(sr_path)
+    assert _numeric(sr, "CXR001") is None  # no probability
+    texts = []
+
+    def walk(items):
+        for it in items:
+            if it.ValueType == "TEXT":
+                texts.append(str(it.TextValue))
+            if "ContentSequence" in it:
+                walk(it.ContentSequence)
+
+    walk(sr.ContentSequence)
+    assert any(t.startswith("Out of scope (") for t in texts), texts
+    assert dciodvfy_errors(sc_path) == [] and dciodvfy_errors(sr_path) == []
