@@ -10,6 +10,13 @@ Display values come from :mod:`cxr_desktop.imaging.display` (the same mapping
 the model's preprocessing uses), through a look-up table when the pixel data are
 integers, so dragging the window on a large radiograph stays smooth. Window
 presets are described in :mod:`cxr_desktop.gui.window_presets`.
+
+Measurements and annotations (:mod:`cxr_desktop.gui.measure_tools`) and the
+four-corner overlay (:mod:`cxr_desktop.gui.four_corner`) are drawn in viewport
+coordinates over the image, so they stay thin and upright at any zoom or rotation.
+With a modifier (Shift or Ctrl), or with :attr:`ImageCanvas.wheel_scrolls_frames`
+set, the mouse wheel asks for frame steps (``frame_scroll_requested``) instead of
+zooming.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 from PySide6.QtCore import QPoint, QPointF, QRectF, Qt, QTimer, Signal
 from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPixmap, QTransform
-from PySide6.QtWidgets import QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
+from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
 if TYPE_CHECKING:  # the imaging package (pydicom, ~0.5 s) loads after the window is shown
     from cxr_desktop.gui.display_mapper import DisplayMapper
     from cxr_desktop.imaging.types import StudyImage, Window
+
+from cxr_desktop.gui.four_corner import ViewState, corner_lines, paint_corners
+from cxr_desktop.gui.measure_tools import MeasureLayer
 
 ZOOM_STEP = 1.25
 MIN_ZOOM, MAX_ZOOM = 0.02, 64.0
@@ -70,6 +80,8 @@ class ImageCanvas(QGraphicsView):
     window_changed = Signal(object)  # Window | None (None: the file's VOI LUT)
     view_changed = Signal()  # zoom or orientation changed
     files_dropped = Signal(list)  # list[str]
+    frame_scroll_requested = Signal(int)  # frames to step (wheel with a modifier, or wheel_scrolls_frames)
+    measure_save_failed = Signal(str)  # why measurements could not be saved (no patient data)
 
     def __init__(self, parent: QWidget | None = None):
         super().__init__(parent)
@@ -113,6 +125,12 @@ class ImageCanvas(QGraphicsView):
         self._render_timer.setInterval(0)
         self._render_timer.timeout.connect(self._render_now)
         self.renders = 0  # image layer renders (diagnostics)
+        self.measure = MeasureLayer(self)
+        self.measure.changed.connect(self.viewport().update)
+        self.corners_visible = False  # the four-corner overlay (toggled by the window's key)
+        self.wheel_scrolls_frames = False  # the plain wheel steps frames; with a modifier it zooms
+        self._export_patient_data = True  # False while grabbing the viewport for an export
+        self._wheel_rest = 0.0
 
     # ------------------------------------------------------------------ image
     def set_image(self, image: StudyImage | None, *, keep_view: bool = False,
@@ -126,6 +144,7 @@ class ImageCanvas(QGraphicsView):
         prev = self.image
         self.image = image
         self.clear_overlay()
+        self.measure.set_image(image)
         if image is None:
             self._mapper = None
             self._image_item.setPixmap(QPixmap())
@@ -323,11 +342,20 @@ class ImageCanvas(QGraphicsView):
             return
         self._fit_mode = False
         zoom = max(MIN_ZOOM, min(MAX_ZOOM, float(zoom)))
-        if abs(zoom - self.zoom) > 1e-9:
+        if abs(zoom - self.zoom) > 1e-6 * zoom:  # a pan keeps the transform (and the pan caches)
             self.setTransform(QTransform.fromScale(zoom, zoom))
         self.centerOn(self._image_item.mapToScene(centre))
         self.view_changed.emit()
 
+    def set_pan_cache(self, on: bool) -> None:
+        """Keep the drawn image and heatmap as screen-pixel caches, so a pan only moves them.
+
+        For linked multi-pane layouts (several panes repaint per pan step); zoom, window and
+        heatmap changes redraw the caches.
+        """
+        mode = QGraphicsItem.CacheMode.DeviceCoordinateCache if on else QGraphicsItem.CacheMode.NoCache
+        self._image_item.setCacheMode(mode)
+        self._overlay_item.setCacheMode(mode)
 
     # ----------------------------------------------------------- orientation
     def _apply_orientation(self) -> None:
@@ -377,15 +405,25 @@ class ImageCanvas(QGraphicsView):
         self.fit()
 
     # ---------------------------------------------------------- rendering out
-    def render_viewport(self) -> QImage:
-        """What the viewport shows now (image + overlay in the current view), as a QImage."""
-        return self.viewport().grab().toImage()
+    def render_viewport(self, patient_data: bool = False) -> QImage:
+        """What the viewport shows now (image, overlay, measurements, corners), as a QImage.
 
-    def render_native(self) -> QImage | None:
+        The four-corner overlay's patient lines are left out unless ``patient_data``.
+        """
+        self._export_patient_data = bool(patient_data)
+        self.measure.show_selection = False
+        try:
+            return self.viewport().grab().toImage()
+        finally:
+            self._export_patient_data = True
+            self.measure.show_selection = True
+
+    def render_native(self, measurements: bool = True) -> QImage | None:
         """The whole image at its own resolution (one pixel per image pixel), as displayed.
 
         Current window/level, inversion, rotation/flip and the overlay as shown (opacity,
-        colours, style); no zoom, pan or on-screen notes. None when no image is shown.
+        colours, style) and the measurements (unless ``measurements`` is False); no zoom,
+        pan, corner texts or on-screen notes. None when no image is shown.
         """
         if self._mapper is None or self.image is None:
             return None
@@ -399,8 +437,47 @@ class ImageCanvas(QGraphicsView):
             p.end()
         a, b, c, d = self._orient
         if (a, b, c, d) != (1, 0, 0, 1):
-            out = out.transformed(QTransform(a, c, b, d, 0, 0))
+            t = QTransform(a, c, b, d, 0, 0)
+            true = QImage.trueMatrix(t, out.width(), out.height())  # the mapping transformed() applies
+            out = out.transformed(t)
+        else:
+            true = QTransform()
+        if measurements and self.measure.items:
+            from cxr_desktop.gui.export_view import export_scale
+
+            p = QPainter(out)
+            self.measure.show_selection = False
+            try:
+                self.measure.paint(p, lambda pt: true.map(QPointF(pt[0], pt[1])), scale=export_scale(out),
+                                   bounds=QRectF(0, 0, out.width(), out.height()))
+            finally:
+                self.measure.show_selection = True
+                p.end()
         return out
+
+    def viewport_point(self, image_point: QPointF) -> QPointF:
+        """Viewport coordinates of an image (column, row) point (inverse of :meth:`image_point`)."""
+        return QPointF(self.mapFromScene(self._image_item.mapToScene(image_point)))
+
+    # ------------------------------------------------------------ four corners
+    def set_corners_visible(self, on: bool) -> None:
+        self.corners_visible = bool(on)
+        self.viewport().update()
+
+    def corner_text(self, patient_data: bool = True) -> dict[str, list[str]]:
+        """The four corners' lines for the image on screen ({} without an image)."""
+        if self.image is None:
+            return {}
+        w = self.effective_window()
+        wl = "W/L: file VOI LUT" if (self._window is None and self.image.voi_lut is not None) else (
+            f"W {w.width:.6g} L {w.center:.6g}" if w is not None else "")
+        view = ViewState(window=wl, zoom=self.zoom, frame=self.image.frame_index, frames=self.image.frame_count,
+                         inverted=self._user_invert)
+        cal = self.measure.calibration
+        unit = {"pixel_spacing": "Lengths in mm (Pixel Spacing)",
+                "imager_pixel_spacing": "Lengths in mm at the detector (Imager Pixel Spacing)"}.get(
+            cal.source, "Lengths in pixels (no calibration)")
+        return corner_lines(self.image.metadata, view, patient_data=patient_data, calibration=unit)
 
     def image_point(self, viewport_pos: QPoint) -> QPointF:
         """Image (column, row) coordinates under a viewport position."""
@@ -419,6 +496,11 @@ class ImageCanvas(QGraphicsView):
             rgb = tuple(int(v) for v in self.image.rgb[row, col][:3])
         return PixelReadout(row, col, value, rgb, self._units())
 
+    @property
+    def units(self) -> str:
+        """The modality units of the pixel values ("" when the file names none)."""
+        return self._units()
+
     def _units(self) -> str:
         md = self.image.metadata if self.image is not None else {}
         units = md.get("rescale_type") or md.get("units")
@@ -428,8 +510,18 @@ class ImageCanvas(QGraphicsView):
 
     # ------------------------------------------------------------------ events
     def wheelEvent(self, event) -> None:  # noqa: N802
-        steps = event.angleDelta().y() / 120.0
-        if steps and self.image is not None:
+        delta = event.angleDelta()
+        dy = delta.y() if abs(delta.y()) >= abs(delta.x()) else delta.x()  # Shift may turn the wheel sideways
+        steps = dy / 120.0
+        mods = event.modifiers() & (Qt.KeyboardModifier.ShiftModifier | Qt.KeyboardModifier.ControlModifier)
+        frames = self.image is not None and self.image.frame_count > 1 and (bool(mods) != self.wheel_scrolls_frames)
+        if steps and frames:
+            self._wheel_rest += steps
+            whole = int(self._wheel_rest)  # high-resolution wheels send fractions of a notch
+            if whole:
+                self._wheel_rest -= whole
+                self.frame_scroll_requested.emit(-whole)  # wheel down (negative) = next frame
+        elif steps and self.image is not None:
             self.zoom_by(ZOOM_STEP ** steps, event.position().toPoint())
         event.accept()
 
@@ -439,6 +531,9 @@ class ImageCanvas(QGraphicsView):
             self.fitInView(self._scene.sceneRect(), Qt.AspectRatioMode.KeepAspectRatio)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802
+        if self.measure.mouse_press(event.position(), event.button()):
+            event.accept()
+            return
         if event.button() == Qt.MouseButton.RightButton and self.image is not None:
             start = self.effective_window()
             if start is not None:
@@ -450,7 +545,9 @@ class ImageCanvas(QGraphicsView):
 
     def mouseMoveEvent(self, event) -> None:  # noqa: N802
         pos = event.position().toPoint()
-        if self._wl_drag is not None:
+        if self._wl_drag is None and self.measure.mouse_move(event.position()):
+            event.accept()
+        elif self._wl_drag is not None:
             start_pos, start = self._wl_drag
             d = pos - start_pos
             self.set_window(self.dragged_window(start, d.x(), d.y()))
@@ -460,12 +557,22 @@ class ImageCanvas(QGraphicsView):
         self.pixel_hovered.emit(self.readout_at(pos))
 
     def mouseReleaseEvent(self, event) -> None:  # noqa: N802
+        measured = self.measure.mouse_release(event.position(), event.button())
         if event.button() == Qt.MouseButton.RightButton and self._wl_drag is not None:
             self._wl_drag = None
             self.viewport().unsetCursor()
             event.accept()
             return
+        if measured:
+            event.accept()
+            return
         super().mouseReleaseEvent(event)
+
+    def set_tool(self, tool: str | None) -> None:
+        """Choose a measurement tool (None: pan); while a tool is on, left-drag measures instead of panning."""
+        self.measure.set_tool(tool)
+        self.setDragMode(QGraphicsView.DragMode.NoDrag if tool else QGraphicsView.DragMode.ScrollHandDrag)
+        self.viewport().setCursor(Qt.CursorShape.CrossCursor) if tool else self.viewport().unsetCursor()
 
     def leaveEvent(self, event) -> None:  # noqa: N802
         self.pixel_hovered.emit(None)
@@ -488,6 +595,7 @@ class ImageCanvas(QGraphicsView):
                       explanation="manual")
 
     def drawForeground(self, painter: QPainter, rect: QRectF) -> None:  # noqa: N802
+        self._note_bottom = 0.0
         if self.image is None and self._message:
             painter.save()
             painter.resetTransform()
@@ -503,8 +611,21 @@ class ImageCanvas(QGraphicsView):
             box = painter.fontMetrics().boundingRect(0, 0, width - 16, 200, flags, self._overlay_note)
             panel = QRectF(10, 10, box.width() + 16, box.height() + 10)
             painter.fillRect(panel, QColor(0, 0, 0, 170))
+            self._note_bottom = panel.bottom()
             painter.setPen(QColor(255, 200, 120))
             painter.drawText(panel.adjusted(8, 5, -8, -5), flags, self._overlay_note)
+            painter.restore()
+        if self.image is not None:
+            painter.save()
+            painter.resetTransform()
+            vp = QRectF(self.viewport().rect())
+            if self.corners_visible:
+                lines = self.corner_text(patient_data=self._export_patient_data)
+                top_left = {"top_left": lines.pop("top_left", [])}
+                paint_corners(painter, vp, lines)
+                paint_corners(painter, vp.adjusted(0, self._note_bottom, 0, 0), top_left)  # below the note
+            bottom = vp.adjusted(0, 0, 0, -(60 if self.corners_visible else 0))
+            self.measure.paint(painter, lambda pt: self.viewport_point(QPointF(pt[0], pt[1])), bounds=bottom)
             painter.restore()
 
     def dragEnterEvent(self, event) -> None:  # noqa: N802

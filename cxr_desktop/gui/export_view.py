@@ -8,7 +8,9 @@ heatmap is drawn) and a caption are added beside and below it, scaled to the
 picture so that they stay legible on a large radiograph. The caption names the
 explained class, the probability, the decision threshold and the model (see
 :func:`cxr_desktop.heatmap_rules.caption_lines`) and the decision-aid notice:
-never a patient name, ID, date or the file's path. The file is written
+never a patient name, ID, date or the file's path, unless the user ticks "Patient data in
+exports" (:func:`caption_with`). Measurements are drawn on the picture and listed in the
+caption with their calibration caveat. The file is written
 atomically (temp file + fsync + rename), so an interrupted export never leaves a
 half-written PNG under the chosen name.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Sequence
 
 from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QRect, QRectF, Qt
 from PySide6.QtGui import QColor, QFont, QFontMetrics, QImage, QPainter
@@ -65,6 +68,20 @@ def compose_export(view: QImage, *, colormap: str | None, legend_title: str, cap
     p.drawText(QRectF(margin, view.height() + margin, w - 2 * margin, text_h + 2), flags, text)
     p.end()
     return out
+
+
+def caption_with(caption: str, *, measurements: Sequence[str] = (), patient: Sequence[str] = ()) -> str:
+    """The caption plus the measurement list and, only when the user asked for it, patient lines.
+
+    ``patient`` is empty unless the user ticked "Patient data in exports": by default an
+    export names no patient (the four-corner overlay's patient lines are left out too,
+    :meth:`ImageCanvas.render_viewport`).
+    """
+    parts = [" | ".join(patient)] if patient else []
+    parts += [caption] if caption else []
+    if measurements:
+        parts.append("Measurements: " + "; ".join(measurements))
+    return "\n".join(parts)
 
 
 def png_bytes(image: QImage) -> bytes:

@@ -32,13 +32,14 @@ from PySide6.QtWidgets import (
 from cxr_desktop.gui.canvas import ImageCanvas, PixelReadout
 from cxr_desktop.gui.crash import REDACTOR
 from cxr_desktop.gui.dialogs import AboutDialog, ModelCardDialog
-from cxr_desktop.gui.export_view import export_png
+from cxr_desktop.gui.export_view import caption_with, export_png
 from cxr_desktop.gui.fit_scroll import FitScrollArea
 from cxr_desktop.gui.layout import ReadingRoom, fit_to_screen
 from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, OverlayPanel
 from cxr_desktop.gui.pacs_actions import PacsActions
+from cxr_desktop.gui.reading_tools import ReadingTools
 from cxr_desktop.gui.results_panel import ResultsPanel
 from cxr_desktop.gui.scope import ViewerScope
 from cxr_desktop.gui.settings import AppSettings
@@ -127,6 +128,8 @@ class MainWindow(QMainWindow):
         self._message_box: QMessageBox | None = None
         self._dialogs: list[QWidget] = []
         self.actions: dict[str, QAction] = {}
+        self._frame_wanted: int | None = None  # the frame last asked for (key repeat steps from it)
+        self.reading = ReadingTools(self)  # measurements, four-corner overlay, cine, wheel frames (issue 14)
 
         self._build_menus()
         self._connect()
@@ -205,6 +208,7 @@ class MainWindow(QMainWindow):
         }
         for i in range(1, 10):
             handlers[f"preset_{i}"] = (lambda n=i: self.apply_preset(n - 1))
+        handlers.update(self.reading.handlers())
         for sc in SHORTCUTS:
             act = QAction(sc.text, self)
             if sc.keys:
@@ -229,6 +233,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = m.addMenu("Open &recent")
         m.addSeparator()
         m.addAction(self.actions["export_view"])
+        file_menu = m
         self.pacs = PacsActions(self)  # Query PACS, Send results, Export as DICOM (issue 13)
         self.pacs.add_file_actions(m)
         m.addAction(self.actions["close_all"])
@@ -240,6 +245,7 @@ class MainWindow(QMainWindow):
                     "fit", "actual_size", "zoom_in", "zoom_out", None, "rotate_cw", "rotate_ccw", "flip_h",
                     "flip_v", None, "reset_view"):
             m.addSeparator() if key is None else m.addAction(self.actions[key])
+        self.reading.add_menus(mb, m, file_menu)
 
         m = mb.addMenu("&Window/level")
         m.addAction(self.actions["invert"])
@@ -402,19 +408,29 @@ class MainWindow(QMainWindow):
     def load_frame(self, frame: int) -> None:
         if self.current_entry is None:
             return
+        self._frame_wanted = int(frame)
         self.loader.request(self.current_entry.path, frame)
         self._update_busy()
 
+    def wanted_frame(self) -> int:
+        """The frame last asked for in the file on screen (it may still be decoding), else the one shown."""
+        im = self.current_image
+        if im is None:
+            return 0
+        same = self.current_entry is not None and im.path == self.current_entry.path
+        return self._frame_wanted if (same and self._frame_wanted is not None) else im.frame_index
+
     def step_frame(self, delta: int) -> None:
+        """Step from the frame last asked for, so that presses made while a frame decodes add up."""
         if self.current_image is not None:
-            self.go_to_frame(self.current_image.frame_index + delta)
+            self.go_to_frame(self.wanted_frame() + delta)
 
     def go_to_frame(self, frame: int) -> None:
         im = self.current_image
         if im is None or im.frame_count <= 1:
             return
         frame = max(0, min(im.frame_count - 1, int(frame)))
-        if frame != im.frame_index:
+        if frame != self.wanted_frame():
             self.load_frame(frame)
 
     def _on_loaded(self, study: LoadedStudy) -> None:
@@ -703,8 +719,10 @@ class MainWindow(QMainWindow):
             positive_class=active.card.positive_class, score=pred.score, threshold=pred.threshold,
             model=active.display_name, method=CAM_LABELS.get(method, method), heatmap_shown=shown))
 
-    def export_view(self, path: str, mode: str = "native") -> Path | None:
-        """Save the image with legend and caption (no patient data).
+    def export_view(self, path: str, mode: str = "native", patient_data: bool | None = None) -> Path | None:
+        """Save the image with legend, measurements and caption (no patient data unless asked).
+
+        ``patient_data`` None: as File > Patient data in exports says (off unless the user ticks it).
 
         ``mode`` "native": the whole image at its own resolution, as displayed; "view": the
         canvas viewport exactly as shown (zoom, pan).
@@ -715,12 +733,16 @@ class MainWindow(QMainWindow):
         below = (self.current_outcome is not None and self.current_outcome.result is not None
                  and not self.current_outcome.result.prediction.above_threshold)
         title = legend_title(self.layer.class_name, below_threshold=below) if overlay_on and self.layer else ""
+        patient = self.reading.patient_data_in_exports if patient_data is None else bool(patient_data)
         picture = self.canvas.render_native() if mode == "native" else None
         if picture is None:
-            picture = self.canvas.render_viewport()
+            picture = self.canvas.render_viewport(patient_data=patient)
+        caption = caption_with(self.export_caption(), measurements=self.canvas.measure.descriptions(),
+                               patient=self.canvas.corner_text(patient_data=True).get("top_left", []) if patient
+                               else ())
         try:
             out = export_png(path, picture, colormap=self.overlay_panel.colormap if overlay_on else None,
-                             legend_title=title, caption=self.export_caption())
+                             legend_title=title, caption=caption)
         except OSError as exc:
             self.inform("Export failed", f"The view could not be saved to {Path(path).name} "
                                          f"({exc.strerror or type(exc).__name__}). Choose another folder.")

@@ -579,6 +579,11 @@ def _uid_name(value: Any) -> str | None:
         return str(uid)
 
 
+def _pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
+    values = [px.as_float(v) for v in px.values_list(px.get_value(ds, keyword))]
+    return (values[0], values[1]) if len(values) == 2 and None not in values else None
+
+
 def dicom_metadata(ds: Dataset, tsyntax: UID | None) -> dict[str, Any]:
     """Plain-Python metadata for the viewer (patient_id only for grouping, never for messages)."""
     study = _text(ds, "StudyInstanceUID")
@@ -619,6 +624,11 @@ def dicom_metadata(ds: Dataset, tsyntax: UID | None) -> dict[str, Any]:
         "rescale_slope": rescale_slope,
         "rescale_intercept": rescale_intercept,
         "pixel_spacing": tuple(spacing) if len(spacing) == 2 and None not in spacing else None,
+        # measurements (cxr_desktop.measure) and the viewer's four-corner overlay; the name is for display only
+        "imager_pixel_spacing": _pair(ds, "ImagerPixelSpacing"),
+        "laterality": _text(ds, "ImageLaterality") or _text(ds, "Laterality"),
+        "study_date": _text(ds, "StudyDate"),
+        "patient_name": (_text(ds, "PatientName") or "").replace("^", " ").strip() or None,
         "presentation_lut_shape": _text(ds, "PresentationLUTShape"),
         "colour_source": None,
         "grey_as_rgb": None,
