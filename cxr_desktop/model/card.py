@@ -63,6 +63,7 @@ class ModelCard:
     positive_class: str | None = None
     version: str = "0"
     architecture: str = "resnet50"
+    output_stride: int = 32  # 16: last stage dilated, a 14 x 14 map at 224 px (model/architecture.py)
     head: dict[str, Any] = field(default_factory=lambda: {"type": "gap_dropout_linear", "dropout": 0.2})
     input_size: int = 224
     preprocessing: dict[str, Any] = field(default_factory=default_preprocessing)

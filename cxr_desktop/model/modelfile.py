@@ -411,7 +411,7 @@ def _is_nbt(key: str) -> bool:
 
 def _build_for_card(card: ModelCard, p: Path | None) -> CxrClassifier:
     try:
-        return build_classifier(num_classes=len(card.classes), head=card.head)
+        return build_classifier(num_classes=len(card.classes), head=card.head, output_stride=card.output_stride)
     except (ValueError, TypeError) as exc:
         raise ModelFileError(f"The model card describes a classifier this app cannot build ({exc}).", p) from None
 
@@ -544,6 +544,9 @@ def save_model(
     head_spec = getattr(model, "head_spec", None)
     if json.dumps(head_spec, sort_keys=True) != json.dumps(card.head, sort_keys=True):
         raise ValueError(f"card.head {card.head} differs from the model's head {head_spec}.")
+    if getattr(model, "output_stride", 32) != card.output_stride:
+        raise ValueError(f"card.output_stride {card.output_stride} differs from the model's "
+                         f"{getattr(model, 'output_stride', 32)}.")
     tensors: dict[str, torch.Tensor] = {}
     for k, t in model.state_dict().items():
         t = t.detach().to("cpu")
