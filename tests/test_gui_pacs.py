@@ -115,6 +115,12 @@ def test_settings_dialog_tests_connection_in_a_worker_and_keeps_secrets_out_of_q
     assert "Traceback" not in text
     dlg.port_spin.setValue(pacs.dicom_port)
 
+    dlg.called_edit.setText("NOTORTHANC")  # Orthanc checks the called AE: the association is rejected
+    with qtbot.waitSignal(dlg.connection_tested, timeout=TIMEOUT) as rejected:
+        dlg.test_current()
+    assert rejected.args[0] is False and "NOTORTHANC" in rejected.args[1], rejected.args[1]
+    dlg.called_edit.setText(pacs.aet)
+
     dlg.add_server("dicomweb")
     dlg.name_edit.setText("Orthanc web")
     dlg.url_edit.setText(pacs.dicomweb_url)

@@ -25,8 +25,8 @@ from PySide6.QtWidgets import (
 from cxr_desktop.gui.pacs_settings import PacsSettings, describe
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.pacs import (
-    DEFAULT_MODALITIES, PacsError, PacsProblem, PacsServer, RetrieveDone, RetrieveProgress, SecretStore, StudyCache, StudyQuery,
-    StudyRow, find_studies, retrieve_study,
+    DEFAULT_MODALITIES, PacsError, PacsProblem, PacsServer, RetrieveDone, RetrieveProgress, SecretStore, StudyCache,
+    StudyQuery, StudyRow, find_studies, retrieve_study,
 )
 
 log = logging.getLogger(__name__)
