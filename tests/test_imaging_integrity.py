@@ -200,6 +200,16 @@ def test_lossless_jpeg_dicom_cut_and_closed_is_refused(dicom_dir: Path, tmp_path
     for name, change in variants.items():
         err = assert_refused(with_frame(src, tmp_path / "cut.dcm", change), Reason.TRUNCATED)
         assert "ends before the whole image" in err.message, name
+    # The frame's first fragment cut and closed with FF D9, its second fragment kept (as the fuzzer
+    # does): a decoder stops at the first EOI, so that is where the image ends.
+    frame = bytes(get_frame(ds.PixelData, 0, number_of_frames=1))
+    half = scan_end(frame) // 2
+    first, second = frame[: half - 4] + b"\xff\xd9", frame[half:]
+    items = [b""] + [f + b"\x00" * (len(f) % 2) for f in (first, second)]
+    split = pydicom.dcmread(src)
+    split.PixelData = b"".join(b"\xfe\xff\x00\xe0" + struct.pack("<I", len(f)) + f for f in items)
+    split.save_as(tmp_path / "split.dcm")
+    assert_refused(tmp_path / "split.dcm", Reason.TRUNCATED)
     tall = with_frame(src, tmp_path / "tall.dcm", lambda f: raise_jpeg_height(f, 16))
     ds_tall = pydicom.dcmread(tall)
     ds_tall.Rows += 16

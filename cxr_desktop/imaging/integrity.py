@@ -19,6 +19,7 @@ saying what is missing (the caller turns it into ``ImageError(Reason.TRUNCATED)`
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ def check_jpeg_probe(data: bytes) -> Incomplete | None:
     libjpeg-turbo 3 decodes 2-16-bit lossless and 12-bit DCT data but, like every decoder
     installed, only *warns* when the entropy-coded data runs out, fills the rest with zero
     bits and goes on; no Python binding of it reports that warning above 8 bits. So the frame
-    is decoded twice: as it is, and with :data:`JPEG_PROBE` between its coded data and EOI.
+    is decoded twice: as it is, and with :data:`JPEG_PROBE` between its coded data and the
+    EOI where a decoder stops (:func:`image_end`).
 
     - Complete scan: the decoder never uses a bit past its own data, so both decodes are equal
       (never a false refusal; the probe bytes are skipped like any bytes before a marker).
@@ -154,7 +156,9 @@ def check_jpeg_probe(data: bytes) -> Incomplete | None:
     None where libjpeg-turbo cannot decode the frame as it is: the real decoder decides.
     Multi-scan frames: only the last scan is probed (a cut exactly between two scans is not seen).
     """
-    end = len(data) - (2 if bytes(data[-2:]) == b"\xff\xd9" else 3)  # before EOI (and a pad byte)
+    end = image_end(data)
+    if end is None:
+        return None
     body = bytes(data[:end]).rstrip(b"\xff")  # fill bytes: an FF must not precede the probe
     try:
         from imagecodecs import jpeg8_decode
@@ -174,6 +178,38 @@ def check_jpeg_probe(data: bytes) -> Incomplete | None:
         return None
     return Incomplete("the JPEG image data ends before the whole image is coded (the decoder "
                       "would fill the rest with made-up values)")
+
+
+#: A marker in entropy-coded data: FF not followed by a stuffed 00, an RSTn or another fill FF.
+_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+def image_end(data: bytes) -> int | None:
+    """Offset of the EOI marker that ends the image for a decoder: the first one after the
+    scans (a frame cut and closed with FF D9, then followed by the rest of its fragments, ends
+    there); None when the marker structure cannot be followed."""
+    i = 2
+    n = len(data)
+    in_scan = False
+    while i + 1 < n:
+        if in_scan:
+            found = _MARKER.search(data, i)
+            if found is None:
+                return None
+            i = found.start()
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF or marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:
+            i += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:
+            return i if in_scan else None
+        if i + 4 > n:
+            return None
+        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        in_scan = in_scan or marker == 0xDA
+    return None
 
 
 def _frame_components(data: bytes) -> int:
