@@ -227,6 +227,11 @@ def test_export_includes_measurements(qtbot, window, cxr_dir, tmp_path):
     assert ((line[..., 0] > 200) & (line[..., 1] > 150) & (line[..., 2] < 100)).sum() > 300
     assert np.array_equal(a[:400, :], b[:400, :])  # nothing else changed above it
     assert window.canvas.measure.descriptions()[0] == "Distance: 134.4 mm"
+    window.canvas.rotate_clockwise()  # the export is rotated: the line turns with the image
+    turned = to_array(QImage(str(window.export_view(str(tmp_path / "turned.png")))))
+    column = turned[300:700, 505:520].astype(int)
+    assert ((column[..., 0] > 200) & (column[..., 1] > 150) & (column[..., 2] < 100)).sum() > 300
+    window.canvas.rotate_counterclockwise()
     # the view export shows them as on screen
     vh = window.canvas.viewport().height()
     with_m = to_array(QImage(str(window.export_view(str(tmp_path / "view.png"), mode="view"))))[:vh]
@@ -280,6 +285,9 @@ def test_export_caption_names_the_patient_only_when_ticked(window):
     assert caption_with("P(x) = 0.4", measurements=["Distance: 3.0 mm"]) == (
         "P(x) = 0.4\nMeasurements: Distance: 3.0 mm")
     assert caption_with("c", patient=["Doe Jane", "ID 1"]).startswith("Doe Jane | ID 1\n")
+    flagged = caption_with("", measurements=[f"Distance: 3.0 mm - {IMAGER_CAVEAT}", "Angle: 9.0 deg",
+                                             f"Ellipse ROI: mean 1 - {IMAGER_CAVEAT}"])
+    assert flagged == f"Measurements: Distance: 3.0 mm*; Angle: 9.0 deg; Ellipse ROI: mean 1*\n* {IMAGER_CAVEAT}"
 
 
 # ------------------------------------------------------------------ frames

@@ -77,10 +77,15 @@ def caption_with(caption: str, *, measurements: Sequence[str] = (), patient: Seq
     export names no patient (the four-corner overlay's patient lines are left out too,
     :meth:`ImageCanvas.render_viewport`).
     """
+    from cxr_desktop.measure import IMAGER_CAVEAT
+
     parts = [" | ".join(patient)] if patient else []
     parts += [caption] if caption else []
     if measurements:
-        parts.append("Measurements: " + "; ".join(measurements))
+        tail = f" - {IMAGER_CAVEAT}"
+        flagged = any(m.endswith(tail) for m in measurements)  # the caveat once, as a footnote
+        items = [m[: -len(tail)] + "*" if m.endswith(tail) else m for m in measurements]
+        parts.append("Measurements: " + "; ".join(items) + (f"\n* {IMAGER_CAVEAT}" if flagged else ""))
     return "\n".join(parts)
 
 

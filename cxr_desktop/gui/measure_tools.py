@@ -378,8 +378,9 @@ class MeasureLayer(QObject):
         elif m.kind in ("rectangle", "ellipse") and len(pts) >= 2:
             rect = QRectF(pts[0], pts[1]).normalized()
             stroke(lambda: painter.drawRect(rect) if m.kind == "rectangle" else painter.drawEllipse(rect))
-            if text:
-                self._label(painter, QPointF(rect.left(), rect.bottom() + 6 * scale), text + star, colour)
+            if text:  # two lines on the image: mean/SD, then count and area
+                self._label(painter, QPointF(rect.left(), rect.bottom() + 6 * scale),
+                            text.replace(" (n ", star + "\nn ").rstrip(")"), colour)
         elif m.kind == "text" and pts:
             self._label(painter, pts[0], m.text, colour, anchor="bottom-left")
         if selected or m is self._placing:
@@ -401,7 +402,8 @@ class MeasureLayer(QObject):
         if not text:
             return
         fm = QFontMetricsF(painter.font())
-        w, h = fm.horizontalAdvance(text) + 8, fm.height() + 4
+        lines = text.split("\n")
+        w, h = max(fm.horizontalAdvance(t) for t in lines) + 8, fm.height() * len(lines) + 4
         top = at.y() - h if anchor == "bottom-left" else at.y()
         box = QRectF(at.x(), top, w, h)
         path = QPainterPath()
