@@ -404,3 +404,21 @@ def test_export_as_dicom_of_an_out_of_scope_image_carries_the_reason_not_a_score
     walk(sr.ContentSequence)
     assert any(t.startswith("Out of scope (") for t in texts), texts
     assert dciodvfy_errors(sc_path) == [] and dciodvfy_errors(sr_path) == []
+
+
+def test_send_to_an_unreachable_pacs_says_what_to_do(qtbot, qsettings, shared_data):
+    from cxr_desktop.gui.send_results import SendResultsDialog, _send
+
+    PacsSettings(qsettings).set_servers([DimseServer("Down", "127.0.0.1", free_port(), "ORTHANC", timeout_s=5)])
+    files = [shared_data / RADIOGRAPHS[0]]
+
+    def job(server, secrets, cancel):
+        yield from _send(server, files, secrets, cancel)
+
+    dlg = SendResultsDialog(job, "One file.", settings=qsettings)
+    qtbot.addWidget(dlg)
+    with qtbot.waitSignal(dlg.sent, timeout=TIMEOUT) as sent:
+        dlg.send_button.click()
+    assert sent.args[0] is False
+    assert sent.args[1].startswith("Not sent: PACS Down (127.0.0.1:") and "check the host and port" in sent.args[1]
+    assert dlg.send_button.isEnabled() and not dlg.cancel_button.isEnabled()  # ready to retry
