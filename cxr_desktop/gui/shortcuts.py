@@ -102,8 +102,8 @@ MOUSE_HELP: tuple[tuple[str, str], ...] = (
     ("Mouse wheel", "Zoom around the cursor"),
     ("Left-drag", "Pan"),
     ("Right-drag", "Window/level: left-right = width (contrast), up-down = level (brightness)"),
-    ("Shift/Ctrl + wheel", "Scroll frames of a multi-frame image"),
-    ("Right-click a measurement", "Delete it (or edit its text)"),
+    ("Shift+wheel", "Scroll frames of a multi-frame image (Ctrl+wheel too)"),
+    ("Right-click", "On a measurement: delete it or edit its text"),
     ("Arrow keys", "Pan (when the image has focus)"),
     ("Drag and drop", "Drop files or folders on the window to open them"),
 )
