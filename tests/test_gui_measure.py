@@ -323,8 +323,9 @@ def test_cine_plays_frames_in_order(qtbot, window, dicom_dir):
     steps = [(b - a) % 10 for a, b in zip(seen, seen[1:])]
     assert seen[0] == 1 and set(steps) == {1}, seen  # every frame, in order, wrapping after the last
     assert 0 in seen[9:]  # wrapped to the first frame
+    qtbot.waitUntil(lambda: not window.loader.busy, timeout=TIMEOUT)  # a frame asked for before the stop
     n = len(seen)
-    qtbot.wait(200)
+    qtbot.wait(250)
     assert len(seen) == n  # stopped
 
 
@@ -350,3 +351,30 @@ def test_wheel_with_a_modifier_or_the_setting_scrolls_frames(qtbot, window, dico
     with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT) as blocker:
         wheel(canvas, -240)  # two notches: two frames
     assert blocker.args[0].frame_index == 3
+
+
+def test_angle_by_three_clicks_escape_cancels_and_tools_reach_every_pane(qtbot, window, cxr_dir):
+    open_and_wait(qtbot, window, cxr_dir / "00000001_000.png")
+    canvas = window.canvas
+    window.actions["tool_angle"].trigger()
+    for x, y in ((100, 100), (200, 200), (300, 100)):  # arm, vertex, arm: three clicks
+        p = vp_of(canvas, x, y)
+        mouse(canvas, QEvent.Type.MouseButtonPress, p)
+        mouse(canvas, QEvent.Type.MouseButtonRelease, p)
+    [m] = canvas.measure.items
+    assert m.kind == "angle" and canvas.measure.value(m) == pytest.approx("90.0 deg")
+    p = vp_of(canvas, 400, 400)
+    mouse(canvas, QEvent.Type.MouseButtonPress, p)  # a new one begins...
+    mouse(canvas, QEvent.Type.MouseButtonRelease, p)
+    window.activateWindow()
+    canvas.setFocus()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is window, timeout=5000)
+    qtbot.keyClick(canvas, Qt.Key.Key_Escape)  # ...and Esc drops it and returns to pan
+    assert len(canvas.measure.items) == 1 and canvas.measure.tool is None
+    assert window.actions["tool_pan"].isChecked()
+    panes = [c for c in window.reading.canvases() if c is not canvas]
+    assert panes, "the comparison panes' canvases are found"
+    window.actions["tool_distance"].trigger()
+    assert all(c.measure.tool == "distance" for c in window.reading.canvases())
+    window.reading.set_corners_visible(True)
+    assert all(c.corners_visible for c in window.reading.canvases())

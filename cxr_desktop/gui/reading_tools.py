@@ -101,7 +101,12 @@ class ReadingTools(QObject):
     def canvases(self) -> list[ImageCanvas]:
         """Every canvas of the window (the main one first, then the comparison panes)."""
         found = [self.window.canvas]
-        found += [c for c in self.window.findChildren(ImageCanvas) if c is not self.window.canvas]
+        room = getattr(self.window, "reading_room", None)  # the layouts' panes (hidden ones too)
+        more = [getattr(p, "canvas", None) for p in getattr(room, "panes", [])]
+        more += self.window.findChildren(ImageCanvas)
+        for c in more:
+            if isinstance(c, ImageCanvas) and c not in found:
+                found.append(c)
         return found
 
     def active_canvas(self) -> ImageCanvas:
