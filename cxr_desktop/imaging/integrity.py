@@ -160,9 +160,9 @@ def check_jpeg_probe(data: bytes) -> Incomplete | None:
     if end is None:
         return None
     body = bytes(data[:end]).rstrip(b"\xff")  # fill bytes: an FF must not precede the probe
-    try:
-        from imagecodecs import jpeg8_decode
-    except ImportError:  # optional: then only the end marker is checked
+    try:  # the extension module itself: imagecodecs loads it lazily, which a bundler would not see
+        from imagecodecs._jpeg8 import jpeg8_decode
+    except ImportError:  # then only the end marker is checked (imagecodecs is a dependency)
         return None
     options = {1: "GRAY", 3: "RGB", 4: "CMYK"}.get(_frame_components(data))
     kwargs = {"colorspace": options, "outcolorspace": options} if options else {}
