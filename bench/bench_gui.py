@@ -10,6 +10,10 @@
     Grad-CAM for the sample studies one after another with the 224 px model;
     baselines: the idle window, and predict + CAM run on the GUI thread (what the
     worker avoids). Goal p99 < 100 ms.
+(e) reading room (bench/bench_reading_room.py): switching between two decoded, scored studies
+    to the repaint (goal <= 50 ms; baseline: a bare QGraphicsView's setPixmap), and frame time
+    p50/p99 of a 2 s pan in a 2x2 layout with linked views and four heatmaps (goal: 60 Hz,
+    16.7 ms; baseline: the single-pane pan). ``--room-only`` runs just this part.
 
 Usage: python bench/bench_gui.py [--runs 3] [--images 20] [--data ../shared/data]
 Runs headless (QT_QPA_PLATFORM=offscreen unless a display is set).
@@ -215,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--room-only", action="store_true", help="only (e), the reading room")
     args = ap.parse_args(argv)
     folder = args.data / "cxr"
     study = folder / "00000001_000.png"
@@ -224,10 +229,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{'xcb' if os.environ.get('DISPLAY') else 'offscreen'}")
     with tempfile.TemporaryDirectory(prefix="cxr-bench-gui-") as d:
         tmp = Path(d)
+        if args.room_only:
+            from bench_reading_room import part_e
+
+            part_e(make_model(tmp), args.data, tmp)
+            return 0
         time_to_window(args.runs, tmp, study)
         model = make_model(tmp)
         model_ready(tmp, model, study)
         heartbeat(tmp, model, folder, args.images)
+        from bench_reading_room import part_e
+
+        part_e(model, args.data, tmp)
     return 0
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QEvent, QObject, QPointF, QRect, Qt
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QPixmapCache
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
 
 from cxr_desktop.gui.canvas import ImageCanvas
-from cxr_desktop.gui.pane import ComparePane
+from cxr_desktop.gui.pane import ComparePane, score_text
 from cxr_desktop.gui.study_facts import StudyFacts, find_prior, read_facts
 from cxr_desktop.gui.theme import THEMES, apply_theme
 from cxr_desktop.gui.worklist_dock import WorklistDock
@@ -33,6 +33,7 @@ LINK_KEY = "L"
 LAYOUT_KEYS = {"1x1": "Alt+1", "1x2": "Alt+2", "2x2": "Alt+4"}
 DEFAULT_SIZE = (1400, 900)
 SCREEN_SHARE = 0.92  # the window opens at most this share of the available screen
+PAN_CACHE_KIB_PER_PANE = 2 * 16 * 1024  # pixmap-cache room for a pane's image + heatmap caches (a limit, not a use)
 
 
 def initial_geometry(available: QRect, wanted: tuple[int, int] = DEFAULT_SIZE) -> QRect:
@@ -68,7 +69,9 @@ class PaneFrame(QFrame):
     def set_active(self, on: bool) -> None:
         self.active = on
         colour = "#3d8ee6" if on else "transparent"
-        self.setStyleSheet(f"QFrame#paneFrame {{ border: 2px solid {colour}; }}")
+        # the header is a dark bar above the black canvas in either theme
+        self.setStyleSheet(f"QFrame#paneFrame {{ border: 2px solid {colour}; }}"
+                           "QLabel#paneHeader { background: #202024; color: #e2e2e2; }")
 
 
 class ViewLink(QObject):
@@ -179,6 +182,9 @@ class ReadingRoom(QObject):
         window.setCentralWidget(self.grid_widget)
         window.canvas.show()
         self.worklist = WorklistDock(window)
+        # the side docks keep their full height; the worklist sits under the images only
+        window.setCorner(Qt.Corner.BottomLeftCorner, Qt.DockWidgetArea.LeftDockWidgetArea)
+        window.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         window.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, self.worklist)
         self.worklist.hide()  # shown when screening results arrive (or from the Layout menu)
         self.worklist.open_requested.connect(lambda path: window.open_paths([path]))
@@ -210,8 +216,13 @@ class ReadingRoom(QObject):
             self.grid.setRowStretch(r, 1 if r < rows else 0)
         for c in range(2):
             self.grid.setColumnStretch(c, 1 if c < cols else 0)
-        for i, frame in enumerate(self.frames[:rows * cols]):
+        for i, frame in enumerate(self.frames):
             frame.header.setVisible(rows * cols > 1)
+            frame.canvas.set_pan_cache(rows * cols > 1)  # several panes repaint per pan step: move cached pixels
+        if rows * cols > 1:
+            need = PAN_CACHE_KIB_PER_PANE * rows * cols
+            if QPixmapCache.cacheLimit() < need:  # the item caches live in Qt's pixmap cache
+                QPixmapCache.setCacheLimit(need)
         if self.active >= rows * cols:
             self.set_active(0)
         else:
@@ -249,7 +260,7 @@ class ReadingRoom(QObject):
             text = self._main_summary()
         else:
             pane = self.panes[index - 1]
-            text = self._dated(pane.path, pane.summary())
+            text = self._dated(pane.path, pane.summary(self._positive_class()))
             if index == self.active:
                 self._show_pane_result(pane)
         frame.header.setText(text)
@@ -265,11 +276,12 @@ class ReadingRoom(QObject):
         from pathlib import Path
 
         res = w.current_outcome.result if w.current_outcome is not None else None
-        score = ""
-        if res is not None:
-            p = res.prediction
-            score = f" - {p.label}: {p.score:.3f} ({'above' if p.above_threshold else 'below'} {p.threshold:.3f})"
+        score = f" - {score_text(res.prediction, self._positive_class())}" if res is not None else ""
         return self._dated(image.path, f"{Path(image.path or '').name}{score}")
+
+    def _positive_class(self) -> str | None:
+        active = self.window.models.active
+        return active.card.positive_class if active is not None else None
 
     def _dated(self, path: str | None, text: str) -> str:
         if not path:
@@ -395,7 +407,10 @@ class ReadingRoom(QObject):
             folder = getattr(dialog, "run_folder", None)
             if folder is not None and model.rowCount():
                 self.worklist.set_results(folder, model.rows())
-                self.worklist.show()
+                if not self.worklist.isVisible():
+                    self.worklist.show()
+                    self.window.resizeDocks([self.worklist], [max(160, self.window.height() // 4)],
+                                            Qt.Orientation.Vertical)
 
         model.modelReset.connect(sync)
         model.rowsInserted.connect(sync)

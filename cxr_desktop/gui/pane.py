@@ -114,7 +114,8 @@ class ComparePane(QObject):
         self.changed.emit()
 
     def _on_outcome(self, outcome: PredictionOutcome) -> None:
-        if self.image is None or outcome.key != self.classifier.key_for(self.image, self.window.overlay_panel.cam_class):
+        image = self.image
+        if image is None or outcome.key != self.classifier.key_for(image, self.window.overlay_panel.cam_class):
             return
         self.outcome = outcome
         res = outcome.result
@@ -160,7 +161,7 @@ class ComparePane(QObject):
                                 out_of_scope=None if after.in_scope else [r.message for r in after.reasons],
                                 caution=after.caution)
 
-    def summary(self) -> str:
+    def summary(self, positive_class: str | None = None) -> str:
         """One line for the pane's header: file and score (no patient data)."""
         if self.image is None:
             return self.note or "Empty pane"
@@ -168,9 +169,15 @@ class ComparePane(QObject):
         res = self.outcome.result if self.outcome is not None else None
         if res is None:
             return f"{name} - {self.note or 'analysing...'}"
-        p = res.prediction
-        return f"{name} - {p.label}: {p.score:.3f} ({'above' if p.above_threshold else 'below'} {p.threshold:.3f})"
+        return f"{name} - {score_text(res.prediction, positive_class)}"
 
     def shutdown(self, timeout_ms: int) -> bool:
         self.classifier.cancel()
         return self.loader.runner.shutdown(timeout_ms)
+
+
+def score_text(prediction: Any, positive_class: str | None) -> str:
+    """'P(finding) 0.812 above threshold 0.500 -> finding': a pane header's result."""
+    p = prediction
+    side = "above" if p.above_threshold else "below"
+    return f"P({positive_class or 'finding'}) {p.score:.3f} {side} threshold {p.threshold:.3f} -> {p.label}"

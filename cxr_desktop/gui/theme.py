@@ -27,7 +27,8 @@ def dark_palette() -> QPalette:
         (QPalette.ColorRole.PlaceholderText, disabled), (QPalette.ColorRole.Text, text),
         (QPalette.ColorRole.Button, QColor(50, 50, 55)), (QPalette.ColorRole.ButtonText, text),
         (QPalette.ColorRole.BrightText, QColor(255, 90, 90)), (QPalette.ColorRole.Link, QColor(110, 170, 255)),
-        (QPalette.ColorRole.Highlight, QColor(50, 110, 190)), (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
+        (QPalette.ColorRole.Highlight, QColor(50, 110, 190)),
+        (QPalette.ColorRole.HighlightedText, QColor(255, 255, 255)),
         (QPalette.ColorRole.Light, QColor(70, 70, 76)), (QPalette.ColorRole.Midlight, QColor(60, 60, 66)),
         (QPalette.ColorRole.Mid, QColor(36, 36, 40)), (QPalette.ColorRole.Dark, QColor(24, 24, 26)),
         (QPalette.ColorRole.Shadow, QColor(0, 0, 0)),
@@ -63,4 +64,5 @@ def current_theme(app: QApplication | None = None) -> str:
 
 def is_dark(palette: QPalette) -> bool:
     """Whether a palette is a dark one (window background darker than its text)."""
-    return palette.color(QPalette.ColorRole.Window).lightness() < palette.color(QPalette.ColorRole.WindowText).lightness()
+    window, text = palette.color(QPalette.ColorRole.Window), palette.color(QPalette.ColorRole.WindowText)
+    return window.lightness() < text.lightness()

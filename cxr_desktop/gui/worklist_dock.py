@@ -41,8 +41,8 @@ def _facts_job(folder: str, relpaths: list[str]) -> Iterator[StudyFacts]:
 class ReadingWorklistModel(QAbstractTableModel):
     """Worklist rows in reading order with patient/study/date and read status."""
 
-    COLUMNS = ("Read", "Score", "Caution", "Patient", "Study", "Date", "File")
-    COL_READ, COL_SCORE, COL_CAUTION, COL_PATIENT, COL_STUDY, COL_DATE, COL_FILE = range(7)
+    COLUMNS = ("Read", "Score", "Patient", "Study", "Date", "Caution", "File")
+    COL_READ, COL_SCORE, COL_PATIENT, COL_STUDY, COL_DATE, COL_CAUTION, COL_FILE = range(7)
 
     def __init__(self, parent: QObject | None = None):
         super().__init__(parent)
@@ -165,6 +165,9 @@ class WorklistDock(QDockWidget):
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(ReadingWorklistModel.COL_FILE, QHeaderView.ResizeMode.Stretch)
+        # the caution's full sentence is in the tooltip; the sign is also beside the score, the row tinted
+        header.setSectionResizeMode(ReadingWorklistModel.COL_CAUTION, QHeaderView.ResizeMode.Interactive)
+        self.table.setColumnWidth(ReadingWorklistModel.COL_CAUTION, 200)
         self.table.activated.connect(lambda idx: self.open_row(idx.row()))
         self.table.doubleClicked.connect(lambda idx: self.open_row(idx.row()))
         self.summary = QLabel("No screening results yet: Tools > Screen a folder.")
