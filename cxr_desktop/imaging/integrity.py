@@ -147,11 +147,12 @@ def check_jpeg_probe(data: bytes) -> Incomplete | None:
     - Complete scan: the decoder never uses a bit past its own data, so both decodes are equal
       (never a false refusal; the probe bytes are skipped like any bytes before a marker).
     - Cut scan: where the first decode reads zeros, the second reads the probe's bits, which
-      start with a 1, so the code that spans the end differs. Lossless at 9-16 bits, a
-      different Huffman code or different extra bits give a different difference and so a
-      different sample; elsewhere (a different coefficient, or an invalid code, which libjpeg
-      reads as 0) the 512 pseudo-random probe bits would all have to decode to what the zeros
-      decode to. Any decode error of the probed frame alone is a refusal too.
+      start with a 1, so the code that spans the end differs. Lossless at 9-16 bits without
+      point transform, two different valid codes (or extra bits) give two different
+      differences and so two different samples. Otherwise (8 bits or less, a point transform,
+      a DCT coefficient, an invalid code, which libjpeg reads as 0) every sample decoded from
+      the 512 pseudo-random probe bits would have to equal the zero-filled one. Any decode
+      error of the probed frame alone is a refusal too.
 
     None where libjpeg-turbo cannot decode the frame as it is: the real decoder decides.
     Multi-scan frames: only the last scan is probed (a cut exactly between two scans is not seen).
