@@ -10,6 +10,10 @@
     Grad-CAM for the sample studies one after another with the 224 px model;
     baselines: the idle window, and predict + CAM run on the GUI thread (what the
     worker avoids). Goal p99 < 100 ms.
+(d) quit time: the real app closes its window (as File > Quit does) right after a milestone,
+    with the model still loading (``image_shown``) and with everything idle (``first_result``);
+    time from the close to the process's exit. Baseline: the bare PySide6 window's quit.
+    Goal < 1 s. ``--quit-only`` runs just this part.
 (e) reading room (bench/bench_reading_room.py): switching between two decoded, scored studies
     to the repaint (goal <= 50 ms; baseline: a bare QGraphicsView's setPixmap), and frame time
     p50/p99 of a 2 s pan in a 2x2 layout with linked views and four heatmaps (goal: 60 Hz,
@@ -214,11 +218,47 @@ def heartbeat(tmp: Path, model: Path, folder: Path, n_images: int) -> None:
     win.shutdown()
 
 
+def _quit_seconds(cmd: list[str], env: dict[str, str], after: str) -> float:
+    """Seconds from the milestone ``after`` (where the app closes its window) to the process's exit."""
+    proc = subprocess.Popen(cmd, cwd=REPO, env=dict(env, CXR_EXIT_AFTER=after), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    t_event = None
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("{"):
+            ev = json.loads(line)
+            if ev["event"] == after:
+                t_event = ev["t"]
+    proc.wait(timeout=600)
+    t_exit = time.time()
+    if t_event is None:
+        raise RuntimeError(f"no {after} event (exit {proc.returncode}): {proc.stderr.read()[-1500:]}")
+    return t_exit - t_event
+
+
+def quit_time(runs: int, tmp: Path, folder: Path) -> None:
+    print("\n(d) quit time, s (median of %d; window closed -> process gone)" % runs)
+    bare = [sys.executable, "-c", BARE_WINDOW.format(pre="")]
+    app_cmd = [sys.executable, "-m", "cxr_desktop.cli.desktop", str(folder)]
+    rows = [("bare PySide6 window (baseline)", bare, "window_shown"),
+            ("CXR Review, model still loading", app_cmd, "image_shown"),
+            ("CXR Review, after the first result", app_cmd, "first_result")]
+    res = {}
+    for name, cmd, after in rows:
+        times = [_quit_seconds(cmd, _env(tmp, CXR_CACHE_DIR=str(tmp / "onnx-cache-d")), after) for _ in range(runs)]
+        res[name] = statistics.median(times)
+        print(f"  {name:40s} {res[name]:6.2f}   (runs: {', '.join(f'{t:.2f}' for t in times)})")
+    worst = max(v for k, v in res.items() if k.startswith("CXR"))
+    print(f"  ratio worst app / bare window      {worst / max(res['bare PySide6 window (baseline)'], 1e-3):6.2f}x")
+    print(f"  goal < 1 s: {'MET' if worst < 1.0 else 'NOT MET'} ({worst:.2f} s)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--images", type=int, default=20)
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data")
+    ap.add_argument("--quit-only", action="store_true", help="only (d), the quit time")
     ap.add_argument("--room-only", action="store_true", help="only (e), the reading room")
     args = ap.parse_args(argv)
     folder = args.data / "cxr"
@@ -234,6 +274,9 @@ def main(argv: list[str] | None = None) -> int:
 
             part_e(make_model(tmp), args.data, tmp)
             return 0
+        if args.quit_only:
+            quit_time(args.runs, tmp, folder)
+            return 0
         time_to_window(args.runs, tmp, study)
         model = make_model(tmp)
         model_ready(tmp, model, study)
@@ -241,6 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         from bench_reading_room import part_e
 
         part_e(model, args.data, tmp)
+        quit_time(args.runs, tmp, folder)
     return 0
 
 

@@ -273,3 +273,46 @@ def test_recent_entry_rules(tmp_path):
     assert recent_entry([a, tmp_path / "missing.png"]) == str(a.resolve())  # missing ones ignored
     assert recent_entry([tmp_path / "missing.png"]) is None
     assert recent_entry([a, "/etc/hostname"]) == str(a.resolve())  # only the root in common: the first
+
+
+# ------------------------------------------------------------------ quitting
+
+
+def test_closing_drops_queued_work_and_shares_one_short_wait(qtbot, tmp_path, monkeypatch):
+    """Closing cancels what waits and never waits per pool: one short budget for all of them."""
+    import threading
+
+    from cxr_desktop.gui import main_window as mw
+    from cxr_desktop.gui.workers import WorkerRunner
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    calls: list[tuple[int, bool]] = []  # (timeout given, finished in time) per pool, in order
+    real = WorkerRunner.shutdown
+
+    def recording(self, timeout_ms=10000):
+        done = real(self, timeout_ms)
+        calls.append((int(timeout_ms), bool(done)))
+        return done
+
+    monkeypatch.setattr(WorkerRunner, "shutdown", recording)
+    w = mw.MainWindow(_settings(tmp_path))
+    qtbot.addWidget(w)
+    release = threading.Event()
+    ran: list[str] = []
+    w.loader.runner.start_function(lambda: release.wait(20))  # a large file still decoding
+    w.engine_runner.start_function(lambda: release.wait(20))  # a model still loading
+    w.engine_runner.start_function(lambda: ran.append("queued"))  # waits behind it
+    try:
+        w.close()
+    finally:
+        release.set()
+    assert mw.CLOSE_WAIT_MS <= 500
+    assert all(t <= mw.CLOSE_WAIT_MS for t, _ in calls)
+    first_busy = next(i for i, (_, done) in enumerate(calls) if not done)
+    # the first busy pool used up the budget: no later pool is waited for (before: 2 s for each)
+    assert all(t <= 20 for t, _ in calls[first_busy + 1:]), calls
+    assert sum(1 for _, done in calls if not done) == 2
+    assert w.engine_runner.pool.waitForDone(5000)
+    QApplication.processEvents()
+    assert ran == []  # the queued job was dropped, not run after the user quit

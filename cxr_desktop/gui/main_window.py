@@ -61,6 +61,7 @@ IMAGE_FILTER = "Images (*.dcm *.dicom *.png *.jpg *.jpeg *.tif *.tiff);;All file
 MODEL_FILTER = "CXR Review model (*.safetensors);;All files (*)"
 EXPORT_FILTERS = {"native": "PNG, whole image at native resolution (*.png)",
                   "view": "PNG, current view as shown on screen (*.png)"}
+CLOSE_WAIT_MS = 250  # what closing the window waits, in all, for workers to stop (then app.run leaves)
 OPEN_HINT = "Open a file or folder (Ctrl+O / Ctrl+Shift+O), or drop files here."
 
 
@@ -816,17 +817,25 @@ class MainWindow(QMainWindow):
 
     # ================================================================ shutdown
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
-        self.shutdown(timeout_ms=2000)  # never keep the user waiting long (see app.run)
+        # Quit must feel instant: cancel, wait briefly, and let app.run leave without waiting for
+        # work that cannot be interrupted (a model load, a backbone pass); nothing written is lost.
+        self.shutdown(timeout_ms=CLOSE_WAIT_MS)
         super().closeEvent(event)
 
     def shutdown(self, timeout_ms: int = 30000) -> bool:
-        """Stop workers; False if one is still busy after ``timeout_ms`` (e.g. a model still loading)."""
+        """Stop workers; False if one is still busy after ``timeout_ms`` in all (e.g. a model still loading)."""
+        import time
+
         self.settings.sync()
         self.classifier.cancel()
-        ok = self.study_list.shutdown(timeout_ms)
-        ok = self.loader.runner.shutdown(timeout_ms) and ok
-        ok = self.engine_runner.shutdown(timeout_ms) and ok
-        ok = self.pacs.shutdown(timeout_ms) and ok
-        ok = self.reading_room.shutdown(timeout_ms) and ok
+        deadline = time.monotonic() + timeout_ms / 1000.0
+
+        def left() -> int:  # one budget for all the pools, not one per pool
+            return max(0, int(1000 * (deadline - time.monotonic())))
+
+        ok = True
+        for stop in (self.study_list.shutdown, self.loader.runner.shutdown, self.engine_runner.shutdown,
+                     self.pacs.shutdown, self.reading_room.shutdown):
+            ok = stop(left()) and ok
         return ok
 

@@ -82,7 +82,8 @@ class WorkerRunner:
         return len(self._live)
 
     def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Ask generator jobs to stop and wait for the pool to drain."""
+        """Drop queued jobs, ask generator jobs to stop, and wait up to ``timeout_ms`` for running ones."""
+        self.pool.clear()  # jobs that have not started never will
         for worker in list(self._live):
             try:
                 worker.quit()
