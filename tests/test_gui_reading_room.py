@@ -339,3 +339,16 @@ def test_window_never_opens_larger_than_the_screen(qtbot, tmp_path, monkeypatch)
         assert (w.width(), w.height()) != (1400, 900) or avail.width() >= 1400
     finally:
         w.shutdown()
+
+
+def test_reading_room_keys_are_listed_in_the_shortcuts_help(qtbot):
+    from cxr_desktop.gui.shortcuts import ShortcutsDialog
+
+    dialog = ShortcutsDialog()
+    qtbot.addWidget(dialog)
+    table = dialog.table
+    rows = {(table.item(r, 1).text(), table.item(r, 2).text()) for r in range(table.rowCount())}
+    for action, keys in (("Open prior beside the current image", "Shift+P"), ("1 x 2 layout (compare)", "Alt+2"),
+                         ("Link zoom, pan and window/level", "L"), ("Next unread (by score)", "U"),
+                         ("Previous unread (by score)", "Shift+U"), ("Mark as read / unread", "M")):
+        assert (action, keys) in rows

@@ -15,8 +15,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Callable
 
 from PySide6.QtCore import QEvent, QObject, QPointF, QRect, Qt
-from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QKeySequence, QPixmapCache
-from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QSizePolicy, QVBoxLayout, QWidget
+from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QPixmapCache
+from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QMenu, QSizePolicy, QVBoxLayout, QWidget
 
 from cxr_desktop.gui.canvas import ImageCanvas
 from cxr_desktop.gui.pane import ComparePane, score_text
@@ -28,9 +28,6 @@ if TYPE_CHECKING:
     from cxr_desktop.gui.main_window import MainWindow
 
 LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
-PRIOR_KEY = "Shift+P"
-LINK_KEY = "L"
-LAYOUT_KEYS = {"1x1": "Alt+1", "1x2": "Alt+2", "2x2": "Alt+4"}
 DEFAULT_SIZE = (1400, 900)
 SCREEN_SHARE = 0.92  # the window opens at most this share of the available screen
 PAN_CACHE_KIB_PER_PANE = 2 * 16 * 1024  # pixmap-cache room for a pane's image + heatmap caches (a limit, not a use)
@@ -332,6 +329,9 @@ class ReadingRoom(QObject):
         self.panes[index - 1].open(path)
 
     # ------------------------------------------------------------ linking
+    def toggle_linked(self) -> None:
+        self.set_linked(not self.link.enabled)
+
     def set_linked(self, on: bool) -> None:
         self.link.enabled = bool(on)
         self.actions["link"].setChecked(self.link.enabled)
@@ -340,41 +340,30 @@ class ReadingRoom(QObject):
 
     # ------------------------------------------------------------ menu
     def _build_actions(self) -> None:
+        """The Layout menu, from the window's actions (keys in :data:`~cxr_desktop.gui.shortcuts.SHORTCUTS`)."""
         w = self.window
+        acts = w.actions
         self.actions: dict[str, QAction] = {}
-        menu = w.menuBar().addMenu("&Layout")
+        menu = QMenu("&Layout", w.menuBar())
         group = QActionGroup(menu)
-        for name, key in LAYOUT_KEYS.items():
-            act = QAction(f"{name.replace('x', ' x ')} layout", w)
+        for name in LAYOUTS:
+            act = acts[f"layout_{name}"]
             act.setCheckable(True)
-            act.setShortcut(QKeySequence(key))
-            act.triggered.connect(lambda _c=False, n=name: self.set_layout(n))
             group.addAction(act)
             menu.addAction(act)
-            w.addAction(act)
             self.actions[name] = act
         menu.addSeparator()
-        prior = QAction("Open &prior beside the current image", w)
-        prior.setShortcut(QKeySequence(PRIOR_KEY))
-        prior.setStatusTip("Same Patient ID, earlier Study Date, among the opened studies")
-        prior.triggered.connect(lambda _c=False: self.open_prior())
-        link = QAction("&Link zoom, pan and window/level", w)
-        link.setCheckable(True)
-        link.setShortcut(QKeySequence(LINK_KEY))
-        link.toggled.connect(self.set_linked)
-        for act in (prior, link):
-            menu.addAction(act)
-            w.addAction(act)
-        self.actions["prior"] = prior
-        self.actions["link"] = link
+        acts["link_views"].setCheckable(True)
+        for key, short in (("open_prior", "prior"), ("link_views", "link")):
+            menu.addAction(acts[key])
+            self.actions[short] = acts[key]
         menu.addSeparator()
         show_worklist = self.worklist.toggleViewAction()
         show_worklist.setText("Show &worklist")
         menu.addAction(show_worklist)
-        for key, act in self.worklist.actions.items():
-            menu.addAction(act)
-            w.addAction(act)
-            self.actions[key] = act
+        for key in ("next_unread", "prev_unread", "mark_read"):
+            menu.addAction(acts[key])
+            self.actions[key] = acts[key]
         menu.addSeparator()
         themes = menu.addMenu("&Theme")
         theme_group = QActionGroup(themes)
@@ -388,6 +377,8 @@ class ReadingRoom(QObject):
         help_menu = next((a for a in w.menuBar().actions() if a.text().replace("&", "") == "Help"), None)
         if help_menu is not None:  # Layout before Help
             w.menuBar().insertMenu(help_menu, menu)
+        else:
+            w.menuBar().addMenu(menu)
         self.menu = menu
 
     def set_theme(self, name: str) -> None:
@@ -420,6 +411,26 @@ class ReadingRoom(QObject):
         for pane in self.panes:
             ok = pane.shutdown(timeout_ms) and ok
         return ok
+
+
+def reading_room_handlers(window: MainWindow) -> dict[str, Callable[[], object]]:
+    """Handlers for the layout and worklist entries of SHORTCUTS.
+
+    The room is looked up when a key is used, so the window may build its actions first.
+    """
+
+    def room() -> ReadingRoom:
+        return window.reading_room
+
+    out: dict[str, Callable[[], object]] = {f"layout_{n}": (lambda n=n: room().set_layout(n)) for n in LAYOUTS}
+    out.update({
+        "open_prior": lambda: room().open_prior(),
+        "link_views": lambda: room().toggle_linked(),
+        "next_unread": lambda: room().worklist.step_unread(+1),
+        "prev_unread": lambda: room().worklist.step_unread(-1),
+        "mark_read": lambda: room().worklist.toggle_read(),
+    })
+    return out
 
 
 def fit_to_screen(window: QWidget, wanted: tuple[int, int] = DEFAULT_SIZE) -> None:

@@ -34,7 +34,7 @@ from cxr_desktop.gui.crash import REDACTOR
 from cxr_desktop.gui.dialogs import AboutDialog, ModelCardDialog
 from cxr_desktop.gui.export_view import caption_with, export_png
 from cxr_desktop.gui.fit_scroll import FitScrollArea
-from cxr_desktop.gui.layout import ReadingRoom, fit_to_screen
+from cxr_desktop.gui.layout import ReadingRoom, fit_to_screen, reading_room_handlers
 from cxr_desktop.gui.model_controller import ActiveModel, ModelController
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, OverlayPanel
@@ -210,6 +210,7 @@ class MainWindow(QMainWindow):
         for i in range(1, 10):
             handlers[f"preset_{i}"] = (lambda n=i: self.apply_preset(n - 1))
         handlers.update(self.reading.handlers())
+        handlers.update(reading_room_handlers(self))  # layouts, prior, linking, worklist keys
         for sc in SHORTCUTS:
             act = QAction(sc.text, self)
             if sc.keys:

@@ -86,6 +86,18 @@ SHORTCUTS: tuple[Shortcut, ...] = (
              "The selected one (or right-click a measurement)."),
     Shortcut("export_patient_data", "Patient data in e&xports", (), "File",
              "Off by default: exported images carry no patient name, ID or date."),
+    # Layouts, priors and the docked worklist (cxr_desktop.gui.layout, cxr_desktop.gui.worklist_dock)
+    Shortcut("layout_1x1", "&1 x 1 layout", ("Alt+1",), "Layout"),
+    Shortcut("layout_1x2", "1 x &2 layout (compare)", ("Alt+2",), "Layout"),
+    Shortcut("layout_2x2", "&2 x 2 layout", ("Alt+4",), "Layout"),
+    Shortcut("open_prior", "Open &prior beside the current image", ("Shift+P",), "Layout",
+             "Same Patient ID, earlier Study Date, among the opened studies."),
+    Shortcut("link_views", "&Link zoom, pan and window/level", ("L",), "Layout",
+             "Click a pane to make it the one the decision-aid panel describes."),
+    Shortcut("next_unread", "Next &unread (by score)", ("U",), "Worklist",
+             "Docked worklist: opens the next unread study, highest score first."),
+    Shortcut("prev_unread", "Previous unread (by score)", ("Shift+U",), "Worklist"),
+    Shortcut("mark_read", "&Mark as read / unread", ("M",), "Worklist"),
     # Model
     Shortcut("open_model", "&Open model file...", ("Ctrl+M",), "Model", "Use another .safetensors model file."),
     Shortcut("show_card", "Show model &card", ("Ctrl+Shift+M",), "Model", "What the model is, how it was made."),

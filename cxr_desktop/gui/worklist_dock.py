@@ -5,8 +5,8 @@ in worklist order (score, highest first; a row with a caution ranks by its score
 never below the scored ones; unscored rows last). Patient, study and date come
 from each file's header, read in a worker and shown on screen only: they are
 never logged and never written to the results. Read status is kept for the
-session. Keys (window-wide): U next unread, Shift+U previous unread, M mark
-read / unread. Opening a row (double-click, Enter, or the keys) shows the study
+session. Keys (window-wide, in :data:`~cxr_desktop.gui.shortcuts.SHORTCUTS`): U next
+unread, Shift+U previous unread, M mark read / unread. Opening a row (double-click, Enter, or the keys) shows the study
 in the viewer; the dock stays docked and usable.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QAction, QBrush, QColor, QFont, QKeySequence
+from PySide6.QtGui import QBrush, QColor, QFont
 from PySide6.QtWidgets import (
     QAbstractItemView, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
@@ -27,7 +27,6 @@ from cxr_desktop.gui.study_facts import StudyFacts, read_facts
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.screening.results import STATUS_OUT_OF_SCOPE, ResultRow, sorted_rows
 
-NEXT_UNREAD_KEY, PREV_UNREAD_KEY, MARK_READ_KEY = "U", "Shift+U", "M"
 CAUTION_SIGN = "\u26a0"
 _CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # as in the screening dialog: readable on dark and light
 
@@ -198,20 +197,6 @@ class WorklistDock(QDockWidget):
         self._runner = WorkerRunner("worklist-facts", threads=1)
         self._facts_worker: Any = None
         self.current = -1
-        self.actions = self._make_actions()
-
-    def _make_actions(self) -> dict[str, QAction]:
-        out = {}
-        for key, text, slot in (("next_unread", "Next &unread (by score)", lambda: self.step_unread(+1)),
-                                ("prev_unread", "Previous unread (by score)", lambda: self.step_unread(-1)),
-                                ("mark_read", "&Mark as read / unread", self.toggle_read)):
-            act = QAction(text, self)
-            act.setShortcut(QKeySequence({"next_unread": NEXT_UNREAD_KEY, "prev_unread": PREV_UNREAD_KEY,
-                                          "mark_read": MARK_READ_KEY}[key]))
-            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
-            act.triggered.connect(lambda _c=False, s=slot: s())
-            out[key] = act
-        return out
 
     # ------------------------------------------------------------ rows
     def set_results(self, folder: str | os.PathLike[str], rows: Sequence[ResultRow]) -> None:
