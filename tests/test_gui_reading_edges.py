@@ -316,3 +316,132 @@ def test_closing_drops_queued_work_and_shares_one_short_wait(qtbot, tmp_path, mo
     assert w.engine_runner.pool.waitForDone(5000)
     QApplication.processEvents()
     assert ran == []  # the queued job was dropped, not run after the user quit
+
+
+# ------------------------------------------------------------------ training wizard
+
+
+def _press_escape(qtbot, wiz) -> None:
+    from PySide6.QtGui import QKeySequence  # noqa: F401 - keeps the Qt key enum import local
+
+    qtbot.keyClick(wiz, Qt.Key.Key_Escape)
+    QApplication.processEvents()
+
+
+def test_wizard_asks_before_escape_closes_it_and_keeps_settings_for_the_session(qtbot, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QMessageBox, QWidget
+
+    from cxr_desktop.gui.training_wizard import TrainingWizard
+
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))
+    owner = QWidget()  # the main window in the app: the session's settings live with it
+    qtbot.addWidget(owner)
+    wiz = TrainingWizard(owner)
+    wiz.show()
+    qtbot.waitExposed(wiz)
+    # nothing changed: Escape closes at once
+    _press_escape(qtbot, wiz)
+    assert not wiz.isVisible() and wiz.close_box is None
+
+    wiz = TrainingWizard(owner)
+    wiz.show()
+    qtbot.waitExposed(wiz)
+    wiz.folder_page.data.setText(str(tmp_path))
+    wiz.folder_page.regex.setText(r"^(\d+)_")
+    wiz.split_page.seed.setValue(1234)
+    wiz.settings_page.input_size.setValue(128)
+    wiz.settings_page.epochs_finetune.setValue(3)
+    wiz.settings_page.hflip.setChecked(True)
+    _press_escape(qtbot, wiz)
+    box = wiz.close_box
+    assert box is not None and box.isVisible() and wiz.isVisible()  # asked, not closed
+    assert "kept for this session" in box.text()
+    box.button(QMessageBox.StandardButton.No).click()
+    QApplication.processEvents()
+    assert wiz.isVisible()
+    _press_escape(qtbot, wiz)
+    wiz.close_box.button(QMessageBox.StandardButton.Yes).click()
+    QApplication.processEvents()
+    assert not wiz.isVisible()
+
+    again = TrainingWizard(owner)  # reopened in the same session: every setting is back (owner deletes it)
+    assert again.folder_page.data.text() == str(tmp_path)
+    assert again.folder_page.regex.text() == r"^(\d+)_"
+    assert again.split_page.seed.value() == 1234
+    assert again.settings_page.input_size.value() == 128 and again.settings_page.epochs_finetune.value() == 3
+    assert again.settings_page.hflip.isChecked()
+    assert again.form_state() == wiz.form_state()
+    fresh = TrainingWizard()  # another session (no owner): the defaults
+    qtbot.addWidget(fresh)
+    assert fresh.settings_page.input_size.value() == 224
+
+    # a run going: the question says that closing stops it
+    again.show()
+    again.training_page.running = True  # as TrainingPage.initializePage sets it while its worker runs
+    _press_escape(qtbot, again)
+    assert again.isVisible() and "Training is running" in again.close_box.text()
+    again.close_box.button(QMessageBox.StandardButton.No).click()
+    again.training_page.running = False
+
+
+@pytest.fixture
+def trained(tmp_path, cxr_dir):
+    """A real TrainResult: a saved 64 px model, its card, and an evaluation of real images."""
+    import numpy as np
+
+    from cxr_desktop.model.modelfile import save_model
+    from cxr_desktop.model.weights import init_model
+    from cxr_desktop.training.metrics import ThresholdChoice, binary_report
+    from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult
+
+    model, card = init_model(classes=["normal", "opacity"], positive_class="opacity", weights="none",
+                             input_size=64, name="wizard-test", seed=0)
+    path = tmp_path / "m.safetensors"
+    save_model(path, model, card)
+    files = sorted(p for p in cxr_dir.iterdir() if p.suffix == ".png")[:8]
+    labels = np.array([i % 2 for i in range(len(files))])
+    scores = np.array([0.2, 0.7, 0.4, 0.9, 0.6, 0.8, 0.1, 0.3])[: len(files)]
+    probs = np.stack([1 - scores, scores], axis=1)
+    preds = SplitPredictions("val", labels, probs, [f.name for f in files], [str(f) for f in files])
+    metrics = binary_report(labels, scores, 0.5, n_boot=50)
+    ev = Evaluation(["normal", "opacity"], 1, ThresholdChoice(0.5, "fixed", None, 0.5, 0.5), preds, None,
+                    metrics, None)
+    return TrainResult(str(path), None, card, ev, [], None, False, None, str(tmp_path))
+
+
+def test_wizard_results_page_headers_and_gallery_are_not_clipped(qtbot, trained):
+    from cxr_desktop.gui.training_wizard import TrainingWizard
+
+    wiz = TrainingWizard(gallery_per_kind=1)
+    qtbot.addWidget(wiz)
+    wiz.resize(980, 760)
+    wiz.show()
+    wiz.training_page.result = trained
+    page = wiz.evaluation_page
+    page.initializePage()
+    wiz.evaluation_page.show()
+    QApplication.processEvents()
+    t = page.confusion
+    fm = t.horizontalHeader().fontMetrics()
+    for c in range(2):
+        text = t.horizontalHeaderItem(c).text()
+        assert text.startswith("predicted ")
+        assert fm.horizontalAdvance(text) + 6 <= t.columnWidth(c), (text, t.columnWidth(c))
+        assert fm.height() <= t.horizontalHeader().height()
+    for r in range(2):
+        assert fm.horizontalAdvance(t.verticalHeaderItem(r).text()) <= t.verticalHeader().width()
+    assert t.minimumWidth() >= t.verticalHeader().width() + t.columnWidth(0) + t.columnWidth(1)
+    qtbot.waitUntil(lambda: getattr(page, "gallery_done", False), timeout=120_000)
+    QApplication.processEvents()
+    lay = page.gallery_layout
+    for row in range(lay.rowCount()):
+        label = lay.itemAtPosition(row, 0)
+        if label is None:
+            continue
+        lab = label.widget().geometry()
+        for col in range(1, lay.columnCount()):
+            cell = lay.itemAtPosition(row, col)
+            if cell is not None:
+                geo = cell.widget().geometry()
+                assert geo.left() >= lab.right(), (row, col)  # images right of their row label
+                assert geo.top() <= lab.top() + 2  # the label sits at the top of its row

@@ -25,7 +25,7 @@ from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QPixmap
 from PySide6.QtWidgets import (
     QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout,
-    QHeaderView, QLabel,
+    QHeaderView, QLabel, QMessageBox,
     QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage,
 )
@@ -487,11 +487,17 @@ class SettingsPage(QWizardPage):
 
     def initializePage(self) -> None:  # noqa: N802
         self.refresh_weights()
+        wanted = getattr(self.wiz, "pending_form", {}).get("settings.weights")
+        if wanted and self.weights.findText(str(wanted)) >= 0:  # chosen earlier this session
+            self.weights.setCurrentText(str(wanted))
         scan = self.wiz.scan_page.train_scan
         if scan is not None and self.positive.count() != len(scan.classes):
             self.positive.clear()
             self.positive.addItems(scan.classes)
             self.positive.setCurrentIndex(len(scan.classes) - 1)
+            wanted = getattr(self.wiz, "pending_form", {}).get("settings.positive")
+            if wanted and self.positive.findText(str(wanted)) >= 0:  # chosen earlier this session
+                self.positive.setCurrentText(str(wanted))
 
     def values(self) -> dict[str, Any]:
         return dict(
@@ -831,7 +837,9 @@ class EvaluationPage(QWizardPage):
         self.roc = CurveChart("ROC (sensitivity vs 1 - specificity)", y_range=(0.0, 1.0), parent=self, diagonal=True)
         self.confusion = QTableWidget(self)
         self.confusion.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Stretch)
+        # headers sized to their whole text (a stretched column cut "predicted" to "redicte")
+        self.confusion.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        self.confusion.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
         self.slider.setRange(0, 1000)
         self.slider_label = QLabel(self)
@@ -893,14 +901,28 @@ class EvaluationPage(QWizardPage):
         labels = [others[0] if len(others) == 1 else f"not {pos}", str(pos)]
         self.confusion.setRowCount(2)
         self.confusion.setColumnCount(2)
-        self.confusion.setHorizontalHeaderLabels([f"predicted\n{x}" for x in labels])
+        self.confusion.setHorizontalHeaderLabels([f"predicted {x}" for x in labels])
         self.confusion.setVerticalHeaderLabels([f"true {x}" for x in labels])
         for i in range(2):
             for j in range(2):
-                self.confusion.setItem(i, j, QTableWidgetItem(str(cm[i][j])))
+                item = QTableWidgetItem(str(cm[i][j]))
+                item.setTextAlignment(Qt.AlignmentFlag.AlignCenter)
+                self.confusion.setItem(i, j, item)
+        self._fit_confusion()
         self.slider.setValue(int(round(card.decision_threshold * 1000)))
         self._threshold_moved(self.slider.value())
         self._load_gallery(result)
+
+    def _fit_confusion(self) -> None:
+        """The table asks for the room its headers and counts need, so the layout never cuts them."""
+        t = self.confusion
+        t.resizeColumnsToContents()
+        t.resizeRowsToContents()
+        width = t.verticalHeader().sizeHint().width() + sum(t.columnWidth(c) for c in range(t.columnCount()))
+        height = t.horizontalHeader().sizeHint().height() + sum(t.rowHeight(r) for r in range(t.rowCount()))
+        t.setMinimumSize(width + 2 * t.frameWidth() + 4, height + 2 * t.frameWidth() + 4)
+        t.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        t.setVerticalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
 
     def _threshold_moved(self, value: int) -> None:
         result = self.wiz.training_page.result
@@ -941,8 +963,12 @@ class EvaluationPage(QWizardPage):
 
         self.gallery_status.setText(f"Grad-CAM of '{self.wiz.training_page.result.card.positive_class}' on "
                                     "examples from the evaluation split:")
+        label_w = 0
         for row, (kind, items) in enumerate(cells):
-            self.gallery_layout.addWidget(QLabel(f"<b>{html.escape(kind)}</b>"), row, 0)
+            kind_label = QLabel(f"<b>{html.escape(kind)}</b>")
+            kind_label.setAlignment(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+            label_w = max(label_w, kind_label.sizeHint().width())
+            self.gallery_layout.addWidget(kind_label, row, 0, Qt.AlignmentFlag.AlignTop)
             for col, (b64, cap) in enumerate(items):
                 pix = QPixmap()
                 pix.loadFromData(base64.b64decode(b64))
@@ -956,7 +982,11 @@ class EvaluationPage(QWizardPage):
                 text = QLabel(cap.rsplit(" - ", 1)[-1])
                 box.addWidget(lab)
                 box.addWidget(text)
-                self.gallery_layout.addWidget(cell, row, col + 1, Qt.AlignmentFlag.AlignLeft)
+                self.gallery_layout.addWidget(cell, row, col + 1,
+                                              Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop)
+        # the label column keeps its width (images used to straddle the labels), the images sit right of it
+        self.gallery_layout.setColumnMinimumWidth(0, label_w + 8)
+        self.gallery_layout.setColumnStretch(self.gallery_layout.columnCount(), 1)
         self.gallery_done = True
 
 
@@ -1095,6 +1125,30 @@ def save_model_and_report(result: Any, path: str, threshold: float, report: str 
 
 # --------------------------------------------------------------------------- the wizard
 
+def _value(widget: QWidget) -> Any:
+    if isinstance(widget, QLineEdit):
+        return widget.text()
+    if isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        return widget.value()
+    if isinstance(widget, QComboBox):
+        return widget.currentText()
+    if isinstance(widget, QCheckBox):
+        return widget.isChecked()
+    raise TypeError(type(widget).__name__)
+
+
+def _set_value(widget: QWidget, value: Any) -> None:
+    if isinstance(widget, QLineEdit):
+        widget.setText(str(value))
+    elif isinstance(widget, (QSpinBox, QDoubleSpinBox)):
+        widget.setValue(value)
+    elif isinstance(widget, QComboBox):
+        if widget.findText(str(value)) >= 0:  # choices that depend on the scan are set again there
+            widget.setCurrentText(str(value))
+    elif isinstance(widget, QCheckBox):
+        widget.setChecked(bool(value))
+
+
 
 class TrainingWizard(QWizard):
     """Folder -> scan -> split -> settings -> training -> evaluation -> save.
@@ -1107,8 +1161,14 @@ class TrainingWizard(QWizard):
 
     def __init__(self, parent: QWidget | None = None, settings: QSettings | None = None, *,
                  overrides: dict[str, Any] | None = None, run_root: str | Path | None = None,
-                 gallery_per_kind: int = 3):
+                 gallery_per_kind: int = 3, session: dict[str, Any] | None = None):
         super().__init__(parent)
+        # What the user set, kept for the session: reopening the wizard from the same window shows it
+        # again (folder paths and training settings only; never patient data). ``session``: a dict to
+        # keep it in; by default one held by ``parent`` (the main window) for as long as it lives.
+        if session is None:
+            session = parent.__dict__.setdefault("_training_wizard_session", {}) if parent is not None else {}
+        self.session = session
         self.setWindowTitle("Train a model - CXR Review")
         self.setOption(QWizard.WizardOption.NoBackButtonOnLastPage, True)
         self.settings = settings
@@ -1127,6 +1187,63 @@ class TrainingWizard(QWizard):
                                                 self.save_page)]
         self.training_page_id = ids[4]
         self.resize(980, 760)
+        self._defaults = self.form_state()  # what "changed" is measured against
+        self.restore_form(self.session)
+        self.close_box: QMessageBox | None = None
+        self._close_confirmed = False
+
+    # -- settings kept for the session ------------------------------------------
+    def form_widgets(self) -> dict[str, QWidget]:
+        """Every field the user sets (folders, split, training settings), by a stable name."""
+        f, sp, st = self.folder_page, self.split_page, self.settings_page
+        out: dict[str, QWidget] = {"folder.data": f.data, "folder.test": f.test, "folder.regex": f.regex,
+                                   "split.val": sp.val, "split.test": sp.test, "split.seed": sp.seed}
+        for name in ("positive", "weights", "input_size", "epochs_frozen", "epochs_finetune", "finetune", "batch",
+                     "lr_head", "lr_finetune", "optimizer", "scheduler", "monitor", "patience", "balance",
+                     "augment", "hflip", "threshold", "target", "device", "half"):
+            out[f"settings.{name}"] = getattr(st, name)
+        return out
+
+    def form_state(self) -> dict[str, Any]:
+        return {k: _value(w) for k, w in self.form_widgets().items()}
+
+    def restore_form(self, state: dict[str, Any]) -> None:
+        widgets = self.form_widgets()
+        for k, v in state.items():
+            if k in widgets:
+                _set_value(widgets[k], v)
+        self.pending_form = dict(state)  # combo choices known only after the scan are applied then
+
+    def form_changed(self) -> bool:
+        """True when the user changed a field from what the wizard opened with."""
+        return self.form_state() != self._defaults
+
+    def work_running(self) -> bool:
+        return bool(self.training_page.running or getattr(self.scan_page, "_running", False)
+                    or getattr(self.save_page, "saving", False))
+
+    def ask_close(self, text: str) -> None:
+        """Ask before closing (Escape, the close button, Cancel); Yes closes. Never blocks the event loop."""
+        if self.close_box is not None and self.close_box.isVisible():
+            return
+        box = QMessageBox(QMessageBox.Icon.Question, "Close the training wizard?", text,
+                          QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, self)
+        box.setDefaultButton(QMessageBox.StandardButton.No)
+
+        def answered(_result: int) -> None:
+            if box.clickedButton() is box.button(QMessageBox.StandardButton.Yes):
+                self._close_confirmed = True
+                self.reject()
+
+        box.finished.connect(answered)
+        self.close_box = box
+        box.open()
+
+    def done(self, result: int) -> None:  # noqa: D102 - every way of closing keeps the settings
+        self.session.clear()
+        self.session.update(self.form_state())
+        self._close_confirmed = False
+        super().done(result)
 
     def run_root(self) -> Path:
         """Where runs keep their checkpoints (the user data folder unless given)."""
@@ -1143,6 +1260,15 @@ class TrainingWizard(QWizard):
         super().accept()
 
     def reject(self) -> None:
+        if not self._close_confirmed:
+            if self.work_running():
+                self.ask_close("Training is running. Closing stops it; the run's last completed epoch is kept "
+                               "as a checkpoint and can be resumed from this wizard.\n\nClose anyway?")
+                return
+            if self.form_changed() and self.save_page.saved_path is None:
+                self.ask_close("Close the wizard? Your folders and settings are kept for this session: "
+                               "reopening the wizard shows them again.")
+                return
         self.training_page.stop_now()
         if getattr(self.scan_page, "cancel", None) is not None:
             self.scan_page.cancel.set()
