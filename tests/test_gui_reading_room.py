@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QApplication
 from cxr_desktop.gui.layout import initial_geometry
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.gui.settings import AppSettings
-from cxr_desktop.gui.study_facts import StudyFacts, find_prior, read_facts
+from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, find_prior, read_facts
 from cxr_desktop.gui.theme import current_theme, is_dark
 from cxr_desktop.gui.worklist_dock import ReadingWorklistModel
 from cxr_desktop.imaging.types import Window
@@ -111,6 +111,11 @@ def test_find_prior_same_patient_latest_earlier_date(studies):
     assert find_prior(facts["older"], facts.values()) is None  # nothing earlier
     assert find_prior(facts["other"], facts.values()) is None  # another patient's studies never count
     assert read_facts(Path(__file__)) == StudyFacts(str(Path(__file__)))  # not DICOM: no facts, no error
+    from cxr_desktop.imaging import probe
+
+    scanned = facts_from_metadata(studies["prior"], probe(studies["prior"]).metadata)  # the study list's scan
+    assert (scanned.patient_id, scanned.study_date) == ("PAT-1", "20210105")
+    assert facts_from_metadata("x.png", {"patient_id": None, "study_date": None}) is None
 
 
 def test_prior_opens_beside_the_current_image_with_the_shortcut(qtbot, window, studies):

@@ -20,7 +20,7 @@ from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QMenu, QSizePolicy, Q
 
 from cxr_desktop.gui.canvas import ImageCanvas
 from cxr_desktop.gui.pane import ComparePane, score_text
-from cxr_desktop.gui.study_facts import StudyFacts, find_prior, read_facts
+from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, find_prior, read_facts
 from cxr_desktop.gui.theme import THEMES, apply_theme
 from cxr_desktop.gui.worklist_dock import WorklistDock
 
@@ -295,11 +295,12 @@ class ReadingRoom(QObject):
             pane.show_overlay()
 
     # ------------------------------------------------------------ priors
-    def facts(self, path: str) -> StudyFacts:
-        """Header facts of ``path`` (cached; read once, on the GUI thread: a header only)."""
+    def facts(self, path: str, metadata: dict | None = None) -> StudyFacts:
+        """Facts of ``path``: from the scan's metadata when it has them, else its header (read once)."""
         hit = self._facts.get(path)
         if hit is None:
-            hit = self._facts[path] = read_facts(path)
+            hit = facts_from_metadata(path, metadata or {}) or read_facts(path)
+            self._facts[path] = hit
         return hit
 
     def find_prior(self) -> StudyFacts | None:
@@ -307,8 +308,9 @@ class ReadingRoom(QObject):
         image = self.window.current_image
         if image is None or not image.path:
             return None
-        current = self.facts(str(image.path))
-        candidates = [self.facts(e.path) for e in self.window.study_list.entries() if e.ok and e.path != image.path]
+        current = self.facts(str(image.path), image.metadata)
+        candidates = [self.facts(e.path, e.metadata) for e in self.window.study_list.entries()
+                      if e.ok and e.path != image.path]
         return find_prior(current, candidates)
 
     def open_prior(self) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 _TAGS = ("PatientID", "PatientName", "StudyDate", "StudyTime", "StudyDescription", "AccessionNumber")
 
@@ -47,6 +47,14 @@ def read_facts(path: str | Path) -> StudyFacts:
 
     return StudyFacts(str(path), text("PatientID"), text("PatientName").replace("^", " ").strip(),
                       text("StudyDate"), text("StudyTime"), text("StudyDescription"))
+
+
+def facts_from_metadata(path: str | Path, metadata: dict[str, Any]) -> StudyFacts | None:
+    """Facts from a scanned header's metadata (no file read); None when it lacks patient or date."""
+    pid, date = metadata.get("patient_id"), metadata.get("study_date")
+    if not pid or not date:
+        return None
+    return StudyFacts(str(path), str(pid), str(metadata.get("patient_name") or ""), str(date))
 
 
 def find_prior(current: StudyFacts, candidates: Iterable[StudyFacts]) -> StudyFacts | None:
