@@ -5,7 +5,8 @@ same made-up patient, different study dates) in a temporary folder. The real mai
 (default demonstration model unless ``--model``) opens them, Shift+P puts the prior beside the
 current image, heatmaps are shown (below-threshold maps on request, labelled so), Tools >
 Screen a folder screens the folder and its results fill the docked worklist; U opens the
-highest-scored unread study. Screenshots: dark theme (default) and light.
+highest-scored unread study. Screenshots: dark theme (default) and light; then a linked, zoomed
+2x2 layout with all four studies and their heatmaps.
 
 Run: xvfb-run -a -s "-screen 0 1600x1000x24" .venv/bin/python bench/screenshot_reading_room.py OUT_DIR
 """
@@ -111,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     dialog.start()
     pump(lambda: not dialog.running and dialog.model.rowCount() > 0)
     dialog.close()
-    pump(lambda: room.worklist.model.data(room.worklist.model.index(0, 5)) != "", 30)
+    from cxr_desktop.gui.worklist_dock import ReadingWorklistModel
+
+    wl = room.worklist.model
+    pump(lambda: wl.data(wl.index(0, ReadingWorklistModel.COL_DATE)) != "", 30)
     room.worklist.step_unread(+1)
     pump(lambda: win.current_image is not None and win.current_outcome is not None
          and win.current_outcome.result is not None)
@@ -132,6 +136,19 @@ def main(argv: list[str] | None = None) -> int:
             subprocess.run(["import", "-window", "root", str(root)], check=True, timeout=60)
             shots.append(root)
     room.set_theme("dark")
+    # 2x2: the other two studies in panes 3 and 4, linked and zoomed
+    room.set_layout("2x2")
+    for i, name in ((2, "p2_2023.dcm"), (3, "p3_2022.dcm")):
+        room.open_in_pane(i, str(folder / name))
+    pump(lambda: all(p.outcome is not None and p.outcome.result is not None for p in room.panes))
+    room.set_active(0)
+    win.canvas.zoom_by(1.6)
+    for _ in range(30):
+        app.processEvents()
+        time.sleep(0.02)
+    path = args.out / "reading_room_2x2_dark.png"
+    win.grab().save(str(path))
+    shots.append(path)
     print("window", win.width(), "x", win.height(), "screen", win.screen().availableGeometry().size().toTuple())
     for p in shots:
         print("saved", p)

@@ -61,7 +61,25 @@ class PaneFrame(QFrame):
         lay.setSpacing(0)
         lay.addWidget(self.header)
         lay.addWidget(canvas, 1)
+        self._text = ""
         self.set_active(False)
+
+    def set_text(self, text: str) -> None:
+        """The header line; elided with '...' when the pane is narrow (in full in its tooltip)."""
+        self._text = text
+        self.header.setToolTip(text)
+        self._elide()
+
+    def text(self) -> str:
+        return self._text
+
+    def _elide(self) -> None:
+        width = max(10, self.header.width() - 12)
+        self.header.setText(self.header.fontMetrics().elidedText(self._text, Qt.TextElideMode.ElideRight, width))
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        self._elide()
 
     def set_active(self, on: bool) -> None:
         self.active = on
@@ -260,8 +278,7 @@ class ReadingRoom(QObject):
             text = self._dated(pane.path, pane.summary(self._positive_class()))
             if index == self.active:
                 self._show_pane_result(pane)
-        frame.header.setText(text)
-        frame.header.setToolTip(text)
+        frame.set_text(text)
         if self.link.enabled and index != 0 and frame.canvas.image is not None:
             self.link.sync_from(self.frames[self.active if self.active != index else 0].canvas)
 

@@ -177,7 +177,7 @@ class ComparePane(QObject):
 
 
 def score_text(prediction: Any, positive_class: str | None) -> str:
-    """'P(finding) 0.812 above threshold 0.500 -> finding': a pane header's result."""
+    """'P(finding) 0.812 >= 0.500 (threshold): finding': a pane header's result, short enough for 2x2."""
     p = prediction
-    side = "above" if p.above_threshold else "below"
-    return f"P({positive_class or 'finding'}) {p.score:.3f} {side} threshold {p.threshold:.3f} -> {p.label}"
+    side = ">=" if p.above_threshold else "<"
+    return f"P({positive_class or 'finding'}) {p.score:.3f} {side} {p.threshold:.3f} (threshold): {p.label}"
