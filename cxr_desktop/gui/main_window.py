@@ -188,6 +188,7 @@ class MainWindow(QMainWindow):
     def _build_menus(self) -> None:
         handlers: dict[str, Callable[[], Any]] = {
             "open_files": self.choose_files, "open_folder": self.choose_folder, "export_view": self.choose_export,
+            "export_report": self.choose_report,
             "close_all": self.close_all, "quit": self.close,
             "next_image": lambda: self.study_list.step(+1), "prev_image": lambda: self.study_list.step(-1),
             "next_frame": lambda: self.step_frame(+1), "prev_frame": lambda: self.step_frame(-1),
@@ -235,6 +236,7 @@ class MainWindow(QMainWindow):
         self.recent_menu = m.addMenu("Open &recent")
         m.addSeparator()
         m.addAction(self.actions["export_view"])
+        m.addAction(self.actions["export_report"])
         file_menu = m
         self.pacs = PacsActions(self)  # Query PACS, Send results, Export as DICOM (issue 13)
         self.pacs.add_file_actions(m)
@@ -750,6 +752,41 @@ class MainWindow(QMainWindow):
                                          f"({exc.strerror or type(exc).__name__}). Choose another folder.")
             return None
         self.statusBar().showMessage(f"View exported to {out.name}", 5000)
+        return out
+
+    # ================================================================ case report
+    def choose_report(self) -> None:
+        """File > Export report...: ask where (and whether to print patient data), then write the PDF."""
+        from cxr_desktop.gui.case_report import ExportReportDialog
+
+        if self.current_image is None:
+            self.inform("Export report", "Open an image first.")
+            return
+        default = Path(self.settings.last_dir or ".") / f"cxr-report-{datetime.datetime.now():%Y%m%d-%H%M%S}.pdf"
+        dialog = ExportReportDialog(str(default), self)
+        dialog.accepted.connect(lambda: self.export_report(dialog.chosen_path(),
+                                                           include_patient=dialog.include_patient.isChecked()))
+        self.report_dialog = dialog
+        dialog.open()
+
+    def export_report(self, path: str, *, include_patient: bool = False) -> Path | None:
+        """Write the one-page PDF case report of the image on screen (patient data only if asked)."""
+        from cxr_desktop.gui.case_report import collect_case_report, render_case_report
+
+        if self.current_image is None:
+            return None
+        try:
+            measurements = self.canvas.measure.descriptions()
+        except AttributeError:  # no measurement tools in this window
+            measurements = []
+        report, plain, heat = collect_case_report(self, include_patient=include_patient, measurements=measurements)
+        try:
+            out = render_case_report(path, report, plain, heat)
+        except OSError as exc:
+            self.inform("Export failed", f"The report could not be saved to {Path(path).name} "
+                                         f"({exc.strerror or type(exc).__name__}). Choose another folder.")
+            return None
+        self.statusBar().showMessage(f"Report exported to {out.name}", 5000)
         return out
 
     # ================================================================ tools

@@ -31,6 +31,8 @@ SHORTCUTS: tuple[Shortcut, ...] = (
     Shortcut("open_folder", "Open &folder...", ("Ctrl+Shift+O",), "File", "Open every image in a folder."),
     Shortcut("export_view", "&Export view as PNG...", ("Ctrl+E",), "File",
              "Save the current view with overlay and legend (no patient data)."),
+    Shortcut("export_report", "Export &report...", ("Ctrl+Shift+E",), "File",
+             "One-page PDF: image, heatmap, result, model; patient data only if ticked."),
     Shortcut("close_all", "&Close all", ("Ctrl+W",), "File", "Clear the study list."),
     Shortcut("quit", "&Quit", ("Ctrl+Q",), "File"),
     # Navigate
