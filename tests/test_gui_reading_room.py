@@ -248,6 +248,21 @@ def test_each_pane_has_its_own_result_and_heatmap(qtbot, window, model_file, cxr
     assert f"= {main_score}:" in window.results.threshold_label.text()
 
 
+def test_show_score_anyway_applies_to_the_active_pane_only(qtbot, window, cxr_dir, dicom_dir):
+    room = window.reading_room
+    open_main(qtbot, window, dicom_dir / "693_UNCI.dcm")  # a CT slice: out of scope
+    room.set_layout("1x2")
+    open_pane(qtbot, window, 1, dicom_dir / "693_UNCR.dcm")  # another CT slice
+    room.set_active(1)
+    assert "OUT OF SCOPE" in window.results.scope_label.text()
+    assert not window.results.show_anyway_button.isHidden()
+    qtbot.mouseClick(window.results.show_anyway_button, Qt.MouseButton.LeftButton)
+    assert room.panes[0].scope.show_anyway and not window.scope.show_anyway  # the main image stays unscored
+    room.set_active(0)
+    qtbot.mouseClick(window.results.show_anyway_button, Qt.MouseButton.LeftButton)
+    assert window.scope.show_anyway
+
+
 # ------------------------------------------------------------------ docked worklist
 
 

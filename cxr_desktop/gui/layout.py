@@ -193,6 +193,9 @@ class ReadingRoom(QObject):
             lambda pct: [p.canvas.set_overlay_opacity(pct / 100.0) for p in self.panes])
         window.overlay_panel.visible_changed.connect(
             lambda on: [p.canvas.set_overlay_visible(on) for p in self.panes])
+        # "Show score anyway" is for the image the panel describes: the active pane's, not always the main one
+        window.results.show_anyway_requested.disconnect(window.show_score_anyway)
+        window.results.show_anyway_requested.connect(self.show_score_anyway)
         window.takeCentralWidget()  # the canvas moves into pane 0's frame (setCentralWidget would delete it)
         window.setCentralWidget(self.grid_widget)
         window.canvas.show()
@@ -263,6 +266,16 @@ class ReadingRoom(QObject):
     def _show_pane_result(self, pane: ComparePane) -> None:
         active = self.window.models.active
         pane.show_result_in(self.window.results, active.card.positive_class if active else None)
+
+    def show_score_anyway(self) -> None:
+        """The reader asks for the score of the out-of-scope image in the active pane (that one only)."""
+        if self.active == 0:
+            self.window.show_score_anyway()
+            return
+        pane = self.panes[self.active - 1]
+        if pane.image is not None:
+            pane.scope.show_anyway = True
+            pane.request_prediction()
 
     def _main_result_shown(self, _outcome: object) -> None:
         self._pane_changed(0)
