@@ -358,6 +358,12 @@ def test_window_never_opens_larger_than_the_screen(qtbot, tmp_path, monkeypatch)
     try:
         assert w.width() <= avail.width() and w.height() <= avail.height()
         assert (w.width(), w.height()) != (1400, 900) or avail.width() >= 1400
+        # the busiest layout (2x2 with the worklist) still fits a 1920x1080 screen at scale factor 2
+        w.reading_room.set_layout("2x2")
+        w.reading_room.worklist.show()
+        QApplication.processEvents()
+        hint = w.minimumSizeHint()
+        assert hint.width() <= 960 and hint.height() <= 540, hint
     finally:
         w.shutdown()
 

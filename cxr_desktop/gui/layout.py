@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x2": (2, 2)}
 DEFAULT_SIZE = (1400, 900)
 SCREEN_SHARE = 0.92  # the window opens at most this share of the available screen
+PANE_MIN_SIZE = (120, 90)  # logical pixels: a 2x2 layout with the worklist fits 960x540 (1080p at scale 2)
 PAN_CACHE_KIB_PER_PANE = 2 * 16 * 1024  # pixmap-cache room for a pane's image + heatmap caches (a limit, not a use)
 
 
@@ -177,6 +178,7 @@ class ReadingRoom(QObject):
         self.active = 0
         self._facts: dict[str, StudyFacts] = {}
         for i, frame in enumerate(self.frames):
+            frame.canvas.setMinimumSize(*PANE_MIN_SIZE)  # four panes and the docks still fit a small screen
             self.link.attach(frame.canvas)
             watcher = _ActivateOnClick(self, i)
             frame.canvas.viewport().installEventFilter(watcher)

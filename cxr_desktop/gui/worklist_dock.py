@@ -161,6 +161,7 @@ class WorklistDock(QDockWidget):
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.table.verticalHeader().hide()
         self.table.setWordWrap(False)
+        self.table.setMinimumHeight(48)  # the dock may be short on a small screen; the table scrolls
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         header.setSectionResizeMode(ReadingWorklistModel.COL_FILE, QHeaderView.ResizeMode.Stretch)
