@@ -465,8 +465,8 @@ class MainWindow(QMainWindow):
         self.layer = None
         self.canvas.set_image(image, keep_view=same_file, mapper=study.mapper, prepared=study.prepared)
         self._rebuild_presets(image, study.presets)
-        if study.tags is not None:
-            self.tags.set_tags(study.tags)
+        if study.tags is not None:  # another frame of the same file only updates the frame rows
+            self.tags.set_tags(study.tags, frame=(image.frame_index, image.frame_count), frame_rows=study.frame_tags)
         else:
             self.tags.set_tags(None, study.tags_error or f"{image.source_format.upper()} file: no DICOM tags.")
         self.frame_label.setText(f"Frame {image.frame_index + 1}/{image.frame_count}" if image.frame_count > 1
@@ -591,6 +591,8 @@ class MainWindow(QMainWindow):
             from cxr_desktop.gui.window_presets import presets_for
 
             presets = presets_for(image)
+        if presets and presets == self.presets and self.presets_menu.isEnabled():
+            return  # the next frame of a series offers the same windows: keep the menu (cine)
         self.presets = presets
         self.presets_menu.clear()
         group = QActionGroup(self.presets_menu)

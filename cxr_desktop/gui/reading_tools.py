@@ -8,16 +8,21 @@ window (the comparison panes too); Delete acts on the canvas that has the focus.
 
 Cine plays the frames of a multi-frame image at :attr:`ReadingTools.cine_fps`, one
 frame per tick in order; a tick that comes while the previous frame is still decoding
-is skipped (the frame rate drops, no frame is jumped over).
+is skipped (the frame rate drops, no frame is jumped over). While it plays, the image
+loader decodes the next frames ahead and keeps the series in its bounded cache, so
+after the first pass the frames come from memory. The status bar shows the rate set
+and, when the frames cannot be decoded that fast, the rate actually achieved.
 """
 
 from __future__ import annotations
 
+import time
+from collections import deque
 from typing import TYPE_CHECKING, Any, Callable
 
-from PySide6.QtCore import QObject, QTimer
+from PySide6.QtCore import QObject, Qt, QTimer
 from PySide6.QtGui import QActionGroup
-from PySide6.QtWidgets import QApplication, QMenu, QMenuBar, QWidget
+from PySide6.QtWidgets import QApplication, QLabel, QMenu, QMenuBar, QWidget
 
 from cxr_desktop.gui.canvas import ImageCanvas
 from cxr_desktop.gui.measure_tools import TOOL_NAMES, TOOLS
@@ -44,7 +49,14 @@ class ReadingTools(QObject):
             fps = DEFAULT_CINE_FPS
         self.cine_fps = fps if fps in CINE_RATES else DEFAULT_CINE_FPS
         self.cine_timer = QTimer(self)
+        self.cine_timer.setTimerType(Qt.TimerType.PreciseTimer)  # a coarse timer drifts by up to 5 %
         self.cine_timer.timeout.connect(self._cine_tick)
+        self._cine_shown: deque[float] = deque(maxlen=64)  # when the last frames reached the screen
+        self.cine_label = QLabel("")  # "Cine 30/s", or the rate achieved when decoding is slower
+        self.cine_label.setToolTip("Cine frame rate: the rate set, and the rate achieved when lower")
+        self.cine_label.hide()
+        window.statusBar().addPermanentWidget(self.cine_label)
+        window.image_displayed.connect(self._on_frame_shown)
         self.patient_data_in_exports = False  # never remembered: each session starts without
         window.canvas.wheel_scrolls_frames = str(q.value(_WHEEL_KEY, "false")).lower() in ("true", "1")
         window.canvas.frame_scroll_requested.connect(window.step_frame)
@@ -165,6 +177,7 @@ class ReadingTools(QObject):
         self.cine_fps = max(1, int(fps))
         self.window.settings.q.setValue(_FPS_KEY, self.cine_fps)
         self.cine_timer.setInterval(round(1000 / self.cine_fps))
+        self._cine_shown.clear()
 
     def toggle_cine(self) -> None:
         self.stop_cine() if self.cine_running else self.start_cine()
@@ -175,13 +188,51 @@ class ReadingTools(QObject):
             self.window.statusBar().showMessage("Cine: the image has one frame.", 3000)
             self.window.actions["cine"].setChecked(False)
             return False
+        self._cine_shown.clear()
         self.cine_timer.start(round(1000 / self.cine_fps))
         self.window.actions["cine"].setChecked(True)
+        self._prefetch(self.window.wanted_frame())
+        self._show_rate()
+        self.cine_label.show()
         return True
 
     def stop_cine(self) -> None:
         self.cine_timer.stop()
+        self.window.loader.stop_prefetch()
         self.window.actions["cine"].setChecked(False)
+        self.cine_label.hide()
+
+    @property
+    def achieved_fps(self) -> float | None:
+        """Frames per second reaching the screen over the last second of cine (None: too few yet)."""
+        times = self._cine_shown
+        if len(times) < 3:
+            return None
+        recent = [t for t in times if t >= times[-1] - 1.0]
+        if len(recent) < 3:
+            recent = list(times)[-3:]
+        span = recent[-1] - recent[0]
+        return (len(recent) - 1) / span if span > 0 else None
+
+    def _on_frame_shown(self, _image: Any) -> None:
+        if self.cine_running:
+            self._cine_shown.append(time.monotonic())
+            if len(self._cine_shown) % 5 == 0:  # a label update per frame is GUI work for nothing
+                self._show_rate()
+
+    def _show_rate(self) -> None:
+        achieved = self.achieved_fps
+        if achieved is None or achieved >= 0.9 * self.cine_fps:
+            self.cine_label.setText(f"Cine {self.cine_fps}/s")
+        else:
+            self.cine_label.setText(f"Cine {self.cine_fps}/s set: {achieved:.1f}/s achieved "
+                                    "(frames decode slower)")
+
+    def _prefetch(self, frame: int) -> None:
+        w = self.window
+        im, entry = w.current_image, w.current_entry
+        if im is not None and entry is not None and im.frame_count > 1:
+            w.loader.prefetch_series(entry.path, frame, im.frame_count)
 
     def _cine_tick(self) -> None:
         w = self.window
@@ -191,4 +242,6 @@ class ReadingTools(QObject):
             return
         if w.loader.busy:  # the last frame is still decoding: wait (never skip a frame)
             return
-        w.go_to_frame((w.wanted_frame() + 1) % im.frame_count)
+        frame = (w.wanted_frame() + 1) % im.frame_count
+        w.go_to_frame(frame)
+        self._prefetch(frame)

@@ -209,11 +209,15 @@ class ResultsPanel(QWidget):
 
     def show_out_of_scope(self, reasons: list[str]) -> None:
         """An out-of-scope image: its reasons, no score, and the deliberate 'Show score anyway' button."""
+        text = (f"{OUT_OF_SCOPE_MARK}: not scored.\n" + "\n".join(f"- {r}" for r in reasons)
+                + "\nThe classifier is for adult frontal chest radiographs; the image can still be viewed.")
+        if (self.predicted_label.text() == "Not scored: out of scope" and self.scope_label.text() == text
+                and not self.scope_label.isHidden() and self.message_label.isHidden()
+                and self.caution_label.isHidden()):
+            return  # already shown (the next frame of a series): no relayout per cine frame
         self.clear_result(None)
         self.predicted_label.setText("Not scored: out of scope")
-        self._set_scope(f"{OUT_OF_SCOPE_MARK}: not scored.\n" + "\n".join(f"- {r}" for r in reasons)
-                        + "\nThe classifier is for adult frontal chest radiographs; the image can still be "
-                          "viewed.", button=True)
+        self._set_scope(text, button=True)
 
     def _set_caution(self, caution: Any | None) -> None:
         """Show (or hide) the caution mark of a scored image (a :class:`~cxr_desktop.scope.Caution`)."""

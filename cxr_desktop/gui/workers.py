@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any, Callable
 
-from PySide6.QtCore import QObject, QThreadPool, Signal
+from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from cxr_desktop.errors import ImageError
@@ -36,7 +36,12 @@ if TYPE_CHECKING:  # torch-free at run time; imaging and superqt load when the f
 log = logging.getLogger(__name__)
 
 PREDICTION_CACHE_BYTES = 384 * 1024 * 1024
-IMAGE_CACHE_ITEMS = 4
+#: Decoded frames kept for the viewer (LRU by bytes): a multi-frame series plays from memory.
+IMAGE_CACHE_BYTES = 512 * 1024 * 1024
+#: During cine, frames decoded ahead of the one on screen (fewer when they would not fit the cache).
+PREFETCH_AHEAD = 8
+#: Decoded images of files other than the one asked for last, kept as well (going back is instant).
+OTHER_FILES_ITEMS = 4
 
 
 class WorkerRunner:
@@ -110,23 +115,60 @@ class LoadedStudy:
     presets: list[Preset] | None = None  # window presets for this image
     scope: Any = None  # ScopeResult of the input-safety rules (None: not checked)
     scope_settings: Any = None  # the ScopeSettings ``scope`` was checked under
+    frame_tags: list[tuple[str, str, str, str]] | None = None  # this frame's per-frame functional groups
+
+    @property
+    def nbytes(self) -> int:
+        """Memory held by this frame (pixels, colour, mask, display table index, prepared picture)."""
+        n = 4096
+        im = self.image
+        if im is not None:
+            for arr in (im.pixels, im.rgb, im.padding_mask):
+                n += int(getattr(arr, "nbytes", 0))
+        idx = getattr(self.mapper, "_idx", None)
+        n += int(getattr(idx, "nbytes", 0))
+        if self.prepared is not None:
+            n += int(self.prepared.sizeInBytes())
+        return n
+
+
+_IDENTIFYING: OrderedDict[tuple[Any, ...], frozenset[str]] = OrderedDict()  # per file version
+_IDENTIFYING_FILES = 32
+
+
+def _register_identifying(path: str) -> None:
+    """Register the file's PS3.15 Annex E values with the redactor, reading its header once per version."""
+    from cxr_desktop.imaging.loader import dicom_dataset, file_version
+    from cxr_desktop.redaction import REDACTOR, identifying_values, register_file
+
+    try:
+        version = file_version(path)
+        values = _IDENTIFYING.get(version)
+        if values is None:
+            values = frozenset(identifying_values(dicom_dataset(path)))
+            _IDENTIFYING[version] = values
+            while len(_IDENTIFYING) > _IDENTIFYING_FILES:
+                _IDENTIFYING.popitem(last=False)
+        REDACTOR.register_values(values)
+    except Exception:  # not DICOM, or a header the cache cannot parse: the redactor's own bounded read
+        register_file(path)
 
 
 def load_for_view(path: str, frame: int = 0, scope_settings: Any = None) -> LoadedStudy:
     """Decode one frame, prepare its display, run the input-safety rules, and for DICOM read its tags.
 
     Runs in a worker; never raises ImageError. ``scope`` stays None when the rules fail
-    (the window then checks again itself).
+    (the window then checks again itself). A DICOM file is parsed once for all its frames
+    (``reuse_parsed``: header, tags and redaction values come from that one parse).
     """
     from cxr_desktop.gui.canvas import packed_to_qimage
     from cxr_desktop.gui.display_mapper import DisplayMapper
     from cxr_desktop.gui.window_presets import presets_for
-    from cxr_desktop.imaging import load_image, read_dicom_tags
-    from cxr_desktop.redaction import register_file
+    from cxr_desktop.imaging.loader import load_image, read_dicom_tags, read_frame_tags
 
-    register_file(path)  # its PS3.15 Annex E values (names, IDs, dates, ...) never reach a crash log
+    _register_identifying(path)  # its PS3.15 Annex E values (names, IDs, dates, ...) never reach a crash log
     try:
-        image = load_image(path, frame=frame)
+        image = load_image(path, frame=frame, reuse_parsed=True)
     except ImageError as exc:
         return LoadedStudy(path, frame, None, exc)
     mapper = DisplayMapper(image)
@@ -135,7 +177,9 @@ def load_for_view(path: str, frame: int = 0, scope_settings: Any = None) -> Load
     out.scope, out.scope_settings = check_scope(image, scope_settings)
     if image.source_format == "dicom":
         try:
-            out.tags = read_dicom_tags(path)
+            out.tags = read_dicom_tags(path, reuse_parsed=True)
+            if image.frame_count > 1:
+                out.frame_tags = read_frame_tags(path, frame)
         except ImageError as exc:
             out.tags_error = exc.user_message()
     return out
@@ -212,27 +256,47 @@ class _LatestOnly:
 
 
 class ImageLoader(QObject):
-    """Decodes frames in a worker; only the latest request is reported (``loaded``)."""
+    """Decodes frames in a worker; only the latest request is reported (``loaded``).
+
+    Decoded frames stay in an LRU cache bounded by bytes (``cache_bytes``), so a
+    multi-frame series, once decoded, plays from memory. :meth:`prefetch` decodes
+    frames ahead (cine) while the worker has nothing asked for; ``busy`` is only about
+    the frame asked for, never about prefetching.
+    """
 
     loaded = Signal(object)  # LoadedStudy
     busy_changed = Signal(bool)
 
-    def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None):
+    def __init__(self, runner: WorkerRunner | None = None, parent: QObject | None = None,
+                 cache_bytes: int = IMAGE_CACHE_BYTES):
         super().__init__(parent)
         self.runner = runner or WorkerRunner("image-loader", threads=1)
-        self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self.busy_changed.emit)
+        self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self._queue_idle)
         self._wanted: tuple[str, int] | None = None
+        self._waiting = False  # the wanted frame is being decoded (not yet reported)
         self._cache: OrderedDict[tuple[str, int], LoadedStudy] = OrderedDict()
+        self._cache_bytes = 0
+        self.cache_limit = int(cache_bytes)
+        self._prefetch: list[tuple[str, int]] = []
+        self.decodes = 0  # frames decoded (cache misses and prefetches), for tests and benches
         self.scope_settings: Any = None  # ScopeSettings for the input-safety rules (None: defaults)
 
     @property
     def busy(self) -> bool:
-        return self._queue.busy
+        """The frame last asked for is still being decoded."""
+        return self._waiting
 
     @property
     def superseded(self) -> int:
         """Loads dropped before they ran because the user moved on."""
         return self._queue.superseded
+
+    @property
+    def cache_bytes(self) -> int:
+        return self._cache_bytes
+
+    def is_cached(self, path: str, frame: int) -> bool:
+        return (str(path), int(frame)) in self._cache
 
     def request(self, path: str, frame: int = 0) -> None:
         key = (str(path), int(frame))
@@ -241,28 +305,89 @@ class ImageLoader(QObject):
         if hit is not None:
             self._cache.move_to_end(key)
             self._queue.drop_pending()
-            self.busy_changed.emit(self._queue.busy)
+            self._set_waiting(False)
             self.loaded.emit(hit)
+            self._kick_prefetch()
             return
-        self._queue.submit(key, load_for_view, key[0], key[1], self.scope_settings)
+        self._set_waiting(True)
+        self._queue.submit(key, self._load, key[0], key[1], self.scope_settings)
+
+    def prefetch(self, path: str, frames: list[int]) -> None:
+        """Decode ``frames`` of ``path`` in this order while nothing is asked for (replaces the last list)."""
+        self._prefetch = [(str(path), int(f)) for f in frames]
+        self._kick_prefetch()
+
+    def stop_prefetch(self) -> None:
+        self._prefetch = []
 
     def forget(self, path: str) -> None:
         for key in [k for k in self._cache if k[0] == path]:
-            del self._cache[key]
+            self._cache_bytes -= self._cache.pop(key).nbytes
+        self._prefetch = [k for k in self._prefetch if k[0] != path]
+
+    def _load(self, path: str, frame: int, scope_settings: Any) -> LoadedStudy:
+        self.decodes += 1
+        return load_for_view(path, frame, scope_settings)
+
+    def _set_waiting(self, on: bool) -> None:
+        if on != self._waiting:
+            self._waiting = on
+            self.busy_changed.emit(on)
+
+    def _queue_idle(self, _busy: bool) -> None:
+        self.busy_changed.emit(self._waiting)
+
+    def _kick_prefetch(self) -> None:
+        if self._queue.busy:
+            return
+        while self._prefetch:
+            key = self._prefetch.pop(0)
+            if key not in self._cache:
+                self._queue.submit(key, self._load, key[0], key[1], self.scope_settings)
+                return
+
+    def _store(self, key: tuple[str, int], study: LoadedStudy) -> None:
+        old = self._cache.pop(key, None)
+        if old is not None:
+            self._cache_bytes -= old.nbytes
+        size = study.nbytes
+        if size > self.cache_limit:
+            return
+        self._cache[key] = study
+        self._cache_bytes += size
+        while self._cache_bytes > self.cache_limit:
+            _, dropped = self._cache.popitem(last=False)
+            self._cache_bytes -= dropped.nbytes
+        current = self._wanted[0] if self._wanted else key[0]
+        others = [k for k in self._cache if k[0] != current]  # oldest first
+        for k in others[:max(0, len(others) - OTHER_FILES_ITEMS)]:
+            self._cache_bytes -= self._cache.pop(k).nbytes
+
+    def prefetch_series(self, path: str, frame: int, frame_count: int) -> None:
+        """Cine: decode the frames after ``frame`` (wrapping), as many as fit the cache, up to
+        :data:`PREFETCH_AHEAD`."""
+        hit = self._cache.get((str(path), int(frame)))
+        per = hit.nbytes if hit is not None else 0
+        ahead = min(PREFETCH_AHEAD, frame_count - 1)
+        if per:
+            ahead = min(ahead, max(1, self.cache_limit // per // 2))
+        self.prefetch(path, [(frame + i) % frame_count for i in range(1, ahead + 1)])
 
     def _on_done(self, key: tuple[str, int], study: LoadedStudy) -> None:
         if study.image is not None:
-            self._cache[key] = study
-            while len(self._cache) > IMAGE_CACHE_ITEMS:
-                self._cache.popitem(last=False)
-        if key == self._wanted:
+            self._store(key, study)
+        if key == self._wanted and self._waiting:
+            self._set_waiting(False)
             self.loaded.emit(study)
+        if self._queue.pending is None:
+            QTimer.singleShot(0, self, self._kick_prefetch)  # after _LatestOnly has marked the job done
 
     def _on_failed(self, key: tuple[str, int], exc: Exception) -> None:
         log.warning("image loading failed unexpectedly: %s", type(exc).__name__)
-        if key == self._wanted:
+        if key == self._wanted and self._waiting:
             from cxr_desktop.errors import Reason
 
+            self._set_waiting(False)
             err = ImageError(Reason.UNREADABLE, f"The file could not be read ({type(exc).__name__}).", key[0])
             self.loaded.emit(LoadedStudy(key[0], key[1], None, err))
 

@@ -649,14 +649,16 @@ def probe_dicom(path: str | Path, *, max_pixels: int, max_bytes: int) -> ImageIn
 
 
 def load_dicom(path: str | Path, *, frame: int, max_pixels: int, max_bytes: int,
-               min_side: int = 0) -> StudyImage:
+               min_side: int = 0, parsed: DicomFile | None = None) -> StudyImage:
     """Decode one frame of a DICOM file into a :class:`StudyImage` in modality units.
 
     ``min_side`` > 0: a greyscale JPEG 2000 or JPEG Baseline frame may be decoded at a
     reduced resolution (see :mod:`.reduced`); anything else is decoded in full.
+    ``parsed``: the file as :func:`read_dicom` already read it (``header_only=False``), so
+    the frames of one file need one parse (see ``loader.load_image(reuse_parsed=True)``).
     """
     with quiet():
-        df = read_dicom(path, header_only=False, max_bytes=max_bytes)
+        df = parsed or read_dicom(path, header_only=False, max_bytes=max_bytes)
         hdr = check_header(df, path, max_pixels=max_pixels, max_bytes=max_bytes)
         if not 0 <= frame < hdr.frames:
             raise frame_error(frame, hdr.frames, path)
@@ -774,10 +776,29 @@ def _walk(ds: Dataset, depth: int, rows: list[tuple[str, str, str, str]]) -> Non
 def read_dicom_tags(path: str | Path) -> list[tuple[str, str, str, str]]:
     """(tag, name, VR, short value) of every header element, file meta first; no pixel data."""
     with quiet():
-        df = read_dicom(path, header_only=True, max_bytes=2**31)
-        rows: list[tuple[str, str, str, str]] = []
-        meta = getattr(df.ds, "file_meta", None)
+        return tag_rows(read_dicom(path, header_only=True, max_bytes=2**31).ds)
+
+
+def tag_rows(ds: Dataset) -> list[tuple[str, str, str, str]]:
+    """The tag panel's rows of a parsed dataset (file meta first; the pixel data left out)."""
+    rows: list[tuple[str, str, str, str]] = []
+    with quiet():
+        meta = getattr(ds, "file_meta", None)
         if meta is not None:
             _walk(meta, 0, rows)
-        _walk(df.ds, 0, rows)
+        _walk(ds, 0, rows)
+    return rows
+
+
+def frame_tag_rows(ds: Dataset, frame: int) -> list[tuple[str, str, str, str]]:
+    """Rows of one frame's Per-frame Functional Groups item (empty when the file has none)."""
+    rows: list[tuple[str, str, str, str]] = []
+    with quiet():
+        try:
+            items = ds.get("PerFrameFunctionalGroupsSequence")
+            item = items[frame] if items is not None and 0 <= frame < len(items) else None
+        except Exception:  # a damaged sequence: the panel shows the file's rows only
+            item = None
+        if item is not None:
+            _walk(item, 1, rows)
     return rows

@@ -9,10 +9,14 @@ from __future__ import annotations
 import operator
 import os
 import stat
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from cxr_desktop.errors import ImageError, Reason
+from cxr_desktop.imaging import dicom_io
 from cxr_desktop.imaging.dicom_io import load_dicom, probe_dicom, read_dicom_tags as _read_tags
 from cxr_desktop.imaging.raster import declared_size_check, load_raster, probe_raster
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
@@ -21,6 +25,10 @@ from cxr_desktop.imaging.types import ImageInfo, StudyImage
 DEFAULT_MAX_PIXELS = 12000 * 12000
 #: Largest declared pixel data (all frames, all samples) read by default.
 DEFAULT_MAX_BYTES = 2 * 1024**3
+
+#: Parsed DICOM files kept for ``reuse_parsed=True`` (the viewer): most files / bytes held.
+PARSED_CACHE_FILES = 4
+PARSED_CACHE_BYTES = 256 * 1024**2
 
 SUPPORTED_FORMATS = ("png", "jpeg", "tiff", "dicom")
 _HEAD_BYTES = 512
@@ -199,8 +207,92 @@ def _guarded(path: str | Path, action: Callable[[], T]) -> T:
                          "be damaged. Export the image again from the source system.", path) from None
 
 
+# --------------------------------------------------------------------------- parsed-file cache
+
+
+def file_version(path: str | Path) -> tuple[str, int, int, int]:
+    """(path, mtime in ns, size, inode): changes when the file is replaced or rewritten."""
+    st = os.stat(path)
+    return (str(path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+@dataclass
+class _Parsed:
+    """One parsed DICOM file (pixel data included) and what was derived from it."""
+
+    df: dicom_io.DicomFile
+    nbytes: int
+    lock: threading.Lock = field(default_factory=threading.Lock)  # pydicom datasets are not thread-safe
+    derived: dict[str, Any] = field(default_factory=dict)  # e.g. the tag panel's rows
+
+
+class _ParsedCache:
+    """Bounded LRU of parsed DICOM files keyed by :func:`file_version`, so that showing the
+    frames of one multi-frame file parses it once (not once per frame). Thread-safe."""
+
+    def __init__(self, files: int = PARSED_CACHE_FILES, max_bytes: int = PARSED_CACHE_BYTES):
+        self.files = files
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[tuple[Any, ...], _Parsed] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str | Path, max_bytes: int) -> _Parsed:
+        """The parsed file (read now when not held); ImageError as :func:`load_image` raises it."""
+        try:
+            key = (*file_version(path), max_bytes)
+        except OSError:
+            _format_of(path)  # raises the precise reason (moved, no permission, ...)
+            raise
+        with self._lock:
+            hit = self._items.get(key)
+            if hit is not None:
+                self._items.move_to_end(key)
+                return hit
+        if _format_of(path) != "dicom":
+            raise ImageError(Reason.NOT_AN_IMAGE, "This file is not DICOM, so it has no DICOM tags.", path)
+        with dicom_io.quiet():
+            df = dicom_io.read_dicom(path, header_only=False, max_bytes=max_bytes)
+        length = df.pixel_length if df.pixel_length not in (None, dicom_io.UNDEFINED_LENGTH) else 0
+        entry = _Parsed(df, max(int(key[2]), int(length or 0)))
+        if entry.nbytes <= self.max_bytes:
+            with self._lock:
+                self._items[key] = entry
+                while len(self._items) > self.files or sum(e.nbytes for e in self._items.values()) > self.max_bytes:
+                    self._items.popitem(last=False)
+        return entry
+
+    def fits(self, path: str | Path) -> bool:
+        """Whether ``path`` is small enough to be kept (a larger file is read the usual way)."""
+        try:
+            return os.stat(path).st_size <= self.max_bytes
+        except OSError:
+            return True  # get() raises the precise reason
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+PARSED = _ParsedCache()
+
+
+def dicom_dataset(path: str | Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> Any:
+    """The pydicom Dataset of a DICOM file for reading (from the parsed-file cache; a file too
+    large for it is parsed up to its pixel data only)."""
+    def run() -> Any:
+        if PARSED.fits(path):
+            return PARSED.get(path, max_bytes).df.ds
+        if _format_of(path) != "dicom":
+            raise ImageError(Reason.NOT_AN_IMAGE, "This file is not DICOM.", path)
+        with dicom_io.quiet():
+            return dicom_io.read_dicom(path, header_only=True, max_bytes=max_bytes).ds
+
+    return _guarded(path, run)
+
+
 def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MAX_PIXELS,
-               max_bytes: int = DEFAULT_MAX_BYTES, min_side: int = 0) -> StudyImage:
+               max_bytes: int = DEFAULT_MAX_BYTES, min_side: int = 0,
+               reuse_parsed: bool = False) -> StudyImage:
     """Read one frame of a PNG / JPEG / TIFF / DICOM file as a :class:`StudyImage`.
 
     ``pixels`` are grey float32 in modality units; see :class:`StudyImage`. Sizes are
@@ -211,6 +303,10 @@ def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MA
     (JPEG, greyscale JPEG 2000 and JPEG Baseline DICOM), keeping both sides >= ``min_side``;
     ``source_shape`` then holds the stored size. For model input only (screening, training):
     see :mod:`cxr_desktop.imaging.reduced`.
+
+    ``reuse_parsed``: a DICOM file is parsed once and kept in a small bounded cache
+    (:data:`PARSED`, keyed by path, mtime and size), so the viewer decodes the next frame
+    without reading the file again. Batch work (screening, training) leaves it off.
     """
     def run() -> StudyImage:
         fmt = _format_of(path)
@@ -222,6 +318,11 @@ def load_image(path: str | Path, *, frame: int = 0, max_pixels: int = DEFAULT_MA
             raise ImageError(Reason.FRAME_OUT_OF_RANGE, "The frame number must be a whole number "
                              "(0 for the first frame).", path)
         if fmt == "dicom":
+            if reuse_parsed and PARSED.fits(path):
+                entry = PARSED.get(path, max_bytes)
+                with entry.lock:
+                    return load_dicom(path, frame=index, max_pixels=max_pixels, max_bytes=max_bytes,
+                                      min_side=min_side, parsed=entry.df)
             return load_dicom(path, frame=index, max_pixels=max_pixels, max_bytes=max_bytes, min_side=min_side)
         return load_raster(path, fmt, frame=index, max_pixels=max_pixels, max_bytes=max_bytes,
                            min_side=min_side)
@@ -248,14 +349,34 @@ def probe(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS,
     return _guarded(path, run)
 
 
-def read_dicom_tags(path: str | Path) -> list[tuple[str, str, str, str]]:
+def read_dicom_tags(path: str | Path, *, reuse_parsed: bool = False) -> list[tuple[str, str, str, str]]:
     """(tag "(gggg,eeee)", name, VR, short value) for the viewer's tag panel; no pixel data.
 
+    ``reuse_parsed``: rows come from the parsed-file cache (computed once per file version).
     Raises :class:`ImageError` (NOT_AN_IMAGE for non-DICOM files).
     """
     def run() -> list[tuple[str, str, str, str]]:
+        if reuse_parsed and PARSED.fits(path):
+            entry = PARSED.get(path, DEFAULT_MAX_BYTES)
+            with entry.lock:
+                if "tags" not in entry.derived:
+                    entry.derived["tags"] = tuple(dicom_io.tag_rows(entry.df.ds))
+                return list(entry.derived["tags"])
         if _format_of(path) != "dicom":
             raise ImageError(Reason.NOT_AN_IMAGE, "This file is not DICOM, so it has no DICOM tags.", path)
         return _read_tags(path)
+
+    return _guarded(path, run)
+
+
+def read_frame_tags(path: str | Path, frame: int) -> list[tuple[str, str, str, str]]:
+    """Rows of frame ``frame``'s Per-frame Functional Groups item (empty without one), from
+    the parsed-file cache. Raises :class:`ImageError` like :func:`read_dicom_tags`."""
+    def run() -> list[tuple[str, str, str, str]]:
+        if not PARSED.fits(path):
+            return dicom_io.frame_tag_rows(dicom_dataset(path), int(frame))
+        entry = PARSED.get(path, DEFAULT_MAX_BYTES)
+        with entry.lock:
+            return dicom_io.frame_tag_rows(entry.df.ds, int(frame))
 
     return _guarded(path, run)
