@@ -17,6 +17,11 @@ with the tool's defaults (batch size, workers).
 
 Usage: python bench/bench_resume_kill.py [--files 150] [--seed 0] [--kill-min 2] [--kill-max 20]
        [--max-restarts 15] [--baseline-tree /tmp/old] [--first-row-trials 3] [--baseline-kill-loop]
+       [--no-kill-loop] [--nice N]
+
+CPU seconds of the process tree until the first durable row are printed beside the
+wall times: they hardly depend on how busy the machine is, the wall times do (on a
+2-core machine shared with other work, a start can take longer than the kill delay).
 """
 
 from __future__ import annotations
@@ -69,14 +74,16 @@ def make_inputs(folder: Path, n: int, data: Path = DATA) -> list[str]:
 class Tree:
     """A source tree to run ``cxr-screen`` from (its own ONNX cache, so neither reuses the other's)."""
 
-    def __init__(self, label: str, root: Path, cache: Path, model: Path):
-        self.label, self.root, self.cache, self.model = label, root, cache, model
+    def __init__(self, label: str, root: Path, cache: Path, model: Path, nice: int = 0):
+        self.label, self.root, self.cache, self.model, self.nice = label, root, cache, model, nice
 
     def start(self, folder: Path, out: Path, *extra: str) -> subprocess.Popen:
         env = dict(os.environ, PYTHONPATH=str(self.root), CXR_CACHE_DIR=str(self.cache))
         cmd = [sys.executable, "-m", "cxr_desktop.cli.screen", str(folder), "--out", str(out),
                "--model", str(self.model), "--device", "cpu", *extra]
-        proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        nice = self.nice
+        proc = subprocess.Popen(cmd, cwd=self.root, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                preexec_fn=(lambda: os.nice(nice)) if nice else None)
         _STARTED.append(proc)
         return proc
 
@@ -238,6 +245,9 @@ def main() -> None:
     ap.add_argument("--baseline-kill-loop", action="store_true", help="also run the kill loop on the baseline")
     ap.add_argument("--no-kill-loop", action="store_true", help="only the first-durable-row figures")
     ap.add_argument("--model", type=Path, default=MODEL)
+    ap.add_argument("--nice", type=int, default=0,
+                    help="niceness of the screening processes (negative needs root): on a machine shared with "
+                         "other work, e.g. -10 approximates a machine of its own; say so beside the figures")
     args = ap.parse_args()
     import signal
 
@@ -249,11 +259,13 @@ def main() -> None:
         names = make_inputs(folder, args.files)
         print(f"inputs: {len(names)} files in {folder} (load average {os.getloadavg()[0]:.1f}, "
               f"{os.cpu_count()} CPUs)", flush=True)
-        new = Tree("this tree", REPO, work / "cache-new", args.model)
+        if args.nice:
+            print(f"screening processes run at niceness {args.nice}")
+        new = Tree("this tree", REPO, work / "cache-new", args.model, args.nice)
         trees = [new]
         if args.baseline_tree:
             trees.append(Tree(f"baseline {args.baseline_tree}", args.baseline_tree.resolve(), work / "cache-old",
-                              args.model))
+                              args.model, args.nice))
 
         refs = {}
         for tree in trees:  # also warms each tree's ONNX cache
