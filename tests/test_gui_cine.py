@@ -138,12 +138,12 @@ def test_tags_panel_shows_the_current_frames_values_without_rebuilding(qtbot, wi
         rows = tags.visible_rows()
         return rows[:rows.index(next(r for r in rows if r[0] == "(0002,0000)" or r[0].startswith("(0002,")))]
 
-    assert frame_rows()[0][1] == "Frame 1 of 3: per-frame values"
+    assert frame_rows()[0][0] == "Frame 1 of 3: per-frame functional groups"
     assert any(r[1].endswith("Image Position (Patient)") and r[3] == positions[0] for r in frame_rows())
     rebuilds = tags.rebuilds
     with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
         window.go_to_frame(2)
-    assert frame_rows()[0][1] == "Frame 3 of 3: per-frame values"
+    assert frame_rows()[0][0] == "Frame 3 of 3: per-frame functional groups"
     shown = [r[3] for r in frame_rows() if r[1].endswith("Image Position (Patient)")]
     assert shown == [positions[2]]
     assert tags.rebuilds == rebuilds  # the file's rows were kept, only the frame rows changed
@@ -154,7 +154,7 @@ def test_tags_panel_shows_the_current_frames_values_without_rebuilding(qtbot, wi
         window.go_to_frame(1)
     window.side_tabs.setCurrentWidget(window.tags)
     assert [r[3] for r in frame_rows() if r[1].endswith("Image Position (Patient)")] == [positions[1]]
-    assert frame_rows()[0][1] == "Frame 2 of 3: per-frame values"
+    assert frame_rows()[0][0] == "Frame 2 of 3: per-frame functional groups"
 
 
 def test_frame_cache_keeps_to_its_memory_cap(qtbot, window, dicom_dir, tmp_path):

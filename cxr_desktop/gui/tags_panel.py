@@ -109,12 +109,13 @@ class TagsPanel(QWidget):
             self._frame_shown = None
             return
         index, count, rows = want
-        heading = ("", f"Frame {index + 1} of {count}: per-frame values", "", "")
+        heading = (f"Frame {index + 1} of {count}: per-frame functional groups", "", "", "")
         wanted = [heading, *rows]
         same_shape = len(wanted) == len(self._frame_items) and all(  # the heading's text changes anyway
             item.text(0) == r[0] and item.text(1) == r[1] for item, r in zip(self._frame_items[1:], rows))
         if same_shape:  # usual case: the same elements, other values - change only what differs
-            for item, r in zip(self._frame_items, wanted):
+            self._frame_items[0].setText(0, heading[0])
+            for item, r in zip(self._frame_items[1:], rows):
                 for c in (1, 3):
                     if item.text(c) != r[c]:
                         item.setText(c, str(r[c]))
@@ -127,8 +128,9 @@ class TagsPanel(QWidget):
                 self._frame_items = [self._item(r) for r in wanted]
                 bold = QFont(tree.font())
                 bold.setBold(True)
-                self._frame_items[0].setFont(1, bold)
+                self._frame_items[0].setFont(0, bold)
                 tree.insertTopLevelItems(0, self._frame_items)
+                self._frame_items[0].setFirstColumnSpanned(True)  # the heading reads across the columns
             finally:
                 tree.setUpdatesEnabled(True)
         self._frame_shown = want
