@@ -194,3 +194,20 @@ def test_parsed_file_cache_reads_once_per_file_version(tmp_path, dicom_dir, spie
     _COUNTED.viewer = False
     assert reads[(str(path), False)] == 5
     assert len(PARSED._items) <= PARSED.files
+
+
+def test_the_rate_label_says_when_frames_come_slower_than_set(qtbot, window, dicom_dir, tmp_path):
+    path = copy_of(dicom_dir, "emri_small.dcm", tmp_path)
+    open_and_wait(qtbot, window, path)
+    reading = window.reading
+    reading.set_cine_fps(30)
+    assert reading.start_cine()
+    reading.stop_cine()
+    reading._cine_shown.extend([0.0, 0.1, 0.2, 0.3, 0.4])  # frames that reached the screen at 10/s
+    assert reading.achieved_fps == pytest.approx(10.0)
+    reading._show_rate()
+    assert reading.cine_label.text() == "Cine 30/s set: 10.0/s achieved (frames decode slower)"
+    reading._cine_shown.clear()
+    reading._cine_shown.extend([i / 30 for i in range(10)])
+    reading._show_rate()
+    assert reading.cine_label.text() == "Cine 30/s"
