@@ -1,9 +1,11 @@
 """Screenshots of the reading room under Xvfb: a 1x2 compare with heatmaps and the docked worklist.
 
 Four real chest radiographs from ``../shared/data/cxr`` are wrapped as DICOM (two of them for the
-same made-up patient, different study dates) in a temporary folder. The real main window
-(default demonstration model unless ``--model``) opens them, Shift+P puts the prior beside the
-current image, heatmaps are shown (below-threshold maps on request, labelled so), Tools >
+same made-up patient, different study dates) in a temporary folder; the prior is put in the
+local PACS study cache only (as a retrieve would leave it, with P1's StudyCache), not in the
+opened folder. The real main window (default demonstration model unless ``--model``) opens the
+folder, Shift+P finds the prior in the cache and puts it beside the current image (the prior's
+pane is then made active and a W/L preset key applied to it, linked), heatmaps are shown (below-threshold maps on request, labelled so), Tools >
 Screen a folder screens the folder and its results fill the docked worklist; U opens the
 highest-scored unread study. Screenshots: dark theme (default) and light; then a linked, zoomed
 2x2 layout with all four studies and their heatmaps.
@@ -71,7 +73,18 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir()
     cxr = args.data / "cxr"
     current = wrap_as_dicom(cxr / "tbx11k_tb_tb0005.png", folder / "p1_2024.dcm", "DEMO-1", "20240310")
-    prior = wrap_as_dicom(cxr / "tbx11k_tb_tb0007.png", folder / "p1_2021.dcm", "DEMO-1", "20210105")
+    retrieved = tmp / "retrieved"
+    retrieved.mkdir()
+    prior_src = wrap_as_dicom(cxr / "tbx11k_tb_tb0007.png", retrieved / "p1_2021.dcm", "DEMO-1", "20210105")
+    import pydicom
+
+    from cxr_desktop.pacs import StudyCache
+    from cxr_desktop.pacs.cache import default_cache_root
+
+    ds = pydicom.dcmread(prior_src, stop_before_pixels=True)
+    with StudyCache(default_cache_root()).staging(ds.StudyInstanceUID) as stage:  # the prior: in the cache only
+        stage.add(ds.SOPInstanceUID, prior_src.read_bytes())
+    prior_src.unlink()
     wrap_as_dicom(cxr / "tbx11k_health_h0001.png", folder / "p2_2023.dcm", "DEMO-2", "20230707")
     wrap_as_dicom(cxr / "00000001_000.png", folder / "p3_2022.dcm", "DEMO-3", "20221111")
 
@@ -100,10 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     win.overlay_panel.set_show_below(True)  # maps below the threshold too, labelled as such
     pump(lambda: win.current_outcome is not None and win.current_outcome.result is not None)
     room = win.reading_room
+    found: list = []
+    room.prior_searched.connect(found.append)
     room.actions["prior"].trigger()
+    pump(lambda: bool(found))
+    print("prior from the PACS cache:", found[0] is not None and "pacs-studies" in found[0].path)
     pane = room.panes[0]
     pump(lambda: pane.outcome is not None and pane.outcome.result is not None)
     room.actions["link"].trigger()
+    room.set_active(1)  # the prior's pane: the view keys act on it, linked panes follow W/L
+    win.actions["preset_3"].trigger()
+    print("preset on the active pane:", room.active_canvas().window, "pane 0:", win.canvas.window)
 
     dialog = win._optional_dialog("screening_panel", "ScreeningDialog", "Screening")
     room.attach_screening(dialog)
@@ -117,6 +137,8 @@ def main(argv: list[str] | None = None) -> int:
     wl = room.worklist.model
     pump(lambda: wl.data(wl.index(0, ReadingWorklistModel.COL_DATE)) != "", 30)
     room.worklist.step_unread(+1)
+    room.worklist.toggle_read()  # read status, saved beside the screening results
+    room.set_active(1)
     pump(lambda: win.current_image is not None and win.current_outcome is not None
          and win.current_outcome.result is not None)
     for _ in range(30):
@@ -138,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     room.set_theme("dark")
     # 2x2: the other two studies in panes 3 and 4, linked and zoomed
     room.set_layout("2x2")
-    for i, name in ((2, "p2_2023.dcm"), (3, "p3_2022.dcm")):
+    for i, name in ((2, "p2_2023.dcm"), (3, "p3_2022.dcm")):  # pane 1 keeps the prior
         room.open_in_pane(i, str(folder / name))
     pump(lambda: all(p.outcome is not None and p.outcome.result is not None for p in room.panes))
     room.set_active(0)

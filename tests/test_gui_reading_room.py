@@ -21,7 +21,7 @@ from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, find_prior, read_facts
 from cxr_desktop.gui.theme import current_theme, is_dark
-from cxr_desktop.gui.worklist_dock import ReadingWorklistModel
+from cxr_desktop.gui.worklist_dock import ReadingWorklistModel, WorklistDock, read_status_path
 from cxr_desktop.imaging.types import Window
 from cxr_desktop.scope.learned import Caution
 from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, ResultRow
@@ -140,7 +140,9 @@ def test_prior_opens_beside_the_current_image_with_the_shortcut(qtbot, window, s
     # the earliest study has no prior: said in the status bar, nothing opened
     with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
         window.study_list.select_path(str(studies["older"]))
-    assert room.open_prior() is False
+    with qtbot.waitSignal(room.prior_searched, timeout=TIMEOUT) as searched:
+        assert room.open_prior()  # the headers are read in a worker
+    assert searched.args[0] is None
     assert "No prior found" in window.statusBar().currentMessage()
     assert room.panes[0].path == str(studies["prior"])
 
@@ -202,6 +204,135 @@ def test_linked_zoom_pan_and_window_follow_unlinked_do_not(qtbot, window, studie
     main.zoom_by(2.0)
     main.set_window(Window(center=2000.0, width=500.0, function="LINEAR", source="manual", explanation="manual"))
     assert (other.zoom, other.window) == before
+
+
+def _compare(qtbot, window, studies):
+    """The current study in pane 0, its prior in pane 1, pane 1 made active by a click (as a reader does)."""
+    room = window.reading_room
+    open_main(qtbot, window, studies["current"])
+    room.set_layout("1x2")
+    open_pane(qtbot, window, 1, studies["prior"])
+    qtbot.wait(20)
+    pane1 = room.frames[1].canvas
+    qtbot.mouseClick(pane1.viewport(), Qt.MouseButton.LeftButton, pos=pane1.viewport().rect().center())
+    assert room.active == 1 and room.active_canvas() is pane1
+    window.activateWindow()
+    pane1.setFocus()
+    return room, room.frames[0].canvas, pane1
+
+
+def _state(canvas) -> tuple:
+    return (round(canvas.zoom / canvas.fit_zoom(), 3), canvas.fitting, canvas.orientation, canvas.inverted,
+            canvas.window)
+
+
+def test_view_keys_act_on_the_active_pane_not_pane_0(qtbot, window, studies):
+    room, main, pane1 = _compare(qtbot, window, studies)
+    main_before = _state(main)
+    qtbot.keyClick(pane1, Qt.Key.Key_Plus)  # zoom in
+    assert pane1.zoom / pane1.fit_zoom() == pytest.approx(1.25, rel=0.02) and not pane1.fitting
+    qtbot.keyClick(pane1, Qt.Key.Key_R)  # rotate right
+    assert pane1.orientation == (0, -1, 1, 0)
+    qtbot.keyClick(pane1, Qt.Key.Key_H)  # flip horizontal
+    assert pane1.orientation != (0, -1, 1, 0)
+    qtbot.keyClick(pane1, Qt.Key.Key_I)  # invert
+    assert pane1.inverted and window.actions["invert"].isChecked()
+    # the Presets menu offers the active pane's image's presets; Ctrl+3 applies the third to pane 1
+    pane_presets = room.panes[0].presets
+    assert window.presets == pane_presets and pane_presets[2].window is not None
+    qtbot.keyClick(pane1, Qt.Key.Key_3, Qt.KeyboardModifier.ControlModifier)
+    assert pane1.window == pane_presets[2].window
+    qtbot.keyClick(pane1, Qt.Key.Key_1)  # 1:1
+    assert pane1.zoom == pytest.approx(1.0, rel=0.01)
+    assert _state(main) == main_before  # pane 0 untouched by every key
+    qtbot.keyClick(pane1, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)  # reset view: pane 1 only
+    assert pane1.fitting and pane1.orientation == (1, 0, 0, 1) and not pane1.inverted
+    assert _state(main) == main_before
+    # back on pane 0, the same keys act there and leave pane 1 alone
+    qtbot.mouseClick(main.viewport(), Qt.MouseButton.LeftButton, pos=main.viewport().rect().center())
+    assert room.active == 0 and window.presets == room._main_presets  # the menu is pane 0's again
+    pane1_before = _state(pane1)
+    qtbot.keyClick(main, Qt.Key.Key_Plus)
+    assert main.zoom / main.fit_zoom() == pytest.approx(1.25, rel=0.02)
+    qtbot.keyClick(main, Qt.Key.Key_R)
+    assert main.orientation == (0, -1, 1, 0)
+    assert _state(pane1) == pane1_before
+
+
+def test_link_rules_zoom_pan_window_and_inversion_follow_orientation_does_not(qtbot, window, studies):
+    room, main, pane1 = _compare(qtbot, window, studies)
+    qtbot.keyClick(pane1, Qt.Key.Key_L)  # link
+    assert room.link.enabled
+    qtbot.keyClick(pane1, Qt.Key.Key_Plus)
+    qtbot.keyClick(pane1, Qt.Key.Key_Plus)
+    assert main.zoom / main.fit_zoom() == pytest.approx(pane1.zoom / pane1.fit_zoom(), rel=0.02)
+    assert centre_fraction(main) == pytest.approx(centre_fraction(pane1), abs=0.02)
+    qtbot.keyClick(pane1, Qt.Key.Key_4, Qt.KeyboardModifier.ControlModifier)  # a W/L preset follows
+    assert pane1.window is not None and main.window == pane1.window
+    qtbot.keyClick(pane1, Qt.Key.Key_I)  # inversion follows (same grey-level polarity to compare)
+    assert pane1.inverted and main.inverted
+    qtbot.keyClick(pane1, Qt.Key.Key_R)  # orientation is per pane: each image's own acquisition
+    qtbot.keyClick(pane1, Qt.Key.Key_V)
+    assert pane1.orientation != (1, 0, 0, 1) and main.orientation == (1, 0, 0, 1)
+    qtbot.keyClick(pane1, Qt.Key.Key_F)  # fit follows
+    assert pane1.fitting and main.fitting
+    qtbot.keyClick(pane1, Qt.Key.Key_R, Qt.KeyboardModifier.ControlModifier)  # reset: inversion follows
+    assert not pane1.inverted and not main.inverted and pane1.orientation == (1, 0, 0, 1)
+    # unlinked: inversion stays per pane
+    qtbot.keyClick(pane1, Qt.Key.Key_L)
+    qtbot.keyClick(pane1, Qt.Key.Key_I)
+    assert pane1.inverted and not main.inverted
+
+
+def _cache_study(cache, path: Path) -> None:
+    """Put the DICOM file at ``path`` into the PACS study cache as one complete study (P1's API)."""
+    import pydicom
+
+    ds = pydicom.dcmread(path)
+    with cache.staging(ds.StudyInstanceUID) as stage:
+        stage.add(ds.SOPInstanceUID, path.read_bytes())
+    path.unlink()  # only the cache holds it now
+
+
+def test_prior_found_in_the_pacs_cache_when_not_in_the_study_list(qtbot, window, studies, tmp_path):
+    from cxr_desktop.pacs import StudyCache
+
+    room = window.reading_room
+    cache_root = room.pacs_cache_root()
+    assert cache_root == tmp_path / "cache" / "pacs-studies"  # the app's default cache, under CXR_CACHE_DIR
+    cache = StudyCache(cache_root)
+    elsewhere = tmp_path / "retrieved"
+    elsewhere.mkdir()
+    cached = {name: make_study(elsewhere / f"{name}.dcm", pid, date, seed=seed) for name, pid, date, seed in (
+        ("prior_2022", "PAT-1", "20220704", 11),  # the latest earlier study: the one expected
+        ("prior_2019", "PAT-1", "20190101", 12),
+        ("later", "PAT-1", "20250101", 13),  # after the current study: never a prior
+        ("other", "PAT-9", "20230101", 14),  # another patient
+    )}
+    for path in cached.values():
+        _cache_study(cache, path)
+    assert len(cache.studies()) == 4
+    open_main(qtbot, window, studies["current"])  # the study list holds only the current study
+    assert [e.path for e in window.study_list.entries()] == [str(studies["current"])]
+    window.activateWindow()
+    window.canvas.setFocus()
+    with qtbot.waitSignal(room.prior_searched, timeout=TIMEOUT) as searched:
+        with qtbot.waitSignal(room.panes[0].image_shown, timeout=TIMEOUT) as shown:
+            qtbot.keyClick(window.canvas, Qt.Key.Key_P, Qt.KeyboardModifier.ShiftModifier)
+    prior = searched.args[0]
+    assert prior.study_date == "20220704" and prior.patient_id == "PAT-1"
+    assert Path(prior.path).parent.parent == cache_root and shown.args[0].path == prior.path
+    assert room.layout_name == "1x2" and room.frames[1].text().startswith("2022-07-04")
+    assert room.frames[1].text().endswith(" - prior from the PACS cache")  # cached files have hashed names
+    # the study list's prior (2021) is older than the cached one (2022): the cached one still wins
+    with qtbot.waitSignal(window.study_list.scan_finished, timeout=TIMEOUT):
+        window.open_paths([str(studies["prior"])])
+    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
+        window.study_list.select_path(str(studies["current"]))
+    with qtbot.waitSignal(room.prior_searched, timeout=TIMEOUT) as searched:
+        room.open_prior()
+    assert searched.args[0].study_date == "20220704"
+    assert sorted(p.name for p in cache_root.iterdir()) == sorted(s.key for s in cache.studies())  # unchanged
 
 
 # ------------------------------------------------------------------ one result per pane
@@ -326,6 +457,43 @@ def test_worklist_dock_next_unread_by_score_and_mark_read(qtbot, window, studies
     assert dock.isVisible() and not dock.isFloating()
     window.canvas.zoom_by(2.0)  # the viewer still answers
     assert window.canvas.zoom / window.canvas.fit_zoom() == pytest.approx(2.0, rel=0.02)
+
+
+def test_read_status_survives_reopening_the_dock_on_the_same_run_folder(qtbot, window, studies, tmp_path):
+    folder = studies["current"].parent
+    root = tmp_path / "results"
+    dock = WorklistDock(results_root=root)
+    qtbot.addWidget(dock)
+    dock.set_results(folder, _rows())
+    assert dock.model.unread_count() == 5
+    dock.set_read(dock.model.index_of("b_prior.dcm"))
+    dock.set_read(dock.model.index_of("zz_broken.dcm"))
+    status = read_status_path(folder, root)
+    text = status.read_text()
+    assert "b_prior" not in text and "PAT-1" not in text and str(folder) not in text  # hashes only
+    dock.shutdown(2000)
+    # a new dock (a new session) on the same folder: the marks are back; rows of another folder are unread
+    again = WorklistDock(results_root=root)
+    qtbot.addWidget(again)
+    again.set_results(folder, _rows())
+    m = again.model
+    assert [m.data(m.index(i, ReadingWorklistModel.COL_READ)) for i in range(m.rowCount())] == [
+        "read" if m.row_at(i).path in ("b_prior.dcm", "zz_broken.dcm") else "unread" for i in range(m.rowCount())]
+    assert "3 unread" in again.summary.text()
+    again.set_read(m.index_of("b_prior.dcm"), False)  # unmarking is saved too
+    other = tmp_path / "other_run"
+    other.mkdir()
+    again.set_results(other, _rows())
+    assert again.model.unread_count() == 5
+    again.set_results(folder, _rows())
+    assert again.model.unread_count() == 4
+    again.shutdown(2000)
+    status.write_text("{ torn")  # a damaged file: rows start unread, nothing crashes
+    third = WorklistDock(results_root=root)
+    qtbot.addWidget(third)
+    third.set_results(folder, _rows())
+    assert third.model.unread_count() == 5
+    third.shutdown(2000)
 
 
 # ------------------------------------------------------------------ theme and screen size

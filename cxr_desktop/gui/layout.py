@@ -5,23 +5,35 @@ as before); panes 1-3 are :class:`~cxr_desktop.gui.pane.ComparePane` objects wit
 their own image, result and heatmap. The active pane (click it) has a highlighted
 frame and drives the decision-aid panel. With views linked, zoom and pan (as a
 fraction of each image, so a prior of another size follows sensibly) and
-window/level follow whichever pane the reader moves. Shift+P opens the prior of
-the current image (same Patient ID, earlier Study Date, among the opened studies)
-beside it. Patient facts are read from headers for the screen only, never logged.
+window/level follow whichever pane the reader moves.
+
+Keyboard view actions (zoom in/out, fit, 1:1, rotate/flip, invert, W/L presets and
+reset, reset view) act on the ACTIVE pane. Link rules (key L): zoom, pan and W/L
+are linked (a reader compares the same region at the same window); inversion is
+linked too (it is part of how grey levels are shown, and a prior in the other
+polarity would read as a change); rotation and flips are never linked: they
+correct one image's acquisition orientation, and turning a correctly oriented
+prior with the current one would mis-orient it.
+
+Shift+P opens the prior of the current image (same Patient ID, latest earlier
+Study Date, among the study list and the local PACS study cache) beside it; the
+headers are read in a worker. Patient facts are for the screen only, never logged.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from PySide6.QtCore import QEvent, QObject, QPointF, QRect, Qt
+from PySide6.QtCore import QEvent, QObject, QPointF, QRect, Qt, Signal
 from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QPixmapCache
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QMenu, QSizePolicy, QVBoxLayout, QWidget
 
 from cxr_desktop.gui.canvas import ImageCanvas
 from cxr_desktop.gui.pane import ComparePane, score_text
-from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, find_prior, read_facts
+from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, search_prior
 from cxr_desktop.gui.theme import THEMES, apply_theme
+from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.gui.worklist_dock import WorklistDock
 
 if TYPE_CHECKING:
@@ -32,6 +44,19 @@ DEFAULT_SIZE = (1400, 900)
 SCREEN_SHARE = 0.92  # the window opens at most this share of the available screen
 PANE_MIN_SIZE = (120, 90)  # logical pixels: a 2x2 layout with the worklist fits 960x540 (1080p at scale 2)
 PAN_CACHE_KIB_PER_PANE = 2 * 16 * 1024  # pixmap-cache room for a pane's image + heatmap caches (a limit, not a use)
+
+# keyboard view actions, applied to the active pane's canvas (see the module docstring for what links)
+VIEW_ACTIONS: dict[str, Callable[[ImageCanvas], object]] = {
+    "fit": ImageCanvas.fit,
+    "actual_size": ImageCanvas.actual_size,
+    "zoom_in": lambda c: c.zoom_by(1.25),
+    "zoom_out": lambda c: c.zoom_by(0.8),
+    "rotate_cw": ImageCanvas.rotate_clockwise,  # orientation: this pane only, even when linked
+    "rotate_ccw": ImageCanvas.rotate_counterclockwise,
+    "flip_h": ImageCanvas.flip_horizontal,
+    "flip_v": ImageCanvas.flip_vertical,
+    "reset_window": ImageCanvas.reset_window,  # W/L: linked panes follow through ViewLink
+}
 
 
 def initial_geometry(available: QRect, wanted: tuple[int, int] = DEFAULT_SIZE) -> QRect:
@@ -144,10 +169,19 @@ class ViewLink(QObject):
         finally:
             self._busy = False
 
+    def inversion_set(self, source: ImageCanvas) -> None:
+        """Linked panes take ``source``'s inversion (orientation is never linked)."""
+        if not self.enabled or source.image is None:
+            return
+        for c in self._others(source):
+            if c.inverted != source.inverted:
+                c.set_inverted(source.inverted)
+
     def sync_from(self, source: ImageCanvas) -> None:
-        """Bring every other pane to ``source``'s view and window now (linking switched on)."""
+        """Bring every other pane to ``source``'s view, window and inversion now (linking switched on)."""
         self.view_moved(source)
         self.window_moved(source, source.window)
+        self.inversion_set(source)
 
 
 class _ActivateOnClick(QObject):
@@ -164,8 +198,13 @@ class _ActivateOnClick(QObject):
 class ReadingRoom(QObject):
     """The layouts of a main window: panes, active pane, linking, prior lookup, and their menu."""
 
+    prior_searched = Signal(object)  # StudyFacts of the prior opened, or None (none found)
+
     def __init__(self, window: MainWindow):
         super().__init__(window)
+        self._prior_runner = WorkerRunner("prior-lookup", threads=1)
+        self._prior_token = 0
+        self._main_presets: list = []  # the main image's window presets (the menu may show another pane's)
         self.window = window
         self.panes: list[ComparePane] = [ComparePane(window, self) for _ in range(3)]
         self.frames = [PaneFrame(window.canvas)] + [PaneFrame(p.canvas) for p in self.panes]
@@ -176,7 +215,6 @@ class ReadingRoom(QObject):
         self.link = ViewLink(self.canvases, self)
         self.layout_name = "1x1"
         self.active = 0
-        self._facts: dict[str, StudyFacts] = {}
         for i, frame in enumerate(self.frames):
             frame.canvas.setMinimumSize(*PANE_MIN_SIZE)  # four panes and the docks still fit a small screen
             self.link.attach(frame.canvas)
@@ -185,7 +223,9 @@ class ReadingRoom(QObject):
             frame.canvas.installEventFilter(watcher)
         for i, pane in enumerate(self.panes, start=1):
             pane.changed.connect(lambda i=i: self._pane_changed(i))
+            pane.image_shown.connect(lambda _im, i=i: self._offer_active_presets() if i == self.active else None)
         window.image_displayed.connect(lambda _im: self._pane_changed(0))
+        window.image_displayed.connect(self._main_image_shown)
         window.prediction_shown.connect(self._main_result_shown)
         window.models.ready.connect(self._model_ready)
         window.overlay_panel.colormap_changed.connect(lambda _c: self._redraw_overlays())
@@ -258,6 +298,44 @@ class ReadingRoom(QObject):
             frame.set_active(i == index and self.visible_count() > 1)
         if changed:
             self._show_active_result()
+            self._offer_active_presets()
+
+    def active_canvas(self) -> ImageCanvas:
+        """The canvas the keyboard view actions act on."""
+        return self.frames[self.active].canvas
+
+    def _offer_active_presets(self) -> None:
+        """The Presets menu and the Invert check describe the active pane's image."""
+        w = self.window
+        canvas = self.active_canvas()
+        if canvas.image is not None:
+            presets = self.panes[self.active - 1].presets if self.active else self._main_presets
+            w._rebuild_presets(canvas.image, presets or None)
+        w.actions["invert"].setChecked(canvas.inverted)
+
+    def _main_image_shown(self, _image: object) -> None:
+        self._main_presets = list(self.window.presets)
+        if self.active != 0:  # the menu keeps offering the active pane's presets
+            self._offer_active_presets()
+
+    # ------------------------------------------------------------ view actions (active pane)
+    def view_action(self, name: str) -> None:
+        """Zoom/fit/orientation/W-L reset ``name`` on the active pane (linked panes follow zoom, pan, W/L)."""
+        VIEW_ACTIONS[name](self.active_canvas())
+
+    def toggle_invert(self) -> None:
+        """Invert the active pane; linked panes take the same inversion."""
+        canvas = self.active_canvas()
+        canvas.toggle_invert()
+        self.link.inversion_set(canvas)
+        self.window.actions["invert"].setChecked(canvas.inverted)
+
+    def reset_view(self) -> None:
+        """The active pane back to how its file opened (linked panes follow its view, window, inversion)."""
+        canvas = self.active_canvas()
+        canvas.reset_view()
+        self.link.inversion_set(canvas)
+        self.window.actions["invert"].setChecked(False)
 
     def _show_active_result(self) -> None:
         if self.active == 0:
@@ -290,7 +368,8 @@ class ReadingRoom(QObject):
             text = self._main_summary()
         else:
             pane = self.panes[index - 1]
-            text = self._dated(pane.path, pane.summary(self._positive_class()))
+            text = self._dated(pane.path, pane.image.metadata if pane.image else None,
+                               pane.summary(self._positive_class()))
             if index == self.active:
                 self._show_pane_result(pane)
         frame.set_text(text)
@@ -302,21 +381,20 @@ class ReadingRoom(QObject):
         image = w.current_image
         if image is None:
             return "Current: no image"
-        from pathlib import Path
-
         res = w.current_outcome.result if w.current_outcome is not None else None
-        score = f" - {score_text(res.prediction, self._positive_class())}" if res is not None else ""
-        return self._dated(image.path, f"{Path(image.path or '').name}{score}")
+        name = Path(image.path or "").name
+        text = f"{score_text(res.prediction, self._positive_class())} - {name}" if res is not None else name
+        return self._dated(image.path, image.metadata, text)  # the result before the name (elided last)
 
     def _positive_class(self) -> str | None:
         active = self.window.models.active
         return active.card.positive_class if active is not None else None
 
-    def _dated(self, path: str | None, text: str) -> str:
-        if not path:
-            return text
-        facts = self.facts(path)
-        return f"{facts.date_text}  {text}" if facts.date_text else text
+    @staticmethod
+    def _dated(path: str | None, metadata: dict | None, text: str) -> str:
+        """``text`` after the study date from the decoded image's metadata (no header read here)."""
+        facts = facts_from_metadata(path or "", metadata or {}) if path else None
+        return f"{facts.date_text}  {text}" if facts is not None and facts.date_text else text
 
     def _model_ready(self, active: object) -> None:
         for pane in self.panes:
@@ -327,40 +405,52 @@ class ReadingRoom(QObject):
             pane.show_overlay()
 
     # ------------------------------------------------------------ priors
-    def facts(self, path: str, metadata: dict | None = None) -> StudyFacts:
-        """Facts of ``path``: from the scan's metadata when it has them, else its header (read once)."""
-        hit = self._facts.get(path)
-        if hit is None:
-            hit = facts_from_metadata(path, metadata or {}) or read_facts(path)
-            self._facts[path] = hit
-        return hit
+    def pacs_cache_root(self) -> Path:
+        """The local PACS study cache folder of the settings (read here, never created)."""
+        from cxr_desktop.gui.pacs_settings import PacsSettings
+        from cxr_desktop.pacs.cache import default_cache_root
 
-    def find_prior(self) -> StudyFacts | None:
-        """The prior of the current image among the opened studies (None if none)."""
-        image = self.window.current_image
-        if image is None or not image.path:
-            return None
-        current = self.facts(str(image.path), image.metadata)
-        candidates = [self.facts(e.path, e.metadata) for e in self.window.study_list.entries()
-                      if e.ok and e.path != image.path]
-        return find_prior(current, candidates)
+        return Path(PacsSettings(self.window.settings.q).cache_dir or default_cache_root())
 
     def open_prior(self) -> bool:
-        """Open the current image's prior beside it (1x2 at least); False, with a note, if none."""
-        prior = self.find_prior()
-        if prior is None:
-            self.window.statusBar().showMessage(
-                "No prior found: no opened study of this patient has an earlier study date.", 6000)
+        """Look for the current image's prior in a worker, then open it beside it (1x2 at least).
+
+        Returns False (with a note) when there is no current image; the outcome arrives as
+        :attr:`prior_searched` (the prior's facts, or None with a note in the status bar).
+        """
+        image = self.window.current_image
+        if image is None or not image.path:
+            self.window.statusBar().showMessage("No prior found: open a study first.", 6000)
+            self.prior_searched.emit(None)
             return False
-        if self.layout_name == "1x1":
-            self.set_layout("1x2")
-        self.open_in_pane(1, prior.path)
-        self.window.statusBar().showMessage(f"Prior of {prior.date_text} opened beside the current image.", 5000)
+        self._prior_token += 1
+        listed = [(e.path, dict(e.metadata)) for e in self.window.study_list.entries() if e.ok]
+        self.window.statusBar().showMessage("Looking for a prior of this patient...", 3000)
+        self._prior_runner.start_function(
+            search_prior, str(image.path), dict(image.metadata or {}), listed, self.pacs_cache_root(),
+            returned=lambda prior, t=self._prior_token: self._prior_found(t, prior),
+            errored=lambda _exc, t=self._prior_token: self._prior_found(t, None))
         return True
 
-    def open_in_pane(self, index: int, path: str) -> None:
-        """Open ``path`` in compare pane ``index`` (1-3)."""
-        self.panes[index - 1].open(path)
+    def _prior_found(self, token: int, prior: StudyFacts | None) -> None:
+        if token != self._prior_token:
+            return  # a later Shift+P supersedes this search
+        if prior is None:
+            self.window.statusBar().showMessage(
+                "No prior found: no study of this patient in the study list or the PACS cache has an "
+                "earlier study date.", 6000)
+        else:
+            if self.layout_name == "1x1":
+                self.set_layout("1x2")
+            cache = self.pacs_cache_root()
+            in_cache = Path(prior.path).parent.parent == cache
+            self.open_in_pane(1, prior.path, "prior from the PACS cache" if in_cache else None)
+            self.window.statusBar().showMessage(f"Prior of {prior.date_text} opened beside the current image.", 5000)
+        self.prior_searched.emit(prior)
+
+    def open_in_pane(self, index: int, path: str, label: str | None = None) -> None:
+        """Open ``path`` in compare pane ``index`` (1-3); ``label`` replaces the file name in its header."""
+        self.panes[index - 1].open(path, label)
 
     # ------------------------------------------------------------ linking
     def toggle_linked(self) -> None:
@@ -441,7 +531,8 @@ class ReadingRoom(QObject):
         model.rowsInserted.connect(sync)
 
     def shutdown(self, timeout_ms: int) -> bool:
-        ok = self.worklist.shutdown(timeout_ms)
+        ok = self._prior_runner.shutdown(timeout_ms)
+        ok = self.worklist.shutdown(timeout_ms) and ok
         for pane in self.panes:
             ok = pane.shutdown(timeout_ms) and ok
         return ok
@@ -463,7 +554,9 @@ def reading_room_handlers(window: MainWindow) -> dict[str, Callable[[], object]]
         "next_unread": lambda: room().worklist.step_unread(+1),
         "prev_unread": lambda: room().worklist.step_unread(-1),
         "mark_read": lambda: room().worklist.toggle_read(),
+        "invert": lambda: room().toggle_invert(),
     })
+    out.update({name: (lambda n=name: room().view_action(n)) for name in VIEW_ACTIONS})
     return out
 
 

@@ -193,12 +193,9 @@ class MainWindow(QMainWindow):
             "next_image": lambda: self.study_list.step(+1), "prev_image": lambda: self.study_list.step(-1),
             "next_frame": lambda: self.step_frame(+1), "prev_frame": lambda: self.step_frame(-1),
             "first_frame": lambda: self.go_to_frame(0), "last_frame": lambda: self.go_to_frame(10**9),
-            "fit": self.canvas.fit, "actual_size": self.canvas.actual_size,
-            "zoom_in": lambda: self.canvas.zoom_by(1.25), "zoom_out": lambda: self.canvas.zoom_by(0.8),
-            "rotate_cw": self.canvas.rotate_clockwise, "rotate_ccw": self.canvas.rotate_counterclockwise,
-            "flip_h": self.canvas.flip_horizontal, "flip_v": self.canvas.flip_vertical,
-            "reset_view": self.reset_view, "invert": self.canvas.toggle_invert,
-            "reset_window": self.canvas.reset_window,
+            # zoom, fit, 1:1, rotate/flip, invert, W/L reset and presets act on the active pane (linked panes
+            # follow the link rules): their handlers come from reading_room_handlers below
+            "reset_view": self.reset_view,
             "toggle_overlay": lambda: self.overlay_panel.set_overlay_visible(not self.overlay_panel.overlay_visible),
             "opacity_up": lambda: self.overlay_panel.step_opacity(OPACITY_STEP),
             "opacity_down": lambda: self.overlay_panel.step_opacity(-OPACITY_STEP),
@@ -606,18 +603,16 @@ class MainWindow(QMainWindow):
         self.presets_menu.setEnabled(bool(self.presets))
 
     def apply_preset(self, index: int) -> None:
-        if self.current_image is None or not 0 <= index < len(self.presets):
+        """Preset ``index`` of the menu (the active pane's presets) on the active pane."""
+        canvas = self.reading_room.active_canvas()
+        if canvas.image is None or not 0 <= index < len(self.presets):
             return
         preset = self.presets[index]
-        if preset.window is None:
-            self.canvas.set_window(None)
-        else:
-            self.canvas.set_window(preset.window)
+        canvas.set_window(preset.window)  # None: the file's VOI LUT
         self.statusBar().showMessage(f"Window: {preset.name}", 3000)
 
     def reset_view(self) -> None:
-        self.canvas.reset_view()
-        self.actions["invert"].setChecked(False)
+        self.reading_room.reset_view()
 
     # ================================================================ status bar
     def _on_pixel(self, readout: PixelReadout | None) -> None:

@@ -45,10 +45,12 @@ class ComparePane(QObject):
         self.classifier = ClassifierWorker(window.engine_runner, parent=self)
         self.scope = ViewerScope(window.scope.settings)
         self.path: str | None = None
+        self.label: str | None = None  # e.g. "PACS cache" (cached files have hashed names)
         self.image: StudyImage | None = None
         self.outcome: PredictionOutcome | None = None
         self.layer: HeatmapLayer | None = None
         self.note = ""  # why there is no image or no score (no patient data)
+        self.presets: list = []  # window presets of the image (the loader's), for the Presets menu when active
         self.loader.loaded.connect(self._on_loaded)
         self.classifier.result_ready.connect(self._on_outcome)
         active = window.models.active
@@ -56,13 +58,15 @@ class ComparePane(QObject):
             self.set_model(active)
 
     # ------------------------------------------------------------ inputs
-    def open(self, path: str) -> None:
-        """Decode ``path`` (first frame) into this pane."""
+    def open(self, path: str, label: str | None = None) -> None:
+        """Decode ``path`` (first frame) into this pane; ``label`` names it in the header instead of its file."""
         self.path = str(path)
+        self.label = label
         self.loader.request(self.path, 0)
 
     def clear(self) -> None:
         self.path = None
+        self.label = None
         self.image = None
         self.outcome = None
         self.layer = None
@@ -87,6 +91,7 @@ class ComparePane(QObject):
             self.changed.emit()
             return
         self.image = study.image
+        self.presets = list(study.presets or [])
         self.scope.set_image(study.image, study.scope, study.scope_settings)
         self.canvas.set_image(study.image, mapper=study.mapper, prepared=study.prepared)
         self.canvas.set_overlay_opacity(self.window.overlay_panel.opacity / 100.0)
@@ -162,14 +167,17 @@ class ComparePane(QObject):
                                 caution=after.caution)
 
     def summary(self, positive_class: str | None = None) -> str:
-        """One line for the pane's header: file and score (no patient data)."""
+        """One line for the pane's header: score, then file (no patient data).
+
+        The result comes first so that a narrow pane elides the file name, never the result.
+        """
         if self.image is None:
             return self.note or "Empty pane"
-        name = Path(self.image.path or "").name
+        name = self.label or Path(self.image.path or "").name
         res = self.outcome.result if self.outcome is not None else None
         if res is None:
-            return f"{name} - {self.note or 'analysing...'}"
-        return f"{name} - {score_text(res.prediction, positive_class)}"
+            return f"{self.note or 'analysing...'} - {name}"
+        return f"{score_text(res.prediction, positive_class)} - {name}"
 
     def shutdown(self, timeout_ms: int) -> bool:
         self.classifier.cancel()

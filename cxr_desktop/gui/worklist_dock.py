@@ -4,14 +4,21 @@ Rows are the screening results (:class:`~cxr_desktop.screening.results.ResultRow
 in worklist order (score, highest first; a row with a caution ranks by its score,
 never below the scored ones; unscored rows last). Patient, study and date come
 from each file's header, read in a worker and shown on screen only: they are
-never logged and never written to the results. Read status is kept for the
-session. Keys (window-wide, in :data:`~cxr_desktop.gui.shortcuts.SHORTCUTS`): U next
-unread, Shift+U previous unread, M mark read / unread. Opening a row (double-click, Enter, or the keys) shows the study
-in the viewer; the dock stays docked and usable.
+never logged and never written to the results. Read status is saved per screened
+folder (:func:`read_status_path`: a small JSON in the screening results store, keyed
+by a hash of each row's path, so no file name or patient data is in it), written
+atomically at each change and read back when the dock shows that folder again
+(whichever model scored it: reading an image does not depend on the model).
+Keys (window-wide, in :data:`~cxr_desktop.gui.shortcuts.SHORTCUTS`): U next unread,
+Shift+U previous unread, M mark read / unread. Opening a row (double-click, Enter,
+or the keys) shows the study in the viewer; the dock stays docked and usable.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -27,7 +34,48 @@ from cxr_desktop.gui.study_facts import StudyFacts, read_facts
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.screening.results import STATUS_OUT_OF_SCOPE, ResultRow, sorted_rows
 
+log = logging.getLogger(__name__)
+
 CAUTION_SIGN = "\u26a0"
+READ_STATUS_NAME = "read-status.json"
+READ_STATUS_FORMAT = "cxr-reading-status"
+READ_STATUS_VERSION = 1
+_READ_STATUS_STORE = "reading-status"  # in place of a model hash: reading an image does not depend on the model
+
+
+def row_key(relpath: str) -> str:
+    """A row's key in the read-status file: a hash of its path (file names may carry patient names)."""
+    return hashlib.sha256(relpath.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+def read_status_path(folder: str | os.PathLike[str], results_root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the read status of the screened ``folder`` is kept: the screening results store (beside
+    the runs' results and journals), one file per folder whatever model scored it."""
+    from cxr_desktop.screening.store import store_dir
+
+    return store_dir(folder, _READ_STATUS_STORE, results_root) / READ_STATUS_NAME
+
+
+def load_read_status(path: Path) -> set[str]:
+    """The read row keys saved at ``path`` (empty when absent or unreadable: nothing is read yet)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return set()
+    except (OSError, ValueError):
+        log.warning("the worklist's read-status file cannot be read; rows start unread")
+        return set()
+    if not isinstance(data, dict) or data.get("format") != READ_STATUS_FORMAT:
+        return set()
+    return {str(k) for k in data.get("read", []) if isinstance(k, str)}
+
+
+def save_read_status(path: Path, keys: set[str]) -> None:
+    """Write the read row keys atomically (a crash leaves the old file or the new one, never half)."""
+    from cxr_desktop.atomic import write_json_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, {"format": READ_STATUS_FORMAT, "version": READ_STATUS_VERSION, "read": sorted(keys)})
 _CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # as in the screening dialog: readable on dark and light
 
 
@@ -47,15 +95,18 @@ class ReadingWorklistModel(QAbstractTableModel):
         super().__init__(parent)
         self._rows: list[ResultRow] = []
         self._facts: dict[str, StudyFacts] = {}
-        self._read: set[str] = set()
+        self._read: set[str] = set()  # row keys (row_key of the path), also of rows not listed (yet)
 
-    def set_rows(self, rows: Sequence[ResultRow]) -> None:
-        """Replace the rows (kept in worklist order); read marks of paths still listed are kept."""
+    def set_rows(self, rows: Sequence[ResultRow], read: set[str] | None = None) -> None:
+        """Replace the rows (kept in worklist order); ``read`` replaces the read row keys when given."""
         self.beginResetModel()
         self._rows = sorted_rows(rows)
-        paths = {r.path for r in self._rows}
-        self._read &= paths
+        if read is not None:
+            self._read = set(read)
         self.endResetModel()
+
+    def read_keys(self) -> set[str]:
+        return set(self._read)
 
     def rows(self) -> list[ResultRow]:
         return list(self._rows)
@@ -76,15 +127,15 @@ class ReadingWorklistModel(QAbstractTableModel):
         return relpath in self._facts
 
     def is_read(self, i: int) -> bool:
-        return self._rows[i].path in self._read
+        return row_key(self._rows[i].path) in self._read
 
     def set_read(self, i: int, on: bool) -> None:
-        path = self._rows[i].path
-        (self._read.add if on else self._read.discard)(path)
+        key = row_key(self._rows[i].path)
+        (self._read.add if on else self._read.discard)(key)
         self.dataChanged.emit(self.index(i, 0), self.index(i, len(self.COLUMNS) - 1))
 
     def unread_count(self) -> int:
-        return sum(1 for r in self._rows if r.path not in self._read)
+        return sum(1 for r in self._rows if row_key(r.path) not in self._read)
 
     # -- Qt model API
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
@@ -111,7 +162,7 @@ class ReadingWorklistModel(QAbstractTableModel):
             return r.detail or r.path
         if role == Qt.ItemDataRole.BackgroundRole and r.caution is not None:
             return QBrush(_CAUTION_BACKGROUND)
-        if role == Qt.ItemDataRole.FontRole and r.path not in self._read:
+        if role == Qt.ItemDataRole.FontRole and row_key(r.path) not in self._read:
             font = QFont()
             font.setBold(True)  # unread rows stand out, as in a mail client
             return font
@@ -122,7 +173,7 @@ class ReadingWorklistModel(QAbstractTableModel):
     def _display(self, r: ResultRow, col: int) -> str:
         facts = self._facts.get(r.path)
         if col == self.COL_READ:
-            return "read" if r.path in self._read else "unread"
+            return "read" if row_key(r.path) in self._read else "unread"
         if col == self.COL_SCORE:
             if r.status == STATUS_OUT_OF_SCOPE:
                 return "out of scope"
@@ -149,10 +200,12 @@ class WorklistDock(QDockWidget):
 
     open_requested = Signal(str)  # absolute path of the row to show
 
-    def __init__(self, parent: QWidget | None = None):
+    def __init__(self, parent: QWidget | None = None, *, results_root: str | os.PathLike[str] | None = None):
         super().__init__("Worklist", parent)
         self.setObjectName("worklist")
         self.folder: Path | None = None
+        self.results_root = results_root  # the screening results store (None: the app's default)
+        self.status_file: Path | None = None
         self.model = ReadingWorklistModel(self)
         self.table = QTableView()
         self.table.setModel(self.model)
@@ -206,7 +259,11 @@ class WorklistDock(QDockWidget):
         same = self.folder == folder
         current_path = self.model.row_at(self.current).path if 0 <= self.current < self.model.rowCount() else None
         self.folder = folder
-        self.model.set_rows(rows)
+        read = None
+        if not same:  # another folder: its saved read status
+            self.status_file = read_status_path(folder, self.results_root)
+            read = load_read_status(self.status_file)
+        self.model.set_rows(rows, read)
         self.current = self.model.index_of(current_path) if same and current_path else -1
         if self.current >= 0:
             self.table.selectRow(self.current)
@@ -269,6 +326,12 @@ class WorklistDock(QDockWidget):
     def set_read(self, i: int, on: bool = True) -> None:
         self.model.set_read(i, on)
         self._update_summary()
+        if self.status_file is not None:
+            try:
+                save_read_status(self.status_file, self.model.read_keys())
+            except OSError as exc:  # the mark stays for the session; say why it is not kept
+                self.summary.setText(f"{self.summary.text()} Read status not saved "
+                                     f"({exc.strerror or exc.__class__.__name__}): check the results folder.")
 
     def shutdown(self, timeout_ms: int) -> bool:
         return self._runner.shutdown(timeout_ms)
