@@ -5,7 +5,8 @@ no model) and played with View > Cine for a few seconds per rate. Figures per ra
 - achieved: frames that reached the screen per second over the whole run (first pass included);
 - later passes: the same, counted only after every frame was shown once (the series from cache);
 - step p50/p95: ms between two frames on screen;
-- gui ms/frame: CPU time of the GUI thread per frame shown (decoding runs in a worker).
+- gui ms/frame: CPU time of the GUI thread per frame shown (decoding runs in a worker);
+and per file, decode ms/frame: the worker's ``load_for_view`` per new frame, timed alone (no GUI).
 
 Run against a baseline tree and the current one, printed side by side:
 
@@ -119,6 +120,16 @@ for src in files:
                         p50=steps[len(steps) // 2] if steps else None,
                         p95=steps[min(len(steps) - 1, int(0.95 * len(steps)))] if steps else None,
                         gui_ms=1000 * cpu / max(1, len(shown)))
+from cxr_desktop.gui import workers  # worker cost per frame alone (no GUI): a fresh copy, first pass
+for src in files:
+    copy = tmp / f"decode_{Path(src).name}"
+    shutil.copy(src, copy)
+    n = workers.load_for_view(str(copy), 0).image.frame_count
+    k = min(n, 20)
+    t = time.perf_counter()
+    for i in range(1, k):
+        workers.load_for_view(str(copy), i)
+    out[Path(src).name]["decode_ms"] = 1000 * (time.perf_counter() - t) / (k - 1)
 print("RESULT " + json.dumps(out), flush=True)
 shutil.rmtree(tmp, ignore_errors=True)
 '''
@@ -160,6 +171,8 @@ def main() -> None:
     head = "  ".join(f"{c + ' fps/later/step50/step95/gui':>36}" for c in cols)
     print(f"{'file':34} {'set':>4}  {head}  ratio fps")
     for f in args.files:
+        dec = "  ".join(f"{c} {fmt(results[c][Path(f).name]['decode_ms'], '5.1f')}" for c in cols)
+        print(f"{f[:34]:34} decode ms/frame (worker alone, first pass): {dec}")
         for fps in RATES:
             cells, vals = [], []
             frames = None
