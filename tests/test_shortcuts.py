@@ -68,9 +68,10 @@ def test_border_heatmap_warns_central_does_not():
     assert by["FP"].border > BORDER_LIMIT > by["TP"].border
     assert any(w.startswith("FP:") and "border" in w for w in check.warnings)
     assert not any(w.startswith("TP:") for w in check.warnings)
-    text_check = summarise([image_shares(on_text, g, "FN")])
+    text_check = summarise([image_shares(on_text, g, "FP"), image_shares(on_text, g, "TN")])
     assert text_check.groups[0].text > TEXT_LIMIT
     assert any("burned-in" in w for w in text_check.warnings)
+    assert not any(w.startswith("TN:") for w in text_check.warnings)  # no heatmap is shown below the threshold
     assert "WARNING" in "\n".join(text_check.lines())
     # a flat map puts on the border exactly the border's share of the image
     flat = image_shares(np.ones((14, 14), np.float32), g, "TN")

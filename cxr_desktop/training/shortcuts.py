@@ -27,6 +27,7 @@ TOPHAT_LEVEL = 0.2  # a mark is this much brighter than its surroundings (grey i
 MARK_BRIGHTNESS = 0.8  # ... and near white (lettering and lead markers are burned in at full brightness)
 MAX_MARK_AREA = 0.01  # a single mark covers at most this share of the image
 OUTCOMES = ("TP", "FP", "FN", "TN")
+WARNED = ("TP", "FP")  # the viewer draws a heatmap only at or above the threshold: these are the maps users see
 
 
 def border_mask(shape: tuple[int, int], fraction: float = BORDER_FRACTION) -> np.ndarray:
@@ -136,7 +137,11 @@ class ShortcutCheck:
 
 def summarise(shares: Sequence[ImageShares], *, border_limit: float = BORDER_LIMIT,
               text_limit: float = TEXT_LIMIT) -> ShortcutCheck:
-    """Mean shares per outcome (TP/FP/FN/TN, those present) and a warning per group above a limit."""
+    """Mean shares per outcome (TP/FP/FN/TN, those present) and a warning per called-positive group above a limit.
+
+    FN/TN rows are reported too, but not warned about: below the threshold the app shows no heatmap,
+    and a positive-class map of an image without a finding, scaled per image, often peaks at the edge.
+    """
     groups: list[GroupSummary] = []
     warnings: list[str] = []
     for o in OUTCOMES:
@@ -146,6 +151,8 @@ def summarise(shares: Sequence[ImageShares], *, border_limit: float = BORDER_LIM
         g = GroupSummary(o, len(sel), float(np.mean([s.border for s in sel])), float(np.mean([s.text for s in sel])),
                          float(np.mean([s.border_area for s in sel])), float(np.mean([s.text_area for s in sel])))
         groups.append(g)
+        if o not in WARNED:
+            continue
         if g.border > border_limit:
             warnings.append(f"{o}: {g.border:.0%} of the heatmap lies in the outer {BORDER_FRACTION:.0%} border "
                             f"(limit {border_limit:.0%}); the model may use the film's edge (collimation, markers) "
