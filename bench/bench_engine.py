@@ -3,7 +3,9 @@
 (a) model-only forward img/s at batch 1 and 8: torch eager (baseline) vs
     channels_last, TorchScript-frozen and ONNX Runtime (the product's CPU path);
 (b) predict + Grad-CAM per image: the engine (head-only CAM) vs pytorch-grad-cam's
-    GradCAM (baseline) and vs predict alone;
+    GradCAM (baseline) and vs predict alone; every CAM method (Grad-CAM++, HiResCAM,
+    Layer-CAM) vs predict alone (goal <= 1.15x), also with the dilated last stage
+    (output stride 16, a 14 x 14 map) against the standard model's predict;
 (c) file -> model input time per format.
 
 Usage: python bench/bench_engine.py [--seconds 5] [--data ../shared/data]
@@ -130,6 +132,7 @@ def main(argv=None) -> int:
     print(f"  predict + CAM (engine, head-only CAM)  {t_cam:7.1f} ms   x{t_cam / t_pred:4.2f} vs predict alone")
     print(f"  file-decoded image -> result + heatmap in image geometry {t_full:7.1f} ms")
     print(f"  pytorch-grad-cam GradCAM (torch eager) {t_ref:7.1f} ms   engine is x{t_ref / t_cam:4.2f} faster")
+    cam_methods(model, card, cache, x1, t_pred, args.seconds)
 
     # (c) file -> model input
     print("\n(c) file -> model input (decode + preprocess) at 224 px, ms/file: full-resolution decode (baseline, "
@@ -153,6 +156,27 @@ def main(argv=None) -> int:
                            min(args.seconds, 2.0))
         print(f"  {name:<42} {ms:7.1f} ms  load_for_model {fast:7.1f} ms  x{ms / fast:4.1f}")
     return 0
+
+
+def cam_methods(model, card, cache: Path, x1: np.ndarray, t_pred32: float, seconds: float) -> None:
+    """(b2) predict + each CAM method vs predict alone (ONNX Runtime engine), output stride 32 and 16."""
+    from cxr_desktop.inference.cam import CAM_METHODS, make_cam
+    from cxr_desktop.model.architecture import with_output_stride
+
+    print("\n(b2) predict + CAM per method, ms/image at batch 1 (baseline: predict alone, same model; goal <= 1.15x)")
+    for stride in (32, 16):
+        m = with_output_stride(model, stride).eval()
+        c = ModelCard(**{**card.__dict__, "output_stride": stride})
+        eng = InferenceEngine(m, c, model_sha256=f"bench-os{stride}" * 4,
+                              options=EngineOptions(device="cpu", backend="onnx", cache_dir=cache))
+        t_pred = per_call_ms(lambda: eng.predict_inputs(x1), seconds)
+        side = c.input_size // stride
+        print(f"  output stride {stride} ({side}x{side} map), {eng.backend.name}: predict alone {t_pred:7.1f} ms"
+              + ("" if stride == 32 else f"   x{t_pred / t_pred32:4.2f} vs stride 32's predict"))
+        for name in CAM_METHODS:
+            eng.cam = make_cam(name, eng.head)
+            t = per_call_ms(lambda: eng.run_batch(x1, cam=True), seconds)
+            print(f"    + {name:<10} {t:7.1f} ms   x{t / t_pred:4.2f} vs predict alone")
 
 
 if __name__ == "__main__":

@@ -83,14 +83,18 @@ class Figures:
 
 
 def test_samples(data: Path, masks: Path, *, seed: int, val_fraction: float, test_fraction: float,
-                 split_name: str) -> list[Sample]:
-    """The split's images as ``cxr-train`` splits the folder (same scan, grouping and seed)."""
-    scan = scan_folder(data, patient_regex=PATIENT_REGEX, decode=False)
+                 split_name: str, test_dir: Path | None = None) -> list[Sample]:
+    """The split's images as ``cxr-train`` splits the folder (same scan, grouping and seed), or all of ``test_dir``."""
+    scan = scan_folder(test_dir or data, patient_regex=PATIENT_REGEX, decode=False)
     items = scan.items
-    split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=val_fraction,
-                         test_fraction=test_fraction, seed=seed)
+    if test_dir is not None:
+        chosen = list(range(len(items)))
+    else:
+        split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=val_fraction,
+                             test_fraction=test_fraction, seed=seed)
+        chosen = split.indices(split_name)
     out = []
-    for i in split.indices(split_name):
+    for i in chosen:
         it = items[i]
         group = re.match(PATIENT_REGEX, Path(it.rel).name).group(1)
         mask = None
@@ -183,18 +187,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.15)
     ap.add_argument("--test-fraction", type=float, default=0.15)
     ap.add_argument("--split", choices=("train", "val", "test"), default="test")
+    ap.add_argument("--test-dir", type=Path, help="a separate test folder (as cxr-train --test): all of it is the "
+                    "test set, instead of a split of --data")
     ap.add_argument("--bootstrap", type=int, default=2000)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shortcuts", action="store_true", help="also run the training report's shortcut check "
+                    "(heatmap mass on the border and on burned-in marks, per TP/FP/FN/TN) for each model")
     args = ap.parse_args(argv)
     torch.set_num_threads(max(1, args.threads))
 
     samples = test_samples(args.data, args.masks, seed=args.seed, val_fraction=args.val_fraction,
-                           test_fraction=args.test_fraction, split_name=args.split)
+                           test_fraction=args.test_fraction, split_name=args.split, test_dir=args.test_dir)
     labels = np.asarray([s.label for s in samples])
     groups = np.asarray([s.group for s in samples])
     pos_groups = groups[labels == 1]
     uniq = sorted(set(groups))
-    print(f"{args.split} split of {args.data} (seed {args.seed}): {len(samples)} images, {int(labels.sum())} with an "
+    where = f"test folder {args.test_dir}" if args.test_dir else f"{args.split} split of {args.data} (seed {args.seed})"
+    print(f"{where}: {len(samples)} images, {int(labels.sum())} with an "
           f"opacity, {len(uniq)} base images ({', '.join(uniq)}); CIs: {args.bootstrap} bootstrap resamples of base "
           f"images; torch threads {torch.get_num_threads()}")
 
@@ -208,6 +217,15 @@ def main(argv: list[str] | None = None) -> int:
               f"({grid}x{grid} map); {secs:.2f} s/image (backbone once, {len(args.methods)} CAM methods)")
         for m, f in figs.items():
             results[(name, m)] = f
+        if args.shortcuts:
+            from cxr_desktop.training.shortcuts import check_model
+
+            if "@" in path:
+                print("    shortcut check: skipped (runs the model file as saved)")
+            else:
+                check = check_model(path, [str(s.path) for s in samples], labels,
+                                    next(iter(figs.values())).scores, eng.card.decision_threshold)
+                print("\n".join("    " + ln for ln in check.lines()))
 
     base_key = tuple(args.baseline.split(":", 1)) if args.baseline else (args.model[0].partition("=")[0], "gradcam")
     if base_key not in results:

@@ -12,7 +12,7 @@
 #    c. 224 px from (b)'s backbone: a new head, then layer4 fine-tuned;
 #    d. 224 px from (c): a new head, then layer3+layer4 fine-tuned. Its output, fp16, is the
 #       demo model. 224 px gives Grad-CAM a 7 x 7 map (4 x 4 at 112 px), which is what makes
-#       the heatmap land on the opacity (training/check_demo_cam.py, run at the end).
+#       the heatmap land on the opacity (bench/bench_localisation.py, run at the end).
 # All runs pass --resume: after an interruption, run the script again and training continues
 # from the last completed epoch (a finished run is only re-evaluated and saved again). After
 # changing a run's settings here, delete its run folder ($WORK/run-64, run-112, run-224, run-224b).
@@ -67,6 +67,10 @@ USE="Demonstration of CXR Review's workflow (viewer, Grad-CAM, screening, traini
     --intended-use "$USE" \
     "$@"
 
-# Where does Grad-CAM point on the test split's opacities? (printed, not stored)
-"$PY" training/check_demo_cam.py --model resources/models/demo-cxr.safetensors --data "$WORK/data" \
-    --masks "$WORK/masks"
+# Where do the heatmaps point on the test split's opacities (pointing game, mass on the lesion, AUC, with CIs
+# over base images, every CAM method)? Printed, not stored. The committed demo-2 file was built with an
+# earlier patient-key code whose seed-0 test split is src003 src018 src024 src027 src029 src030 src049 src053
+# src060: to benchmark that file, hold those out as a folder and pass --test-dir (see bench_localisation.py).
+"$PY" bench/bench_localisation.py --data "$WORK/data" --masks "$WORK/masks" \
+    --model demo="resources/models/demo-cxr.safetensors" --model demo@os16="resources/models/demo-cxr.safetensors@16" \
+    --baseline demo:gradcam --shortcuts
