@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Generator, Iterable, Iterator
 
 from pydicom.dataset import Dataset
 from pynetdicom import ALL_TRANSFER_SYNTAXES, AE, build_role, evt
@@ -309,6 +309,34 @@ def _progress(staging: StagingFolder, counts: _Counts, t0: float, method: str) -
                             elapsed_s=time.perf_counter() - t0, method=method)
 
 
+def _follow_retrieve(assoc, responses: Iterator, staging: StagingFolder, t0: float, method: str,
+                     cancel: threading.Event | None) -> Generator[RetrieveProgress, None, tuple[int | None, _Counts]]:
+    """Follow a C-GET/C-MOVE's pending responses, yielding progress; returns (last status code, counts).
+
+    The association is released when the responses end, aborted on cancel, error or when the caller stops.
+    """
+    counts, code, finished = _Counts(), None, False
+    try:
+        for status, _ in responses:
+            if cancel is not None and cancel.is_set():
+                raise PacsError(PacsProblem.CANCELLED, "the retrieve was cancelled; nothing was kept.")
+            code = _status(status)
+            if code is not None:
+                counts.update(status)
+            if code in (0xFF00, 0xFF01):
+                yield _progress(staging, counts, t0, method)
+                continue
+            break
+        finished = True
+    finally:
+        if assoc.is_established:
+            if finished:
+                assoc.release()
+            else:
+                assoc.abort()
+    return code, counts
+
+
 def get_study_into(server: DimseServer, study_uid: str, staging: StagingFolder, *,
                    cancel: threading.Event | None = None, expected: int | None = None) -> Iterator[RetrieveProgress]:
     """C-GET the study into ``staging`` (one association; the PACS sends on it)."""
@@ -324,25 +352,8 @@ def get_study_into(server: DimseServer, study_uid: str, staging: StagingFolder, 
         roles.append(build_role(uid, scp_role=True))
     t0 = time.perf_counter()
     assoc = associate(server, ae, ext_neg=roles, evt_handlers=[(evt.EVT_C_STORE, _storage_handler(staging))])
-    counts, code, finished = _Counts(), None, False
-    try:
-        for status, _ in assoc.send_c_get(_retrieve_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet):
-            if cancel is not None and cancel.is_set():
-                raise PacsError(PacsProblem.CANCELLED, "the retrieve was cancelled; nothing was kept.")
-            code = _status(status)
-            if code is not None:
-                counts.update(status)
-            if code in (0xFF00, 0xFF01):
-                yield _progress(staging, counts, t0, "get")
-                continue
-            break
-        finished = True
-    finally:
-        if assoc.is_established:
-            if finished:
-                assoc.release()
-            else:
-                assoc.abort()
+    responses = assoc.send_c_get(_retrieve_identifier(study_uid), StudyRootQueryRetrieveInformationModelGet)
+    code, counts = yield from _follow_retrieve(assoc, responses, staging, t0, "get", cancel)
     _final(server, study_uid, "get", code, counts, staging, expected)
     yield _progress(staging, counts, t0, "get")
 
@@ -398,26 +409,9 @@ def move_study_into(server: DimseServer, study_uid: str, staging: StagingFolder,
         ae = _new_ae(server)
         ae.add_requested_context(StudyRootQueryRetrieveInformationModelMove)
         assoc = associate(server, ae)
-        counts, code, finished = _Counts(), None, False
-        try:
-            for status, _ in assoc.send_c_move(_retrieve_identifier(study_uid), server.our_ae,
-                                               StudyRootQueryRetrieveInformationModelMove):
-                if cancel is not None and cancel.is_set():
-                    raise PacsError(PacsProblem.CANCELLED, "the retrieve was cancelled; nothing was kept.")
-                code = _status(status)
-                if code is not None:
-                    counts.update(status)
-                if code in (0xFF00, 0xFF01):
-                    yield _progress(staging, counts, t0, "move")
-                    continue
-                break
-            finished = True
-        finally:
-            if assoc.is_established:
-                if finished:
-                    assoc.release()
-                else:
-                    assoc.abort()
+        responses = assoc.send_c_move(_retrieve_identifier(study_uid), server.our_ae,
+                                      StudyRootQueryRetrieveInformationModelMove)
+        code, counts = yield from _follow_retrieve(assoc, responses, staging, t0, "move", cancel)
     _final(server, study_uid, "move", code, counts, staging, expected)
     yield _progress(staging, counts, t0, "move")
 
