@@ -116,7 +116,7 @@ def _summary(loaded: Any) -> str:
     from cxr_desktop.model.lineage import lineage_lines
 
     chain = lineage_lines(card)
-    lines.append("Lineage:         " + (chain[0] if chain else "none recorded (not trained from a model file)"))
+    lines.append("Lineage:         " + (chain[0] if chain else "none recorded in the card (trained from ImageNet or random weights, or saved before lineage was recorded)"))
     lines += [" " * 17 + line for line in chain[1:]]
     for title, section in (("Provenance", card.provenance), ("Metrics", card.metrics)):
         lines.append(f"{title}:")
