@@ -26,15 +26,16 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from PySide6.QtCore import (
-    QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal,
+    QModelIndex, QObject, QPersistentModelIndex, QSortFilterProxyModel, Qt, Signal,
 )
-from PySide6.QtGui import QBrush, QCloseEvent, QColor, QImage
+from PySide6.QtGui import QCloseEvent, QImage
 from PySide6.QtWidgets import (
     QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView,
     QLabel, QLineEdit, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
 
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.gui.result_table import ResultRowsModel
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.screening.results import (
     STATUS_ERROR, STATUS_OK, STATUS_OUT_OF_SCOPE, JournalHeader, ResultRow, sorted_rows, summarise, write_csv,
@@ -53,7 +54,6 @@ THUMB_CACHE_ITEMS = 400
 #: Status-filter value that shows only scored rows with a caution (not a row status of its own).
 CAUTION_FILTER = "caution"
 CAUTION_SIGN = "\u26a0"
-_CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # translucent amber: readable on light and dark themes
 
 EngineFactory = Callable[[Path], Any]
 
@@ -75,7 +75,7 @@ def _cautioned(summary: dict[str, Any]) -> str:
 # --------------------------------------------------------------------------- worklist model
 
 
-class WorklistModel(QAbstractTableModel):
+class WorklistModel(ResultRowsModel):
     """Screening rows as a table; thumbnails requested lazily when the view asks for them."""
 
     COLUMNS = ("", "File", "Status", "Label", "Score", "Above threshold", "Reason", "Caution")
@@ -141,17 +141,6 @@ class WorklistModel(QAbstractTableModel):
         return self._thumbs.get(relpath)
 
     # -- Qt model API
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
@@ -163,12 +152,8 @@ class WorklistModel(QAbstractTableModel):
             return self._sort_value(r, col)
         if role == ROW_ROLE:
             return r
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if r.caution is not None:
-                return "\n".join(t for t in (r.caution.message, r.detail) if t)
-            return r.detail or r.path
-        if role == Qt.ItemDataRole.BackgroundRole and r.caution is not None:
-            return QBrush(_CAUTION_BACKGROUND)
+        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.BackgroundRole):
+            return self.caution_data(r, role)
         if role == Qt.ItemDataRole.DecorationRole and col == self.COL_THUMB:
             if r.path in self._thumbs:
                 return self._thumbs[r.path]

@@ -23,14 +23,15 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
-from PySide6.QtGui import QBrush, QColor, QFont
+from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.gui.study_facts import StudyFacts, read_facts
+from cxr_desktop.gui.result_table import ResultRowsModel
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.screening.results import STATUS_OUT_OF_SCOPE, ResultRow, sorted_rows
 
@@ -76,7 +77,6 @@ def save_read_status(path: Path, keys: set[str]) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json_atomic(path, {"format": READ_STATUS_FORMAT, "version": READ_STATUS_VERSION, "read": sorted(keys)})
-_CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # as in the screening dialog: readable on dark and light
 
 
 def _facts_job(folder: str, relpaths: list[str]) -> Iterator[StudyFacts]:
@@ -85,7 +85,7 @@ def _facts_job(folder: str, relpaths: list[str]) -> Iterator[StudyFacts]:
         yield read_facts(os.path.join(folder, rel))
 
 
-class ReadingWorklistModel(QAbstractTableModel):
+class ReadingWorklistModel(ResultRowsModel):
     """Worklist rows in reading order with patient/study/date and read status."""
 
     COLUMNS = ("Read", "Score", "Patient", "Study", "Date", "Caution", "File")
@@ -138,17 +138,6 @@ class ReadingWorklistModel(QAbstractTableModel):
         return sum(1 for r in self._rows if row_key(r.path) not in self._read)
 
     # -- Qt model API
-    def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self._rows)
-
-    def columnCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
-        return 0 if parent.isValid() else len(self.COLUMNS)
-
-    def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
-            return self.COLUMNS[section]
-        return None
-
     def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if not index.isValid():
             return None
@@ -156,12 +145,8 @@ class ReadingWorklistModel(QAbstractTableModel):
         col = index.column()
         if role == Qt.ItemDataRole.DisplayRole:
             return self._display(r, col)
-        if role == Qt.ItemDataRole.ToolTipRole:
-            if r.caution is not None:
-                return "\n".join(t for t in (r.caution.message, r.detail) if t)
-            return r.detail or r.path
-        if role == Qt.ItemDataRole.BackgroundRole and r.caution is not None:
-            return QBrush(_CAUTION_BACKGROUND)
+        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.BackgroundRole):
+            return self.caution_data(r, role)
         if role == Qt.ItemDataRole.FontRole and row_key(r.path) not in self._read:
             font = QFont()
             font.setBold(True)  # unread rows stand out, as in a mail client
