@@ -30,6 +30,7 @@ from PySide6.QtGui import QAction, QActionGroup, QGuiApplication, QPixmapCache
 from PySide6.QtWidgets import QFrame, QGridLayout, QLabel, QMenu, QSizePolicy, QVBoxLayout, QWidget
 
 from cxr_desktop.gui.canvas import ImageCanvas
+from cxr_desktop.gui.choice_menu import add_choice_menu
 from cxr_desktop.gui.pane import ComparePane, score_text
 from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, search_prior
 from cxr_desktop.gui.theme import THEMES, apply_theme
@@ -489,14 +490,10 @@ class ReadingRoom(QObject):
             menu.addAction(acts[key])
             self.actions[key] = acts[key]
         menu.addSeparator()
-        themes = menu.addMenu("&Theme")
-        theme_group = QActionGroup(themes)
-        for name in THEMES:
-            act = themes.addAction(f"{name.capitalize()}{' (reading room)' if name == 'dark' else ''}")
-            act.setCheckable(True)
-            act.setChecked(name == self.theme)
-            act.triggered.connect(lambda _c=False, n=name: self.set_theme(n))
-            theme_group.addAction(act)
+        themes = add_choice_menu(menu, "&Theme", THEMES, self.theme,
+                                 lambda n: f"{n.capitalize()}{' (reading room)' if n == 'dark' else ''}",
+                                 self.set_theme)
+        for name, act in themes.items():
             self.actions[f"theme_{name}"] = act
         help_menu = next((a for a in w.menuBar().actions() if a.text().replace("&", "") == "Help"), None)
         if help_menu is not None:  # Layout before Help

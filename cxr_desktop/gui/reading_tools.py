@@ -25,6 +25,7 @@ from PySide6.QtGui import QActionGroup
 from PySide6.QtWidgets import QApplication, QLabel, QMenu, QMenuBar, QWidget
 
 from cxr_desktop.gui.canvas import ImageCanvas
+from cxr_desktop.gui.choice_menu import add_choice_menu
 from cxr_desktop.gui.measure_tools import TOOL_NAMES, TOOLS
 
 if TYPE_CHECKING:
@@ -88,14 +89,8 @@ class ReadingTools(QObject):
         view_menu.addSeparator()
         view_menu.addAction(acts["toggle_corners"])
         view_menu.addAction(acts["cine"])
-        rates = view_menu.addMenu("Cine &rate")
-        group = QActionGroup(rates)
-        for fps in CINE_RATES:
-            a = rates.addAction(f"{fps} frames/s")
-            a.setCheckable(True)
-            a.setChecked(fps == self.cine_fps)
-            a.triggered.connect(lambda _c=False, f=fps: self.set_cine_fps(f))
-            group.addAction(a)
+        add_choice_menu(view_menu, "Cine &rate", CINE_RATES, self.cine_fps, lambda f: f"{f} frames/s",
+                        self.set_cine_fps)
         view_menu.addAction(acts["wheel_frames"])
         if file_menu is not None:
             file_menu.addAction(acts["export_patient_data"])
