@@ -63,11 +63,12 @@ JPEG_PROBE = bytes.fromhex(
     "ba93367a7e605d5da9292f2a1b375e6e")
 
 
-def jpeg_frame_type(data: bytes) -> tuple[int, int] | None:
-    """(SOF marker, sample precision) of the first frame header (None when not found)."""
+def _frame_header_at(data: bytes, *, jpeg_ls: bool, need: int) -> int | None:
+    """Offset of the first frame header (SOF marker; SOF55 too when ``jpeg_ls``) with ``need`` bytes after
+    its marker start readable; None when a scan, a non-marker byte or the end comes first."""
     i = 2
     n = len(data)
-    while i + 4 < n:
+    while i + need < n:
         if data[i] != 0xFF:
             return None
         marker = data[i + 1]
@@ -77,12 +78,18 @@ def jpeg_frame_type(data: bytes) -> tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
             i += 2
             continue
-        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or marker == 0xF7:
-            return (marker, data[i + 4]) if i + 4 < n else None
+        if (0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC)) or (jpeg_ls and marker == 0xF7):
+            return i
         if marker == 0xDA:
             return None
         i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
     return None
+
+
+def jpeg_frame_type(data: bytes) -> tuple[int, int] | None:
+    """(SOF marker, sample precision) of the first frame header (None when not found)."""
+    i = _frame_header_at(data, jpeg_ls=True, need=4)
+    return None if i is None else (data[i + 1], data[i + 4])
 
 
 def ends_with_eoi(data: bytes) -> bool:
@@ -215,22 +222,8 @@ def image_end(data: bytes) -> int | None:
 
 def _frame_components(data: bytes) -> int:
     """Number of components (Nf) in the first frame header, 0 when not found."""
-    i = 2
-    n = len(data)
-    while i + 9 < n and data[i] == 0xFF:
-        marker = data[i + 1]
-        if marker == 0xFF:
-            i += 1
-            continue
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            i += 2
-            continue
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            return data[i + 9]
-        if marker == 0xDA:
-            return 0
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
-    return 0
+    i = _frame_header_at(data, jpeg_ls=False, need=9)
+    return 0 if i is None else data[i + 9]
 
 
 def check_jpegls(data: bytes) -> Incomplete | None:
