@@ -114,6 +114,18 @@ _SPECIAL_FILES = (  # (test, what it is, why it is not opened)
 )
 
 
+def _unreadable(exc: OSError, path: str | Path) -> ImageError:
+    """The ImageError for an OS error met while opening or reading ``path``: what went wrong, what to do."""
+    if isinstance(exc, FileNotFoundError):
+        return ImageError(Reason.UNREADABLE, "The file does not exist (it may have been moved or "
+                          "deleted). Check the location and open it again.", path)
+    if isinstance(exc, PermissionError):
+        return ImageError(Reason.UNREADABLE, "The file cannot be opened: permission denied. Ask your "
+                          "administrator for read access or copy the file to your own folder.", path)
+    return ImageError(Reason.UNREADABLE, f"The file cannot be read from disk ({type(exc).__name__}). "
+                      "Check the drive or network share and try again.", path)
+
+
 def require_regular_file(path: str | Path) -> None:
     """Refuse anything but a regular file (after following symbolic links), saying what it is.
 
@@ -122,15 +134,8 @@ def require_regular_file(path: str | Path) -> None:
     """
     try:
         mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        raise ImageError(Reason.UNREADABLE, "The file does not exist (it may have been moved or "
-                         "deleted). Check the location and open it again.", path) from None
-    except PermissionError:
-        raise ImageError(Reason.UNREADABLE, "The file cannot be opened: permission denied. Ask your "
-                         "administrator for read access or copy the file to your own folder.", path) from None
     except OSError as exc:
-        raise ImageError(Reason.UNREADABLE, f"The file cannot be read from disk ({type(exc).__name__}). "
-                         "Check the drive or network share and try again.", path) from None
+        raise _unreadable(exc, path) from None
     if stat.S_ISREG(mode):
         return
     if stat.S_ISDIR(mode):
@@ -162,18 +167,11 @@ def _format_of(path: str | Path) -> str:
     require_regular_file(p)
     try:
         head = _read_head(p)
-    except FileNotFoundError:
-        raise ImageError(Reason.UNREADABLE, "The file does not exist (it may have been moved or "
-                         "deleted). Check the location and open it again.", path) from None
-    except PermissionError:
-        raise ImageError(Reason.UNREADABLE, "The file cannot be opened: permission denied. Ask your "
-                         "administrator for read access or copy the file to your own folder.", path) from None
     except IsADirectoryError:  # replaced by a special file since require_regular_file
         raise ImageError(Reason.NOT_AN_IMAGE, "This is not a regular image file, so it was not opened. "
                          "Choose an image file saved on disk.", path) from None
     except OSError as exc:
-        raise ImageError(Reason.UNREADABLE, f"The file cannot be read from disk ({type(exc).__name__}). "
-                         "Check the drive or network share and try again.", path) from None
+        raise _unreadable(exc, path) from None
     if not head:
         raise ImageError(Reason.NOT_AN_IMAGE, "The file is empty (0 bytes). Copy or export the image "
                          "again.", path)
