@@ -77,3 +77,15 @@ def sample_studies_dir() -> Path:
     if sample_files(shared):
         return shared
     return bundled
+
+
+def path_inside(out_dir: str | os.PathLike[str], relpath: str, folder_name: str) -> Path:
+    """``relpath`` resolved inside ``out_dir``; ValueError when it leads outside (``..``, absolute, links).
+
+    Outputs mirror the input's relative path, so a crafted path must not write elsewhere.
+    """
+    base = Path(out_dir).resolve()
+    target = (base / relpath).resolve()
+    if base != target and base not in target.parents:
+        raise ValueError(f"{relpath!r} leads outside the {folder_name}")
+    return target

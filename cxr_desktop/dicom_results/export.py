@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from cxr_desktop.dicom_results.finding import ImageFinding, ModelInfo, finding_from_row
 from cxr_desktop.dicom_results.secondary_capture import compose_picture, make_secondary_capture
 from cxr_desktop.dicom_results.structured_report import make_structured_report
+from cxr_desktop.paths import path_inside
 
 SC_SUFFIX = ".sc.dcm"
 SR_SUFFIX = ".sr.dcm"
@@ -94,10 +95,7 @@ def write_result_objects(source_path: str | os.PathLike[str], finding: ImageFind
 
 def result_paths(out_dir: str | os.PathLike[str], relpath: str) -> tuple[Path, Path]:
     """(SC, SR) paths for a source's relative path, inside ``out_dir``."""
-    base = Path(out_dir).resolve()
-    target = (base / relpath).resolve()
-    if base != target and base not in target.parents:
-        raise ValueError(f"{relpath!r} leads outside the DICOM output folder")
+    target = path_inside(out_dir, relpath, "DICOM output folder")
     return target.with_name(target.name + SC_SUFFIX), target.with_name(target.name + SR_SUFFIX)
 
 

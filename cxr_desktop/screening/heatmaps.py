@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from cxr_desktop.heatmap_rules import NO_HEATMAP_TEXT, alpha_ramp
+from cxr_desktop.paths import path_inside
 from cxr_desktop.screening.results import atomic_write_bytes
 
 HEATMAP_SUFFIX = ".heatmap.png"
@@ -35,10 +36,7 @@ OVERLAY_MAX_ALPHA = 0.5  # weight of the colour where the map is highest (0 wher
 
 def heatmap_paths(out_dir: str | os.PathLike[str], relpath: str) -> tuple[Path, Path]:
     """(heatmap, overlay) paths for an input's relative path, inside ``out_dir``."""
-    base = Path(out_dir).resolve()
-    target = (base / relpath).resolve()
-    if base != target and base not in target.parents:
-        raise ValueError(f"{relpath!r} leads outside the heatmap folder")
+    target = path_inside(out_dir, relpath, "heatmap folder")
     return target.with_name(target.name + HEATMAP_SUFFIX), target.with_name(target.name + OVERLAY_SUFFIX)
 
 
