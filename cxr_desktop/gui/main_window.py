@@ -741,14 +741,19 @@ class MainWindow(QMainWindow):
         caption = caption_with(self.export_caption(), measurements=self.canvas.measure.descriptions(),
                                patient=self.canvas.corner_text(patient_data=True).get("top_left", []) if patient
                                else ())
+        return self._exported("view", path, lambda: export_png(
+            path, picture, colormap=self.overlay_panel.colormap if overlay_on else None, legend_title=title,
+            caption=caption))
+
+    def _exported(self, what: str, path: str, write: Callable[[], Path]) -> Path | None:
+        """Run ``write``; show where ``what`` (view, report) went, or why it could not be saved (None)."""
         try:
-            out = export_png(path, picture, colormap=self.overlay_panel.colormap if overlay_on else None,
-                             legend_title=title, caption=caption)
+            out = write()
         except OSError as exc:
-            self.inform("Export failed", f"The view could not be saved to {Path(path).name} "
+            self.inform("Export failed", f"The {what} could not be saved to {Path(path).name} "
                                          f"({exc.strerror or type(exc).__name__}). Choose another folder.")
             return None
-        self.statusBar().showMessage(f"View exported to {out.name}", 5000)
+        self.statusBar().showMessage(f"{what.capitalize()} exported to {out.name}", 5000)
         return out
 
     # ================================================================ case report
@@ -777,14 +782,7 @@ class MainWindow(QMainWindow):
         except AttributeError:  # no measurement tools in this window
             measurements = []
         report, plain, heat = collect_case_report(self, include_patient=include_patient, measurements=measurements)
-        try:
-            out = render_case_report(path, report, plain, heat)
-        except OSError as exc:
-            self.inform("Export failed", f"The report could not be saved to {Path(path).name} "
-                                         f"({exc.strerror or type(exc).__name__}). Choose another folder.")
-            return None
-        self.statusBar().showMessage(f"Report exported to {out.name}", 5000)
-        return out
+        return self._exported("report", path, lambda: render_case_report(path, report, plain, heat))
 
     # ================================================================ tools
     def _optional_dialog(self, module: str, cls_name: str, what: str) -> QWidget | None:
