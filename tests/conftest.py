@@ -32,3 +32,31 @@ def cxr_dir() -> Path:
 @pytest.fixture(scope="session")
 def dicom_dir() -> Path:
     return _need(SHARED_DATA / "dicom")
+
+
+@pytest.fixture
+def main_window(qtbot, tmp_path, monkeypatch):
+    """Factory of shown main windows with cache, data and settings under ``tmp_path``; each is shut down
+    after the test. Qt is imported only when a test asks for it."""
+    from PySide6.QtCore import QSettings
+
+    from cxr_desktop.gui.main_window import MainWindow
+    from cxr_desktop.gui.settings import AppSettings
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
+    windows: list[MainWindow] = []
+
+    def make(engine_options: dict | None = None, size: tuple[int, int] = (1100, 800)) -> MainWindow:
+        settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        w = MainWindow(settings, engine_options=engine_options)
+        qtbot.addWidget(w)
+        w.resize(*size)
+        w.show()
+        qtbot.waitExposed(w)
+        windows.append(w)
+        return w
+
+    yield make
+    for w in windows:
+        w.shutdown()

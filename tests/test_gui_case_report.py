@@ -17,12 +17,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
 
 from cxr_desktop import DECISION_AID_NOTICE  # noqa: E402
 from cxr_desktop.gui.case_report import CaseReport, render_case_report  # noqa: E402
-from cxr_desktop.gui.settings import AppSettings  # noqa: E402
 
 POPPLER = shutil.which("pdftoppm") and shutil.which("pdftotext")
 needs_poppler = pytest.mark.skipif(not POPPLER, reason="poppler-utils (pdftoppm, pdftotext) is not installed")
@@ -75,19 +73,8 @@ def test_layout_without_a_window(qapp, tmp_path):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    from cxr_desktop.gui.main_window import MainWindow
-
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings, engine_options={"device": "cpu", "backend": "torch"})
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window(engine_options={"device": "cpu", "backend": "torch"})
 
 
 @needs_poppler

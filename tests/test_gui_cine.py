@@ -14,11 +14,9 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from PySide6.QtCore import QSettings
 
 from cxr_desktop.gui import workers
 from cxr_desktop.gui.main_window import MainWindow
-from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.imaging import dicom_io
 from cxr_desktop.imaging.loader import PARSED, load_image
 
@@ -27,16 +25,8 @@ _COUNTED = threading.local()  # .viewer: calls made on this thread are counted b
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    w = MainWindow(AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)))
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window()
 
 
 @pytest.fixture

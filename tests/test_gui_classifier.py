@@ -50,17 +50,8 @@ def model_files(tmp_path_factory):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings, engine_options=ENGINE)
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window(engine_options=ENGINE)
 
 
 def load_model(qtbot, window: MainWindow, path) -> None:

@@ -13,12 +13,11 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
+from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.main_window import MainWindow
-from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.measure import IMAGER_CAVEAT, Measurement, MeasurementStore, path_key
 
 TIMEOUT = 30_000
@@ -26,17 +25,8 @@ NAME, PID = "Corner^Testpatient", "PID-4711"
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings)
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window()
 
 
 def open_and_wait(qtbot, window: MainWindow, path: Path):

@@ -69,17 +69,8 @@ def studies(tmp_path) -> dict[str, Path]:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings, engine_options={"device": "cpu", "backend": "torch"})
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window(engine_options={"device": "cpu", "backend": "torch"})
 
 
 def open_main(qtbot, window: MainWindow, path: Path):

@@ -12,12 +12,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
+from PySide6.QtCore import QEvent, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.main_window import MainWindow
-from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.imaging import load_image, to_uint8
 from cxr_desktop.imaging.types import Window
 
@@ -32,17 +31,8 @@ def qimage_to_array(img: QImage) -> np.ndarray:
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings)
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window()
 
 
 def open_and_wait(qtbot, window: MainWindow, path: Path):

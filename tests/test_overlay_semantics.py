@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.gui.overlay import HeatmapLayer, layer_argb
 from cxr_desktop.gui.overlay_panel import SHOWN_BELOW_TEXT
-from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.heatmap_rules import (
     ALPHA_FLOOR, BELOW_THRESHOLD_MARK, NO_HEATMAP_TEXT, alpha_ramp, caption_lines, heatmap_drawn, legend_title,
 )
@@ -63,17 +61,8 @@ def models(tmp_path_factory):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings, engine_options=ENGINE)
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window(engine_options=ENGINE)
 
 
 def load_model(qtbot, window: MainWindow, path) -> None:

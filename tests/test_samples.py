@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QSettings
 
-from cxr_desktop.gui.main_window import MainWindow
-from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.paths import sample_files, sample_studies_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,17 +27,8 @@ def no_shared_data(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings)
-    qtbot.addWidget(w)
-    w.resize(1000, 700)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window(size=(1000, 700))
 
 
 def test_samples_are_small_documented_and_decodable():
