@@ -16,9 +16,9 @@ import pydicom
 import pytest
 
 from cxr_desktop.gui import workers
-from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.imaging import dicom_io
 from cxr_desktop.imaging.loader import PARSED, load_image
+from window_helpers import open_and_wait
 
 TIMEOUT = 30_000
 _COUNTED = threading.local()  # .viewer: calls made on this thread are counted by ``spies``
@@ -68,11 +68,6 @@ def copy_of(dicom_dir: Path, name: str, tmp_path: Path) -> Path:
     dst = tmp_path / name
     shutil.copy(dicom_dir / name, dst)
     return dst
-
-
-def open_and_wait(qtbot, window: MainWindow, path: Path):
-    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT):
-        window.open_paths([str(path)])
 
 
 def test_cine_parses_the_file_once_and_a_second_loop_decodes_nothing(qtbot, window, dicom_dir, tmp_path, spies):

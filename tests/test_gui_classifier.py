@@ -17,6 +17,7 @@ from PySide6.QtWidgets import QApplication
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.gui.settings import AppSettings
+from window_helpers import load_model, open_and_predict
 
 TIMEOUT = 60_000
 ENGINE = {"device": "cpu", "backend": "torch"}  # the ONNX path is exercised by the engine tests and bench
@@ -52,17 +53,6 @@ def model_files(tmp_path_factory):
 @pytest.fixture
 def window(main_window):
     return main_window(engine_options=ENGINE)
-
-
-def load_model(qtbot, window: MainWindow, path) -> None:
-    with qtbot.waitSignal(window.models.ready, timeout=TIMEOUT):
-        window.open_model(str(path))
-
-
-def open_and_predict(qtbot, window: MainWindow, path):
-    with qtbot.waitSignal(window.prediction_shown, timeout=TIMEOUT) as blocker:
-        window.open_paths([str(path)])
-    return blocker.args[0]
 
 
 def count_cam_calls(engine) -> list[int]:

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.measure import IMAGER_CAVEAT, Measurement, MeasurementStore, path_key
+from window_helpers import open_and_wait
 
 TIMEOUT = 30_000
 NAME, PID = "Corner^Testpatient", "PID-4711"
@@ -27,12 +28,6 @@ NAME, PID = "Corner^Testpatient", "PID-4711"
 @pytest.fixture
 def window(main_window):
     return main_window()
-
-
-def open_and_wait(qtbot, window: MainWindow, path: Path):
-    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT) as blocker:
-        window.open_paths([str(path)])
-    return blocker.args[0]
 
 
 def make_cr(path: Path, pixels: np.ndarray, **attrs) -> Path:

@@ -25,6 +25,7 @@ from cxr_desktop.gui.worklist_dock import ReadingWorklistModel, WorklistDock, re
 from cxr_desktop.imaging.types import Window
 from cxr_desktop.scope.learned import Caution
 from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, ResultRow
+from window_helpers import open_and_wait
 
 TIMEOUT = 60_000
 
@@ -74,9 +75,7 @@ def window(main_window):
 
 
 def open_main(qtbot, window: MainWindow, path: Path):
-    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT) as blocker:
-        window.open_paths([str(path)])
-    return blocker.args[0]
+    return open_and_wait(qtbot, window, path, TIMEOUT)
 
 
 def open_pane(qtbot, window: MainWindow, index: int, path: Path):

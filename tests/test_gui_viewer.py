@@ -19,6 +19,7 @@ from PySide6.QtWidgets import QApplication
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.imaging import load_image, to_uint8
 from cxr_desktop.imaging.types import Window
+from window_helpers import open_and_wait
 
 TIMEOUT = 30_000
 
@@ -33,12 +34,6 @@ def qimage_to_array(img: QImage) -> np.ndarray:
 @pytest.fixture
 def window(main_window):
     return main_window()
-
-
-def open_and_wait(qtbot, window: MainWindow, path: Path):
-    with qtbot.waitSignal(window.image_displayed, timeout=TIMEOUT) as blocker:
-        window.open_paths([str(path)])
-    return blocker.args[0]
 
 
 def rendered(qtbot, window: MainWindow) -> np.ndarray:

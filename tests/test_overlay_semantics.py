@@ -21,6 +21,7 @@ from cxr_desktop.heatmap_rules import (
     ALPHA_FLOOR, BELOW_THRESHOLD_MARK, NO_HEATMAP_TEXT, alpha_ramp, caption_lines, heatmap_drawn, legend_title,
 )
 from cxr_desktop.paths import resources_dir
+from window_helpers import load_model, open_and_predict
 
 TIMEOUT = 60_000
 ENGINE = {"device": "cpu", "backend": "torch"}
@@ -63,17 +64,6 @@ def models(tmp_path_factory):
 @pytest.fixture
 def window(main_window):
     return main_window(engine_options=ENGINE)
-
-
-def load_model(qtbot, window: MainWindow, path) -> None:
-    with qtbot.waitSignal(window.models.ready, timeout=TIMEOUT):
-        window.open_model(str(path))
-
-
-def open_and_predict(qtbot, window: MainWindow, path):
-    with qtbot.waitSignal(window.prediction_shown, timeout=TIMEOUT) as blocker:
-        window.open_paths([str(path)])
-    return blocker.args[0]
 
 
 def viewport(qtbot, window: MainWindow) -> np.ndarray:
