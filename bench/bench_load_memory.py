@@ -115,16 +115,11 @@ def write_big_dicom(path: Path, side: int) -> Path:
     """A side x side 12-bit CR-like native DICOM with a rescale (exercises the modality stage)."""
     import numpy as np
     import pydicom  # noqa: F401
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    sys.path.insert(0, str(REPO / "tests"))
+    from dicom_builders import new_dataset
+
+    ds = new_dataset()
     ds.Modality = "CR"
     ramp = np.arange(side, dtype=np.uint32)
     ds.set_pixel_data(((ramp[:, None] * 7 + ramp[None, :]) & 4095).astype(np.uint16), "MONOCHROME2", 12)

@@ -21,27 +21,22 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # dicom_builders
 
 from cxr_desktop.training.scan import hash_group, scan_folder  # noqa: E402
 from cxr_desktop.training.split import patient_check, split_groups  # noqa: E402
 from cxr_desktop.training.synthetic import find_sources  # noqa: E402
+from dicom_builders import new_dataset  # noqa: E402
 
 PATTERN = r"^(P\d{4})_"
 
 
 def _dicom(path: Path, grey: np.ndarray, pid: str, mono1: bool) -> None:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_dataset()
     ds.PatientID = pid
     ds.Modality = "DX"
     ds.StudyInstanceUID = generate_uid()

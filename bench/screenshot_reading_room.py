@@ -28,22 +28,18 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))  # dicom_builders
 
 
 def wrap_as_dicom(src: Path, dst: Path, patient: str, date: str) -> Path:
     """A DX DICOM file with ``src``'s pixels (made-up patient; for the screenshot only)."""
     import cv2
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+    from pydicom.uid import generate_uid
+
+    from dicom_builders import new_dataset
 
     pixels = cv2.imread(str(src), cv2.IMREAD_GRAYSCALE)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_dataset()
     ds.PatientName = f"Demo^{patient}"
     ds.PatientID = patient
     ds.StudyDate = date

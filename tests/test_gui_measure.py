@@ -11,14 +11,14 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.uid import generate_uid
 from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.measure import IMAGER_CAVEAT, Measurement, MeasurementStore, path_key
+from dicom_builders import new_dataset
 from window_helpers import open_and_wait
 
 TIMEOUT = 30_000
@@ -32,13 +32,7 @@ def window(main_window):
 
 def make_cr(path: Path, pixels: np.ndarray, **attrs) -> Path:
     """A small uncompressed CR with patient data (to check it stays out of exports and JSON)."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1"  # CR Image Storage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_dataset("1.2.840.10008.5.1.4.1.1.1")  # CR Image Storage
     ds.PatientName, ds.PatientID, ds.StudyDate = NAME, PID, "20240102"
     ds.Modality, ds.ViewPosition, ds.ImageLaterality = "CR", "PA", "L"
     ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import generate_uid
 from PySide6.QtCore import QPoint, QRect, QSettings, Qt
 from PySide6.QtWidgets import QApplication
 
@@ -25,6 +24,7 @@ from cxr_desktop.gui.worklist_dock import ReadingWorklistModel, WorklistDock, re
 from cxr_desktop.imaging.types import Window
 from cxr_desktop.scope.learned import Caution
 from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, ResultRow
+from dicom_builders import new_dataset
 from window_helpers import open_and_wait
 
 TIMEOUT = 60_000
@@ -36,13 +36,7 @@ def make_study(path: Path, patient: str, date: str, *, seed: int, size: tuple[in
     rng = np.random.default_rng(seed)
     pixels = (rng.random(size) * 3000).astype(np.uint16)
     pixels[size[0] // 4: size[0] // 2, size[1] // 4: size[1] // 2] += 800  # some structure to look at
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_dataset()
     ds.PatientName = f"Test^{patient}"
     ds.PatientID = patient
     ds.StudyDate = date

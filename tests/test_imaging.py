@@ -18,7 +18,7 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, pixel_array
 from pydicom.pixels.processing import apply_modality_lut, apply_windowing
@@ -28,7 +28,6 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     RLELossless,
-    SecondaryCaptureImageStorage,
     generate_uid,
 )
 
@@ -46,6 +45,7 @@ from cxr_desktop.imaging import (
 )
 from cxr_desktop.imaging.dicom_io import parse_age
 from cxr_desktop.preprocess import preprocess, unit_grey
+from dicom_builders import new_dataset
 
 NON_IMAGE_SUFFIXES = {".md", ".csv", ".txt"}
 SECRET_NAME = "Doe^Jane"
@@ -71,13 +71,7 @@ def pydicom_decodes(path: Path) -> bool:
 def make_dicom(path: Path, pixels: np.ndarray, *, photometric: str = "MONOCHROME2",
                bits_stored: int | None = None, tsyntax: str = ExplicitVRLittleEndian, **attrs) -> Path:
     """A small Secondary Capture DICOM file with the given pixels and attributes."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_dataset()
     ds.PatientName = SECRET_NAME
     ds.PatientID = SECRET_ID
     ds.Modality = "OT"

@@ -14,13 +14,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
+from pydicom.uid import generate_uid
 
 from cxr_desktop.training import metrics as M
 from cxr_desktop.training.scan import ScanItem, patient_group, scan_folder
 from cxr_desktop.training.split import patient_check, split_groups
 from cxr_desktop.training.validation import compare_models, metrics_by_input, split_extras
+from dicom_builders import new_dataset
 
 PATTERN = r"^(P\d{4})_"
 
@@ -34,13 +34,7 @@ def _pixels(seed: int, size: int = 96) -> np.ndarray:
 
 
 def write_dicom(path: Path, patient_id: str, seed: int, photometric: str = "MONOCHROME2") -> Path:
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = SecondaryCaptureImageStorage
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds = new_dataset()
     ds.PatientID = patient_id
     ds.PatientName = "Doe^Jane"
     ds.Modality = "DX"
