@@ -18,7 +18,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 ORTHANC_BINARY_CANDIDATES = ("/usr/sbin/Orthanc", "Orthanc")
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
@@ -143,3 +143,16 @@ class OrthancServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def orthanc_for_module(tmp_path_factory: Any, our_ae: str, needed_by: str) -> Iterator[OrthancServer]:
+    """Body of a test module's ``orthanc`` fixture (``yield from`` it): one Orthanc that knows ``our_ae``,
+    stopped after the module; the module is skipped, saying so, where Orthanc is not installed."""
+    import pytest
+
+    if orthanc_binary() is None:
+        pytest.skip(f"Orthanc is not installed (apt-get install orthanc orthanc-dicomweb); {needed_by} need it")
+    server = OrthancServer(tmp_path_factory.mktemp("orthanc"), our_ae=our_ae)
+    server.start()
+    yield server
+    server.stop()

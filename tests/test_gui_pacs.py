@@ -17,7 +17,7 @@ import pydicom
 import pytest
 from PySide6.QtCore import QSettings
 
-from orthanc_fixture import OrthancServer, free_port, orthanc_binary
+from orthanc_fixture import OrthancServer, free_port, orthanc_for_module
 from test_dicom_results import dciodvfy_errors
 
 from cxr_desktop.gui.main_window import MainWindow
@@ -32,12 +32,7 @@ RADIOGRAPHS = ("cxr/siim_pneumothorax_sample.dcm", "dicom/RG1_J2KI.dcm")
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    if orthanc_binary() is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb); the PACS GUI tests need it")
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc"), our_ae=OUR_AE)
-    server.start()
-    yield server
-    server.stop()
+    yield from orthanc_for_module(tmp_path_factory, OUR_AE, "the PACS GUI tests")
 
 
 @pytest.fixture()

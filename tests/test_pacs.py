@@ -19,7 +19,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from orthanc_fixture import OrthancServer, free_port, orthanc_binary
+from orthanc_fixture import free_port, orthanc_for_module
 
 from cxr_desktop.pacs import (
     DicomWebServer, DimseServer, PacsError, PacsProblem, RetrieveDone, RetrieveProgress, StudyCache, StudyQuery,
@@ -32,12 +32,7 @@ OUR_AE = "CXRTEST"
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory):
-    if orthanc_binary() is None:
-        pytest.skip("Orthanc is not installed (apt-get install orthanc orthanc-dicomweb); the PACS tests need it")
-    server = OrthancServer(tmp_path_factory.mktemp("orthanc"), our_ae=OUR_AE)
-    server.start()
-    yield server
-    server.stop()
+    yield from orthanc_for_module(tmp_path_factory, OUR_AE, "the PACS tests")
 
 
 @pytest.fixture()
