@@ -17,9 +17,10 @@ CAUTION_BACKGROUND = QColor(255, 170, 0, 70)  # translucent amber: readable on l
 
 
 class ResultRowsModel(QAbstractTableModel):
-    """Rows in ``self._rows``, headers from ``COLUMNS``; subclasses answer the other roles in ``data``."""
+    """Rows in ``self._rows``, headers from ``COLUMNS``; subclasses give ``_display`` and their own roles."""
 
     COLUMNS: tuple[str, ...] = ()
+    COL_SCORE: int  # right-aligned
     _rows: list[ResultRow]
 
     def rowCount(self, parent: QModelIndex | QPersistentModelIndex = QModelIndex()) -> int:  # noqa: B008
@@ -31,6 +32,27 @@ class ResultRowsModel(QAbstractTableModel):
     def headerData(self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
         if orientation == Qt.Orientation.Horizontal and role == Qt.ItemDataRole.DisplayRole:
             return self.COLUMNS[section]
+        return None
+
+    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid():
+            return None
+        r = self._rows[index.row()]
+        col = index.column()
+        if role == Qt.ItemDataRole.DisplayRole:
+            return self._display(r, col)
+        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.BackgroundRole):
+            return self.caution_data(r, role)
+        if role == Qt.ItemDataRole.TextAlignmentRole and col == self.COL_SCORE:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        return self._role_data(r, col, role)
+
+    def _display(self, r: ResultRow, col: int) -> str | None:
+        """The text of column ``col`` for row ``r``."""
+        raise NotImplementedError
+
+    def _role_data(self, r: ResultRow, col: int, role: int) -> Any:
+        """The subclass's own roles (sort key, thumbnail, font, ...); None for the rest."""
         return None
 
     @staticmethod

@@ -141,28 +141,17 @@ class WorklistModel(ResultRowsModel):
         return self._thumbs.get(relpath)
 
     # -- Qt model API
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        r = self._rows[index.row()]
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(r, col)
+    def _role_data(self, r: ResultRow, col: int, role: int) -> Any:
         if role == SORT_ROLE:
             return self._sort_value(r, col)
         if role == ROW_ROLE:
             return r
-        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.BackgroundRole):
-            return self.caution_data(r, role)
         if role == Qt.ItemDataRole.DecorationRole and col == self.COL_THUMB:
             if r.path in self._thumbs:
                 return self._thumbs[r.path]
             if r.path not in self._asked:
                 self._asked.add(r.path)
                 self.thumbnail_wanted.emit(r.path)
-            return None
-        if role == Qt.ItemDataRole.TextAlignmentRole and col == self.COL_SCORE:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     #: Out-of-scope rows that carry a score (``cxr-screen --show-anyway``) show it only when this is on.

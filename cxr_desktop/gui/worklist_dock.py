@@ -23,7 +23,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from PySide6.QtCore import QModelIndex, QObject, QPersistentModelIndex, Qt, Signal
+from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QFont
 from PySide6.QtWidgets import (
     QAbstractItemView, QDockWidget, QHBoxLayout, QHeaderView, QLabel, QPushButton, QTableView, QVBoxLayout, QWidget,
@@ -138,21 +138,11 @@ class ReadingWorklistModel(ResultRowsModel):
         return sum(1 for r in self._rows if row_key(r.path) not in self._read)
 
     # -- Qt model API
-    def data(self, index: QModelIndex | QPersistentModelIndex, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid():
-            return None
-        r = self._rows[index.row()]
-        col = index.column()
-        if role == Qt.ItemDataRole.DisplayRole:
-            return self._display(r, col)
-        if role in (Qt.ItemDataRole.ToolTipRole, Qt.ItemDataRole.BackgroundRole):
-            return self.caution_data(r, role)
+    def _role_data(self, r: ResultRow, col: int, role: int) -> Any:
         if role == Qt.ItemDataRole.FontRole and row_key(r.path) not in self._read:
             font = QFont()
             font.setBold(True)  # unread rows stand out, as in a mail client
             return font
-        if role == Qt.ItemDataRole.TextAlignmentRole and col == self.COL_SCORE:
-            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         return None
 
     def _display(self, r: ResultRow, col: int) -> str:
