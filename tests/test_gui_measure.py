@@ -16,7 +16,6 @@ from PySide6.QtCore import QEvent, QPoint, QPointF, Qt
 from PySide6.QtGui import QImage, QMouseEvent, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
-from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.measure import IMAGER_CAVEAT, Measurement, MeasurementStore, path_key
 from dicom_builders import new_dataset
 from window_helpers import open_and_wait
