@@ -129,18 +129,8 @@ LONG_REASONS = [
 
 
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    from cxr_desktop.gui.main_window import MainWindow
-
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
-    w = MainWindow(_settings(tmp_path))
-    qtbot.addWidget(w)
-    w.resize(1000, 560)
-    w.show()
-    qtbot.waitExposed(w)
-    yield w
-    w.shutdown()
+def window(main_window):
+    return main_window(size=(1000, 560))
 
 
 def _fully_readable(label, area) -> bool:
