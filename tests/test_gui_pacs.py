@@ -324,7 +324,7 @@ def test_worklist_sends_selected_rows_by_stow_rs(qtbot, window, pacs, uploaded, 
     folder.mkdir()
     for i, f in enumerate(uploaded):
         shutil.copy(f, folder / f"img{i}.dcm")
-    dialog = window._optional_dialog("screening_panel", "ScreeningDialog", "Screening")
+    dialog = window.new_screening_dialog()
     dialog.set_model_path(model_file)
     dialog.set_folder(folder)
     window.pacs.attach_to_screening(dialog)

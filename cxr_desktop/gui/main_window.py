@@ -16,7 +16,6 @@ image on request, labelled as below threshold (:mod:`cxr_desktop.heatmap_rules`)
 from __future__ import annotations
 
 import datetime
-import inspect
 import logging
 import sys
 from pathlib import Path
@@ -42,12 +41,14 @@ from cxr_desktop.gui.pacs_actions import PacsActions
 from cxr_desktop.gui.reading_tools import ReadingTools
 from cxr_desktop.gui.results_panel import ResultsPanel
 from cxr_desktop.gui.scope import ViewerScope
+from cxr_desktop.gui.screening_panel import ScreeningDialog
 from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.shortcuts import SHORTCUTS, ShortcutsDialog, key_sequences
 from cxr_desktop.gui.startup_report import StartupReporter
 from cxr_desktop.gui.study_list import StudyListWidget
 from cxr_desktop.gui.study_scan import StudyEntry, recent_entry
 from cxr_desktop.gui.tags_panel import TagsPanel
+from cxr_desktop.gui.training_wizard import TrainingWizard
 from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
 from cxr_desktop.heatmap_rules import NO_HEATMAP_TEXT, caption_lines, heatmap_drawn, legend_title
 
@@ -785,44 +786,22 @@ class MainWindow(QMainWindow):
         return self._exported("report", path, lambda: render_case_report(path, report, plain, heat))
 
     # ================================================================ tools
-    def _optional_dialog(self, module: str, cls_name: str, what: str) -> QWidget | None:
-        try:
-            mod = __import__(f"cxr_desktop.gui.{module}", fromlist=[cls_name])
-            cls = getattr(mod, cls_name)
-        except (ImportError, AttributeError):
-            self.inform(what, f"{what} is not available in this version of CXR Review.")
-            return None
-        params = inspect.signature(cls).parameters
-        kwargs: dict[str, Any] = {}
+    def new_screening_dialog(self) -> ScreeningDialog:
+        """A screening dialog on this window, preset with the active model."""
         active = self.models.active
-        if "parent" in params:
-            kwargs["parent"] = self
-        if "model_path" in params and active is not None and active.path:
-            kwargs["model_path"] = active.path
-        if "settings" in params:
-            kwargs["settings"] = self.settings.q
-        dialog = cls(**kwargs)
-        if "parent" not in params:
-            dialog.setParent(self, Qt.WindowType.Dialog)
-        return dialog
+        model_path = active.path if active is not None and active.path else None
+        return ScreeningDialog(self, model_path=model_path)
 
     def open_screening(self) -> None:
-        dialog = self._optional_dialog("screening_panel", "ScreeningDialog", "Screening")
-        if dialog is None:
-            return
-        if hasattr(dialog, "open_study_requested"):
-            dialog.open_study_requested.connect(lambda path: self.open_paths([path]))
-        if hasattr(dialog, "export_csv_button"):
-            self.pacs.attach_to_screening(dialog)
+        dialog = self.new_screening_dialog()
+        dialog.open_study_requested.connect(lambda path: self.open_paths([path]))
+        self.pacs.attach_to_screening(dialog)
         self.reading_room.attach_screening(dialog)  # its results also in the docked worklist
         self._keep_dialog(dialog)
 
     def open_training(self) -> None:
-        dialog = self._optional_dialog("training_wizard", "TrainingWizard", "Training")
-        if dialog is None:
-            return
-        if hasattr(dialog, "model_ready"):
-            dialog.model_ready.connect(self.open_model)
+        dialog = TrainingWizard(self, self.settings.q)
+        dialog.model_ready.connect(self.open_model)
         self._keep_dialog(dialog)
 
     # ================================================================ help
