@@ -288,10 +288,7 @@ def _screen_job(folder: Path, model_path: Path, results_root: Path | None, facto
     out_csv.parent.mkdir(parents=True, exist_ok=True)
     options = dataclasses.replace(template or ScreenOptions(), resume=resume, json_path=None, heatmaps_dir=None)
     engine = factory(model_path)
-    card = engine.card
-    header = JournalHeader(model=card.display_name, model_sha256=str(getattr(engine, "model_sha256", "")),
-                           classes=list(card.classes), positive_class=card.classes[card.positive_index],
-                           threshold=float(card.decision_threshold))
+    header = JournalHeader.from_card(engine.card, engine.model_sha256)
     yield _EngineReady(header, str(getattr(engine, "device_label", "")))
     shown: set[str] = set()
     if options.resume:
@@ -577,9 +574,7 @@ class ScreeningDialog(QDialog):
             card = read_card(model)
         except Exception:
             return None
-        return JournalHeader(model=card.display_name, model_sha256=self._model_sha or "", classes=list(card.classes),
-                             positive_class=card.classes[card.positive_index],
-                             threshold=float(card.decision_threshold))
+        return JournalHeader.from_card(card, self._model_sha or "")
 
     def _show_rows(self, rows: Sequence[ResultRow]) -> None:
         self.model.clear()

@@ -57,10 +57,7 @@ class StudyOutcome:
 
 def header_for(engine: Any) -> JournalHeader:
     """The journal header ``screen_folder`` writes for ``engine`` (resume checks it)."""
-    card = engine.card
-    return JournalHeader(model=card.display_name, model_sha256=str(getattr(engine, "model_sha256", "")),
-                         classes=list(card.classes), positive_class=card.classes[card.positive_index],
-                         threshold=float(card.decision_threshold))
+    return JournalHeader.from_card(engine.card, engine.model_sha256)
 
 
 class NodeWorklist:

@@ -27,10 +27,13 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop import DECISION_AID_NOTICE
+
+if TYPE_CHECKING:
+    from cxr_desktop.model.card import ModelCard
 from cxr_desktop.scope.learned import Caution
 from cxr_desktop.scope.rules import LEARNED
 
@@ -95,6 +98,12 @@ class JournalHeader:
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": JOURNAL_FORMAT, "version": JOURNAL_VERSION, **asdict(self)}
+
+    @classmethod
+    def from_card(cls, card: "ModelCard", model_sha256: str) -> "JournalHeader":
+        """The header for rows scored by the model with this card and file hash."""
+        return cls(model=card.display_name, model_sha256=model_sha256, classes=list(card.classes),
+                   positive_class=card.classes[card.positive_index], threshold=float(card.decision_threshold))
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JournalHeader":

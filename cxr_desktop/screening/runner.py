@@ -224,9 +224,7 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
     out_csv = Path(out_csv)
     card = engine.card
     journal_path = journal_path_for(out_csv)
-    header = JournalHeader(model=card.display_name, model_sha256=str(getattr(engine, "model_sha256", "")),
-                           classes=list(card.classes), positive_class=card.classes[card.positive_index],
-                           threshold=float(card.decision_threshold))
+    header = JournalHeader.from_card(card, engine.model_sha256)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder.name or folder} is not a folder")
 
