@@ -53,6 +53,7 @@ from cxr_desktop.training.metrics import binary_report, multiclass_report, selec
 from cxr_desktop.training.results import (
     Evaluation, SplitPredictions, TrainResult, inherit_lineage, save_with_threshold,
 )
+from cxr_desktop.training.relay import drain, relay
 from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
 from cxr_desktop.training.split import Split, patient_check, split_counts, split_groups
 
@@ -510,13 +511,8 @@ class _Run:
             n_batches = len(loader)
             run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=None,
                                   cancelled=self.cancelled, forward=forward, channels_last=self.cuda and cfg.channels_last)
-            while True:
-                try:
-                    b, loss, ips = next(run)
-                except StopIteration as stop:
-                    train_loss, was_cancelled = stop.value
-                    break
-                yield BatchProgress(stage, epoch, "train", b, n_batches, loss, ips)
+            train_loss, was_cancelled = yield from relay(
+                run, lambda p: BatchProgress(stage, epoch, "train", p[0], n_batches, p[1], p[2]))
             if was_cancelled:
                 yield from self._handle_cancel(stage, epoch - 1)
                 return
@@ -549,14 +545,8 @@ class _Run:
                        channels_last=self.cuda and self.cfg.channels_last, amp=self.cuda and self.cfg.amp,
                        cancelled=self.cancelled)
         bs = getattr(loader, "batch_size", 1) or 1
-        while True:
-            try:
-                b = next(run)
-            except StopIteration as stop:
-                loss, probs, labels, pooled, was_cancelled = stop.value
-                break
-            if not pooled_input:
-                yield BatchProgress(stage, epoch, "val", b, n, None, b * bs / max(time.perf_counter() - t0, 1e-9))
+        loss, probs, labels, pooled, was_cancelled = yield from relay(run, None if pooled_input else (
+            lambda b: BatchProgress(stage, epoch, "val", b, n, None, b * bs / max(time.perf_counter() - t0, 1e-9))))
         if was_cancelled:
             return None
         return loss, probs, labels, pooled
@@ -580,13 +570,8 @@ class _Run:
         run = evaluate(self.model, self.criterion, loader, self.device, channels_last=self.cuda and self.cfg.channels_last,
                        amp=self.cuda and self.cfg.amp, cancelled=self.cancelled)
         bs = loader.batch_size or 1
-        while True:
-            try:
-                b = next(run)
-            except StopIteration as stop:
-                _, _, _, pooled, was_cancelled = stop.value
-                break
-            yield FeatureProgress(split, min(b * bs, len(idx)), len(idx))
+        _, _, _, pooled, was_cancelled = yield from relay(
+            run, lambda b: FeatureProgress(split, min(b * bs, len(idx)), len(idx)))
         if was_cancelled or pooled is None:
             return None
         write_bytes_atomic(path, _npy_bytes(pooled.astype(np.float32)))
@@ -631,13 +616,8 @@ class _Run:
                 warm = lambda i, n=n_batches: (i + 1) / n  # noqa: E731
             run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=scaler,
                                   cancelled=self.cancelled, lr_scale=warm, channels_last=self.cuda and cfg.channels_last)
-            while True:
-                try:
-                    b, loss, ips = next(run)
-                except StopIteration as stop:
-                    train_loss, was_cancelled = stop.value
-                    break
-                yield BatchProgress(stage, epoch, "train", b, n_batches, loss, ips)
+            train_loss, was_cancelled = yield from relay(
+                run, lambda p: BatchProgress(stage, epoch, "train", p[0], n_batches, p[1], p[2]))
             if was_cancelled:
                 yield from self._handle_cancel(stage, epoch - 1)
                 return
@@ -785,12 +765,7 @@ class _Run:
         loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0, batch_size=max(2, self.cfg.batch_size))
         run = evaluate(model, lambda logits, y: torch.zeros(()), loader, self.device, amp=self.cuda and self.cfg.amp,
                        cancelled=self.cancelled)
-        while True:
-            try:
-                next(run)
-            except StopIteration as stop:
-                _, probs, _, _, was_cancelled = stop.value
-                break
+        _, probs, _, _, was_cancelled = yield from relay(run)
         if was_cancelled:
             return False
         info["threshold"] = float(card.decision_threshold)
@@ -896,11 +871,4 @@ def train(config: TrainConfig, cancel: threading.Event | None = None) -> Generat
 def run_to_end(config: TrainConfig, cancel: threading.Event | None = None,
                on_event: Callable[[TrainEvent], None] | None = None) -> TrainResult | None:
     """Drive :func:`train` to the end (scripts, tests, benchmarks)."""
-    gen = train(config, cancel)
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return stop.value
-        if on_event is not None:
-            on_event(ev)
+    return drain(train(config, cancel), on_event)
