@@ -142,8 +142,8 @@ def main(argv: list[str]) -> int:
     ev = Evaluation(["normal", "opacity"], 1, ThresholdChoice(0.5, "fixed", None, 0.5, 0.5), preds, None,
                     binary_report(labels, scores, 0.5, n_boot=50), None)
     wiz = TrainingWizard(win, gallery_per_kind=2)
-    wiz.training_page.result = TrainResult(str(tmp / "m.safetensors"), None, mcard, ev, [], None, False, None,
-                                           str(tmp))
+    wiz.training_page.result = TrainResult(model_path=str(tmp / "m.safetensors"), card=mcard, evaluation=ev,
+                                           history=[], cancelled=False, work_dir=str(tmp))
     wiz.setStartId(wiz.pageIds()[5])  # open straight on the results page (the run is given above)
     wiz.move(0, 0)
     wiz.show()

@@ -396,7 +396,8 @@ def trained(tmp_path, cxr_dir):
     metrics = binary_report(labels, scores, 0.5, n_boot=50)
     ev = Evaluation(["normal", "opacity"], 1, ThresholdChoice(0.5, "fixed", None, 0.5, 0.5), preds, None,
                     metrics, None)
-    return TrainResult(str(path), None, card, ev, [], None, False, None, str(tmp_path))
+    return TrainResult(model_path=str(path), card=card, evaluation=ev, history=[], cancelled=False,
+                       work_dir=str(tmp_path))
 
 
 def test_wizard_results_page_headers_and_gallery_are_not_clipped(qtbot, trained):

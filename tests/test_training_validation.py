@@ -357,7 +357,8 @@ def _small_result(tmp_path):
     card = ModelCard(name="test model", classes=["normal", "opacity"], positive_class="opacity", input_size=64,
                      preprocessing=default_preprocessing(64), decision_threshold=choice.threshold,
                      provenance={"data": data, "settings": {"prevalence": 0.05}}, metrics={})
-    return TrainResult(None, "f" * 64, card, ev, [], None, False, None, str(tmp_path), data=data)
+    return TrainResult(sha256="f" * 64, card=card, evaluation=ev, history=[], cancelled=False,
+                       work_dir=str(tmp_path), data=data)
 
 
 def test_report_has_the_validation_sections(tmp_path):

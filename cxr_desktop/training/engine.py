@@ -203,7 +203,7 @@ class _Run:
             if not self.stopped_training:  # e.g. every validation score was NaN
                 yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
                                 "No epoch produced a valid validation score, so there is no model to save.")
-            return TrainResult(None, None, None, None, self.history, None, True, None, str(self.work))
+            return TrainResult(work_dir=str(self.work), history=self.history, cancelled=True)
         self.model.load_state_dict(ckpt.load_best(self.work / best_file))
         result = yield from self._finish()
         if result is None:
@@ -700,8 +700,9 @@ class _Run:
         sha = save_model(cfg.out, self.model, card, half=cfg.half, extra_tensors=ood_tensors)
         yield ModelSaved(str(cfg.out), sha, Path(cfg.out).stat().st_size)
         report_path = None
-        result = TrainResult(str(cfg.out), sha, card, evaluation, self.history, self.state.get("best"),
-                             self.cancel_ack, None, str(self.work), data=card.provenance.get("data", {}))
+        result = TrainResult(model_path=str(cfg.out), sha256=sha, card=card, evaluation=evaluation,
+                             history=self.history, best=self.state.get("best"), cancelled=self.cancel_ack,
+                             work_dir=str(self.work), data=card.provenance.get("data", {}))
         if cfg.report:
             from cxr_desktop.training.report import write_report
 

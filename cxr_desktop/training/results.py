@@ -55,17 +55,19 @@ class Evaluation:
         return binary_metrics_at(y, s, threshold)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TrainResult:
-    model_path: str | None
-    sha256: str | None
-    card: ModelCard | None
-    evaluation: Evaluation | None
-    history: list[Any]  # EpochDone events
-    best: dict[str, Any] | None
-    cancelled: bool
-    report_path: str | None
+    """What a training run gives back; keyword-only so no call site passes a row of positional Nones."""
+
     work_dir: str
+    history: list[Any]  # EpochDone events
+    cancelled: bool = False
+    model_path: str | None = None
+    sha256: str | None = None
+    card: ModelCard | None = None
+    evaluation: Evaluation | None = None
+    best: dict[str, Any] | None = None
+    report_path: str | None = None
     data: dict[str, Any] = field(default_factory=dict)
 
 
