@@ -90,6 +90,14 @@ def _npy_bytes(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def cached_features_fit(arr: np.ndarray, rows: int, model: CxrClassifier) -> bool:
+    """Whether cached stage-1 features can feed ``model``'s head: one finite float row per image,
+    as wide as the pooled backbone output the head's first layer takes (linear or MLP head alike)."""
+    first = next(m for m in model.head.layers if isinstance(m, nn.Linear))
+    return (arr.ndim == 2 and arr.shape == (rows, first.in_features) and arr.dtype == np.float32
+            and bool(np.isfinite(arr).all()))
+
+
 def _score(monitor: str, val_loss: float, val_auc: float) -> float:
     """Higher is better."""
     return val_auc if monitor == "auc" else -val_loss
@@ -554,12 +562,13 @@ class _Run:
     def _pooled_features(self, split: str) -> Generator[TrainEvent, None, np.ndarray | None]:
         """Stage-1 backbone features of a split, computed once and kept in the run folder."""
         idx = self.split.indices(split)
-        key = hashlib.sha256(f"{self.fingerprint}|{_body_digest(self.model)}|{split}".encode()).hexdigest()[:16]
+        key = hashlib.sha256(f"{self.fingerprint}|{_body_digest(self.model)}|{self.cfg.input_size}|{split}"
+                             .encode()).hexdigest()[:16]
         path = self.work / f"features-{split}-{key}.npy"
         if path.exists():
             with contextlib.suppress(ValueError, OSError):
                 arr = np.load(path)
-                if arr.shape == (len(idx), self.model.head.layers[-1].in_features) or arr.shape[0] == len(idx):
+                if cached_features_fit(arr, len(idx), self.model):
                     yield FeatureProgress(split, len(idx), len(idx))
                     return arr
         for stale in self.work.glob(f"features-{split}-*.npy"):
