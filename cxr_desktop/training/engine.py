@@ -54,6 +54,7 @@ from cxr_desktop.training.results import (
     Evaluation, SplitPredictions, TrainResult, inherit_lineage, save_with_threshold,
 )
 from cxr_desktop.training.relay import drain, relay
+from cxr_desktop.training.run_state import RunState
 from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
 from cxr_desktop.training.split import Split, patient_check, split_counts, split_groups
 
@@ -114,7 +115,7 @@ class _Run:
         self.cancel = cancel
         self.work = config.resolved_work_dir()
         self.history: list[EpochDone] = []
-        self.state: dict[str, Any] = {}
+        self.state = RunState()
         self.started = utc_now_iso()
         self.cancel_ack = False  # the first cancel was turned into "finish with the best epoch"
         self.stopped_training = False
@@ -200,16 +201,16 @@ class _Run:
         weights = class_weights([self.labels[i] for i in split.train], len(self.classes))
         self.criterion = nn.CrossEntropyLoss(
             weight=torch.from_numpy(weights).to(self.device) if cfg.balance == "weights" else None)
-        if not self.stopped_training and not self.state.get("stage1_done"):
+        if not self.stopped_training and not self.state.stage1_done:
             yield from self._stage1()
-        if not self.stopped_training and not self.state.get("stage2_done"):
+        if not self.stopped_training and not self.state.stage2_done:
             yield from self._stage2()
 
         # 6. evaluate the best epoch, save
-        best_file = self.state.get("best_file")
+        best_file = self.state.best_file
         if not best_file:
             if not self.stopped_training:  # e.g. every validation score was NaN
-                yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
+                yield Cancelled(self.state.stage, self.state.epoch, False,
                                 "No epoch produced a valid validation score, so there is no model to save.")
             return TrainResult(work_dir=str(self.work), history=self.history, cancelled=True)
         self.model.load_state_dict(ckpt.load_best(self.work / best_file))
@@ -297,14 +298,14 @@ class _Run:
         if cfg.resume and existing is None:
             log.info("no checkpoint to resume from; starting a new run")
         if existing is not None:
-            st = existing.state
-            if st.get("config") != cfg.resume_key():
-                diff = [k for k in cfg.resume_key() if (st.get("config") or {}).get(k) != cfg.resume_key()[k]]
+            st = RunState.from_dict(existing.state)
+            if st.config != cfg.resume_key():
+                diff = [k for k in cfg.resume_key() if st.config.get(k) != cfg.resume_key()[k]]
                 raise TrainingError(
                     "The checkpoint in the run folder was made with different settings "
                     f"({', '.join(diff) or 'unknown'}). Resume with the same settings, or start a new run "
                     "without --resume.")
-            if st.get("data") != self.fingerprint:
+            if st.data != self.fingerprint:
                 raise TrainingError("The data folder changed since the interrupted run started (files added, "
                                     "removed or edited), so it cannot be resumed. Start a new run without --resume.")
         if existing is None:
@@ -322,16 +323,14 @@ class _Run:
             model = with_output_stride(model, cfg.output_stride)
         if existing is not None:
             model.load_state_dict(existing.model)
-            self.state = existing.state
-            self.history = [EpochDone(**h) for h in self.state.get("history", [])]
-            self.init_card = self.state["initial_card"]
+            self.state = st
+            self.history = [EpochDone(**h) for h in st.history]
+            self.init_card = st.initial_card
         else:
             self.init_card = {"warnings": card.warnings, "provenance": card.provenance}
-            self.state = {"config": cfg.resume_key(), "data": self.fingerprint, "initial_card": self.init_card,
-                          "stage": 1, "epoch": 0, "number": 0, "history": [], "best": None, "best_file": None,
-                          "bad_epochs": 0, "stage1_done": cfg.epochs_frozen == 0, "stage2_done": False,
-                          "scheduler": None, "started": self.started}
-        self.started = self.state.get("started", self.started)
+            self.state = RunState(config=cfg.resume_key(), data=self.fingerprint, initial_card=self.init_card,
+                                  started=self.started, stage1_done=cfg.epochs_frozen == 0)
+        self.started = self.state.started or self.started
         self.resumed_optimizer = existing.optimizer if existing is not None else None
         self.model = model.to(self.device)
         if self.cuda and cfg.channels_last:
@@ -341,8 +340,8 @@ class _Run:
             warnings=[w for w in self.init_card["warnings"] if not w.startswith(UNTRAINED_PREFIX)],
             trainable_parameters=sum(p.numel() for p in self.model.parameters()))
         if existing is not None:
-            best = self.state.get("best") or {}
-            yield Resumed(self.state["stage"], self.state["epoch"], best.get("score"))
+            best = self.state.best or {}
+            yield Resumed(self.state.stage, self.state.epoch, best.get("score"))
         elif (self.init_card["provenance"].get("initial_weights") or {}).get("source") == "random":
             zero_init_residual(self.model)
             ok = yield from self._calibrate_batchnorm()
@@ -397,17 +396,17 @@ class _Run:
         auc = task_auc(val_labels, val_probs, self.pos) if len(val_labels) else float("nan")
         acc = float(np.mean(val_probs.argmax(1) == val_labels)) if len(val_labels) else float("nan")
         score = _score(self.monitor, val_loss, auc)
-        best = st.get("best")
+        best = st.best
         improved = math.isfinite(score) and (best is None or score > best["score"] + 1e-4)
-        st["number"] += 1
+        st.number += 1
         if improved:
-            path = ckpt.save_best(self.work, st["number"], self.model)
-            st["best"] = {"score": float(score), "stage": stage, "epoch": epoch, "val_auc": auc,
-                          "val_loss": val_loss, "monitor": self.monitor}
-            st["best_file"] = path.name
-            st["bad_epochs"] = 0
+            path = ckpt.save_best(self.work, st.number, self.model)
+            st.best = {"score": float(score), "stage": stage, "epoch": epoch, "val_auc": auc,
+                       "val_loss": val_loss, "monitor": self.monitor}
+            st.best_file = path.name
+            st.bad_epochs = 0
         else:
-            st["bad_epochs"] = st.get("bad_epochs", 0) + 1
+            st.bad_epochs += 1
         if scheduler is not None:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 scheduler.step(score if math.isfinite(score) else 0.0)
@@ -417,20 +416,24 @@ class _Run:
                        acc, improved)
         self.history.append(ev)
         stage_epochs = cfg.epochs_frozen if stage == 1 else cfg.epochs_finetune
-        stop = cfg.patience > 0 and st["bad_epochs"] >= cfg.patience and epoch < stage_epochs
-        st.update(stage=stage, epoch=epoch, history=[h.__dict__ for h in self.history],
-                  scheduler=scheduler.state_dict() if scheduler is not None else None)
+        stop = cfg.patience > 0 and st.bad_epochs >= cfg.patience and epoch < stage_epochs
+        st.stage, st.epoch = stage, epoch
+        st.history = [h.__dict__ for h in self.history]
+        st.scheduler = scheduler.state_dict() if scheduler is not None else None
         if epoch >= stage_epochs or stop:
-            st[f"stage{stage}_done"] = True
+            if stage == 1:
+                st.stage1_done = True
+            else:
+                st.stage2_done = True
         yield ev
-        path = ckpt.save_checkpoint(self.work, st["number"], self.model, optimizer, st)
+        path = ckpt.save_checkpoint(self.work, st.number, self.model, optimizer, st.to_dict())
         yield CheckpointSaved(str(path), stage, epoch)
         if stop:
             yield EarlyStopped(stage, epoch, f"no improvement of validation {self.monitor} for {cfg.patience} epochs")
         return stop
 
     def _handle_cancel(self, stage: int, epoch: int) -> Generator[TrainEvent, None, None]:
-        kept = bool(self.state.get("best_file"))
+        kept = bool(self.state.best_file)
         if self.cancel is not None:
             self.cancel.clear()  # acknowledged: a second cancel stops the evaluation too
         self.cancel_ack = True
@@ -466,7 +469,7 @@ class _Run:
         stage, epochs = 1, cfg.epochs_frozen
         cached = not cfg.augment_frozen
         params = set_trainable(self.model, "head")
-        resuming = st["stage"] == 1 and st["epoch"] > 0 and self.resumed_optimizer is not None
+        resuming = st.stage == 1 and st.epoch > 0 and self.resumed_optimizer is not None
         yield StageStarted(stage, epochs, cfg.lr_head, "head", cached)
         feats: dict[str, np.ndarray] = {}
         std_head: StandardisedHead | None = None
@@ -474,7 +477,7 @@ class _Run:
             for name in ("train", "val"):
                 f = yield from self._pooled_features(name)
                 if f is None:
-                    yield from self._handle_cancel(stage, st["epoch"] if resuming else 0)
+                    yield from self._handle_cancel(stage, st.epoch if resuming else 0)
                     return
                 feats[name] = f
             torch.manual_seed(cfg.seed)  # the new head's initial weights
@@ -485,11 +488,11 @@ class _Run:
         start = 0
         if resuming:
             opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
-            if sched is not None and st.get("scheduler"):
-                sched.load_state_dict(st["scheduler"])
-            start = st["epoch"]
+            if sched is not None and st.scheduler:
+                sched.load_state_dict(st.scheduler)
+            start = st.epoch
         else:
-            st["bad_epochs"] = 0
+            st.bad_epochs = 0
         val_idx = self.split.val
         val_labels = np.asarray([self.labels[i] for i in val_idx], dtype=np.int64)
         train_labels = np.asarray([self.labels[i] for i in self.split.train], dtype=np.int64)
@@ -539,7 +542,7 @@ class _Run:
                                                  time.perf_counter() - t0, lr, opt, sched)
             if stop:
                 break
-        st["stage1_done"] = True
+        st.stage1_done = True
 
     def _val_loader(self) -> DataLoader:
         return self._loader(self.split.val, train=False, augment="none", epoch=0, stage=0,
@@ -591,11 +594,11 @@ class _Run:
         cfg, st = self.cfg, self.state
         stage, epochs = 2, cfg.epochs_finetune
         if epochs <= 0:
-            st["stage2_done"] = True
+            st.stage2_done = True
             return
-        resuming = st["stage"] == 2 and st["epoch"] > 0 and self.resumed_optimizer is not None
-        if not resuming and st.get("best_file"):  # fine-tune from the best stage-1 head
-            self.model.load_state_dict(ckpt.load_best(self.work / st["best_file"]))
+        resuming = st.stage == 2 and st.epoch > 0 and self.resumed_optimizer is not None
+        if not resuming and st.best_file:  # fine-tune from the best stage-1 head
+            self.model.load_state_dict(ckpt.load_best(self.work / st.best_file))
         scope = resolve_finetune(cfg.finetune, cuda=self.cuda)
         params = set_trainable(self.model, scope)
         opt = make_optimizer(cfg, params, cfg.lr_finetune)
@@ -603,12 +606,12 @@ class _Run:
         start = 0
         if resuming:
             opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
-            if sched is not None and st.get("scheduler"):
-                sched.load_state_dict(st["scheduler"])
-            start = st["epoch"]
+            if sched is not None and st.scheduler:
+                sched.load_state_dict(st.scheduler)
+            start = st.epoch
         else:
-            st["bad_epochs"] = 0
-            st["stage"], st["epoch"] = 2, 0
+            st.bad_epochs = 0
+            st.stage, st.epoch = 2, 0
         scaler = torch.amp.GradScaler("cuda") if self.cuda and cfg.amp else None
         yield StageStarted(stage, epochs, cfg.lr_finetune, "all" if scope == "all" else f"{scope}+", False)
         for epoch in range(start + 1, epochs + 1):
@@ -639,7 +642,7 @@ class _Run:
                                                  time.perf_counter() - t0, lr, opt, sched)
             if stop:
                 break
-        st["stage2_done"] = True
+        st.stage2_done = True
 
     # -- evaluation and output ------------------------------------------------
     def _predict(self, split: str) -> Generator[TrainEvent, None, tuple[SplitPredictions, np.ndarray] | None]:
@@ -664,7 +667,7 @@ class _Run:
                 continue
             r = yield from self._predict(split)
             if r is None:
-                yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
+                yield Cancelled(self.state.stage, self.state.epoch, False,
                                 "Stopped during the final evaluation; nothing was saved. Resume to finish.")
                 return None
             out[split] = r
@@ -698,7 +701,7 @@ class _Run:
         if test is not None and test_metrics is not None:
             extras = yield from self._test_extras(test, choice.threshold, out["test"][1], ood_tensors, ood_info)
             if extras is None:
-                yield Cancelled(self.state.get("stage", 0), self.state.get("epoch", 0), False,
+                yield Cancelled(self.state.stage, self.state.epoch, False,
                                 "Stopped during the final evaluation; nothing was saved. Resume to finish.")
                 return None
             test_metrics.update(extras)
@@ -710,7 +713,7 @@ class _Run:
         yield ModelSaved(str(cfg.out), sha, Path(cfg.out).stat().st_size)
         report_path = None
         result = TrainResult(model_path=str(cfg.out), sha256=sha, card=card, evaluation=evaluation,
-                             history=self.history, best=self.state.get("best"), cancelled=self.cancel_ack,
+                             history=self.history, best=self.state.best, cancelled=self.cancel_ack,
                              work_dir=str(self.work), data=card.provenance.get("data", {}))
         if cfg.report:
             from cxr_desktop.training.report import write_report
@@ -817,7 +820,7 @@ class _Run:
                     if k not in ("data_dir", "test_dir", "out", "work_dir", "report", "extra_warnings", "resume",
                                  "name", "version", "demonstration", "intended_use")}
         settings["finetune_resolved"] = resolve_finetune(cfg.finetune, cuda=self.cuda)
-        best = dict(self.state.get("best") or {})
+        best = dict(self.state.best or {})
         history = [{"stage": h.stage, "epoch": h.epoch, "train_loss": round(h.train_loss, 5),
                     "val_loss": round(h.val_loss, 5), "val_auc": None if math.isnan(h.val_auc) else round(h.val_auc, 5),
                     "seconds": round(h.seconds, 1)} for h in self.history]
