@@ -24,6 +24,7 @@ from pydicom.dataset import Dataset
 from cxr_desktop.dicom_results.finding import ImageFinding, ModelInfo, finding_from_row
 from cxr_desktop.dicom_results.secondary_capture import compose_picture, make_secondary_capture
 from cxr_desktop.dicom_results.structured_report import make_structured_report
+from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.paths import path_inside
 
 SC_SUFFIX = ".sc.dcm"
@@ -69,7 +70,7 @@ def result_datasets(source: Dataset, display: np.ndarray, heat: np.ndarray | Non
 
 def write_result_objects(source_path: str | os.PathLike[str], finding: ImageFinding, model: ModelInfo,
                          sc_path: str | os.PathLike[str], sr_path: str | os.PathLike[str], *,
-                         engine: Any = None, heat: np.ndarray | None = None) -> tuple[Dataset, Dataset]:
+                         engine: Engine | None = None, heat: np.ndarray | None = None) -> tuple[Dataset, Dataset]:
     """Write the SC and SR of one DICOM source; the map comes from ``heat`` or is computed with ``engine``.
 
     The map is used only when it is drawn (in scope, scored, at or above the threshold).
@@ -99,7 +100,7 @@ def result_paths(out_dir: str | os.PathLike[str], relpath: str) -> tuple[Path, P
     return target.with_name(target.name + SC_SUFFIX), target.with_name(target.name + SR_SUFFIX)
 
 
-def export_screening_results(folder: str | os.PathLike[str], rows: Iterable[Any], engine: Any,
+def export_screening_results(folder: str | os.PathLike[str], rows: Iterable[Any], engine: Engine,
                              out_dir: str | os.PathLike[str]) -> Iterator[ExportedResult]:
     """SC + SR for every scored or out-of-scope DICOM row under ``folder`` (rows of ``cxr-screen``)."""
     from cxr_desktop.errors import CxrError

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.scope.learned import Caution
 
 DECISION_AID_SHORT = "Decision aid - not a diagnosis"
@@ -33,9 +34,9 @@ class ModelInfo:
         return f"{self.name} v{self.version}"
 
     @classmethod
-    def from_engine(cls, engine: Any) -> "ModelInfo":
+    def from_engine(cls, engine: Engine) -> "ModelInfo":
         card = engine.card
-        method = str(getattr(getattr(engine, "options", None), "cam_method", "gradcam") or "gradcam")
+        method = str(engine.options.cam_method or "gradcam")
         pretty = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "hirescam": "HiResCAM",
                   "layercam": "LayerCAM"}.get(method, method)
         return cls(name=str(card.name), version=str(card.version), sha256=str(engine.model_sha256 or ""),

@@ -714,7 +714,7 @@ class MainWindow(QMainWindow):
         pred = outcome.result.prediction
         from cxr_desktop.inference.cam import CAM_LABELS  # torch is loaded with the model already
 
-        method = getattr(getattr(active.engine, "options", None), "cam_method", "gradcam")
+        method = active.engine.options.cam_method
         shown = self.canvas.overlay_shown and self.layer is not None
         return "\n".join(caption_lines(
             explained=self.layer.class_name if self.layer is not None else None,

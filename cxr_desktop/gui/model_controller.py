@@ -17,13 +17,17 @@ import itertools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QObject, Signal
 
 from cxr_desktop.errors import ModelFileError
 from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.workers import WorkerRunner
+from cxr_desktop.inference.protocol import Engine
+
+if TYPE_CHECKING:
+    from cxr_desktop.model.card import ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +39,8 @@ _untrained_ids = itertools.count(1)
 class ActiveModel:
     """The engine in use and what the user must know about it."""
 
-    engine: Any  # cxr_desktop.inference.engine.InferenceEngine
-    card: Any  # cxr_desktop.model.card.ModelCard
+    engine: Engine
+    card: ModelCard
     path: str | None  # None: a freshly initialised model that exists only in memory
     model_id: str  # cache key: the file's sha256, or a per-session id for an in-memory model
     untrained: bool = False
@@ -71,7 +75,7 @@ def load_model_file(path: str, engine_options: dict[str, Any] | None = None) -> 
 
     engine = load_engine(path, options=_options(engine_options))
     active = ActiveModel(engine, engine.card, str(path), engine.model_sha256 or f"file:{path}")
-    status = getattr(engine, "weights_status", None)
+    status = engine.weights_status
     if status and status != WEIGHTS_VERIFIED:
         active.notes.append(f"Weights {status}: damage to this model file would go unnoticed.")
     return active

@@ -139,9 +139,8 @@ class ResultsPanel(QWidget):
         engine = active.engine
         self.model_label.setText(f"Model: {card.display_name}")
         self.model_label.setToolTip(card.intended_use)
-        info = getattr(engine, "device_info", None)
         self.device_label.setText(f"Device: {engine.device_label}")
-        self.device_label.setToolTip(f"Why: {info.reason}" if info is not None else "")
+        self.device_label.setToolTip(f"Why: {engine.device_info.reason}")
         banners = []
         style = "warning"
         if active.untrained:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from cxr_desktop.inference.protocol import Engine
+
 if TYPE_CHECKING:  # the scope package (numpy, imaging) loads once the window is up
     from cxr_desktop.imaging.types import StudyImage
     from cxr_desktop.scope import Caution, LearnedScopeCheck, ScopeResult, ScopeSettings
@@ -53,12 +55,12 @@ class ViewerScope:
     def learned_status(self) -> str:
         return self.learned.status if self.learned is not None else NO_MODEL
 
-    def set_model(self, engine: Any) -> None:
+    def set_model(self, engine: Engine) -> None:
         """Build the model's learned check from its feature statistics (disabled, with a status, if none)."""
         from cxr_desktop.scope import LearnedScopeCheck
 
         try:
-            self.learned = LearnedScopeCheck.from_model(getattr(engine, "extra_tensors", None) or {}, engine.card)
+            self.learned = LearnedScopeCheck.from_model(engine.extra_tensors, engine.card)
         except Exception as exc:  # a damaged statistics block must not stop the viewer
             log.warning("learned check unavailable: %s", exc.__class__.__name__)
             self.learned = LearnedScopeCheck.disabled(f"its statistics could not be read ({exc.__class__.__name__})")

@@ -289,7 +289,7 @@ def _screen_job(folder: Path, model_path: Path, results_root: Path | None, facto
     options = dataclasses.replace(template or ScreenOptions(), resume=resume, json_path=None, heatmaps_dir=None)
     engine = factory(model_path)
     header = JournalHeader.from_card(engine.card, engine.model_sha256)
-    yield _EngineReady(header, str(getattr(engine, "device_label", "")))
+    yield _EngineReady(header, engine.device_label)
     shown: set[str] = set()
     if options.resume:
         prior = load_rows(out_csv)

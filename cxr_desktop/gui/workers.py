@@ -25,6 +25,7 @@ from PySide6.QtCore import QObject, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage
 
 from cxr_desktop.errors import ImageError
+from cxr_desktop.inference.protocol import Engine
 
 if TYPE_CHECKING:  # torch-free at run time; imaging and superqt load when the first job starts
     from cxr_desktop.gui.display_mapper import DisplayMapper
@@ -427,7 +428,7 @@ class _Computed:
         return int(getattr(heat, "nbytes", 0)) + 4096
 
 
-def predict_for_view(engine: Any, image: StudyImage, cam_class: str | None,
+def predict_for_view(engine: Engine, image: StudyImage, cam_class: str | None,
                      colormap: str | None = None) -> _Computed:
     """Prediction + Grad-CAM, and the heatmap shrunk and coloured for drawing (all off the GUI thread)."""
     from cxr_desktop.gui.overlay import HeatmapLayer
@@ -457,7 +458,7 @@ class ClassifierWorker(QObject):
                  cache_bytes: int = PREDICTION_CACHE_BYTES):
         super().__init__(parent)
         self.runner = engine_runner
-        self.engine: Any = None
+        self.engine: Engine | None = None
         self.model_id: str | None = None
         self.computations = 0  # engine calls actually made (cache hits excluded)
         self._queue = _LatestOnly(self.runner, self._on_done, self._on_failed, self.busy_changed.emit)
@@ -475,7 +476,7 @@ class ClassifierWorker(QObject):
         """Requests dropped before they ran because the user moved on."""
         return self._queue.superseded
 
-    def set_engine(self, engine: Any, model_id: str) -> None:
+    def set_engine(self, engine: Engine, model_id: str) -> None:
         """Use ``engine`` from now on (waiting requests for the old one are dropped)."""
         self.engine = engine
         self.model_id = model_id
@@ -517,7 +518,7 @@ class ClassifierWorker(QObject):
         self._queue.drop_pending()
         self.busy_changed.emit(self._queue.busy)
 
-    def _run(self, engine: Any, image: StudyImage, cam_class: str | None, colormap: str | None) -> _Computed:
+    def _run(self, engine: Engine, image: StudyImage, cam_class: str | None, colormap: str | None) -> _Computed:
         self.computations += 1
         return predict_for_view(engine, image, cam_class, colormap)
 

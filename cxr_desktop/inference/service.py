@@ -5,6 +5,8 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
+from cxr_desktop.inference.protocol import Engine
+
 T = TypeVar("T")
 
 
@@ -17,7 +19,7 @@ class EngineService:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cxr-engine")
-        self.engine: Any = None
+        self.engine: Engine | None = None
 
     def submit(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> "Future[T]":
         """Run ``fn(engine, *args, **kwargs)`` on the service thread."""

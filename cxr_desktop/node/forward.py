@@ -18,8 +18,8 @@ import os
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
+from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.pacs.config import PacsServer, SecretStore, load_servers
 from cxr_desktop.pacs.errors import PacsError, PacsProblem
 from cxr_desktop.screening.results import STATUS_OK, STATUS_OUT_OF_SCOPE, ResultRow
@@ -53,7 +53,7 @@ def _forwardable(row: ResultRow) -> bool:
 class PacsForwarder:
     """Makes and sends the result objects of screened rows; remembers what the PACS accepted."""
 
-    def __init__(self, server: PacsServer, root: str | os.PathLike[str], engine: Any,
+    def __init__(self, server: PacsServer, root: str | os.PathLike[str], engine: Engine,
                  secrets: SecretStore | None = None):
         from cxr_desktop.dicom_results import ModelInfo
 

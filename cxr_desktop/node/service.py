@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.node.scp import StorageSCP, Unreadable
 from cxr_desktop.node.storage import ReceivedStore
 from cxr_desktop.node.tracker import StudyTracker
@@ -59,7 +60,7 @@ class NodeConfig:
 class NodeService:
     """One node on one folder. ``say`` gets the lines for the operator (no patient data in any of them)."""
 
-    def __init__(self, config: NodeConfig, engine: Any, *, forwarder: Forwarder | None = None,
+    def __init__(self, config: NodeConfig, engine: Engine, *, forwarder: Forwarder | None = None,
                  say: Callable[[str], None] = lambda _line: None):
         self.config = config
         self.say = say

@@ -24,9 +24,10 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from cxr_desktop.errors import Reason
+from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.node.storage import ReceivedStore
 from cxr_desktop.screening.results import (
     STATUS_ERROR, Journal, JournalHeader, ResultRow, journal_path_for, read_journal, sorted_rows, write_csv,
@@ -55,7 +56,7 @@ class StudyOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def header_for(engine: Any) -> JournalHeader:
+def header_for(engine: Engine) -> JournalHeader:
     """The journal header ``screen_folder`` writes for ``engine`` (resume checks it)."""
     return JournalHeader.from_card(engine.card, engine.model_sha256)
 
@@ -63,7 +64,7 @@ def header_for(engine: Any) -> JournalHeader:
 class NodeWorklist:
     """The node's worklist (journal + CSV) and the per-study screening passes. Thread-safe appends."""
 
-    def __init__(self, root: str | os.PathLike[str], engine: Any, store: ReceivedStore,
+    def __init__(self, root: str | os.PathLike[str], engine: Engine, store: ReceivedStore,
                  options: ScreenOptions | None = None):
         """Open (or create) the worklist; ``ResumeMismatch`` when it holds another model's results."""
         self.root = Path(root)

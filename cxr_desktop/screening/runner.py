@@ -31,6 +31,7 @@ import numpy as np
 from torch.utils.data import DataLoader, Subset
 
 from cxr_desktop.errors import CxrError, Reason
+from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.scope import LearnedScopeCheck, ScopeSettings
 from cxr_desktop.screening.dataset import (
     DecodeClock, DecodedBatch, ImageLoader, ScopeCheck, ScreeningDataset, collate_decoded, default_loader,
@@ -208,7 +209,7 @@ class _WorkerCrashed(Exception):
     pass
 
 
-def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os.PathLike[str], *,
+def screen_folder(folder: str | os.PathLike[str], engine: Engine, out_csv: str | os.PathLike[str], *,
                   options: ScreenOptions | None = None,
                   cancel: threading.Event | None = None) -> Iterator[ScreenEvent]:
     """Screen every image under ``folder`` with ``engine``; yields progress, ends with :class:`ScreenFinished`.
@@ -228,7 +229,7 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder.name or folder} is not a folder")
 
-    device_kind = getattr(getattr(engine, "device_info", None), "kind", "cpu")
+    device_kind = engine.device_info.kind
     workers = default_workers(device_kind) if opts.workers is None else max(0, int(opts.workers))
     if workers:
         prepare_workers(opts.mp_context)  # overlaps with the folder walk
@@ -269,16 +270,16 @@ def screen_folder(folder: str | os.PathLike[str], engine: Any, out_csv: str | os
             in_journal = {r.path for r in read_journal(journal_path)[1]}
             journal.append([r for r in prior if r.path not in in_journal and r.path in all_paths])
         yield ScreenStarted(total=len(relpaths), already_done=len(done_paths), to_do=len(todo), workers=workers,
-                            batch_size=batch_size, device=str(getattr(engine, "device_label", "")),
+                            batch_size=batch_size, device=engine.device_label,
                             model=card.display_name)
-        for note in list(getattr(engine, "notes", None) or []):
+        for note in list(engine.notes):
             yield ScreenNote(str(note))
         settings = opts.scope_settings or ScopeSettings()
         scope = opts.scope if opts.scope is not None else make_scope_check(settings)
         after_model = opts.after_model
         learned_status = "Learned check: custom hook supplied by the caller."
         if after_model is None:
-            learned = LearnedScopeCheck.from_model(getattr(engine, "extra_tensors", None) or {}, card)
+            learned = LearnedScopeCheck.from_model(engine.extra_tensors, card)
             after_model = learned_after_model(learned, settings)
             learned_status = learned.status
             if learned.enabled and after_model is None:
@@ -417,7 +418,7 @@ def _iterate(loader: DataLoader) -> Iterator[DecodedBatch]:
             shutdown()
 
 
-def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_size: int,
+def _scored_batches(dataset: ScreeningDataset, engine: Engine, workers: int, batch_size: int,
                     opts: ScreenOptions, want_cam: bool,
                     after_model: Callable[[np.ndarray], Any] | None = None) -> Iterator[_Scored | str]:
     """Scored batches in order (and notes as ``str``), recovering from crashed decode workers.
@@ -428,7 +429,7 @@ def _scored_batches(dataset: ScreeningDataset, engine: Any, workers: int, batch_
     stopped by the decode time limit names its file (:class:`DecodeClock`): that
     file gets an ``error`` row at once and the others go on as before.
     """
-    pin = getattr(getattr(engine, "device_info", None), "kind", "cpu") == "cuda"
+    pin = engine.device_info.kind == "cuda"
     queue = list(range(len(dataset)))
     isolate = 0  # > 0: the next `isolate` items are decoded one by one by a single worker
     suspect = False  # queue[0] crashed a single worker once
@@ -500,7 +501,7 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def _timeout_row(dataset: ScreeningDataset, index: int, engine: Any, limit_s: float) -> ResultRow:
+def _timeout_row(dataset: ScreeningDataset, index: int, engine: Engine, limit_s: float) -> ResultRow:
     rel = dataset.relpaths[index]
     return ResultRow(path=rel, status=STATUS_ERROR, reason=Reason.UNREADABLE.value,
                      detail=f"{Path(rel).name}: decoding took longer than {_seconds(limit_s)} s, so it was "
@@ -509,7 +510,7 @@ def _timeout_row(dataset: ScreeningDataset, index: int, engine: Any, limit_s: fl
                      model=engine.card.display_name)
 
 
-def _crash_row(dataset: ScreeningDataset, index: int, engine: Any) -> ResultRow:
+def _crash_row(dataset: ScreeningDataset, index: int, engine: Engine) -> ResultRow:
     rel = dataset.relpaths[index]
     return ResultRow(path=rel, status=STATUS_ERROR, reason=Reason.UNREADABLE.value,
                      detail=f"{Path(rel).name}: the image decoder stopped unexpectedly on this file (it may be "
@@ -517,7 +518,7 @@ def _crash_row(dataset: ScreeningDataset, index: int, engine: Any) -> ResultRow:
                      model=engine.card.display_name)
 
 
-def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam: bool,
+def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Engine, want_cam: bool,
            after_model: Callable[[np.ndarray], Any] | None = None, show_anyway: bool = False) -> _Scored:
     """Rows for a decoded batch; the good inputs go through the model in one ``run_batch`` call.
 
@@ -540,7 +541,7 @@ def _score(batch: DecodedBatch, dataset: ScreeningDataset, engine: Any, want_cam
         x = batch.inputs.numpy()  # pinned host memory on CUDA; the engine moves it
         out = engine.run_batch(x, cam=want_cam, cam_classes=[card.positive_index] * k if want_cam else None)
         cams = out.cams
-        device = str(getattr(engine, "device_label", ""))
+        device = engine.device_label
         for j, pos in enumerate(batch.ok_positions):
             p = Prediction.from_probs(out.probabilities[j], card, device)
             r = rows[pos]
