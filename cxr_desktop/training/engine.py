@@ -27,7 +27,7 @@ import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Generator, Sequence
 
 import numpy as np
 import torch
@@ -39,7 +39,9 @@ from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
 from cxr_desktop.training import checkpoint as ckpt
 from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop.training.config import TrainConfig, TrainingError, resolve_finetune
-from cxr_desktop.training.data import CachedImageDataset, PrepareCancelled, augment_spec, class_weights, prepare_images
+from cxr_desktop.training.data import (
+    CachedImageDataset, ImageCache, PrepareCancelled, augment_spec, class_weights, prepare_images,
+)
 from cxr_desktop.training.events import (
     BatchProgress, Cancelled, CheckpointSaved, EarlyStopped, EpochDone, EpochStarted, EvaluationDone,
     EvaluationStarted, FeatureProgress, Finished, ModelReady, ModelSaved, PrepareDone, ReportSaved, Resumed,
@@ -57,6 +59,9 @@ from cxr_desktop.training.relay import drain, relay
 from cxr_desktop.training.run_state import RunState
 from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
 from cxr_desktop.training.split import Split, patient_check, split_counts, split_groups
+
+if TYPE_CHECKING:
+    from cxr_desktop.inference.device import DeviceInfo
 
 __all__ = ["train", "run_to_end", "save_with_threshold", "Evaluation", "SplitPredictions", "TrainResult",
            "train_one_epoch", "evaluate"]
@@ -108,7 +113,32 @@ def _score(monitor: str, val_loss: float, val_auc: float) -> float:
 
 
 class _Run:
-    """State of one training run; :meth:`events` is the generator behind :func:`train`."""
+    """State of one training run; :meth:`events` is the generator behind :func:`train`.
+
+    What is saved in checkpoints lives in :attr:`state` (:class:`RunState`). The attributes
+    below are set by the steps of :meth:`_events`, in this order, and read after them.
+    """
+
+    # scan and split (step 1-2)
+    scans: tuple[ScanResult, ScanResult | None]
+    items: list[ScanItem]
+    split: Split
+    labels: list[int]
+    classes: list[str]
+    pos: int  # index of the positive class
+    # decoded images (step 3)
+    cache: ImageCache
+    counts: dict[str, dict[str, int]]
+    monitor: str  # "auc" or "loss": what picks the best epoch
+    fingerprint: str  # of the items and split: resume refuses other data
+    # model (step 4)
+    device_info: DeviceInfo
+    device: torch.device
+    cuda: bool
+    criterion: nn.Module
+    init_card: dict[str, Any]  # warnings and provenance of the starting model
+    resumed_optimizer: dict[str, Any] | None
+    model: CxrClassifier
 
     def __init__(self, config: TrainConfig, cancel: threading.Event | None):
         self.cfg = config
