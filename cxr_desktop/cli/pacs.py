@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from cxr_desktop.durations import seconds_text
 from cxr_desktop.pacs.errors import PacsError, PacsProblem
 
 EXIT_OK = 0
@@ -240,7 +241,8 @@ def _get(args: argparse.Namespace, server, secrets, out: TextIO, err: TextIO) ->
             for ev in api.retrieve_study(server, uid, cache=cache, dest=None if cache else args.out,
                                          method=args.method, secrets=secrets, expected=expected.get(uid)):
                 if isinstance(ev, RetrieveDone):
-                    how = "already in the cache" if ev.from_cache else f"{len(ev.files)} images in {ev.elapsed_s:.1f} s"
+                    how = ("already in the cache" if ev.from_cache
+                           else f"{len(ev.files)} images in {seconds_text(ev.elapsed_s)}")
                     err.write(f"cxr-pacs: study {i}/{len(uids)}: {how}.\n")
                     out.write(f"{ev.folder}\n")
         except PacsError as exc:

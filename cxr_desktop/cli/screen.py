@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, TextIO
 
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.durations import clock
 
 if TYPE_CHECKING:
     from cxr_desktop.scope import ScopeSettings
@@ -166,15 +167,6 @@ def scope_settings_from_args(args: argparse.Namespace) -> "ScopeSettings":
     )
 
 
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
-
-
 class _Progress:
     """One status line on stderr: rewritten in place on a terminal, every few seconds otherwise."""
 
@@ -190,7 +182,7 @@ class _Progress:
             return
         self._last = now
         pct = 100.0 * done / total if total else 100.0
-        line = f"{done}/{total} files ({pct:5.1f}%)  {rate:6.1f} img/s  ETA {_fmt_duration(eta)}"
+        line = f"{done}/{total} files ({pct:5.1f}%)  {rate:6.1f} img/s  ETA {clock(eta)}"
         if self.tty:
             self.stream.write("\r" + line.ljust(70))
             self._shown = True
@@ -422,7 +414,7 @@ def _print_summary(err: TextIO, fin: "ScreenFinished") -> None:
     status = ", ".join(f"{k} {v}" for k, v in sorted(s["status"].items())) or "none"
     labels = ", ".join(f"{k} {v}" for k, v in sorted(s["labels"].items())) or "none"
     err.write(
-        f"cxr-screen: done: {s['files']} files in {_fmt_duration(fin.elapsed_s)} ({fin.rate:.1f} img/s this run)\n"
+        f"cxr-screen: done: {s['files']} files in {clock(fin.elapsed_s)} ({fin.rate:.1f} img/s this run)\n"
         f"  status: {status}\n  predicted label: {labels}\n  above threshold: {s['above_threshold']}\n"
         f"  with a caution (unusual image, scored): {s.get('cautioned', 0)}\n"
         f"  results: {fin.out_csv}\n"

@@ -35,6 +35,7 @@ from PySide6.QtWidgets import (
 )
 
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.durations import clock
 from cxr_desktop.gui.result_table import ResultRowsModel
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.screening.results import (
@@ -56,15 +57,6 @@ CAUTION_FILTER = "caution"
 CAUTION_SIGN = "\u26a0"
 
 EngineFactory = Callable[[Path], Any]
-
-
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    h, rem = divmod(seconds, 3600)
-    m, s = divmod(rem, 60)
-    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
 def _cautioned(summary: dict[str, Any]) -> str:
@@ -658,7 +650,7 @@ class ScreeningDialog(QDialog):
             self.model.add_rows(ev.rows)
             self.progress.setValue(ev.done)
             self.status_label.setText(f"{ev.done} / {ev.total} files · {ev.rate:.1f} img/s · "
-                                      f"ETA {_fmt_duration(ev.eta_s)}")
+                                      f"ETA {clock(ev.eta_s)}")
             if any(r.label for r in ev.rows):
                 self._refresh_label_filter()
         elif isinstance(ev, ScreenFinished):
@@ -668,7 +660,7 @@ class ScreeningDialog(QDialog):
             self.progress.setValue(self.progress.maximum() if not ev.cancelled else s["files"])
             self.status_label.setText(
                 f"{verb}: {s['files']} files ({', '.join(f'{k} {v}' for k, v in sorted(s['status'].items()))}), "
-                f"{s['above_threshold']} above threshold{_cautioned(s)}, {_fmt_duration(ev.elapsed_s)} at "
+                f"{s['above_threshold']} above threshold{_cautioned(s)}, {clock(ev.elapsed_s)} at "
                 f"{ev.rate:.1f} img/s.")
 
     def _on_error(self, exc: Exception) -> None:

@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
 from superqt.utils import create_worker
 
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.durations import rough
 
 
 def _start(fn: Callable[..., Any], *args: Any, owner: Any, **signals: Callable[..., Any]) -> Any:
@@ -787,7 +788,7 @@ class TrainingPage(QWizardPage):
             return " (time left: known once fine-tuning starts)"
         per_batch = self.cfg.batch_size / ev.images_per_second
         left = (ev.batches - ev.batch) * per_batch + (self.stage_epochs[ev.stage] - ev.epoch) * ev.batches * per_batch
-        return f", about {_duration(left)} left"
+        return f", about {rough(left)} left"
 
     def _returned(self, result: Any) -> None:
         self.result = result
@@ -813,15 +814,6 @@ class TrainingPage(QWizardPage):
 
     def cleanupPage(self) -> None:  # noqa: N802 - Back pressed: stop the run
         self.stop_now()
-
-
-def _duration(secs: float) -> str:
-    secs = max(0, int(secs))
-    if secs < 90:
-        return f"{secs} s"
-    if secs < 5400:
-        return f"{round(secs / 60)} min"
-    return f"{secs / 3600:.1f} h"
 
 
 class EvaluationPage(QWizardPage):

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from cxr_desktop.durations import seconds_text
 from cxr_desktop.inference.protocol import Engine
 from cxr_desktop.node.scp import StorageSCP, Unreadable
 from cxr_desktop.node.storage import ReceivedStore
@@ -144,7 +145,7 @@ class NodeService:
         what = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing new"
         stopped = " (stopped early: the rest is screened at the next start)" if outcome.cancelled else ""
         self.say(f"study {study}: {len(outcome.new_rows)} image(s) screened ({what}) in "
-                 f"{outcome.elapsed_s:.1f} s{stopped}")
+                 f"{seconds_text(outcome.elapsed_s)}{stopped}")
         if self.forwarder is not None and not self._stop.is_set():
             owed = self.forwarder.pending_rows(self.worklist.rows()).get(study, [])
             if owed:
