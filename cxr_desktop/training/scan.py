@@ -36,6 +36,7 @@ from typing import Callable, Generator, Sequence
 
 from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging import load_image, probe
+from cxr_desktop.training.relay import drain
 
 IGNORED_SUFFIXES = {
     ".txt", ".csv", ".json", ".md", ".xml", ".html", ".htm", ".pdf", ".ini", ".log", ".xlsx", ".xls",
@@ -541,10 +542,5 @@ def _join_conflicts(keys: Sequence[str], conflicts: Sequence[tuple[str, str]]) -
 
 def scan_folder(root: str | os.PathLike[str], **kwargs: object) -> ScanResult:
     """:func:`iter_scan` run to the end (for scripts and tests)."""
-    gen = iter_scan(root, **kwargs)  # type: ignore[arg-type]
-    while True:
-        try:
-            next(gen)
-        except StopIteration as stop:
-            return stop.value
+    return drain(iter_scan(root, **kwargs))  # type: ignore[arg-type]
 
