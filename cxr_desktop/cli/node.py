@@ -10,7 +10,7 @@ transfer syntax. Received objects are written atomically under ``DIR/received``
 with hashed names; a study is screened when it is complete (its association was
 released, or no image arrived for ``--study-timeout`` seconds) with the same engine,
 input-safety rules and journal as ``cxr-screen``; its rows are appended to
-``DIR/worklist.csv`` (and its journal). Nothing is scored twice: studies received
+``worklist.csv`` in DIR (and its journal). Nothing is scored twice: studies received
 but not screened before a stop or crash are screened at the next start. Lines on
 stderr name hashed study keys only. Exit codes: see :data:`EXIT_CODES_HELP`.
 
