@@ -14,7 +14,7 @@ key removes the selected one. Every change is saved at once in the
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from PySide6.QtCore import QObject, QPointF, QRectF, Qt, Signal
 from PySide6.QtGui import QBrush, QColor, QFont, QFontMetricsF, QPainter, QPainterPath, QPen, QPolygonF
@@ -75,6 +75,8 @@ class MeasureLayer(QObject):
         self._drag: tuple[str, int | None, Point] | None = None  # (id, point index or None = whole, last pos)
         self._right_at: tuple[QPointF, str] | None = None
         self.show_selection = True  # False while an export is drawn (no selection colour or handles)
+        # id -> ((kind, points, text, units), value text): ROI statistics are not recomputed on every paint
+        self._values: dict[str, tuple[tuple[Any, ...], str]] = {}
 
     # ------------------------------------------------------------ state
     def _store(self) -> MeasurementStore:
@@ -88,6 +90,7 @@ class MeasureLayer(QObject):
         self._drag = None
         self.selected = None
         self._image = image
+        self._values = {}
         if image is None:
             self.items = []
             self._cal = Calibration()
@@ -157,9 +160,15 @@ class MeasureLayer(QObject):
         self.changed.emit()
 
     def value(self, m: Measurement) -> str:
+        key = (m.kind, tuple(m.points), m.text, self.canvas.units)
+        kept = self._values.get(m.id)
+        if kept is not None and kept[0] == key:
+            return kept[1]
         im = self._image
-        return value_text(m, self._cal, im.pixels if im is not None else None, self.canvas.units,
+        text = value_text(m, self._cal, im.pixels if im is not None else None, self.canvas.units,
                           im.padding_mask if im is not None else None)
+        self._values[m.id] = (key, text)
+        return text
 
     def descriptions(self) -> list[str]:
         """One line per measurement on screen (for the case report), with the calibration caveat."""
