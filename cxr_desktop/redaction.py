@@ -222,17 +222,14 @@ def read_identifying_values(path: str | os.PathLike[str]) -> set[str]:
     Reads the header only, through the imaging package's bounded reader; never opens
     anything but a regular file.
     """
-    import stat
+    from cxr_desktop.imaging.loader import _read_head, sniff_format
 
     try:
-        st = os.stat(path)
-        if not stat.S_ISREG(st.st_mode):
-            return set()
-        with open(path, "rb") as fh:
-            head = fh.read(132)
+        head = _read_head(path)  # regular files only (non-blocking open, fstat)
     except OSError:
         return set()
-    if not (head[128:132] == b"DICM" or str(path).lower().endswith((".dcm", ".dicom", ".dic"))):
+    # The loader's own test (also a DICOM file without preamble), or a DICOM name.
+    if not (sniff_format(head) == "dicom" or str(path).lower().endswith((".dcm", ".dicom", ".dic"))):
         return set()
     try:
         from cxr_desktop.imaging.dicom_io import quiet, read_dicom
