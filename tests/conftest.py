@@ -60,3 +60,14 @@ def main_window(qtbot, tmp_path, monkeypatch):
     yield make
     for w in windows:
         w.shutdown()
+
+
+@pytest.fixture
+def training_isolation(tmp_path, monkeypatch):
+    """A private cache folder, and torch's thread count restored (training configs here ask for 1 thread)."""
+    import torch
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -60,15 +60,7 @@ def _drive(gen, on_event=None):
             on_event(ev)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    """A private cache folder, and torch's thread count restored (the configs here ask for 1 thread)."""
-    import torch
-
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("training_isolation")
 
 
 def test_cancel_between_batches_keeps_and_saves_the_best_epoch(tiny_data, tmp_path):

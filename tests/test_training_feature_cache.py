@@ -37,14 +37,7 @@ def test_cached_features_must_be_as_wide_as_the_backbone_for_an_mlp_head():
     assert not cached_features_fit(bad, 5, model)
 
 
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path, monkeypatch):
-    import torch
-
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("training_isolation")
 
 
 def _cfg(data: Path, out: Path) -> TrainConfig:
