@@ -229,6 +229,7 @@ def _weights(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from cxr_desktop.model.weights_download import (
         ChecksumError, WeightsDownloadError, download_weights, import_weights, weights_url,
     )
+    from cxr_desktop.training.relay import drain
 
     if not args.download and args.import_file is None:
         if args.url or args.sha256 or args.dir:
@@ -243,20 +244,17 @@ def _weights(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return EXIT_OK
         url = weights_url(args.url)
         print(f"Downloading {url}", file=err)
-        gen = download_weights(url, args.dir, sha256=args.sha256)
-        last = 0.0
-        while True:
-            try:
-                p = next(gen)
-            except StopIteration as stop:
-                path = stop.value
-                break
+        last = [0.0]
+
+        def show(p: Any) -> None:
             now = time.monotonic()
-            if p.total and (now - last >= 2.0 or p.done == p.total):
-                last = now
+            if p.total and (now - last[0] >= 2.0 or p.done == p.total):
+                last[0] = now
                 resumed = f", resumed at {p.resumed_from / 1e6:.1f} MB" if p.resumed_from else ""
                 print(f"  {p.done / 1e6:.1f} of {p.total / 1e6:.1f} MB ({100 * p.done / p.total:.0f} %{resumed})",
                       file=err)
+
+        path = drain(download_weights(url, args.dir, sha256=args.sha256), show)
         print(f"Installed {path} (sha256 checked).", file=out)
         return EXIT_OK
     except ChecksumError as exc:
