@@ -299,7 +299,7 @@ class Printer:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from cxr_desktop.training.config import TrainingError
-    from cxr_desktop.training.engine import train
+    from cxr_desktop.training.engine import run_to_end
 
     cfg = config_from_args(args)
     printer = Printer(sys.stdout, quiet=args.quiet)
@@ -317,14 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     old = signal.signal(signal.SIGINT, on_sigint)
     result = None
     try:
-        gen = train(cfg, cancel)
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
-            printer(ev)
+        result = run_to_end(cfg, cancel, printer)
     except TrainingError as exc:
         print(f"cxr-train: {exc}", file=sys.stderr)
         return 2
