@@ -238,15 +238,17 @@ def load_imagenet_into(
     p = Path(path)
     if not p.is_file():
         raise ModelFileError("The initial weights file does not exist. Check the path.", p)
-    digest = file_sha256(p)
     parent = model_file_card(p)
     if parent is not None and not expected_sha256:
-        # a CXR Review model file: fully verified by load_model; the lineage records its sha256
+        # a CXR Review model file: fully verified by load_model (which hashes it once); the lineage records its sha256
         verified, warning = False, None
         from cxr_desktop.model.modelfile import load_model
 
-        sd = {k[len("body."):]: v for k, v in load_model(p).model.state_dict().items() if k.startswith("body.")}
+        loaded = load_model(p)
+        digest = loaded.sha256
+        sd = {k[len("body."):]: v for k, v in loaded.model.state_dict().items() if k.startswith("body.")}
     else:
+        digest = file_sha256(p)
         verified, warning = _verify(p, digest, expected_sha256)
         sd = _read_weights(p)
     ignored = tuple(sorted(k for k in sd if k.startswith(_IGNORED_PREFIXES)))
