@@ -155,7 +155,7 @@ def run_self_test(model: str | None = None) -> tuple[bool, dict[str, Any]]:
             r = eng.predict(im, cam=True)
             good = r.heatmap is not None and r.heatmap.shape == im.shape
             ok &= good
-            caution = check_learned(r.pooled, learned) if getattr(r, "pooled", None) is not None else None
+            caution = check_learned(r.pooled, learned) if r.pooled is not None else None
             results.append({"file": p.name, "label": r.prediction.label,
                             "score": round(r.prediction.score, 4), "heatmap_ok": good,
                             "out_of_scope": check_image(im).codes,
