@@ -9,7 +9,6 @@ epoch so far; twice stops at once (``--resume`` continues later).
 from __future__ import annotations
 
 import argparse
-import math
 import signal
 import sys
 import threading
@@ -114,19 +113,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
     )
 
 
-def _fmt(x: float, nd: int = 4) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{nd}f}"
-
-
-def _ci(m: dict[str, Any], key: str) -> str:
-    """Value with its 95 % CI, or with the note saying why the interval is degenerate."""
-    from cxr_desktop.training.metrics import format_value_ci
-
-    return format_value_ci(m, key, brief=True)
-
-
 class Printer:
-    """Turns engine events into terminal lines."""
+    """Turns engine events into terminal lines (the texts: :mod:`cxr_desktop.training.event_text`)."""
 
     def __init__(self, out: TextIO, quiet: bool = False):
         self.out = out
@@ -143,157 +131,21 @@ class Printer:
         self._last_progress = now
         self.say(text)
 
-    def __call__(self, ev: Any) -> None:  # noqa: C901 - a flat dispatch on event types
-        from cxr_desktop.training import events as E
-        from cxr_desktop.training.scan import ScanProgress
+    def __call__(self, ev: Any) -> None:
+        from cxr_desktop.training import event_text
 
-        if isinstance(ev, ScanProgress):
-            self.progress(f"scan {ev.folder}: {ev.done}/{ev.total} files", ev.done, ev.total)
-        elif isinstance(ev, E.ScanDone):
-            if not self.quiet:
-                for line in ev.train.summary_lines():
-                    self.say(line)
-                if ev.test is not None:
-                    self.say("test folder:")
-                    for line in ev.test.summary_lines():
-                        self.say("  " + line)
-        elif isinstance(ev, E.PrepareProgress):
-            self.progress(f"preparing images: {ev.done}/{ev.total}", ev.done, ev.total)
-        elif isinstance(ev, E.PrepareDone):
-            how = "reused from the interrupted run" if ev.reused else f"{ev.seconds:.1f} s"
-            self.say(f"images prepared ({how}); {len(ev.skipped)} could not be decoded")
-            for p in ev.skipped:
-                self.say(f"  skipped {p.rel}: {p.message} [{p.reason}]")
-        elif isinstance(ev, E.SplitDone):
-            src = "separate test folder" if ev.test_source == "folder" else f"held out, seed {ev.seed}"
-            self.say(f"split (patient-level; test {src}):")
-            for name, row in ev.counts.items():
-                per = ", ".join(f"{k} {v}" for k, v in row.items() if k != "groups")
-                self.say(f"  {name:5s}: {per}; {row['groups']} patients")
-            for w in ev.warnings:
-                self.say(f"  warning: {w}")
-        elif isinstance(ev, E.ModelReady):
-            iw = ev.initial_weights or {}
-            self.say(f"device: {ev.device}; initial weights: {iw.get('source', '?')}"
-                     + (f" ({iw.get('file_name')})" if iw.get("file_name") else ""))
-            for w in ev.warnings:
-                self.say(f"  warning: {w}")
-        elif isinstance(ev, E.Resumed):
-            self.say(f"resuming after stage {ev.stage} epoch {ev.epoch}")
-        elif isinstance(ev, E.StageStarted):
-            what = "head only, backbone frozen" if ev.stage == 1 else f"fine-tuning {ev.trainable}"
-            cache = ", cached backbone features" if ev.cached_features else ""
-            self.say(f"stage {ev.stage}: {what}{cache}; {ev.epochs} epochs at lr {ev.lr:g}")
-        elif isinstance(ev, E.FeatureProgress):
-            self.progress(f"  backbone features ({ev.split}): {ev.done}/{ev.total}", ev.done, ev.total)
-        elif isinstance(ev, E.BatchProgress):
-            if ev.phase == "train":
-                self.progress(f"  stage {ev.stage} epoch {ev.epoch}: batch {ev.batch}/{ev.batches} "
-                              f"loss {_fmt(ev.loss)} ({ev.images_per_second:.1f} img/s)", ev.batch, ev.batches + 1)
-        elif isinstance(ev, E.EpochDone):
-            best = "  *best" if ev.is_best else ""
-            self.say(f"stage {ev.stage} epoch {ev.epoch:3d}  train_loss {_fmt(ev.train_loss)}  "
-                     f"val_loss {_fmt(ev.val_loss)}  val_auc {_fmt(ev.val_auc)}  time {ev.seconds:.1f}s{best}")
-        elif isinstance(ev, E.EarlyStopped):
-            self.say(f"stage {ev.stage}: early stop after epoch {ev.epoch} ({ev.reason})")
-        elif isinstance(ev, E.Cancelled):
-            self.say(f"cancelled: {ev.message}")
-        elif isinstance(ev, E.EvaluationStarted):
-            if not self.quiet:
-                self.say(f"evaluating the best epoch on {ev.split} ({ev.images} images)")
-        elif isinstance(ev, E.EvaluationDone):
-            self._evaluation(ev.evaluation)
-        elif isinstance(ev, E.ModelSaved):
-            self.say(f"model saved: {ev.path} ({ev.size_bytes / 1e6:.1f} MB, sha256 {ev.sha256[:16]}...)")
-        elif isinstance(ev, E.Finished):
-            self._validation(ev.result)
-            self._shortcuts(ev.result)
-        elif isinstance(ev, E.ReportSaved):
-            self.say(f"report: {ev.path}" if ev.error is None else f"report could not be written: {ev.error}")
-
-    def _evaluation(self, ev: Any) -> None:
-        th = ev.threshold
-        pos = ev.classes[ev.positive_index]
-        self.say(f"decision threshold {th.threshold:.4f} for {pos!r} (chosen on validation by {th.method}"
-                 + (f", target sensitivity {th.target:.2f}" if th.target else "")
-                 + f": sensitivity {_fmt(th.sensitivity, 3)}, specificity {_fmt(th.specificity, 3)})")
-        for split, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
-            if m is None:
-                continue
-            pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
-            self.say(f"{split} metrics ({m['n']} images{pats}, {m['n_positive']} {pos}; 95% CI over "
-                     f"{m.get('ci_unit', 'images')}):")
-            self.say(f"  ROC AUC     {_ci(m, 'auc')}")
-            for k in ("accuracy", "sensitivity", "specificity", "precision", "f1"):
-                self.say(f"  {k:11s} {_ci(m, k)}")
-            if "ppv" in m:
-                at = (f"at prevalence {m['prevalence']:.3g} (stated)" if m.get("prevalence_source") == "stated"
-                      else f"at the {split} set's own prevalence {_fmt(m['prevalence'], 3)} (none stated)")
-                self.say(f"  PPV / NPV {at}: {_ci(m, 'ppv')} / {_ci(m, 'npv')}")
-            cm = m["confusion_matrix"]
-            self.say(f"  confusion (rows true, cols predicted; neg/pos): [[{cm[0][0]}, {cm[0][1]}], "
-                     f"[{cm[1][0]}, {cm[1][1]}]]")
-            mc = m.get("multiclass")
-            if mc:
-                self.say(f"  multi-class: accuracy {_fmt(mc['accuracy'], 3)}, macro AUC {_fmt(mc['macro']['auc'], 3)}, "
-                         f"macro F1 {_fmt(mc['macro']['f1'], 3)}")
-                for c, row in mc["per_class"].items():
-                    self.say(f"    {c}: AUC {_fmt(row['auc'], 3)} sens {_fmt(row['sensitivity'], 3)} "
-                             f"spec {_fmt(row['specificity'], 3)} F1 {_fmt(row['f1'], 3)}")
-        from cxr_desktop.training.gates import viewer_gate  # the wizard's "use in the viewer" rule
-
-        self.say(viewer_gate(ev.test_metrics, pos).summary())
-
-
-    def _shortcuts(self, result: Any) -> None:
-        """Shortcut check (training/shortcuts.py): heatmap mass on the border and on burned-in marks."""
-        if result is None or getattr(result, "model_path", None) is None:
+        p = event_text.progress(ev)
+        if p is not None:
+            self.progress("  " * p.level + p.text, p.done, p.total)
             return
-        check = getattr(result, "shortcut_check", None)  # computed with the report, if one was written
-        if check is None:
-            from cxr_desktop.training.shortcuts import check_result
-
-            check = check_result(result)
-        for line in check.lines() if check is not None else []:
+        for line in event_text.lines(ev, quiet=self.quiet):
             self.say(line)
 
-    def _validation(self, result: Any) -> None:
-        """Patients per split, starting model, calibration, input types and caution rate, briefly."""
-        check = (result.data or {}).get("patient_check") or {}
-        per = check.get("per_split") or {}
-        if per:
-            self.say("patients per split: " + ", ".join(
-                f"{k} {v['patients']}" + (f" (subfolders suggest {v['folder_patients']})"
-                                          if v.get("folder_patients") is not None else "") for k, v in per.items()))
-        for w in check.get("warnings") or []:
-            self.say(f"  warning: {w}")
-        ev = result.evaluation
-        m = ev.test_metrics if ev is not None else None
-        if not m:
-            return
-        start = m.get("starting_model")
-        if isinstance(start, dict) and "trained" in start:
-            lo, hi = start.get("auc_difference_ci95", [float("nan")] * 2)
-            self.say(f"starting model {start.get('name')!r} on the same test images: AUC "
-                     f"{_fmt(start['starting']['auc'], 3)} -> {_fmt(start['trained']['auc'], 3)} (difference "
-                     f"{_fmt(start['auc_difference'], 3)}, 95% CI {_fmt(lo, 3)} to {_fmt(hi, 3)})")
-        if isinstance(start, dict) and start.get("note"):
-            self.say(f"  starting model: {start['note']}")
-        cal = m.get("calibration")
-        if cal:
-            self.say(f"calibration (test): ECE {_fmt(cal['ece'], 3)} ({cal['n_bins']} bins)")
-        if m.get("by_input"):
-            self.say("per input type (test, at the decision threshold):")
-        for kind, r in (m.get("by_input") or {}).items():
-            self.say(f"  {kind}: {r['n']} images, {r['n_positive']} positive; AUC {_ci(r, 'auc')}, "
-                     f"sensitivity {_ci(r, 'sensitivity')}, specificity {_ci(r, 'specificity')}")
-        c = m.get("caution")
-        if c:
-            pos, neg = c.get("positives") or {}, c.get("negatives") or {}
-            self.say(f"caution rate (test, distance above {c['limit']:.2f}): {c['above']}/{c['n']} "
-                     f"({_fmt(100 * c['rate'], 1)} %); positives {pos.get('above', 0)}/{pos.get('n', 0)}, "
-                     f"negatives {neg.get('above', 0)}/{neg.get('n', 0)} (Fisher p = "
-                     f"{_fmt(c.get('p_positive_vs_negative'), 3)})")
+    def _evaluation(self, ev: Any) -> None:
+        from cxr_desktop.training.event_text import evaluation_lines
+
+        for line in evaluation_lines(ev):
+            self.say(line)
 
 
 def main(argv: list[str] | None = None) -> int:
