@@ -70,7 +70,7 @@ def switch_time(app, model: Path, studies: list[Path], switches: int) -> dict[st
     from PySide6.QtWidgets import QGraphicsScene, QGraphicsView
 
     from cxr_desktop.gui.canvas import packed_to_qimage
-    from cxr_desktop.gui.display_mapper import DisplayMapper
+    from cxr_desktop.viewing.display_mapper import DisplayMapper
     from cxr_desktop.gui.main_window import MainWindow
     from cxr_desktop.imaging import load_image
 

@@ -16,8 +16,8 @@ from cxr_desktop.gui import crash
 from cxr_desktop.gui.overlay import COLORMAPS, HeatmapLayer, colormap_lut, heatmap_to_uint8
 from cxr_desktop.gui.settings import MAX_RECENT, AppSettings
 from cxr_desktop.gui.shortcuts import SHORTCUTS
-from cxr_desktop.gui.study_scan import group_path, scan_paths
-from cxr_desktop.gui.window_presets import presets_for, relative_window
+from cxr_desktop.viewing.study_scan import group_path, scan_paths
+from cxr_desktop.viewing.window_presets import presets_for, relative_window
 from cxr_desktop.imaging import load_image, to_unit
 from cxr_desktop.imaging.types import StudyImage, Window
 

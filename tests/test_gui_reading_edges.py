@@ -191,7 +191,7 @@ def dicomdir(tmp_path, dicom_dir) -> tuple[Path, int]:
 
 
 def test_dicomdir_lists_its_images_not_itself(dicomdir):
-    from cxr_desktop.gui.study_scan import is_dicomdir, scan_paths
+    from cxr_desktop.viewing.study_scan import is_dicomdir, scan_paths
 
     path, n = dicomdir
     assert is_dicomdir(path)
@@ -205,7 +205,7 @@ def test_dicomdir_lists_its_images_not_itself(dicomdir):
 
 
 def test_damaged_dicomdir_says_what_it_is(dicomdir, tmp_path):
-    from cxr_desktop.gui.study_scan import scan_paths
+    from cxr_desktop.viewing.study_scan import scan_paths
 
     path, _ = dicomdir
     bad = tmp_path / "cut" / "DICOMDIR"
@@ -252,7 +252,7 @@ def test_open_recent_gets_one_entry_per_opening_and_no_missing_path(qtbot, windo
 
 
 def test_recent_entry_rules(tmp_path):
-    from cxr_desktop.gui.study_scan import recent_entry
+    from cxr_desktop.viewing.study_scan import recent_entry
 
     a, b = tmp_path / "a" / "x.png", tmp_path / "b" / "y.png"
     for f in (a, b):

@@ -8,7 +8,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from cxr_desktop.gui.results_panel import ResultsPanel
-from cxr_desktop.gui.scope import CAUTION_HEADLINE, ViewerScope
+from cxr_desktop.viewing.viewer_scope import CAUTION_HEADLINE, ViewerScope
 from cxr_desktop.gui.screening_panel import CAUTION_FILTER, SORT_ROLE, WorklistFilter, WorklistModel
 from cxr_desktop.inference.engine import Prediction
 from cxr_desktop.model.card import ModelCard

@@ -13,7 +13,7 @@ import sys
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.crash import install_excepthook
-from cxr_desktop.gui.startup_report import StartupReporter
+from cxr_desktop.viewing.startup_report import StartupReporter
 
 QUIT_WAIT_MS = 250  # after the window closed: a last short wait for workers to stop
 

@@ -9,7 +9,7 @@ rotation and flips; window/level only changes the image layer below it.
 Display values come from :mod:`cxr_desktop.imaging.display` (the same mapping
 the model's preprocessing uses), through a look-up table when the pixel data are
 integers, so dragging the window on a large radiograph stays smooth. Window
-presets are described in :mod:`cxr_desktop.gui.window_presets`.
+presets are described in :mod:`cxr_desktop.viewing.window_presets`.
 
 Measurements and annotations (:mod:`cxr_desktop.gui.measure_tools`) and the
 four-corner overlay (:mod:`cxr_desktop.gui.four_corner`) are drawn in viewport
@@ -30,7 +30,7 @@ from PySide6.QtGui import QBrush, QColor, QImage, QPainter, QPixmap, QTransform
 from PySide6.QtWidgets import QGraphicsItem, QGraphicsPixmapItem, QGraphicsScene, QGraphicsView, QWidget
 
 if TYPE_CHECKING:  # the imaging package (pydicom, ~0.5 s) loads after the window is shown
-    from cxr_desktop.gui.display_mapper import DisplayMapper
+    from cxr_desktop.viewing.display_mapper import DisplayMapper
     from cxr_desktop.imaging.types import StudyImage, Window
 
 from cxr_desktop.gui.four_corner import ViewState, corner_lines, paint_corners
@@ -152,7 +152,7 @@ class ImageCanvas(QGraphicsView):
             self.viewport().update()
             return
         if mapper is None:
-            from cxr_desktop.gui.display_mapper import DisplayMapper
+            from cxr_desktop.viewing.display_mapper import DisplayMapper
 
             mapper = DisplayMapper(image)
         self._message = ""

@@ -312,7 +312,7 @@ def collect_case_report(window: Any, *, include_patient: bool = False,
         report.probability, report.threshold = float(pred.score), float(pred.threshold)
         report.above_threshold = bool(pred.above_threshold)
         if verdict is not None and verdict.caution is not None:
-            from cxr_desktop.gui.scope import caution_text
+            from cxr_desktop.viewing.viewer_scope import caution_text
 
             report.caution = caution_text(verdict.caution).replace("\n", " ")
     elif report.out_of_scope:

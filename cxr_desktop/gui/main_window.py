@@ -40,20 +40,20 @@ from cxr_desktop.gui.overlay_panel import OPACITY_STEP, SHOWN_BELOW_TEXT, Overla
 from cxr_desktop.gui.pacs_actions import PacsActions
 from cxr_desktop.gui.reading_tools import ReadingTools
 from cxr_desktop.gui.results_panel import ResultsPanel
-from cxr_desktop.gui.scope import ViewerScope
+from cxr_desktop.viewing.viewer_scope import ViewerScope
 from cxr_desktop.gui.screening_panel import ScreeningDialog
 from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.shortcuts import SHORTCUTS, ShortcutsDialog, key_sequences
-from cxr_desktop.gui.startup_report import StartupReporter
+from cxr_desktop.viewing.startup_report import StartupReporter
 from cxr_desktop.gui.study_list import StudyListWidget
-from cxr_desktop.gui.study_scan import StudyEntry, recent_entry
+from cxr_desktop.viewing.study_scan import StudyEntry, recent_entry
 from cxr_desktop.gui.tags_panel import TagsPanel
 from cxr_desktop.gui.training_wizard import TrainingWizard
 from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
 from cxr_desktop.heatmap_rules import NO_HEATMAP_TEXT, caption_lines, heatmap_drawn, legend_title
 
 if TYPE_CHECKING:  # imaging (pydicom) is imported by the workers once the window is up
-    from cxr_desktop.gui.window_presets import Preset
+    from cxr_desktop.viewing.window_presets import Preset
     from cxr_desktop.imaging.types import StudyImage
 
 log = logging.getLogger(__name__)
@@ -586,7 +586,7 @@ class MainWindow(QMainWindow):
     # ================================================================ window/level
     def _rebuild_presets(self, image: StudyImage, presets: list[Preset] | None = None) -> None:
         if presets is None:
-            from cxr_desktop.gui.window_presets import presets_for
+            from cxr_desktop.viewing.window_presets import presets_for
 
             presets = presets_for(image)
         if presets and presets == self.presets and self.presets_menu.isEnabled():

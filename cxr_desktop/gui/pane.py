@@ -19,7 +19,7 @@ from PySide6.QtCore import QObject, Signal
 from cxr_desktop.gui.canvas import ImageCanvas
 from cxr_desktop.gui.overlay import HeatmapLayer
 from cxr_desktop.gui.overlay_panel import SHOWN_BELOW_TEXT
-from cxr_desktop.gui.scope import ViewerScope
+from cxr_desktop.viewing.viewer_scope import ViewerScope
 from cxr_desktop.gui.workers import ClassifierWorker, ImageLoader, LoadedStudy, PredictionOutcome, WorkerRunner
 from cxr_desktop.heatmap_rules import NO_HEATMAP_TEXT, heatmap_drawn
 

@@ -225,7 +225,7 @@ class ResultsPanel(QWidget):
             self.caution_label.setToolTip("")
             self.caution_label.setVisible(False)
             return
-        from cxr_desktop.gui.scope import caution_text
+        from cxr_desktop.viewing.viewer_scope import caution_text
 
         self.caution_label.setText(caution_text(caution))
         self.caution_label.setToolTip(caution.message)

@@ -298,7 +298,7 @@ def _screen_job(folder: Path, model_path: Path, results_root: Path | None, facto
 
 def _thumbnail_job(folder: str, relpath: str) -> tuple[str, Any]:
     """Worker thread: a small display rendering (uint8 array) of one file, or None if it cannot be read."""
-    from cxr_desktop.gui.study_scan import make_thumbnail
+    from cxr_desktop.viewing.study_scan import make_thumbnail
 
     try:
         thumb = make_thumbnail(os.path.join(folder, relpath), THUMB_SIDE)

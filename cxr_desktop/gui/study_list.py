@@ -3,7 +3,7 @@
 DICOM files are grouped patient / study / series (the Patient ID is shown on
 screen only, never logged), other files by folder. Unreadable files are listed
 too, in red, with the image pipeline's reason and message. Scanning and
-thumbnails run in a worker (:mod:`cxr_desktop.gui.study_scan` generators), so a
+thumbnails run in a worker (:mod:`cxr_desktop.viewing.study_scan` generators), so a
 large folder never blocks the window, and the first readable file can be shown
 while the rest are still being found.
 """
@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from cxr_desktop.gui.canvas import array_to_qimage
-from cxr_desktop.gui.study_scan import StudyEntry, Thumbnail, group_path, scan_paths, thumbnails
+from cxr_desktop.viewing.study_scan import StudyEntry, Thumbnail, group_path, scan_paths, thumbnails
 from cxr_desktop.gui.workers import WorkerRunner
 
 ENTRY_ROLE = Qt.ItemDataRole.UserRole + 1

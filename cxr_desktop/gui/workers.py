@@ -28,9 +28,9 @@ from cxr_desktop.errors import ImageError
 from cxr_desktop.inference.protocol import Engine
 
 if TYPE_CHECKING:  # torch-free at run time; imaging and superqt load when the first job starts
-    from cxr_desktop.gui.display_mapper import DisplayMapper
+    from cxr_desktop.viewing.display_mapper import DisplayMapper
     from cxr_desktop.gui.overlay import HeatmapLayer
-    from cxr_desktop.gui.window_presets import Preset
+    from cxr_desktop.viewing.window_presets import Preset
     from cxr_desktop.imaging.types import StudyImage
     from cxr_desktop.inference.engine import ImageResult
 
@@ -163,8 +163,8 @@ def load_for_view(path: str, frame: int = 0, scope_settings: Any = None) -> Load
     (``reuse_parsed``: header, tags and redaction values come from that one parse).
     """
     from cxr_desktop.gui.canvas import packed_to_qimage
-    from cxr_desktop.gui.display_mapper import DisplayMapper
-    from cxr_desktop.gui.window_presets import presets_for
+    from cxr_desktop.viewing.display_mapper import DisplayMapper
+    from cxr_desktop.viewing.window_presets import presets_for
     from cxr_desktop.imaging.loader import load_image, read_dicom_tags, read_frame_tags
 
     _register_identifying(path)  # its PS3.15 Annex E values (names, IDs, dates, ...) never reach a crash log
