@@ -175,8 +175,7 @@ class ImageCanvas(QGraphicsView):
     def show_message(self, text: str) -> None:
         """Clear the canvas and show ``text`` (e.g. why a file could not be opened)."""
         self.set_image(None)
-        self._message = text
-        self.viewport().update()
+        self._message = self._repaint_for(self._message, text)
 
     @property
     def message(self) -> str:
@@ -268,13 +267,17 @@ class ImageCanvas(QGraphicsView):
 
     def set_overlay_note(self, text: str) -> None:
         """A short note drawn over the top of the image (e.g. why no heatmap is drawn); "" hides it."""
-        if text != self._overlay_note:
-            self._overlay_note = text
-            self.viewport().update()
+        self._overlay_note = self._repaint_for(self._overlay_note, text)
 
     @property
     def overlay_note(self) -> str:
         return self._overlay_note
+
+    def _repaint_for(self, shown: str, text: str) -> str:
+        """``text``, after asking for a repaint if it differs from the ``shown`` one (drawForeground draws it)."""
+        if text != shown:
+            self.viewport().update()
+        return text
 
     # ------------------------------------------------------------ zoom / pan
     @property

@@ -18,12 +18,12 @@ from typing import Any, Iterator
 
 from PySide6.QtCore import QDate, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
-    QAbstractItemView, QCheckBox, QComboBox, QDateEdit, QDialog, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
-    QLineEdit, QProgressBar, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
+    QAbstractItemView, QCheckBox, QComboBox, QDateEdit, QGridLayout, QHBoxLayout, QHeaderView, QLabel,
+    QLineEdit, QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget,
 )
 
-from cxr_desktop.gui.pacs_settings import PacsSettings, describe
-from cxr_desktop.gui.workers import WorkerRunner
+from cxr_desktop.gui.dialog_parts import add_button_row, add_progress_and_status, end_busy
+from cxr_desktop.gui.pacs_settings import PacsDialog, describe
 from cxr_desktop.pacs import (
     DEFAULT_MODALITIES, PacsError, PacsProblem, PacsServer, RetrieveDone, RetrieveProgress, SecretStore, StudyCache,
     StudyQuery, StudyRow, find_studies, retrieve_study,
@@ -73,7 +73,7 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-class QueryPacsDialog(QDialog):
+class QueryPacsDialog(PacsDialog):
     """Search a configured PACS and retrieve studies into the local cache."""
 
     studies_retrieved = Signal(list)  # list[str]: cached study folders, in the order retrieved
@@ -82,16 +82,8 @@ class QueryPacsDialog(QDialog):
 
     def __init__(self, parent: QWidget | None = None, *, settings: QSettings | None = None,
                  secrets: SecretStore | None = None):
-        super().__init__(parent)
-        self.setWindowTitle("Query PACS")
-        self.resize(900, 560)
-        if settings is None:
-            from cxr_desktop.gui.settings import AppSettings
-
-            settings = AppSettings.from_env().q
-        self.store = PacsSettings(settings, secrets)
+        super().__init__("Query PACS", (900, 560), "cxr-pacs-query", parent, settings, secrets)
         self.rows: list[StudyRow] = []
-        self._runner = WorkerRunner("cxr-pacs-query", threads=1)
         self._worker: Any = None
         self._cancel: threading.Event | None = None
         self._retrieving: list[StudyRow] = []
@@ -161,26 +153,10 @@ class QueryPacsDialog(QDialog):
         self.table.doubleClicked.connect(lambda _i: self.retrieve_selected())
         layout.addWidget(self.table, 1)
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status_label = QLabel("Choose a PACS and search.")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
+        self.progress, self.status_label = add_progress_and_status(layout, "Choose a PACS and search.")
 
-        bottom = QHBoxLayout()
-        self.retrieve_button = QPushButton("Retrieve and open")
-        self.retrieve_button.clicked.connect(self.retrieve_selected)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        close = QPushButton("Close")
-        close.clicked.connect(self.reject)
-        bottom.addStretch(1)
-        bottom.addWidget(self.retrieve_button)
-        bottom.addWidget(self.cancel_button)
-        bottom.addWidget(close)
-        layout.addLayout(bottom)
+        self.retrieve_button, self.cancel_button, _close = add_button_row(
+            layout, ("Retrieve and open", self.retrieve_selected), ("Cancel", self.cancel), ("Close", self.reject))
         self._update_buttons()
 
     def reload_servers(self) -> None:
@@ -275,8 +251,7 @@ class QueryPacsDialog(QDialog):
     def _worker_done(self) -> None:
         self._worker = None
         self._cancel = None
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
+        end_busy(self.progress)
         self._update_buttons()
 
     # -- retrieve

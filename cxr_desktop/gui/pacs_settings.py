@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
     QListWidget, QPushButton, QSpinBox, QStackedWidget, QVBoxLayout, QWidget,
 )
 
+from cxr_desktop.gui.dialog_parts import add_form_rows
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.pacs import (
     DicomWebServer, DimseServer, PacsError, PacsServer, SecretStore, StudyCache, server_from_dict, servers_from_dict,
@@ -51,6 +52,15 @@ class PacsSettings:
     def __init__(self, q: QSettings, secrets: SecretStore | None = None):
         self.q = q
         self.secrets = secrets or shared_secrets()
+
+    @classmethod
+    def of_app(cls, settings: QSettings | None = None, secrets: SecretStore | None = None) -> PacsSettings:
+        """The store on ``settings``, or on the app's own settings when None (what every PACS dialog opens)."""
+        if settings is None:
+            from cxr_desktop.gui.settings import AppSettings
+
+            settings = AppSettings.from_env().q
+        return cls(settings, secrets)
 
     def servers(self) -> list[PacsServer]:
         """The saved servers; a damaged entry is skipped (logged by kind only, never by value)."""
@@ -117,7 +127,19 @@ def test_connection(server: PacsServer, secrets: SecretStore | None) -> float:
     return echo(server, secrets=secrets)
 
 
-class PacsSettingsDialog(QDialog):
+class PacsDialog(QDialog):
+    """Base of the PACS dialogs: a titled dialog over the PACS settings ``store``, with one worker thread."""
+
+    def __init__(self, title: str, size: tuple[int, int], worker_name: str, parent: QWidget | None,
+                 settings: QSettings | None, secrets: SecretStore | None):
+        super().__init__(parent)
+        self.setWindowTitle(title)
+        self.resize(*size)
+        self.store = PacsSettings.of_app(settings, secrets)
+        self._runner = WorkerRunner(worker_name, threads=1)
+
+
+class PacsSettingsDialog(PacsDialog):
     """Edit the PACS servers and the cache limit; ``saved`` is emitted after OK wrote them."""
 
     saved = Signal()
@@ -125,18 +147,10 @@ class PacsSettingsDialog(QDialog):
 
     def __init__(self, parent: QWidget | None = None, *, settings: QSettings | None = None,
                  secrets: SecretStore | None = None):
-        super().__init__(parent)
-        self.setWindowTitle("PACS settings")
-        self.resize(760, 520)
-        if settings is None:
-            from cxr_desktop.gui.settings import AppSettings
-
-            settings = AppSettings.from_env().q
-        self.store = PacsSettings(settings, secrets)
+        super().__init__("PACS settings", (760, 520), "cxr-pacs-settings", parent, settings, secrets)
         self.secrets = self.store.secrets
         self._servers: list[dict[str, Any]] = [self._as_form(s) for s in self.store.servers()]
         self._current = -1
-        self._runner = WorkerRunner("cxr-pacs-settings", threads=1)
         self._testing = False
         self.last_test: tuple[bool, str] | None = None
         self._build_ui()
@@ -199,12 +213,9 @@ class PacsSettingsDialog(QDialog):
         self.retrieve_combo = QComboBox()
         self.retrieve_combo.addItem("C-GET (one connection)", "get")
         self.retrieve_combo.addItem("C-MOVE (to our storage port)", "move")
-        f.addRow("Host:", self.host_edit)
-        f.addRow("Port:", self.port_spin)
-        f.addRow("Called AE (the PACS):", self.called_edit)
-        f.addRow("Our AE:", self.our_ae_edit)
-        f.addRow("Our storage port:", self.our_port_spin)
-        f.addRow("Retrieve with:", self.retrieve_combo)
+        add_form_rows(f, (("Host:", self.host_edit), ("Port:", self.port_spin),
+                          ("Called AE (the PACS):", self.called_edit), ("Our AE:", self.our_ae_edit),
+                          ("Our storage port:", self.our_port_spin), ("Retrieve with:", self.retrieve_combo)))
         web = QWidget()
         g = QFormLayout(web)
         g.setContentsMargins(0, 0, 0, 0)
@@ -219,11 +230,9 @@ class PacsSettingsDialog(QDialog):
         self.secret_edit.setPlaceholderText("unchanged")
         self.keyring_label = QLabel(self.secrets.warning or "Kept in the system keyring.")
         self.keyring_label.setWordWrap(True)
-        g.addRow("URL:", self.url_edit)
-        g.addRow("Authentication:", self.auth_combo)
-        g.addRow("User name:", self.user_edit)
-        g.addRow("Password / token:", self.secret_edit)
-        g.addRow("", self.keyring_label)
+        add_form_rows(g, (("URL:", self.url_edit), ("Authentication:", self.auth_combo),
+                          ("User name:", self.user_edit), ("Password / token:", self.secret_edit),
+                          ("", self.keyring_label)))
         self.auth_combo.currentIndexChanged.connect(lambda _i: self._update_enabled())
         self.stack.addWidget(dimse)
         self.stack.addWidget(web)

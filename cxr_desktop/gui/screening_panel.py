@@ -31,11 +31,12 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QCloseEvent, QImage
 from PySide6.QtWidgets import (
     QAbstractItemView, QApplication, QCheckBox, QComboBox, QDialog, QFileDialog, QGridLayout, QHBoxLayout, QHeaderView,
-    QLabel, QLineEdit, QProgressBar, QPushButton, QTableView, QVBoxLayout, QWidget,
+    QLabel, QLineEdit, QPushButton, QTableView, QVBoxLayout, QWidget,
 )
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.durations import clock
+from cxr_desktop.gui.dialog_parts import add_progress_and_status, end_busy
 from cxr_desktop.gui.result_table import ResultRowsModel
 from cxr_desktop.gui.workers import WorkerRunner
 from cxr_desktop.screening.results import (
@@ -413,13 +414,7 @@ class ScreeningDialog(QDialog):
         run_row.addStretch(1)
         layout.addLayout(run_row)
 
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        self.status_label = QLabel("Choose a folder and a model, then start.")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.status_label)
+        self.progress, self.status_label = add_progress_and_status(layout, "Choose a folder and a model, then start.")
 
         filters = QHBoxLayout()
         self.status_filter = QComboBox()
@@ -678,8 +673,7 @@ class ScreeningDialog(QDialog):
     def _on_worker_finished(self) -> None:
         self._worker = None
         self._cancel = None
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
+        end_busy(self.progress)
         self._update_buttons()
         self.run_finished.emit(self.last_finished)
 

@@ -22,12 +22,10 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 from PySide6.QtCore import QSettings, Signal
-from PySide6.QtWidgets import (
-    QComboBox, QDialog, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget,
-)
+from PySide6.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 
-from cxr_desktop.gui.pacs_settings import PacsSettings, describe
-from cxr_desktop.gui.workers import WorkerRunner
+from cxr_desktop.gui.dialog_parts import add_button_row, add_progress_and_status, end_busy
+from cxr_desktop.gui.pacs_settings import PacsDialog, describe
 from cxr_desktop.pacs import PacsError, PacsServer, SecretStore, SendProgress, send_files
 
 log = logging.getLogger(__name__)
@@ -172,7 +170,7 @@ def worklist_rows(dialog: Any, *, above_only: bool) -> list[Any]:
     return [r for r in rows if r.status in (STATUS_OK, STATUS_OUT_OF_SCOPE)]
 
 
-class SendResultsDialog(QDialog):
+class SendResultsDialog(PacsDialog):
     """Choose a PACS and send; the job is ``job(server, secrets, cancel)`` -> generator (run in a worker)."""
 
     sent = Signal(bool, str)  # ok, the sentence shown
@@ -180,16 +178,8 @@ class SendResultsDialog(QDialog):
     def __init__(self, job: Callable[[PacsServer, SecretStore, threading.Event], Iterator[Any]], what: str,
                  parent: QWidget | None = None, *, settings: QSettings | None = None,
                  secrets: SecretStore | None = None):
-        super().__init__(parent)
-        self.setWindowTitle("Send results to PACS")
-        self.resize(620, 220)
-        if settings is None:
-            from cxr_desktop.gui.settings import AppSettings
-
-            settings = AppSettings.from_env().q
-        self.store = PacsSettings(settings, secrets)
+        super().__init__("Send results to PACS", (620, 220), "cxr-pacs-send", parent, settings, secrets)
         self._job = job
-        self._runner = WorkerRunner("cxr-pacs-send", threads=1)
         self._worker: Any = None
         self._cancel: threading.Event | None = None
         self._error: str | None = None
@@ -208,25 +198,10 @@ class SendResultsDialog(QDialog):
             self.server_combo.addItem(describe(s), s.name)
         row.addWidget(self.server_combo, 1)
         layout.addLayout(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 1)
-        self.progress.setValue(0)
-        layout.addWidget(self.progress)
-        self.status_label = QLabel("" if self.server_combo.count() else
-                                   "No PACS is set up: add one in Tools > PACS settings.")
-        self.status_label.setWordWrap(True)
-        layout.addWidget(self.status_label)
-        buttons = QHBoxLayout()
-        buttons.addStretch(1)
-        self.send_button = QPushButton("Send")
-        self.send_button.clicked.connect(self.send)
-        self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.clicked.connect(self.cancel)
-        close = QPushButton("Close")
-        close.clicked.connect(self.reject)
-        for b in (self.send_button, self.cancel_button, close):
-            buttons.addWidget(b)
-        layout.addLayout(buttons)
+        self.progress, self.status_label = add_progress_and_status(
+            layout, "" if self.server_combo.count() else "No PACS is set up: add one in Tools > PACS settings.")
+        self.send_button, self.cancel_button, _close = add_button_row(
+            layout, ("Send", self.send), ("Cancel", self.cancel), ("Close", self.reject))
         self._update_buttons()
 
     def _update_buttons(self) -> None:
@@ -285,8 +260,7 @@ class SendResultsDialog(QDialog):
             ok, text = True, f"Sent: {last.sent} objects accepted by the PACS."
         else:
             ok, text = False, "Nothing was sent."
-        if self.progress.maximum() == 0:
-            self.progress.setRange(0, 1)
+        end_busy(self.progress)
         if ok:
             self.progress.setValue(self.progress.maximum())
         self._status(text)

@@ -238,20 +238,14 @@ class _LatestOnly:
         self.pending = None
         self.running = key
         self._idle(True)
-        self.runner.start_function(fn, *args, returned=partial(self._on_returned, key),
-                                   errored=partial(self._on_errored, key))
+        self.runner.start_function(fn, *args, returned=partial(self._settle, self._done, key),
+                                   errored=partial(self._settle, self._failed, key))
 
-    def _on_returned(self, key: Any, value: Any) -> None:
+    def _settle(self, report: Callable[[Any, Any], None], key: Any, outcome: Any) -> None:
+        """The running job ended: ``report`` its value or exception, then start the waiting request."""
         self.running = None
         try:
-            self._done(key, value)
-        finally:
-            self._kick()
-
-    def _on_errored(self, key: Any, exc: Exception) -> None:
-        self.running = None
-        try:
-            self._failed(key, exc)
+            report(key, outcome)
         finally:
             self._kick()
 
