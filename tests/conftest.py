@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,31 +36,84 @@ def dicom_dir() -> Path:
 
 
 @pytest.fixture
-def main_window(qtbot, tmp_path, monkeypatch):
-    """Factory of shown main windows with cache, data and settings under ``tmp_path``; each is shut down
-    after the test. Qt is imported only when a test asks for it."""
+def app_settings(tmp_path):
+    """Factory of the app's settings on ``tmp_path/settings.ini`` (the file ``main_window``'s windows use), for a
+    test that sets something (e.g. the last model) before a window starts."""
     from PySide6.QtCore import QSettings
 
-    from cxr_desktop.gui.main_window import MainWindow
     from cxr_desktop.gui.settings import AppSettings
+
+    def make() -> AppSettings:
+        return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+
+    return make
+
+
+@pytest.fixture
+def main_window(qtbot, tmp_path, monkeypatch, app_settings):
+    """Factory of main windows with cache, data and settings under ``tmp_path``; each is shut down after the
+    test. ``settings`` (default: a fresh ``app_settings()``), ``size`` (None: the window's own first size) and
+    ``show`` (False: constructed only, e.g. to drive ``start`` by hand). Qt is imported only when a test asks."""
+    from cxr_desktop.gui.main_window import MainWindow
 
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
     windows: list[MainWindow] = []
 
-    def make(engine_options: dict | None = None, size: tuple[int, int] = (1100, 800)) -> MainWindow:
-        settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-        w = MainWindow(settings, engine_options=engine_options)
+    def make(engine_options: dict | None = None, size: tuple[int, int] | None = (1100, 800), *,
+             settings=None, show: bool = True) -> MainWindow:
+        w = MainWindow(settings if settings is not None else app_settings(), engine_options=engine_options)
         qtbot.addWidget(w)
-        w.resize(*size)
-        w.show()
-        qtbot.waitExposed(w)
         windows.append(w)
+        if size is not None:
+            w.resize(*size)
+        if show:
+            w.show()
+            qtbot.waitExposed(w)
         return w
 
     yield make
     for w in windows:
         w.shutdown()
+
+
+class Heartbeat:
+    """A timer beating on the GUI thread; long gaps between beats are times the thread was blocked.
+    Use as ``with heartbeat: ...`` around the work, then read ``count`` and ``gaps_ms``."""
+
+    def __init__(self, interval_ms: int = 20):
+        from PySide6.QtCore import QTimer
+
+        self.beats: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.beats.append(time.perf_counter()))
+
+    def __enter__(self) -> Heartbeat:
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.timer.stop()
+
+    @property
+    def count(self) -> int:
+        return len(self.beats)
+
+    @property
+    def gaps_ms(self):
+        """Milliseconds between successive beats (a numpy array)."""
+        import numpy as np
+
+        return np.diff(self.beats) * 1000.0
+
+
+@pytest.fixture
+def heartbeat(qtbot):
+    """A :class:`Heartbeat` (20 ms) for "the GUI stays responsive" checks; stopped after the test."""
+    beat = Heartbeat()
+    yield beat
+    beat.timer.stop()
 
 
 @pytest.fixture

@@ -6,17 +6,13 @@ Two small model files (input 64 px, random weights) are made once for the module
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
-from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QImage
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.gui.main_window import MainWindow
-from cxr_desktop.gui.settings import AppSettings
 from window_helpers import load_model, open_and_predict
 
 TIMEOUT = 60_000
@@ -234,13 +230,12 @@ def test_refused_model_file_keeps_the_viewer_working(qtbot, window, model_files,
     assert window.settings.last_model == str(model_files["Alpha"])
 
 
-def test_remembered_model_that_vanished_falls_back_with_a_message(qtbot, tmp_path, monkeypatch, model_files):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+def test_remembered_model_that_vanished_falls_back_with_a_message(qtbot, tmp_path, monkeypatch, model_files,
+                                                                  main_window, app_settings):
     monkeypatch.setenv("CXR_RESOURCES_DIR", str(tmp_path / "no-resources"))  # no bundled model either
-    settings = AppSettings(QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat))
+    settings = app_settings()
     settings.last_model = str(tmp_path / "gone.safetensors")
-    w = MainWindow(settings, engine_options=ENGINE)
-    qtbot.addWidget(w)
+    w = main_window(ENGINE, None, settings=settings, show=False)
     with qtbot.waitSignal(w.models.ready, timeout=TIMEOUT) as blocker:
         w.start([], None)
     active = blocker.args[0]
@@ -248,7 +243,6 @@ def test_remembered_model_that_vanished_falls_back_with_a_message(qtbot, tmp_pat
     assert "UNTRAINED MODEL" in w.results.banner.text()
     assert w.last_message is not None and "could not be used" in w.last_message[1]
     assert settings.last_model is None
-    w.shutdown()
 
 
 def test_out_of_scope_image_is_not_scored(qtbot, window, model_files, dicom_dir):
@@ -281,17 +275,12 @@ def test_export_includes_overlay_and_legend(qtbot, window, model_files, cxr_dir,
     np.testing.assert_array_equal(img[: vp.height(), : vp.width()], view(qtbot, window))
 
 
-def test_gui_stays_responsive_while_predicting(qtbot, window, model_files, cxr_dir):
+def test_gui_stays_responsive_while_predicting(qtbot, window, model_files, cxr_dir, heartbeat):
     """A 20 ms heartbeat on the GUI thread while images are decoded, predicted and overlaid."""
     load_model(qtbot, window, model_files["Alpha"])
     files = [cxr_dir / n for n in ("covid-19-pneumonia-58-prior.jpg", "16747_3_1.jpg", "siim_pneumothorax_sample.dcm",
                                    "00000001_000.png", "tbx11k_tb_tb0005.png", "tbx11k_health_h0001.png")]  # all in scope
-    beats: list[float] = []
-    timer = QTimer()
-    timer.setInterval(20)
-    timer.timeout.connect(lambda: beats.append(time.perf_counter()))
-    timer.start()
-    try:
+    with heartbeat:
         qtbot.wait(100)
         done = []
         window.prediction_shown.connect(lambda o: done.append(o))
@@ -300,10 +289,8 @@ def test_gui_stays_responsive_while_predicting(qtbot, window, model_files, cxr_d
             window.open_paths([str(f)])
             qtbot.waitUntil(lambda: len(done) > n and done[-1].key.path == str(f), timeout=TIMEOUT)
         qtbot.wait(60)
-    finally:
-        timer.stop()
     assert len(done) >= len(files)
-    gaps = np.diff(beats) * 1000.0
+    gaps = heartbeat.gaps_ms
     assert gaps.size > 10
     print(f"heartbeat gaps: n={gaps.size} p99={np.percentile(gaps, 99):.0f} ms max={gaps.max():.0f} ms")
     assert gaps.max() < 300.0, f"GUI thread blocked for {gaps.max():.0f} ms"

@@ -15,10 +15,6 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QSettings  # noqa: E402
-
-from cxr_desktop.gui.main_window import MainWindow  # noqa: E402
-from cxr_desktop.gui.settings import AppSettings  # noqa: E402
 from cxr_desktop.inference import engine as engine_module  # noqa: E402
 from cxr_desktop.model.modelfile import CARD_KEY, save_model  # noqa: E402
 from cxr_desktop.model.weights import init_model  # noqa: E402
@@ -61,24 +57,17 @@ def _fail_for(monkeypatch, path, exc: BaseException) -> None:
 
 
 @pytest.fixture
-def make_window(qtbot, tmp_path, monkeypatch, models):
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+def make_window(main_window, app_settings, monkeypatch, models):
     monkeypatch.setenv("CXR_RESOURCES_DIR", str(models["resources"]))
-    windows = []
 
     def make(last_model=None):
-        settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
+        settings = app_settings()
         if last_model:
             settings.last_model = str(last_model)
             settings.add_recent_model(str(last_model))
-        w = MainWindow(settings, engine_options=ENGINE)
-        qtbot.addWidget(w)
-        windows.append(w)
-        return w
+        return main_window(ENGINE, None, settings=settings, show=False)
 
-    yield make
-    for w in windows:
-        w.shutdown()
+    return make
 
 
 def _start(qtbot, window, model=None):

@@ -71,12 +71,8 @@ def uploaded(pacs, shared_data) -> list[Path]:
 
 
 @pytest.fixture
-def window(qtbot, qsettings):
-    w = MainWindow(AppSettings(qsettings))
-    qtbot.addWidget(w)
-    w.resize(1100, 800)
-    w.show()
-    qtbot.waitExposed(w)
+def window(main_window, qsettings):
+    w = main_window(settings=AppSettings(qsettings))
     yield w
     assert w.shutdown()
 

@@ -9,16 +9,10 @@ import pytest
 
 pytest.importorskip("pytestqt")
 
-from PySide6.QtCore import QRect, QSettings, Qt  # noqa: E402
+from PySide6.QtCore import QRect, Qt  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from cxr_desktop.gui.settings import AppSettings  # noqa: E402
-
 TIMEOUT = 30_000
-
-
-def _settings(tmp_path: Path) -> AppSettings:
-    return AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
 
 
 # ------------------------------------------------------------------ DICOM tags panel
@@ -268,15 +262,13 @@ def test_recent_entry_rules(tmp_path):
 # ------------------------------------------------------------------ quitting
 
 
-def test_closing_drops_queued_work_and_shares_one_short_wait(qtbot, tmp_path, monkeypatch):
+def test_closing_drops_queued_work_and_shares_one_short_wait(qtbot, monkeypatch, main_window):
     """Closing cancels what waits and never waits per pool: one short budget for all of them."""
     import threading
 
     from cxr_desktop.gui import main_window as mw
     from cxr_desktop.gui.workers import WorkerRunner
 
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "data"))
     calls: list[tuple[int, bool]] = []  # (timeout given, finished in time) per pool, in order
     real = WorkerRunner.shutdown
 
@@ -286,8 +278,7 @@ def test_closing_drops_queued_work_and_shares_one_short_wait(qtbot, tmp_path, mo
         return done
 
     monkeypatch.setattr(WorkerRunner, "shutdown", recording)
-    w = mw.MainWindow(_settings(tmp_path))
-    qtbot.addWidget(w)
+    w = main_window(size=None, show=False)
     release = threading.Event()
     ran: list[str] = []
     w.loader.runner.start_function(lambda: release.wait(20))  # a large file still decoding

@@ -12,12 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.uid import generate_uid
-from PySide6.QtCore import QPoint, QRect, QSettings, Qt
+from PySide6.QtCore import QPoint, QRect, Qt
 from PySide6.QtWidgets import QApplication
 
 from cxr_desktop.gui.layout import initial_geometry
 from cxr_desktop.gui.main_window import MainWindow
-from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.gui.study_facts import StudyFacts, facts_from_metadata, find_prior, read_facts
 from cxr_desktop.gui.theme import current_theme, is_dark
 from cxr_desktop.gui.worklist_dock import ReadingWorklistModel, WorklistDock, read_status_path
@@ -494,30 +493,22 @@ def test_dark_theme_by_default_and_switchable(qtbot, window, tmp_path):
     assert window.settings.theme == "dark"
 
 
-def test_window_never_opens_larger_than_the_screen(qtbot, tmp_path, monkeypatch):
+def test_window_never_opens_larger_than_the_screen(qtbot, main_window):
     assert initial_geometry(QRect(0, 0, 1280, 680)).size().width() <= 1280 * 0.92 + 1
     assert initial_geometry(QRect(0, 0, 1280, 680)).size().height() <= 680 * 0.92 + 1
     assert initial_geometry(QRect(0, 0, 3840, 2160)).size().toTuple() == (1400, 900)
     g = initial_geometry(QRect(100, 50, 960, 540))  # a 1920x1080 screen at scale factor 2, offset
     assert QRect(100, 50, 960, 540).contains(g)
-    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
-    settings = AppSettings(QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat))
-    w = MainWindow(settings)
-    qtbot.addWidget(w)
-    w.show()
-    qtbot.waitExposed(w)
+    w = main_window(size=None)  # the window's own first size
     avail = w.screen().availableGeometry()
-    try:
-        assert w.width() <= avail.width() and w.height() <= avail.height()
-        assert (w.width(), w.height()) != (1400, 900) or avail.width() >= 1400
-        # the busiest layout (2x2 with the worklist) still fits a 1920x1080 screen at scale factor 2
-        w.reading_room.set_layout("2x2")
-        w.reading_room.worklist.show()
-        QApplication.processEvents()
-        hint = w.minimumSizeHint()
-        assert hint.width() <= 960 and hint.height() <= 540, hint
-    finally:
-        w.shutdown()
+    assert w.width() <= avail.width() and w.height() <= avail.height()
+    assert (w.width(), w.height()) != (1400, 900) or avail.width() >= 1400
+    # the busiest layout (2x2 with the worklist) still fits a 1920x1080 screen at scale factor 2
+    w.reading_room.set_layout("2x2")
+    w.reading_room.worklist.show()
+    QApplication.processEvents()
+    hint = w.minimumSizeHint()
+    assert hint.width() <= 960 and hint.height() <= 540, hint
 
 
 def test_reading_room_keys_are_listed_in_the_shortcuts_help(qtbot):
