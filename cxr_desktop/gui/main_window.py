@@ -846,8 +846,9 @@ class MainWindow(QMainWindow):
             return max(0, int(1000 * (deadline - time.monotonic())))
 
         ok = True
+        wizards = [w.shutdown for w in self.findChildren(TrainingWizard)]  # open or closed: their workers too
         for stop in (self.study_list.shutdown, self.loader.runner.shutdown, self.engine_runner.shutdown,
-                     self.pacs.shutdown, self.reading_room.shutdown):
+                     self.pacs.shutdown, self.reading_room.shutdown, *wizards):
             ok = stop(left()) and ok
         return ok
 

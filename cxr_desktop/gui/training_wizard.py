@@ -7,19 +7,22 @@ report, optionally made the active model through :attr:`TrainingWizard.model_rea
 never by default, and only when the test set passes the quality gate of
 :mod:`cxr_desktop.training.gates` or the user explicitly overrides it).
 
-All work (scan, training, gallery, saving) runs in superqt generator/function
-workers; the pages only turn events into widgets.
+All work (scan, training, gallery, saving) runs on the wizard's
+:class:`~cxr_desktop.gui.workers.WorkerRunner` (drained when the main window
+closes); the pages only read the form, call the core (:mod:`cxr_desktop.training.runs`,
+:mod:`~cxr_desktop.training.results`, :mod:`~cxr_desktop.training.event_text`) and
+turn its events into widgets. With more than one GPU the run can use all of them
+(:func:`cxr_desktop.training.launch.train_local`, DistributedDataParallel).
 """
 
 from __future__ import annotations
 
-import datetime
 import html
 import math
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 from PySide6.QtCore import QPointF, QRectF, QSettings, Qt, Signal
 from PySide6.QtGui import QColor, QPainter, QPainterPath, QPen, QPixmap
@@ -29,22 +32,10 @@ from PySide6.QtWidgets import (
     QLineEdit, QPlainTextEdit, QProgressBar, QPushButton, QScrollArea, QSlider, QSpinBox, QTableWidget,
     QTableWidgetItem, QVBoxLayout, QWidget, QWizard, QWizardPage,
 )
-from superqt.utils import create_worker
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.durations import rough
-
-
-def _start(fn: Callable[..., Any], *args: Any, owner: Any, **signals: Callable[..., Any]) -> Any:
-    """Start a superqt worker (generator or function) with ``signals`` connected; kept alive on ``owner``."""
-    worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True)
-    for name, slot in signals.items():
-        getattr(worker, name).connect(slot)
-    live = owner.__dict__.setdefault("_workers", set())
-    live.add(worker)
-    worker.finished.connect(lambda w=worker: live.discard(w))
-    worker.start()
-    return worker
+from cxr_desktop.gui.workers import WorkerRunner
 
 
 def _folder_row(edit: QLineEdit, parent: QWidget, title: str) -> QWidget:
@@ -154,12 +145,21 @@ class CurveChart(QWidget):
 # --------------------------------------------------------------------------- pages
 
 
-class FolderPage(QWizardPage):
-    def __init__(self, wizard: "TrainingWizard"):
+class _Page(QWizardPage):
+    """A wizard page that knows its wizard, with its title and the sentence under it."""
+
+    def __init__(self, wizard: "TrainingWizard", title: str, subtitle: str):
         super().__init__()
-        self.setTitle("Choose the images")
-        self.setSubTitle("A folder with one subfolder per class (for example normal/ and abnormal/); files may be "
-                         "nested at any depth and mix PNG, JPEG and DICOM. The folders are only read, never changed.")
+        self.wiz = wizard
+        self.setTitle(title)
+        self.setSubTitle(subtitle)
+
+
+class FolderPage(_Page):
+    def __init__(self, wizard: "TrainingWizard"):
+        super().__init__(wizard, "Choose the images", "A folder with one subfolder per class (for example normal/ "
+                         "and abnormal/); files may be nested at any depth and mix PNG, JPEG and DICOM. The folders "
+                         "are only read, never changed.")
         self.data = QLineEdit(self)
         self.test = QLineEdit(self)
         self.regex = QLineEdit(self)
@@ -173,7 +173,6 @@ class FolderPage(QWizardPage):
         form.addRow("Patient pattern (optional):", self.regex)
         form.addRow("", _explain("DICOM PatientID groups images of one patient. For other files a regular "
                                  "expression on the file name can; otherwise each file is its own patient."))
-        self.wiz = wizard
         self.runs: list[Any] = []  # interrupted runs (cxr_desktop.training.runs.InterruptedRun), newest first
         self.resume = QCheckBox(self)
         self.resume.setVisible(False)
@@ -218,12 +217,10 @@ class FolderPage(QWizardPage):
         return ok and (not t or Path(t).is_dir())
 
 
-class ScanPage(QWizardPage):
+class ScanPage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
-        super().__init__()
-        self.wiz = wizard
-        self.setTitle("Scan")
-        self.setSubTitle("Counting images per class, checking every file, finding duplicates and patients.")
+        super().__init__(wizard, "Scan", "Counting images per class, checking every file, finding duplicates and "
+                         "patients.")
         self.bar = QProgressBar(self)
         self.status = QLabel(self)
         self.text = QPlainTextEdit(self)
@@ -265,13 +262,15 @@ class ScanPage(QWizardPage):
 
         self._running = True
         self.completeChanged.emit()
-        self.worker = _start(job, owner=self, yielded=self._progress, returned=self._done, errored=self._failed,
-                             finished=self._finished)
+        self.worker = self.wiz.runner.start_generator(job, yielded=self._progress, returned=self._done,
+                                                      errored=self._failed, finished=self._finished)
 
     def _progress(self, ev: Any) -> None:
+        from cxr_desktop.training.event_text import progress
+
         self.bar.setMaximum(max(1, ev.total))
         self.bar.setValue(ev.done)
-        self.status.setText(f"{ev.folder}: {ev.done} of {ev.total} files")
+        self.status.setText(progress(ev).text)
 
     def _done(self, value: Any) -> None:
         from cxr_desktop.training.scan import shared_patients
@@ -316,14 +315,11 @@ class ScanPage(QWizardPage):
             self.cancel.set()
 
 
-class SplitPage(QWizardPage):
+class SplitPage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
-        super().__init__()
-        self.wiz = wizard
-        self.setTitle("Split")
-        self.setSubTitle("Patients, not images, are divided between training, validation and test, so no patient "
-                         "is ever evaluated on after being trained on. The split is stratified by class and "
-                         "repeatable with the same seed.")
+        super().__init__(wizard, "Split", "Patients, not images, are divided between training, validation and "
+                         "test, so no patient is ever evaluated on after being trained on. The split is stratified "
+                         "by class and repeatable with the same seed.")
         self.val = QDoubleSpinBox(self)
         self.val.setRange(0.05, 0.5)
         self.val.setSingleStep(0.05)
@@ -389,12 +385,9 @@ class SplitPage(QWizardPage):
         self.note.setText("\n".join(list(split.warnings) + small_class_warnings(test_counts, test_counts=test_counts)))
 
 
-class SettingsPage(QWizardPage):
+class SettingsPage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
-        super().__init__()
-        self.wiz = wizard
-        self.setTitle("Settings")
-        self.setSubTitle("The defaults suit most data sets; each setting says what it does.")
+        super().__init__(wizard, "Settings", "The defaults suit most data sets; each setting says what it does.")
         inner = QWidget(self)
         form = QFormLayout(inner)
 
@@ -428,7 +421,7 @@ class SettingsPage(QWizardPage):
         self.weights = add("Initial weights:", combo(["none"], "none"),
                            "ImageNet weights make training far faster and better; 'none' starts from random "
                            "weights. ImageNet is offered once its weights are installed.")
-        self.weights_box = _WeightsBox(inner)
+        self.weights_box = _WeightsBox(inner, wizard.runner)
         form.addRow("", self.weights_box)
         self.weights_box.changed.connect(self.refresh_weights)
         self.input_size = add("Input size (px):", spin(64, 512, 224), "Images are resized to this square; "
@@ -464,6 +457,13 @@ class SettingsPage(QWizardPage):
                           "reaching this sensitivity on validation.")
         self.device = add("Device:", combo(["auto", "cpu", "cuda"], "auto"), "auto uses a CUDA GPU if present "
                           "(mixed precision), else the CPU.")
+        self.gpus = 0  # GPUs on this computer (cxr_desktop.training.launch.local_gpu_count), known on the page
+        self.ddp = QCheckBox(inner)
+        self.ddp_note = _explain("Starts one training process per GPU on this computer (torchrun); the batch size "
+                                 "above is split between them. The result is the same model file and report.")
+        for w in (self.ddp, self.ddp_note):
+            form.addRow("", w)
+            w.setVisible(False)  # until the page is shown: counting GPUs loads torch
         self.half = add("Half-size file:", QCheckBox("store fp16 weights", inner), "Halves the model file; "
                         "predictions change by well under 0.1 %.")
         scroll = QScrollArea(self)
@@ -486,8 +486,22 @@ class SettingsPage(QWizardPage):
         self.weights.setCurrentText(choices[0])
         self.weights_box.show_state(found)
 
+    def refresh_gpus(self) -> None:
+        """Offer "Train on all N GPUs" only when this computer has more than one."""
+        from cxr_desktop.training.launch import local_gpu_count
+
+        self.gpus = local_gpu_count()
+        self.ddp.setText(f"Train on all {self.gpus} GPUs (DistributedDataParallel)")
+        for w in (self.ddp, self.ddp_note):
+            w.setVisible(self.gpus > 1)
+
+    def processes(self) -> int:
+        """Training processes to start: the number of GPUs when the user chose them all, else 1."""
+        return self.gpus if self.gpus > 1 and self.ddp.isChecked() else 1
+
     def initializePage(self) -> None:  # noqa: N802
         self.refresh_weights()
+        self.refresh_gpus()
         wanted = getattr(self.wiz, "pending_form", {}).get("settings.weights")
         if wanted and self.weights.findText(str(wanted)) >= 0:  # chosen earlier this session
             self.weights.setCurrentText(str(wanted))
@@ -525,8 +539,9 @@ class _WeightsBox(QWidget):
 
     changed = Signal()
 
-    def __init__(self, parent: QWidget):
+    def __init__(self, parent: QWidget, runner: WorkerRunner):
         super().__init__(parent)
+        self.runner = runner
         self.note = _explain("")
         self.download_btn = QPushButton("Download ImageNet weights", self)
         self.import_btn = QPushButton("Import file...", self)
@@ -587,8 +602,8 @@ class _WeightsBox(QWidget):
         self._set_busy(True)
         self.bar.setValue(0)
         self.status.setText("Connecting...")
-        _start(job, owner=self, yielded=self._progress, returned=self._done, errored=self._failed,
-               finished=lambda: self._set_busy(False))
+        self.runner.start_generator(job, yielded=self._progress, returned=self._done, errored=self._failed,
+                                    finished=lambda: self._set_busy(False))
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -625,16 +640,13 @@ class _WeightsBox(QWidget):
         self._set_busy(True)
         self.cancel_btn.setVisible(False)
         self.status.setText(f"Checking {Path(path).name}...")
-        _start(import_weights, path, owner=self, returned=self._done, errored=self._failed,
-               finished=lambda: self._set_busy(False))
+        self.runner.start_function(import_weights, path, returned=self._done, errored=self._failed,
+                                   finished=lambda: self._set_busy(False))
 
 
-class TrainingPage(QWizardPage):
+class TrainingPage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
-        super().__init__()
-        self.wiz = wizard
-        self.setTitle("Training")
-        self.setSubTitle("Curves update after every epoch. Cancel keeps the best epoch so far.")
+        super().__init__(wizard, "Training", "Curves update after every epoch. Cancel keeps the best epoch so far.")
         self.loss_chart = CurveChart("loss (train / validation)", parent=self)
         self.auc_chart = CurveChart("validation AUC", y_range=(0.0, 1.0), parent=self)
         self.bar = QProgressBar(self)
@@ -663,32 +675,19 @@ class TrainingPage(QWizardPage):
 
     # -- start ----------------------------------------------------------------
     def config(self) -> Any:
-        from cxr_desktop.training.config import TrainConfig
-        from cxr_desktop.training.runs import save_run_config
+        """The interrupted run's settings, or a new run (folder and run-config.json) from the form."""
+        from cxr_desktop.training.runs import start_run
 
         folder, split = self.wiz.folder_page, self.wiz.split_page
         interrupted = folder.resume_run()
         if interrupted is not None:  # exactly the settings it was started with
-            cfg = interrupted.config
-            cfg.resume = True
-            return cfg
-        run_dir = self.wiz.run_root() / datetime.datetime.now().strftime("run-%Y%m%d-%H%M%S")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        test = folder.test.text().strip() or None
-        cfg = TrainConfig(
-            data_dir=folder.data.text().strip(), out=str(run_dir / "model.safetensors"), test_dir=test,
-            patient_regex=folder.regex.text().strip() or None, val_fraction=split.val.value(),
-            test_fraction=0.0 if test else split.test.value(), seed=split.seed.value(),
-            name=f"Trained on {Path(folder.data.text().strip()).name}", **self.wiz.settings_page.values(),
-        )
-        for k, v in self.wiz.overrides.items():
-            setattr(cfg, k, v)
-        save_run_config(run_dir, cfg)  # so that an interrupted run can be resumed from the wizard
-        return cfg
+            return interrupted.resume_config()
+        return start_run(self.wiz.run_root(), data_dir=folder.data.text().strip(),
+                         test_dir=folder.test.text().strip() or None, patient_regex=folder.regex.text().strip(),
+                         val_fraction=split.val.value(), test_fraction=split.test.value(), seed=split.seed.value(),
+                         settings=self.wiz.settings_page.values(), overrides=self.wiz.overrides)
 
     def initializePage(self) -> None:  # noqa: N802
-        from cxr_desktop.training.engine import train
-
         self.result, self.error = None, None
         self.loss_chart.series.clear()
         self.auc_chart.series.clear()
@@ -709,8 +708,18 @@ class TrainingPage(QWizardPage):
         self.running = True
         self.cancel_btn.setEnabled(True)
         self.completeChanged.emit()
-        self.worker = _start(train, cfg, self.cancel, owner=self, yielded=self.on_event, returned=self._returned,
-                             errored=self._failed, finished=self._finished)
+        signals = dict(yielded=self.on_event, returned=self._returned, errored=self._failed, finished=self._finished)
+        nproc = 1 if self.wiz.folder_page.resume_run() is not None else self.wiz.settings_page.processes()
+        if nproc > 1:  # one process per GPU (torchrun); the same events and result
+            from cxr_desktop.training.launch import train_local
+
+            self._say(f"Training on {nproc} GPUs (DistributedDataParallel).")
+            self.worker = self.wiz.runner.start_generator(train_local, cfg, nproc=nproc, cancel=self.cancel,
+                                                          **signals)
+        else:
+            from cxr_desktop.training.engine import train
+
+            self.worker = self.wiz.runner.start_generator(train, cfg, self.cancel, **signals)
 
     def request_cancel(self) -> None:
         self.cancel.set()
@@ -728,35 +737,24 @@ class TrainingPage(QWizardPage):
     def _say(self, text: str) -> None:
         self.log.appendPlainText(text)
 
-    def on_event(self, ev: Any) -> None:  # noqa: C901 - flat dispatch
+    def on_event(self, ev: Any) -> None:
+        """Log lines and status texts from :mod:`cxr_desktop.training.event_text` (as cxr-train prints them);
+        charts, progress bar and time left from the events themselves."""
         from cxr_desktop.training import events as E
+        from cxr_desktop.training import event_text
 
-        if isinstance(ev, E.PrepareProgress):
-            self.status.setText(f"Preparing images: {ev.done} of {ev.total}")
-        elif isinstance(ev, E.PrepareDone):
-            self._say(f"Images prepared; {len(ev.skipped)} could not be decoded.")
-            for p in ev.skipped:
-                self._say(f"  skipped {p.rel}: {p.message}")
-        elif isinstance(ev, E.SplitDone):
-            for name, row in ev.counts.items():
-                self._say(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
-        elif isinstance(ev, E.ModelReady):
-            self._say(f"Device: {ev.device}")
-            for w in ev.warnings:
-                self._say(f"Warning: {w}")
-        elif isinstance(ev, E.StageStarted):
-            self._say(f"Stage {ev.stage} ({'head only' if ev.stage == 1 else 'fine-tuning ' + ev.trainable}), "
-                      f"{ev.epochs} epochs")
-            if ev.stage == 2 and self.n_epoch:
-                self.loss_chart.vlines = [self.n_epoch + 0.5]
-                self.auc_chart.vlines = [self.n_epoch + 0.5]
-        elif isinstance(ev, E.FeatureProgress):
-            self.status.setText(f"Stage 1: computing backbone features once ({ev.split}): {ev.done} of {ev.total}")
-        elif isinstance(ev, E.BatchProgress):
-            if ev.phase == "train":
+        p = event_text.progress(ev)
+        if p is not None:
+            self.status.setText(p.text[:1].upper() + p.text[1:] + (self._eta(ev) if isinstance(ev, E.BatchProgress)
+                                                                   else ""))
+            if isinstance(ev, E.BatchProgress):
                 self._progress(ev.stage, ev.epoch, ev.batch / max(1, ev.batches))
-                self.status.setText(f"Stage {ev.stage}, epoch {ev.epoch}: batch {ev.batch} of {ev.batches}, "
-                                    f"{ev.images_per_second:.1f} images/s{self._eta(ev)}")
+            return
+        for line in event_text.lines(ev, quiet=True, summaries=False):  # the evaluation has its own page
+            self._say(line)
+        if isinstance(ev, E.StageStarted) and ev.stage == 2 and self.n_epoch:
+            self.loss_chart.vlines = [self.n_epoch + 0.5]
+            self.auc_chart.vlines = [self.n_epoch + 0.5]
         elif isinstance(ev, E.EpochDone):
             self.n_epoch += 1
             self.epoch_times.append(ev.seconds)
@@ -764,16 +762,8 @@ class TrainingPage(QWizardPage):
             self.loss_chart.add_point("validation", self.n_epoch, ev.val_loss)
             self.auc_chart.add_point("validation AUC", self.n_epoch, ev.val_auc)
             self._progress(ev.stage, ev.epoch, 1.0)
-            self._say(f"stage {ev.stage} epoch {ev.epoch}: train loss {ev.train_loss:.4f}, val loss "
-                      f"{ev.val_loss:.4f}, val AUC {ev.val_auc:.4f}, {ev.seconds:.1f} s" + (" (best)" if ev.is_best else ""))
-        elif isinstance(ev, E.EarlyStopped):
-            self._say(f"Stage {ev.stage} stopped early: {ev.reason}")
-        elif isinstance(ev, E.Cancelled):
-            self._say(ev.message)
         elif isinstance(ev, E.EvaluationStarted):
             self.status.setText(f"Evaluating the best epoch on the {ev.split} split ({ev.images} images)...")
-        elif isinstance(ev, E.ModelSaved):
-            self._say(f"Model written ({ev.size_bytes / 1e6:.1f} MB).")
 
     def _progress(self, stage: int, epoch: int, frac: float) -> None:
         total = sum(self.stage_epochs.values()) or 1
@@ -816,13 +806,10 @@ class TrainingPage(QWizardPage):
         self.stop_now()
 
 
-class EvaluationPage(QWizardPage):
+class EvaluationPage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
-        super().__init__()
-        self.wiz = wizard
-        self.setTitle("Evaluation")
-        self.setSubTitle("The threshold was chosen on the validation split; the test split gives the honest "
-                         "estimate. Move the slider to see the sensitivity / specificity trade-off.")
+        super().__init__(wizard, "Evaluation", "The threshold was chosen on the validation split; the test split "
+                         "gives the honest estimate. Move the slider to see the sensitivity / specificity trade-off.")
         self.metrics = QLabel(self)
         self.metrics.setTextFormat(Qt.TextFormat.RichText)
         self.metrics.setWordWrap(True)
@@ -856,29 +843,19 @@ class EvaluationPage(QWizardPage):
         self.threshold = 0.5
 
     def initializePage(self) -> None:  # noqa: N802
-        from cxr_desktop.training.metrics import format_value_ci, roc_curve
+        from cxr_desktop.training.metrics import roc_curve
 
         result = self.wiz.training_page.result
         ev = result.evaluation
         card = result.card
-        pos = card.positive_class
+        esc = html.escape
         rows = []
-        for name, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
-            if m is None:
-                continue
-            cell = []
-            for k in ("auc", "sensitivity", "specificity", "precision", "f1", "accuracy", "ppv", "npv"):
-                if k in m:  # a degenerate interval is named, never shown as "1.000 (1.000-1.000)"
-                    cell.append(f"{'ROC AUC' if k == 'auc' else k.upper() if k in ('ppv', 'npv') else k}: "
-                                + html.escape(format_value_ci(m, k, brief=True)))
-            pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
-            source = "stated" if m.get("prevalence_source") == "stated" else "this split's own, none stated"
-            prev = ("" if "prevalence" not in m else
-                    f"<br><small>PPV/NPV at prevalence {m['prevalence']:.3g} ({source})</small>")
-            rows.append(f"<b>{name}</b> ({m['n']} images{pats}, {m['n_positive']} {html.escape(str(pos))})<br>"
-                        + "<br>".join(cell) + prev)
-        warn = "".join(f"<br><span style='color:#b06000'>{html.escape(w)}</span>" for w in card.warnings)
-        unit = (ev.test_metrics or ev.val_metrics).get("ci_unit", "images")
+        for name, m in ev.split_metrics():  # the report's texts (a degenerate interval named, never "(1.000-1.000)")
+            cells = [f"{esc(t.label)}: {esc(t.brief)}" for t in ev.metric_texts(m)]
+            prev = "" if "prevalence" not in m else f"<br><small>PPV/NPV {esc(ev.prevalence_text(m))}</small>"
+            rows.append(f"<b>{name}</b> ({esc(ev.counts_text(m))})<br>" + "<br>".join(cells) + prev)
+        warn = "".join(f"<br><span style='color:#b06000'>{esc(w)}</span>" for w in card.warnings)
+        unit = ev.final_metrics.get("ci_unit", "images")
         self.metrics.setText("<br><br>".join(rows) + f"<br><small>95 % bootstrap intervals over {unit}.</small>"
                              + warn)
         self.roc.series.clear()
@@ -887,10 +864,8 @@ class EvaluationPage(QWizardPage):
             if len(set(y.tolist())) == 2:
                 fpr, tpr, _ = roc_curve(y, s)
                 self.roc.set_series("validation" if split == "val" else "test", list(zip(fpr, tpr)))
-        final = ev.test_metrics or ev.val_metrics
-        cm = final["confusion_matrix"]
-        others = [c for c in card.classes if c != pos]
-        labels = [others[0] if len(others) == 1 else f"not {pos}", str(pos)]
+        cm = ev.final_metrics["confusion_matrix"]
+        labels = ev.confusion_labels()  # as the report names them
         self.confusion.setRowCount(2)
         self.confusion.setColumnCount(2)
         self.confusion.setHorizontalHeaderLabels([f"predicted {x}" for x in labels])
@@ -946,9 +921,10 @@ class EvaluationPage(QWizardPage):
             if w is not None:
                 w.deleteLater()
         self.gallery_status.setText("Grad-CAM examples are being prepared...")
-        _start(gallery, result.model_path, preds.paths, preds.rels, y, s, result.card.decision_threshold,
-               self.wiz.gallery_per_kind, result.card.positive_class, 160, owner=self,
-               returned=self._show_gallery, errored=lambda e: self.gallery_status.setText(f"No gallery: {e}"))
+        self.wiz.runner.start_function(gallery, result.model_path, preds.paths, preds.rels, y, s,
+                                       result.card.decision_threshold, self.wiz.gallery_per_kind,
+                                       result.card.positive_class, 160, returned=self._show_gallery,
+                                       errored=lambda e: self.gallery_status.setText(f"No gallery: {e}"))
 
     def _show_gallery(self, cells: Any) -> None:
         import base64
@@ -982,13 +958,10 @@ class EvaluationPage(QWizardPage):
         self.gallery_done = True
 
 
-class SavePage(QWizardPage):
+class SavePage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
-        super().__init__()
-        self.wiz = wizard
-        self.setTitle("Save")
-        self.setSubTitle("Write the model file (with its card: classes, threshold, metrics, data summary) and the "
-                         "training report.")
+        super().__init__(wizard, "Save", "Write the model file (with its card: classes, threshold, metrics, data "
+                         "summary) and the training report.")
         self.path = QLineEdit(self)
         self.report = QLineEdit(self)
         self.make_active = QCheckBox("Use this model in the viewer now", self)
@@ -1011,11 +984,8 @@ class SavePage(QWizardPage):
         form = QFormLayout(self)
         form.addRow("Model file:", row)
         form.addRow("Report (HTML):", self.report)
-        form.addRow("", self.make_active)
-        form.addRow("", self.gate_note)
-        form.addRow("", self.override)
-        form.addRow("", self.save_btn)
-        form.addRow("", self.status)
+        for w in (self.make_active, self.gate_note, self.override, self.save_btn, self.status):
+            form.addRow("", w)
         self.saved_path: str | None = None
         self.saving = False
         self.path.textChanged.connect(self._path_changed)
@@ -1026,20 +996,23 @@ class SavePage(QWizardPage):
             self.path.setText(p if p.endswith(".safetensors") else p + ".safetensors")
 
     def _path_changed(self, text: str) -> None:
-        if text.endswith(".safetensors"):
-            self.report.setText(text[: -len(".safetensors")] + "-report.html")
+        from cxr_desktop.training.results import report_path_for
+
+        report = report_path_for(text)
+        if report is not None:
+            self.report.setText(report)
         self.saved_path = None
         self.completeChanged.emit()
 
     def initializePage(self) -> None:  # noqa: N802
         from cxr_desktop.paths import data_dir
+        from cxr_desktop.training.results import default_model_path
 
         result = self.wiz.training_page.result
-        stem = Path(str(getattr(self.wiz.training_page, "cfg", None) and self.wiz.training_page.cfg.data_dir
-                        or self.wiz.folder_page.data.text().strip())).name or "model"
-        default = data_dir() / "models" / f"{stem}-{datetime.datetime.now():%Y%m%d-%H%M}.safetensors"
+        cfg = getattr(self.wiz.training_page, "cfg", None)
+        data = cfg.data_dir if cfg is not None else self.wiz.folder_page.data.text().strip()
         if not self.path.text():
-            self.path.setText(str(default))
+            self.path.setText(str(default_model_path(data, data_dir() / "models")))
         self.saved_path = None
         from cxr_desktop.training.gates import viewer_gate
 
@@ -1068,6 +1041,8 @@ class SavePage(QWizardPage):
         return self.gate is None or self.gate.passed or self.override.isChecked()
 
     def save(self) -> None:
+        from cxr_desktop.training.results import save_model_and_report
+
         result = self.wiz.training_page.result
         path = Path(self.path.text().strip())
         report = self.report.text().strip() or None
@@ -1079,8 +1054,8 @@ class SavePage(QWizardPage):
         self.save_btn.setEnabled(False)
         self.status.setText("Saving...")
         self.completeChanged.emit()
-        _start(save_model_and_report, result, str(path), threshold, report, owner=self,
-               returned=self._saved, errored=self._failed, finished=self._finished)
+        self.wiz.runner.start_function(save_model_and_report, result, str(path), threshold, report,
+                                       returned=self._saved, errored=self._failed, finished=self._finished)
 
     def _saved(self, path: str) -> None:
         self.saved_path = path
@@ -1097,22 +1072,6 @@ class SavePage(QWizardPage):
 
     def isComplete(self) -> bool:  # noqa: N802
         return self.saved_path is not None and not self.saving
-
-
-def save_model_and_report(result: Any, path: str, threshold: float, report: str | None) -> str:
-    """Worker job: the model with the chosen threshold, then its report (from the saved file's card)."""
-    import dataclasses
-
-    from cxr_desktop.model.modelfile import read_card
-    from cxr_desktop.training.engine import save_with_threshold
-    from cxr_desktop.training.report import write_report
-
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    sha = save_with_threshold(result, path, threshold)
-    if report:
-        final = dataclasses.replace(result, model_path=path, sha256=sha, card=read_card(path))
-        write_report(report, final)
-    return path
 
 
 # --------------------------------------------------------------------------- the wizard
@@ -1167,6 +1126,7 @@ class TrainingWizard(QWizard):
         self.overrides = dict(overrides or {})  # TrainConfig fields fixed by the caller (tests, administrators)
         self._run_root = Path(run_root) if run_root else None
         self.gallery_per_kind = gallery_per_kind
+        self.runner = WorkerRunner("training-wizard", threads=2)  # e.g. the gallery and saving at once
         self.folder_page = FolderPage(self)
         self.scan_page = ScanPage(self)
         self.split_page = SplitPage(self)
@@ -1236,6 +1196,15 @@ class TrainingWizard(QWizard):
         self.session.update(self.form_state())
         self._close_confirmed = False
         super().done(result)
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Stop the wizard's work (a run keeps its last checkpoint) and wait for its workers (app closing)."""
+        self.training_page.stop_now()
+        if getattr(self.scan_page, "cancel", None) is not None:
+            self.scan_page.cancel.set()
+        if self.settings_page.weights_box.busy:
+            self.settings_page.weights_box.cancel()
+        return self.runner.shutdown(timeout_ms)
 
     def run_root(self) -> Path:
         """Where runs keep their checkpoints (the user data folder unless given)."""

@@ -265,6 +265,63 @@ def format_value_ci(m: dict[str, Any], key: str, nd: int = 3, *, brief: bool = F
     return f"{v:.{nd}f} ({lo:.{nd}f}-{hi:.{nd}f})"
 
 
+# --------------------------------------------------------------------------- metric texts (wizard and report)
+
+METRIC_KEYS = ("auc", "accuracy", "sensitivity", "specificity", "precision", "f1", "ppv", "npv")
+_LABELS = {"auc": "ROC AUC", "f1": "F1", "ppv": "PPV", "npv": "NPV"}
+
+
+def metric_label(key: str) -> str:
+    """How a metric is named where it is shown ("ROC AUC", "F1", "PPV", else the key)."""
+    return _LABELS.get(key, key)
+
+
+@dataclass(frozen=True)
+class MetricText:
+    """One metric of a split in words: its value, its 95 % interval, or why the interval is degenerate."""
+
+    key: str
+    label: str
+    value: str  # "0.850" or "n/a"
+    interval: str  # "(0.790-0.900)", "(CI n/a)", or "" (no value, or a degenerate interval: see ``note``)
+    note: str | None  # the degenerate-interval note (:func:`ci_note`), in full
+    brief: str  # value and interval (or the note, shortened) on one line: :func:`format_value_ci` brief
+
+
+def metric_texts(m: dict[str, Any], keys: Sequence[str] = METRIC_KEYS, nd: int = 3) -> list[MetricText]:
+    """The texts of the metrics in ``keys`` that ``m`` (a :func:`binary_report`) holds, in that order."""
+    out = []
+    for key in keys:
+        if key not in m:
+            continue
+        full = format_value_ci(m, key, nd)
+        note = (m.get("ci_notes") or {}).get(key) if full != "n/a" else None
+        value, _, interval = full.partition(" ")
+        out.append(MetricText(key, metric_label(key), value, "" if note else interval, note,
+                              format_value_ci(m, key, nd, brief=True)))
+    return out
+
+
+def prevalence_text(m: dict[str, Any]) -> str:
+    """Where PPV and NPV were computed: "at the stated prevalence 0.05" or at the split's own."""
+    if m.get("prevalence_source") == "stated":
+        return f"at the stated prevalence {m.get('prevalence', float('nan')):.3g}"
+    return "at this split's own prevalence (none stated)"
+
+
+def counts_text(m: dict[str, Any], positive: str) -> str:
+    """"40 images, 20 patients, 12 opacity": what a split's metrics rest on."""
+    pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
+    return f"{m['n']} images{pats}, {m['n_positive']} {positive}"
+
+
+def confusion_labels(classes: Sequence[str], positive: str) -> list[str]:
+    """Names of the 2 x 2 confusion matrix's rows and columns (negative, positive): the other class when
+    there are two classes, else "not <positive>"."""
+    others = [c for c in classes if c != positive]
+    return [others[0] if len(others) == 1 else f"not {positive}", str(positive)]
+
+
 # --------------------------------------------------------------------------- predictive values, calibration
 
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from cxr_desktop import DECISION_AID_NOTICE
 from cxr_desktop.atomic import write_text_atomic
-from cxr_desktop.training.metrics import format_value_ci, roc_curve
+from cxr_desktop.training.metrics import METRIC_KEYS, format_value_ci, metric_label, roc_curve
 
 
 def _figure(w: float = 5.0, h: float = 3.6) -> Any:
@@ -201,41 +201,36 @@ def _fmt(v: Any, nd: int = 3) -> str:
     return f"{v:.{nd}f}" if isinstance(v, float) else html.escape(str(v))
 
 
-def _metrics_table(val: dict[str, Any], test: dict[str, Any] | None) -> str:
-    """Validation and test metrics with 95 % intervals; a degenerate interval is named, not printed as a range."""
+def _metrics_table(ev: Any) -> str:
+    """Validation and test metrics with 95 % intervals; a degenerate interval is named, not printed as a range.
+
+    The texts are the evaluation's own (:meth:`Evaluation.metric_texts`), as the wizard shows them.
+    """
+    esc = html.escape
+    final = ev.final_metrics
+    texts = {name: {t.key: t for t in ev.metric_texts(m)} for name, m in ev.split_metrics()}
     rows = []
-    keys = [("auc", "ROC AUC"), ("accuracy", "accuracy"), ("sensitivity", "sensitivity"),
-            ("specificity", "specificity"), ("precision", "precision"), ("f1", "F1")]
-    final = test or val
-    if "ppv" in final:
-        prev = final.get("prevalence", float("nan"))
-        at = (f"at the stated prevalence {prev:.3g}" if final.get("prevalence_source") == "stated"
-              else "at this split's own prevalence (none stated)")
-        keys += [("ppv", f"PPV {at}"), ("npv", f"NPV {at}")]
-    for key, label in keys:
+    for key in METRIC_KEYS:
+        if key in ("ppv", "npv") and "ppv" not in final:
+            continue
+        label = metric_label(key) + (f" {ev.prevalence_text(final)}" if key in ("ppv", "npv") else "")
         cells = []
-        for m in (val, test):
-            if m is None:
+        for name in ("validation", "test"):
+            t = texts[name].get(key) if name in texts else None
+            if name not in texts:
                 cells.append("<td>-</td>")
-                continue
-            text = format_value_ci(m, key)
-            note = (m.get("ci_notes") or {}).get(key)
-            if note:
-                v = m.get(key)
-                cells.append(f"<td>{_fmt(v)} <span class=degenerate>{html.escape(note)}</span></td>")
+            elif t is None:
+                cells.append("<td>n/a</td>")
+            elif t.note:
+                cells.append(f"<td>{esc(t.value)} <span class=degenerate>{esc(t.note)}</span></td>")
             else:
-                value, _, rest = text.partition(" ")
-                cells.append(f"<td>{html.escape(value)} <span class=ci>{html.escape(rest)}</span></td>")
-        rows.append(f"<tr><th>{html.escape(label)}</th>{''.join(cells)}</tr>")
+                cells.append(f"<td>{esc(t.value)} <span class=ci>{esc(t.interval)}</span></td>")
+        rows.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
     head = "<tr><th></th><th>validation (chose threshold)</th><th>test</th></tr>"
     unit = final.get("ci_unit", "images")
-    counts = []
-    for name, m in (("validation", val), ("test", test)):
-        if m is not None:
-            pats = f", {m['n_patients']} patients" if "n_patients" in m else ""
-            counts.append(f"{name}: {m['n']} images{pats}, {m['n_positive']} positive images")
+    counts = [f"{name}: {ev.counts_text(m)}" for name, m in ev.split_metrics()]
     return (f"<table>{head}{''.join(rows)}</table><p class=ci>95 % percentile bootstrap intervals resampling "
-            f"{html.escape(unit)}; {html.escape('; '.join(counts))}.</p>")
+            f"{esc(unit)}; {esc('; '.join(counts))}.</p>")
 
 
 def _patients_section(data: dict[str, Any]) -> str:
@@ -381,29 +376,26 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
                      + (f" (target sensitivity {th.target:.2f})" if th.target else "")
                      + f"; validation sensitivity {_fmt(th.sensitivity)}, specificity {_fmt(th.specificity)}. "
                      "Test metrics use that threshold unchanged.</p>")
-        parts.append(_metrics_table(ev.val_metrics, ev.test_metrics))
+        parts.append(_metrics_table(ev))
         curves = []
         points = []
-        for name, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
-            if m is None:
-                continue
+        for name, m in ev.split_metrics():
             y, s = ev.positive_scores("val" if name == "validation" else "test")
             curves.append((name, y, s, m["auc"]))
             if len(set(y.tolist())) == 2:
                 points.append((f"{name} at threshold", 1 - m["specificity"], m["sensitivity"]))
         imgs = [_img(roc_png(curves, points), "ROC curves")]
-        final = ev.test_metrics or ev.val_metrics
+        final = ev.final_metrics
         title = "test split" if ev.test_metrics else "validation split"
         if "multiclass" in final:
             imgs.append(_img(confusion_png(final["multiclass"]["confusion_matrix"], card.classes, title),
                              "confusion matrix"))
         else:
-            neg = "not " + card.positive_class if card.positive_class else "negative"
-            imgs.append(_img(confusion_png(final["confusion_matrix"], [neg, card.positive_class], title),
+            imgs.append(_img(confusion_png(final["confusion_matrix"], ev.confusion_labels(), title),
                              "confusion matrix"))
         parts.append("<div>" + " ".join(imgs) + "</div>")
-        for name, m in (("validation", ev.val_metrics), ("test", ev.test_metrics)):
-            if m is not None and "multiclass" in m:
+        for name, m in ev.split_metrics():
+            if "multiclass" in m:
                 mc = m["multiclass"]
                 parts.append(f"<h3>{name}: one-vs-rest per class</h3><table><tr><th>class</th><th>AUC</th>"
                              "<th>sensitivity</th><th>specificity</th><th>precision</th><th>F1</th></tr>")

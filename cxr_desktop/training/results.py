@@ -14,7 +14,10 @@ import numpy as np
 
 from cxr_desktop.model.card import ModelCard
 from cxr_desktop.training.config import TrainingError
-from cxr_desktop.training.metrics import ThresholdChoice, binary_metrics_at, binary_report
+from cxr_desktop.training.metrics import (
+    MetricText, ThresholdChoice, binary_metrics_at, binary_report, confusion_labels, counts_text, metric_texts,
+    prevalence_text,
+)
 
 
 @dataclass
@@ -53,6 +56,37 @@ class Evaluation:
         """Sensitivity, specificity ... of the positive class at ``threshold`` on a split."""
         y, s = self.positive_scores(split)
         return binary_metrics_at(y, s, threshold)
+
+    # -- what the wizard's evaluation page and the HTML report both show (one wording) -----------
+    @property
+    def positive_class(self) -> str:
+        return self.classes[self.positive_index]
+
+    def split_metrics(self) -> list[tuple[str, dict[str, Any]]]:
+        """("validation", metrics) and, when there is a test split, ("test", metrics)."""
+        return [(name, m) for name, m in (("validation", self.val_metrics), ("test", self.test_metrics))
+                if m is not None]
+
+    @property
+    def final_metrics(self) -> dict[str, Any]:
+        """The honest estimate: the test split's metrics, else validation's."""
+        return self.test_metrics or self.val_metrics
+
+    def metric_texts(self, m: dict[str, Any]) -> list[MetricText]:
+        """ROC AUC, accuracy, sensitivity ... PPV, NPV of one split's metrics, with their intervals."""
+        return metric_texts(m)
+
+    def counts_text(self, m: dict[str, Any]) -> str:
+        """"40 images, 20 patients, 12 opacity"."""
+        return counts_text(m, self.positive_class)
+
+    def prevalence_text(self, m: dict[str, Any]) -> str:
+        """Where PPV/NPV were computed ("at the stated prevalence 0.05", or the split's own)."""
+        return prevalence_text(m)
+
+    def confusion_labels(self) -> list[str]:
+        """Names of the 2 x 2 confusion matrix's rows/columns: (negative, positive)."""
+        return confusion_labels(self.classes, self.positive_class)
 
 
 @dataclass(kw_only=True)
@@ -126,3 +160,35 @@ def save_with_threshold(result: TrainResult, path: str | Path, threshold: float)
             ev.test_metrics, yt, st, threshold, kinds=ev.test.kinds, groups=ev.test.groups or None, n_boot=cfg_boot)
     half = bool((card.provenance.get("settings") or {}).get("half", False))
     return save_model(path, loaded.model, card, half=half, extra_tensors=loaded.extra_tensors)
+
+
+def save_model_and_report(result: TrainResult, path: str | Path, threshold: float, report: str | Path | None) -> str:
+    """The model with the chosen threshold at ``path``, then its report (from the saved file's card).
+
+    What the wizard's Save button runs (in a worker); returns ``path``.
+    """
+    import dataclasses
+
+    from cxr_desktop.model.modelfile import read_card
+    from cxr_desktop.training.report import write_report
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    sha = save_with_threshold(result, path, threshold)
+    if report:
+        final = dataclasses.replace(result, model_path=str(path), sha256=sha, card=read_card(path))
+        write_report(report, final)
+    return str(path)
+
+
+def default_model_path(data_dir: str | Path, models_dir: Path, now: Any = None) -> Path:
+    """Where a trained model is offered to be saved: ``models_dir/<data folder>-YYYYmmdd-HHMM.safetensors``."""
+    import datetime
+
+    stem = Path(str(data_dir)).name or "model"
+    return models_dir / f"{stem}-{(now or datetime.datetime.now()):%Y%m%d-%H%M}.safetensors"
+
+
+def report_path_for(model_path: str) -> str | None:
+    """The report beside a model file (``x.safetensors`` -> ``x-report.html``); None for another name."""
+    suffix = ".safetensors"
+    return model_path[: -len(suffix)] + "-report.html" if model_path.endswith(suffix) else None

@@ -9,6 +9,7 @@ restarted); the wizard offers to resume it with exactly its settings.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,49 @@ class InterruptedRun:
         data = Path(self.config.data_dir).name or self.config.data_dir
         return (f"{self.folder.name}: data '{data}', stopped after stage {self.stage} epoch {self.epoch} "
                 f"({self.config.epochs_frozen} + {self.config.epochs_finetune} epochs planned)")
+
+    def resume_config(self) -> TrainConfig:
+        """Exactly the settings it was started with, set to continue from its last checkpoint."""
+        return dataclasses.replace(self.config, resume=True)
+
+
+def new_run_folder(root: Path, now: datetime.datetime | None = None) -> Path:
+    """Create a fresh folder under ``root`` named for the start time (``run-YYYYmmdd-HHMMSS``, then ``-2`` ...)."""
+    name = (now or datetime.datetime.now()).strftime("run-%Y%m%d-%H%M%S")
+    root.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 1000):
+        folder = root / (name if n == 1 else f"{name}-{n}")
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            continue  # two runs started in the same second: never share a folder (and its checkpoints)
+        return folder
+    raise OSError(f"no free run folder name under {root}")
+
+
+def start_run(root: Path, *, data_dir: str, test_dir: str | None = None, patient_regex: str | None = None,
+              val_fraction: float = 0.15, test_fraction: float = 0.15, seed: int = 0,
+              settings: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None,
+              now: datetime.datetime | None = None) -> TrainConfig:
+    """A new wizard run: its settings checked, its folder made and ``run-config.json`` written there.
+
+    The model goes into the run's folder; with a separate test folder no test share is held out; the
+    model is named for the data folder. ``settings`` are further :class:`TrainConfig` fields (the
+    wizard's settings page); ``overrides`` (tests, administrators) win over everything. Raises
+    :class:`~cxr_desktop.training.config.TrainingError` for settings that cannot work, before any
+    folder is made.
+    """
+    test_dir = test_dir or None
+    fields = dict(data_dir=data_dir, out="model.safetensors", test_dir=test_dir, patient_regex=patient_regex or None,
+                  val_fraction=val_fraction, test_fraction=0.0 if test_dir else test_fraction, seed=seed,
+                  name=f"Trained on {Path(data_dir).name}")
+    cfg = TrainConfig(**(fields | dict(settings or {}) | dict(overrides or {})))
+    cfg.validate()
+    folder = new_run_folder(root, now)
+    if "out" not in (overrides or {}):
+        cfg.out = str(folder / "model.safetensors")
+    save_run_config(folder, cfg)  # so that an interrupted run can be resumed from the wizard
+    return cfg
 
 
 def save_run_config(folder: Path, cfg: TrainConfig) -> None:
