@@ -1,0 +1,256 @@
+"""Training as a local torchrun job (training/launch.py): the same events and result as engine.train.
+
+The JSON round trip of every event type runs in milliseconds; the torchrun runs use the
+tiny 64 px synthetic folder of test_training_engine (1 frozen + 1 fine-tune epoch) and are slow.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import threading
+import typing
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cxr_desktop.model.card import ModelCard
+from cxr_desktop.model.modelfile import load_model
+from cxr_desktop.training import events as E
+from cxr_desktop.training.config import TrainConfig, TrainingError
+from cxr_desktop.training.engine import train
+from cxr_desktop.training.event_json import decode, from_json, to_json
+from cxr_desktop.training.launch import local_gpu_count, train_local
+from cxr_desktop.training.metrics import ThresholdChoice
+from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult
+from cxr_desktop.training.scan import DuplicateSet, ScanItem, ScanProblem, ScanProgress, ScanResult
+from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_dataset
+
+SIZE = 64
+
+
+def same(a, b) -> bool:
+    """Deep equality that also holds for numpy arrays (dtype, shape, values) and NaN."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        return a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+    if isinstance(a, (float, np.floating)):
+        return (math.isnan(a) and math.isnan(b)) or a == b
+    if dataclasses.is_dataclass(a):
+        return all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _events() -> list:
+    item = ScanItem(path="/data/pneumonia/g1/a.png", rel="pneumonia/g1/a.png", label=1, cls="pneumonia",
+                    sha256="ab" * 32, group="g-0123456789ab", group_source="pattern", format="png", rows=64,
+                    columns=64, photometric=None, aliases=("g-0123456789ab", "g-ba9876543210"))
+    problem = ScanProblem("normal/bad.png", "truncated", "The file ends early.")
+    scan = ScanResult(root="/data", classes=["normal", "pneumonia"], items=[item], problems=[problem],
+                      duplicates=[DuplicateSet("cd" * 32, ["normal/x.png", "pneumonia/x.png"], ["normal", "pneumonia"],
+                                               True, None)],
+                      ignored=["notes.txt"], warnings=["few images"], patient_regex=PATIENT_REGEX,
+                      patient_conflicts=1, folder_patients=3)
+    preds = SplitPredictions("val", np.array([0, 1, 1], np.int64), np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]],
+                                                                             np.float32),
+                             ["a.png", "b.png", "c.png"], ["/d/a.png", "/d/b.png", "/d/c.png"], groups=["g1", "g2", "g2"],
+                             kinds=["PNG", "DICOM", "DICOM MONOCHROME1"])
+    metrics = {"auc": np.float64(0.75), "n": 3, "ci": (0.5, float("nan")), "confusion_matrix": [[1, 0], [1, 1]],
+               "per_kind": {"PNG": {"n": np.int64(1)}}, "roc": {1: np.linspace(0, 1, 3)}}
+    evaluation = Evaluation(["normal", "pneumonia"], 1, ThresholdChoice(0.42, "sensitivity", 0.95, 1.0, 0.5, "note"),
+                            preds, None, metrics, None)
+    history = [E.EpochDone(1, 1, 0.7, 0.69, float("nan"), 1.5, 1e-3, 0.5, True)]
+    card = ModelCard(name="m", classes=["normal", "pneumonia"], positive_class="pneumonia",
+                     metrics={"test": {"auc": 0.7}}, warnings=["w"])
+    result = TrainResult(work_dir="/w", history=history, model_path="/m.safetensors", sha256="ef" * 32, card=card,
+                         evaluation=evaluation, best={"score": 0.7, "stage": 1, "epoch": 1}, report_path=None,
+                         data={"folder": "d"})
+    return [
+        ScanProgress(1, 2, "normal/a.png", "data"),
+        E.ScanDone(scan, None),
+        E.ScanDone(scan, scan),
+        E.SplitDone({"train": {"normal": 4, "groups": 2}}, 0, "split", ["w"]),
+        E.PrepareProgress(3, 4),
+        E.PrepareDone(4, [problem], 0.25, False),
+        E.ModelReady("CPU", {"source": "random"}, [], 23_000_000),
+        E.Resumed(2, 1, None),
+        E.StageStarted(1, 1, 1e-3, "head", True),
+        E.FeatureProgress("train", 8, 16),
+        E.EpochStarted(2, 1, 3, 1e-4),
+        E.BatchProgress(2, 1, "train", 1, 4, None, 12.5),
+        history[0],
+        E.CheckpointSaved("/w/ckpt-0001.safetensors", 1, 1),
+        E.EarlyStopped(2, 3, "no improvement"),
+        E.EvaluationStarted("test (starting model)", 8),
+        E.EvaluationDone(evaluation),
+        E.ModelSaved("/m.safetensors", "ef" * 32, 94_000_000),
+        E.ReportSaved("/r.html", error="OSError: disk full"),
+        E.Cancelled(2, 1, True, "Training stopped"),
+        E.Finished(result),
+    ]
+
+
+def test_every_event_type_survives_the_json_round_trip():
+    events = _events()
+    assert {type(e) for e in events} == set(typing.get_args(E.TrainEvent))  # a new event type needs a case here
+    for ev in events:
+        text = to_json(ev)
+        assert "\n" not in text
+        back = from_json(text)
+        assert same(ev, back), type(ev).__name__
+    ev = from_json(to_json(events[-1]))  # the Finished result keeps its arrays' dtype and tuples
+    assert ev.result.evaluation.val.probs.dtype == np.float32 and isinstance(ev.result.evaluation.val_metrics["ci"], tuple)
+    assert from_json(to_json(None)) is None
+
+
+def test_the_json_reader_builds_only_training_types():
+    with pytest.raises(ValueError, match="unknown type"):
+        decode({"__dc__": "Popen", "fields": {"args": ["sh"]}})
+
+    @dataclasses.dataclass
+    class Other:
+        x: int
+
+    with pytest.raises(TypeError):
+        to_json(E.Finished(Other(1)))
+    with pytest.raises(TypeError):
+        to_json(E.Finished(np.array([object()])))
+
+
+def test_local_gpu_count_is_a_count():
+    n = local_gpu_count()
+    assert isinstance(n, int) and n >= 0
+
+
+# ----------------------------------------------------------------------------- torchrun jobs
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory, cxr_dir):
+    root = tmp_path_factory.mktemp("tiny")
+    write_dataset(find_sources(cxr_dir, max_side=256)[:8], root, variants=4, size=SIZE, seed=1)
+    return root
+
+
+def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data_dir=str(data), out=str(out), input_size=SIZE, weights="none", epochs_frozen=1,
+                epochs_finetune=1, batch_size=8, patient_regex=PATIENT_REGEX, bootstrap=50, seed=0,
+                val_fraction=0.25, test_fraction=0.25, augment="light", threads=1, report=None)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _drive(gen, on_event=None):
+    events = []
+    while True:
+        try:
+            ev = next(gen)
+        except StopIteration as stop:
+            return events, stop.value
+        events.append(ev)
+        if on_event is not None:
+            on_event(ev)
+
+
+def _processes_naming(text: str) -> list[int]:
+    """Live processes whose command line holds ``text`` (the run folder is on every worker's)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+            state = (entry / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        if text in cmd and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to list processes")
+pytestmark = pytest.mark.usefixtures("training_isolation")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_a_torchrun_job_gives_the_events_and_result_of_train(tiny_data, tmp_path, nproc):
+    ref_events, ref = _drive(train(_cfg(tiny_data, tmp_path / "ref.safetensors")))
+    out = tmp_path / "job.safetensors"
+    events, result = _drive(train_local(_cfg(tiny_data, out), nproc=nproc))
+
+    if nproc == 1:  # the same process count: the same events, in the same order, with the same counts
+        assert [type(e) for e in events] == [type(e) for e in ref_events]
+        assert [(e.stage, e.epoch) for e in events if isinstance(e, E.EpochDone)] == [(1, 1), (2, 1)]
+    else:  # the batches are split over the processes; the steps are the same
+        steps = lambda evs: [type(e) for e in evs if not isinstance(e, (E.BatchProgress, E.FeatureProgress))]  # noqa: E731
+        assert steps(events) == steps(ref_events)
+    assert isinstance(events[-1], E.Finished) and isinstance(result, TrainResult)
+    assert result.model_path == str(out) and not result.cancelled
+    loaded = load_model(out)
+    assert loaded.sha256 == result.sha256 == next(e for e in events if isinstance(e, E.ModelSaved)).sha256
+    # the card train returns (the file's card less the tensor digest save_model adds to the file)
+    assert result.card == dataclasses.replace(loaded.card, tensors_sha256=None)
+    ev, ref_ev = result.evaluation, ref.evaluation
+    assert ev.classes == ref_ev.classes and ev.val.rels == ref_ev.val.rels and ev.test.rels == ref_ev.test.rels
+    assert ev.val.probs.shape == ref_ev.val.probs.shape and ev.val.probs.dtype == ref_ev.val.probs.dtype
+    if nproc == 1:  # same seed, one thread: the same numbers
+        np.testing.assert_allclose(ev.test.probs, ref_ev.test.probs, atol=1e-5)
+        assert ev.threshold.threshold == pytest.approx(ref_ev.threshold.threshold, abs=1e-5)
+        assert [h.train_loss for h in result.history] == pytest.approx([h.train_loss for h in ref.history], abs=1e-5)
+    assert ev.at_threshold(loaded.card.decision_threshold, "test") == ev.at_threshold(result.card.decision_threshold,
+                                                                                       "test")
+    assert result.best["stage"] in (1, 2) and [type(h) for h in result.history] == [E.EpochDone, E.EpochDone]
+
+
+@pytest.mark.slow
+@needs_proc
+def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data, tmp_path):
+    cancel = threading.Event()
+
+    def on_event(ev):
+        if isinstance(ev, E.EpochStarted) and ev.stage == 2:
+            cancel.set()
+
+    out = tmp_path / "cancelled.safetensors"
+    events, result = _drive(train_local(_cfg(tiny_data, out, epochs_finetune=3), nproc=1, cancel=cancel), on_event)
+    stops = [e for e in events if isinstance(e, E.Cancelled)]
+    assert len(stops) == 1 and stops[0].kept_best and not cancel.is_set()  # acknowledged like train does
+    assert result.cancelled and load_model(out).card.provenance["stopped_early_by_user"] is True
+    assert not _processes_naming(str(out) + ".run")
+
+    # closing the generator mid-run (the wizard going away) ends the launcher and its workers
+    out2 = tmp_path / "closed.safetensors"
+    gen = train_local(_cfg(tiny_data, out2, epochs_finetune=3), nproc=1)
+    for ev in gen:
+        if isinstance(ev, E.EpochStarted):
+            assert _processes_naming(str(out2) + ".run")  # the job is running now
+            break
+    gen.close()
+    assert not _processes_naming(str(out2) + ".run") and not out2.exists()
+
+
+@pytest.mark.slow
+def test_a_failing_job_raises_the_message_train_gives(tmp_path):
+    cfg = _cfg(tmp_path / "no-such-folder", tmp_path / "m.safetensors")
+    with pytest.raises(TrainingError) as direct:
+        _drive(train(cfg))
+    with pytest.raises(TrainingError) as job:
+        _drive(train_local(cfg, nproc=1))
+    assert str(job.value) == str(direct.value)
+    assert "Traceback" not in str(job.value)
+
+
+def test_settings_that_cannot_work_are_refused_before_a_job_starts(tmp_path):
+    with pytest.raises(TrainingError, match="at least one process"):
+        next(train_local(_cfg(tmp_path, tmp_path / "m.safetensors"), nproc=0))
+    with pytest.raises(TrainingError, match="batch size"):
+        next(train_local(_cfg(tmp_path, tmp_path / "m.safetensors", batch_size=1), nproc=1))
+    assert not os.path.exists(tmp_path / "m.safetensors.run")  # refused before anything was written
