@@ -24,11 +24,11 @@ from cxr_desktop.errors import ModelFileError
 from cxr_desktop.model import modelfile, weights
 from cxr_desktop.model.architecture import build_classifier
 from cxr_desktop.model.card import ModelCard, default_preprocessing
+from cxr_desktop.model.checkpoint_convert import convert_checkpoint
 from cxr_desktop.model.modelfile import (
     CARD_KEY,
     FORMAT_KEY,
     FORMAT_NAME,
-    convert_checkpoint,
     file_sha256,
     load_model,
     read_card,
@@ -729,7 +729,7 @@ def test_fifo_swapped_in_after_the_path_check_does_not_block(tmp_path, monkeypat
         pytest.skip("named pipes are POSIX")
     fifo = tmp_path / "swapped.safetensors"
     os.mkfifo(fifo)
-    monkeypatch.setattr(modelfile, "_check_path", lambda p: Path(p))  # as if it was a regular file a moment ago
+    monkeypatch.setattr(modelfile, "check_path", lambda p: Path(p))  # as if it was a regular file a moment ago
     box = _finishes(load_model, fifo)
     assert isinstance(box.get("error"), ModelFileError) and "FIFO" in str(box["error"])
 

@@ -132,7 +132,7 @@ def _summary(loaded: Any) -> str:
     return "\n".join(lines)
 
 
-def _info(args: argparse.Namespace, out: TextIO) -> int:
+def _info(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import dataclasses
 
     from cxr_desktop.model.modelfile import load_model
@@ -181,7 +181,7 @@ def _init(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _convert(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from cxr_desktop.model.modelfile import convert_checkpoint
+    from cxr_desktop.model.checkpoint_convert import convert_checkpoint
 
     _check_out(args)
     res = convert_checkpoint(
@@ -226,9 +226,7 @@ def _weights_status(out: TextIO) -> int:
 def _weights(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import time
 
-    from cxr_desktop.model.weights_download import (
-        ChecksumError, WeightsDownloadError, download_weights, import_weights, weights_url,
-    )
+    from cxr_desktop.model.weights_download import download_weights, import_weights, weights_url
     from cxr_desktop.training.relay import drain
 
     if not args.download and args.import_file is None:
@@ -257,15 +255,31 @@ def _weights(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         path = drain(download_weights(url, args.dir, sha256=args.sha256), show)
         print(f"Installed {path} (sha256 checked).", file=out)
         return EXIT_OK
-    except ChecksumError as exc:
-        print(f"cxr-model: refused: {exc}", file=err)
-        return EXIT_REFUSED
-    except WeightsDownloadError as exc:
-        print(f"cxr-model: failed: {exc}", file=err)
-        return EXIT_IO
     except KeyboardInterrupt:
         print("cxr-model: interrupted; the part received is kept - run the same command again to resume.", file=err)
         return 130
+
+
+_COMMANDS = {"info": _info, "init": _init, "weights": _weights, "convert": _convert}
+
+
+def _failure(exc: Exception, err: TextIO) -> int | None:
+    """Say why a command was refused or failed; its exit code (None: not an expected failure)."""
+    from cxr_desktop.errors import ModelFileError
+    from cxr_desktop.model.weights_download import ChecksumError, WeightsDownloadError
+
+    kinds: tuple[tuple[type[Exception], str, int], ...] = (  # most specific first
+        (ChecksumError, "refused", EXIT_REFUSED),  # a weights file with the wrong sha256
+        (WeightsDownloadError, "failed", EXIT_IO),
+        (ModelFileError, "refused", EXIT_REFUSED),
+        (ValueError, "error", EXIT_REFUSED),
+        (OSError, "could not write", EXIT_IO),
+    )
+    for kind, what, code in kinds:
+        if isinstance(exc, kind):
+            print(f"cxr-model: {what}: {exc}", file=err)
+            return code
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,25 +289,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = _parser().parse_args(argv)
     except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
         return int(exc.code or 0) if not isinstance(exc.code, str) else EXIT_REFUSED
-    from cxr_desktop.errors import ModelFileError
-
     try:
-        if args.command == "info":
-            return _info(args, out)
-        if args.command == "init":
-            return _init(args, out, err)
-        if args.command == "weights":
-            return _weights(args, out, err)
-        return _convert(args, out, err)
-    except ModelFileError as exc:
-        print(f"cxr-model: refused: {exc}", file=err)
-        return EXIT_REFUSED
-    except ValueError as exc:
-        print(f"cxr-model: error: {exc}", file=err)
-        return EXIT_REFUSED
-    except OSError as exc:
-        print(f"cxr-model: could not write: {exc}", file=err)
-        return EXIT_IO
+        return _COMMANDS[args.command](args, out, err)
+    except Exception as exc:
+        code = _failure(exc, err)
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs; at run time names load on first
         DEFAULT_HEAD, ClassifierHead, CxrClassifier, FeatureExtractor, build_classifier,
     )
     from cxr_desktop.model.card import ModelCard, default_preprocessing
+    from cxr_desktop.model.checkpoint_convert import ConversionResult, convert_checkpoint
     from cxr_desktop.model.modelfile import (
-        HEAD_PRESETS, ConversionResult, LoadedModel, convert_checkpoint, file_sha256, load_model,
-        read_card, resolve_head, save_model,
+        HEAD_PRESETS, LoadedModel, file_sha256, load_model, read_card, resolve_head, save_model,
     )
     from cxr_desktop.model.weights import (
         IMAGENET_FILES, InitialWeights, find_imagenet_weights, init_model, load_imagenet_into,
@@ -26,9 +26,9 @@ _EXPORTS = {
     "architecture": ("CxrClassifier", "ClassifierHead", "FeatureExtractor", "build_classifier", "DEFAULT_HEAD"),
     "card": ("ModelCard", "default_preprocessing"),
     "modelfile": (
-        "LoadedModel", "ConversionResult", "save_model", "load_model", "read_card", "file_sha256",
-        "convert_checkpoint", "resolve_head", "HEAD_PRESETS",
+        "LoadedModel", "save_model", "load_model", "read_card", "file_sha256", "resolve_head", "HEAD_PRESETS",
     ),
+    "checkpoint_convert": ("ConversionResult", "convert_checkpoint"),
     "weights": ("InitialWeights", "find_imagenet_weights", "load_imagenet_into", "init_model", "IMAGENET_FILES"),
 }
 _WHERE = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -138,6 +138,32 @@ class ModelCard:
                    preprocessing_id=PREPROCESSING_ID, preprocessing_version=PREPROCESSING_VERSION)
 
 
+def new_card(
+    *, name: str, classes: list[str], positive_class: str | None, head: dict[str, Any], input_size: int,
+    provenance: dict[str, Any] | None = None, warnings: list[str] | None = None,
+) -> ModelCard:
+    """The card of a model made here (initialised or converted, not yet trained here): default
+    preprocessing for ``input_size``, threshold 0.5, no metrics. Checked at once: a bad argument
+    (classes, positive class, sizes) is the caller's, so it raises ``ValueError``."""
+    card = ModelCard(
+        name=name,
+        classes=list(classes),
+        positive_class=positive_class,
+        head=head,
+        input_size=int(input_size),
+        preprocessing=default_preprocessing(int(input_size)),
+        decision_threshold=0.5,
+        provenance=dict(provenance or {}),
+        metrics={},
+        warnings=list(warnings or []),
+    )
+    try:
+        card.validate()
+    except ModelFileError as exc:
+        raise ValueError(exc.message) from None
+    return card
+
+
 def utc_now_iso() -> str:
     """Current UTC time, ISO 8601 to the second (for provenance 'created')."""
     return datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat()

@@ -3,8 +3,9 @@
 Why safetensors: it is plain data (a JSON header plus raw tensor bytes), so
 opening a model file can never execute code. PyTorch pickle checkpoints
 (``.pt``/``.pth``/``.ckpt``) can, so they are never opened as model files;
-:func:`convert_checkpoint` turns a plain state dict into a model file once,
-through ``torch.load(weights_only=True)``, which refuses anything but tensors.
+:func:`cxr_desktop.model.checkpoint_convert.convert_checkpoint` turns a plain
+state dict into a model file once, through ``torch.load(weights_only=True)``,
+which refuses anything but tensors.
 
 Layout: the model's ``state_dict`` tensors under their own names, optional
 extra tensors (e.g. training-feature statistics) under ``extra.<name>``, and
@@ -20,22 +21,18 @@ import io
 import json
 import math
 import os
-import pickle
-import re
 import stat
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Iterable, Iterator, Literal, Mapping, Sequence
+from typing import Any, BinaryIO, Callable, Iterable, Iterator, Literal, Mapping, Sequence, TypeVar
 
 import torch
 
 from cxr_desktop.errors import ModelFileError
 from cxr_desktop.model.bounded_json import loads_bounded
 from cxr_desktop.model.architecture import DEFAULT_HEAD, HEAD_TYPES, CxrClassifier, build_classifier
-from cxr_desktop.model.card import (
-    MAX_CARD_BYTES, MAX_CARD_DEPTH, ModelCard, default_preprocessing, software_versions, utc_now_iso,
-)
+from cxr_desktop.model.card import MAX_CARD_BYTES, MAX_CARD_DEPTH, ModelCard
 
 FORMAT_KEY = "format"
 FORMAT_NAME = "cxr-review-model"
@@ -63,6 +60,7 @@ WEIGHTS_VERIFIED = "verified"
 WEIGHTS_NO_CHECKSUM = "not verified (no checksum stored)"
 
 FileKind = Literal["safetensors", "zip", "pickle", "empty", "unknown"]
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -84,18 +82,9 @@ class LoadedModel:
 
 
 @dataclass(frozen=True)
-class ConversionResult:
-    """What :func:`convert_checkpoint` wrote."""
+class SafetensorsHeader:
+    """A checked safetensors header: tensor entries, text metadata, where the data begins."""
 
-    path: str
-    sha256: str
-    card: ModelCard
-    head_converted: bool  # False: the head is new and untrained
-    dropped_keys: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class _Header:
     entries: dict[str, dict[str, Any]]
     metadata: dict[str, str]
     data_start: int
@@ -173,7 +162,7 @@ def _refuse_kind(kind: str, p: Path) -> ModelFileError:
     )
 
 
-def _check_path(path: str | os.PathLike[str]) -> Path:
+def check_path(path: str | os.PathLike[str]) -> Path:
     """The path, if it names an existing regular file (links followed); else a ModelFileError."""
     p = Path(path)
     try:
@@ -192,7 +181,7 @@ def _check_path(path: str | os.PathLike[str]) -> Path:
 def _open_regular(p: Path) -> Iterator[tuple[BinaryIO, int]]:
     """``(file, size)`` for a regular file, checked on the open descriptor.
 
-    Opened non-blocking, so a FIFO swapped in after :func:`_check_path` cannot stall the
+    Opened non-blocking, so a FIFO swapped in after :func:`check_path` cannot stall the
     open itself; ``fstat`` then refuses anything but a regular file. Reads must stay within
     ``size`` (the size the file declares), so a file that grows is never read without end.
     """
@@ -224,6 +213,16 @@ def _read_exactly(fh: BinaryIO, size: int, p: Path) -> bytes:
     return data
 
 
+def read_regular(p: Path, read: Callable[[BinaryIO, int, Path], _T]) -> _T:
+    """``read(file, size, p)`` on ``p`` opened as a regular file (see :func:`_open_regular`);
+    an OS error (permissions, I/O) becomes a :class:`ModelFileError` saying the file cannot be read."""
+    try:
+        with _open_regular(p) as (fh, size):
+            return read(fh, size, p)
+    except OSError as exc:
+        raise _unreadable(p, exc) from None
+
+
 def _unreadable(p: Path, exc: OSError) -> ModelFileError:
     why = exc.strerror or exc.__class__.__name__
     return ModelFileError(
@@ -242,7 +241,8 @@ def _pickle_refusal(kind: FileKind, p: Path) -> ModelFileError:
     )
 
 
-def _kind_refusal(kind: FileKind, p: Path, size: int) -> ModelFileError:
+def kind_refusal(kind: FileKind, p: Path, size: int) -> ModelFileError:
+    """Why a file of this kind (see :func:`sniff_format`) is not a model file, and what to do."""
     if kind == "empty":
         return ModelFileError(f"The model file is empty (0 bytes). {_REEXPORT}", p)
     if size < 9:
@@ -258,12 +258,12 @@ def _kind_refusal(kind: FileKind, p: Path, size: int) -> ModelFileError:
     )
 
 
-def _read_header(fh: BinaryIO, size: int, p: Path) -> _Header:
+def read_header(fh: BinaryIO, size: int, p: Path) -> SafetensorsHeader:
     """Parse and check a safetensors header; every offset must lie inside the file."""
     first = fh.read(9)
     kind = sniff_format(first)
     if kind != "safetensors":
-        raise _kind_refusal(kind, p, size)
+        raise kind_refusal(kind, p, size)
     (n,) = struct.unpack("<Q", first[:8])
     if n > MAX_HEADER_BYTES:
         raise ModelFileError(
@@ -321,7 +321,7 @@ def _read_header(fh: BinaryIO, size: int, p: Path) -> _Header:
     for (_, end_a, a), (begin_b, _, b) in zip(spans, spans[1:]):
         if begin_b < end_a:
             raise ModelFileError(f"The file is corrupt: tensors {a!r} and {b!r} overlap. {_REEXPORT}", p)
-    return _Header(entries=header, metadata=meta, data_start=8 + n)
+    return SafetensorsHeader(entries=header, metadata=meta, data_start=8 + n)
 
 
 def _card_from_metadata(meta: Mapping[str, str], p: Path) -> ModelCard:
@@ -358,7 +358,7 @@ def tensors_digest(items: Iterable[tuple[str, str, Sequence[int], bytes | memory
     return digest.hexdigest()
 
 
-def _file_tensors_digest(header: _Header, data: bytes) -> str:
+def _file_tensors_digest(header: SafetensorsHeader, data: bytes) -> str:
     view = memoryview(data)
     start = header.data_start
     return tensors_digest(
@@ -367,7 +367,7 @@ def _file_tensors_digest(header: _Header, data: bytes) -> str:
     )
 
 
-def _check_tensors_digest(card: ModelCard, header: _Header, data: bytes, p: Path) -> str:
+def _check_tensors_digest(card: ModelCard, header: SafetensorsHeader, data: bytes, p: Path) -> str:
     """The weights status; a stored digest that does not match refuses the file."""
     stored = card.tensors_sha256
     if stored is None:
@@ -400,12 +400,14 @@ def nonfinite_keys(tensors: Mapping[str, torch.Tensor]) -> list[str]:
     return [k for k, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _examples(names: Sequence[str], n: int = 3) -> str:
+def name_examples(names: Sequence[str], n: int = 3) -> str:
+    """The first ``n`` names, for a message ("a, b, c, ...")."""
     shown = ", ".join(list(names)[:n])
     return shown + (", ..." if len(names) > n else "")
 
 
-def _is_nbt(key: str) -> bool:
+def is_batch_counter(key: str) -> bool:
+    """A BatchNorm ``num_batches_tracked`` counter (not a weight; older files may lack it)."""
     return key.endswith("num_batches_tracked")
 
 
@@ -416,7 +418,8 @@ def _build_for_card(card: ModelCard, p: Path | None) -> CxrClassifier:
         raise ModelFileError(f"The model card describes a classifier this app cannot build ({exc}).", p) from None
 
 
-def _final_head_key(expected: Mapping[str, Any]) -> str:
+def final_head_key(expected: Mapping[str, Any]) -> str:
+    """The weight of the head's last layer (the one with one output per class) in a state dict."""
     return [k for k in expected if k.startswith("head.") and k.endswith(".weight")][-1]
 
 
@@ -426,7 +429,7 @@ def _check_against_architecture(
 ) -> None:
     """Compare the file's tensor names/shapes with the architecture the card describes."""
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    last = _final_head_key(expected)
+    last = final_head_key(expected)
     got = shapes.get(last)
     if got is not None and len(got) == 2 and got[1] == expected[last][1] and got[0] != expected[last][0]:
         raise ModelFileError(
@@ -435,14 +438,14 @@ def _check_against_architecture(
             f"{_REEXPORT}",
             p,
         )
-    missing = [k for k in expected if k not in shapes and not _is_nbt(k)]
+    missing = [k for k in expected if k not in shapes and not is_batch_counter(k)]
     unexpected = [k for k in shapes if k not in expected]
     if missing or unexpected:
         parts = []
         if missing:
-            parts.append(f"{len(missing)} missing ({_examples(missing)})")
+            parts.append(f"{len(missing)} missing ({name_examples(missing)})")
         if unexpected:
-            parts.append(f"{len(unexpected)} unexpected ({_examples(unexpected)})")
+            parts.append(f"{len(unexpected)} unexpected ({name_examples(unexpected)})")
         raise ModelFileError(
             f"The weights do not match a ResNet50 with a {card.head.get('type')} head: "
             f"{' and '.join(parts)} tensors. {_REEXPORT}",
@@ -457,7 +460,7 @@ def _check_against_architecture(
             p,
         )
     for k, dt in dtypes.items():
-        allowed = _INT_DTYPES if _is_nbt(k) else _FLOAT_DTYPES
+        allowed = _INT_DTYPES if is_batch_counter(k) else _FLOAT_DTYPES
         if dt not in allowed:
             raise ModelFileError(f"Tensor {k!r} has data type {dt}, which a weight cannot have. {_REEXPORT}", p)
 
@@ -467,13 +470,8 @@ def _check_against_architecture(
 
 def read_card(path: str | os.PathLike[str]) -> ModelCard:
     """The card of a model file from its header alone (fast; weights are not checked)."""
-    p = _check_path(path)
-    try:
-        with _open_regular(p) as (fh, size):
-            header = _read_header(fh, size, p)
-    except OSError as exc:
-        raise _unreadable(p, exc) from None
-    return _card_from_metadata(header.metadata, p)
+    p = check_path(path)
+    return _card_from_metadata(read_regular(p, read_header).metadata, p)
 
 
 def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cpu") -> LoadedModel:
@@ -481,14 +479,10 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
 
     Raises :class:`ModelFileError` saying what is wrong and what to do.
     """
-    p = _check_path(path)
-    try:
-        with _open_regular(p) as (fh, size):
-            data = _read_exactly(fh, size, p)
-    except OSError as exc:
-        raise _unreadable(p, exc) from None
+    p = check_path(path)
+    data = read_regular(p, _read_exactly)
     sha = hashlib.sha256(data).hexdigest()
-    header = _read_header(io.BytesIO(data), len(data), p)
+    header = read_header(io.BytesIO(data), len(data), p)
     card = _card_from_metadata(header.metadata, p)
     weights_status = _check_tensors_digest(card, header, data, p)
     model = _build_for_card(card, p)
@@ -510,7 +504,7 @@ def load_model(path: str | os.PathLike[str], *, device: str | torch.device = "cp
     if bad:
         raise ModelFileError(
             f"The weights contain invalid numbers (NaN or infinity) in {len(bad)} tensors "
-            f"(e.g. {_examples(bad)}). The training run that produced this file diverged; use an "
+            f"(e.g. {name_examples(bad)}). The training run that produced this file diverged; use an "
             "earlier model file or train again.",
             p,
         )
@@ -555,7 +549,7 @@ def save_model(
         tensors[k] = t.contiguous()
     bad = nonfinite_keys(tensors)
     if bad:
-        raise ValueError(f"Refusing to save weights with NaN/inf values (e.g. {_examples(bad)}).")
+        raise ValueError(f"Refusing to save weights with NaN/inf values (e.g. {name_examples(bad)}).")
     for name, t in (extra_tensors or {}).items():
         if not isinstance(name, str) or not name or not isinstance(t, torch.Tensor):
             raise ValueError(f"extra_tensors must map non-empty names to tensors (got {name!r}).")
@@ -624,242 +618,6 @@ def _atomic_write(path: Path, chunks: Iterable[bytes | memoryview]) -> str:
     return write_stream_atomic(path, lambda fh: _write_chunks(fh, chunks))
 
 
-# --------------------------------------------------------------------------- conversion
-
-_BODY_ROOTS = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.", "layer4.")
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "weights")
-
-
-def extract_state_dict(obj: Any, p: Path | None = None) -> dict[str, torch.Tensor]:
-    """A ``{name: tensor}`` dict from a loaded checkpoint (plain, or wrapped as ``{"state_dict": ...}``),
-    with ``module.`` (DataParallel) prefixes removed."""
-    def is_sd(o: Any) -> bool:
-        return isinstance(o, Mapping) and bool(o) and all(
-            isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in o.items()
-        )
-
-    if not is_sd(obj) and isinstance(obj, Mapping):
-        obj = next((obj[k] for k in _WRAPPER_KEYS if k in obj and is_sd(obj[k])), obj)
-    if not is_sd(obj):
-        raise ModelFileError(
-            "The checkpoint does not hold a state dict (a mapping of names to tensors). Save the "
-            "weights with torch.save(model.state_dict(), 'weights.pt') and convert that file.",
-            p,
-        )
-    out = {}
-    for k, v in obj.items():
-        while k.startswith("module."):
-            k = k[len("module."):]
-        out[k] = v
-    return out
-
-
-def _load_checkpoint_tensors(p: Path) -> dict[str, torch.Tensor]:
-    """Tensors of a research checkpoint: safetensors, or torch.load(weights_only=True) and nothing else."""
-    try:
-        with _open_regular(p) as (fh, size):
-            prefix = fh.read(9)
-    except OSError as exc:
-        raise _unreadable(p, exc) from None
-    kind = sniff_format(prefix)
-    if kind == "empty":
-        raise _kind_refusal(kind, p, size)
-    if kind == "safetensors":
-        with _open_regular(p) as (fh, size):
-            header = _read_header(fh, size, p)
-        if CARD_KEY in header.metadata:
-            raise ModelFileError("This is already a CXR Review model file; there is nothing to convert.", p)
-        from safetensors.torch import load_file
-
-        try:
-            return extract_state_dict(load_file(str(p)), p)
-        except ModelFileError:
-            raise
-        except Exception as exc:
-            raise ModelFileError(f"The safetensors file is corrupt ({exc}).", p) from None
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
-        what = f" (it refers to {found.group(1)})" if found else ""
-        raise ModelFileError(
-            f"The checkpoint was refused: it contains objects other than tensors{what}, and loading "
-            "them would run code from the file (pickle). Only plain state dicts are converted. In the "
-            "research environment, save just the weights with torch.save(model.state_dict(), "
-            "'weights.pt') and convert that file.",
-            p,
-        ) from None
-    except Exception as exc:
-        raise ModelFileError(
-            f"The file could not be read as a PyTorch checkpoint ({exc.__class__.__name__}); it is "
-            "damaged or not a checkpoint.",
-            p,
-        ) from None
-    return extract_state_dict(obj, p)
-
-
-def _fc_linear(fc: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(weight, bias) when the checkpoint's ``fc`` is a single Linear layer (``fc.x`` or ``fc.N.x``)."""
-    prefixes = {k.rsplit(".", 1)[0] for k in fc}
-    if len(prefixes) != 1:
-        return None
-    pre = prefixes.pop()
-    w, b = fc.get(pre + ".weight"), fc.get(pre + ".bias")
-    if w is None or b is None or len(fc) != 2 or w.dim() != 2 or b.dim() != 1:
-        return None
-    return w, b
-
-
-def convert_checkpoint(
-    src: str | os.PathLike[str],
-    dst: str | os.PathLike[str],
-    *,
-    classes: Sequence[str],
-    positive_class: str | None = None,
-    head: str | Mapping[str, Any] | None = None,
-    name: str | None = None,
-    input_size: int = 224,
-    half: bool = False,
-    new_head: bool = False,
-    seed: int | None = None,
-) -> ConversionResult:
-    """Make a model file from a research state dict (torchvision ResNet50 keys or this app's keys).
-
-    The checkpoint is read with ``torch.load(weights_only=True)`` only, which refuses
-    anything that would run code. ``fc.*`` becomes the head when it is a single Linear
-    with one output per class; otherwise pass ``new_head=True`` for a fresh, untrained
-    head. The card records the provenance and warns that threshold and metrics are unknown.
-    """
-    src_p = _check_path(src)
-    if Path(dst).resolve() == src_p.resolve():
-        raise ValueError("The output file must differ from the checkpoint.")
-    classes = list(classes)
-    spec = resolve_head(head)
-    sd = _load_checkpoint_tensors(src_p)
-    if all(k.startswith(("body.", "head.")) for k in sd):
-        body_keys = {k: v for k, v in sd.items() if k.startswith("body.")}
-        head_sd = {k: v for k, v in sd.items() if k.startswith("head.")}
-        fc: dict[str, torch.Tensor] = {}
-        other: list[str] = []
-    else:
-        body_keys = {"body." + k: v for k, v in sd.items() if k.startswith(_BODY_ROOTS)}
-        fc = {k: v for k, v in sd.items() if k.startswith("fc.")}
-        head_sd = {}
-        other = [k for k in sd if not k.startswith(_BODY_ROOTS) and not k.startswith("fc.")]
-    if other:
-        raise ModelFileError(
-            f"The checkpoint is not a ResNet50 state dict: {len(other)} tensors have unknown names "
-            f"(e.g. {_examples(other)}).",
-            src_p,
-        )
-
-    if seed is not None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = build_classifier(num_classes=len(classes), head=spec)
-    else:
-        model = build_classifier(num_classes=len(classes), head=spec)
-    expected = model.state_dict()
-    last = _final_head_key(expected)
-    dropped: list[str] = []
-    lin = _fc_linear(fc) if fc else None
-    if head_sd:  # this app's own key layout
-        lin = (head_sd[last], head_sd[last[: -len("weight")] + "bias"]) if last in head_sd else None
-    outputs = lin[0].shape[0] if lin is not None else None
-    if outputs is not None and outputs != len(classes) and not new_head:
-        raise ModelFileError(
-            f"The checkpoint's final layer has {outputs} outputs but {len(classes)} classes were "
-            f"given ({', '.join(classes)}). List the classes in the order the model was trained "
-            "with, or use --new-head to start an untrained head.",
-            src_p,
-        )
-    if new_head:
-        dropped = sorted(fc) + sorted(head_sd)
-        head_sd = {}
-    elif fc:
-        fits = lin is not None and spec["type"] == "gap_dropout_linear" and lin[0].shape == expected[last].shape
-        if not fits:
-            raise ModelFileError(
-                f"The checkpoint's classifier (fc: {_examples(sorted(fc))}) cannot be mapped onto a "
-                f"{spec['type']} head. Use --new-head to start a fresh, untrained head (the model "
-                "must then be trained with cxr-train before use).",
-                src_p,
-            )
-        assert lin is not None
-        head_sd = {last: lin[0], last[: -len("weight")] + "bias": lin[1]}
-    elif not head_sd:
-        raise ModelFileError(
-            "The checkpoint has no classifier layer (fc). Use --new-head to start a fresh, untrained "
-            "head (the model must then be trained with cxr-train before use).",
-            src_p,
-        )
-    head_converted = bool(head_sd)
-    state = {**body_keys, **head_sd}
-    missing = [k for k in expected if k not in state and not _is_nbt(k) and (k.startswith("body.") or head_sd)]
-    unexpected = [k for k in state if k not in expected]
-    if missing or unexpected:
-        raise ModelFileError(
-            f"The checkpoint does not match a ResNet50 with a {spec['type']} head: {len(missing)} "
-            f"tensors missing ({_examples(missing)}), {len(unexpected)} unexpected "
-            f"({_examples(unexpected)}).",
-            src_p,
-        )
-    wrong = [k for k in state if tuple(state[k].shape) != tuple(expected[k].shape)]
-    if wrong:
-        k = wrong[0]
-        raise ModelFileError(
-            f"{len(wrong)} tensors have the wrong shape for ResNet50 (e.g. {k} is "
-            f"{list(state[k].shape)}, expected {list(expected[k].shape)}).",
-            src_p,
-        )
-    bad = nonfinite_keys(state)
-    if bad:
-        raise ModelFileError(
-            f"The checkpoint contains NaN or infinite weights (e.g. {_examples(bad)}); it cannot be used.",
-            src_p,
-        )
-    model.load_state_dict({k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}, strict=False)
-    model.eval()
-
-    warnings = [
-        f"Converted from a research checkpoint ({src_p.name}): the decision threshold (0.5) and the "
-        "performance metrics are unknown. Validate the model on local data before relying on it."
-    ]
-    if not head_converted:
-        warnings.append(
-            "Untrained head: the classifier head is new (random). The model's outputs are "
-            "meaningless until it is trained with cxr-train."
-        )
-    card = ModelCard(
-        name=name or src_p.stem,
-        classes=classes,
-        positive_class=positive_class,
-        head=spec,
-        input_size=int(input_size),
-        preprocessing=default_preprocessing(int(input_size)),
-        decision_threshold=0.5,
-        provenance={
-            "source": "converted",
-            "note": f"converted from {src_p.name}",
-            "converted_from": src_p.name,
-            "source_sha256": file_sha256(src_p),
-            "head": "from checkpoint fc" if head_converted else "new (untrained)",
-            "created": utc_now_iso(),
-            "software": software_versions(),
-        },
-        metrics={},
-        warnings=warnings,
-    )
-    try:
-        card.validate()
-    except ModelFileError as exc:
-        raise ValueError(exc.message) from None
-    sha = save_model(dst, model, card, half=half)
-    return ConversionResult(
-        path=str(dst), sha256=sha, card=card, head_converted=head_converted, dropped_keys=tuple(dropped)
-    )
-
-
 # --------------------------------------------------------------------------- checksum for older files
 
 
@@ -883,11 +641,10 @@ def add_tensors_checksum(src: str | os.PathLike[str], dst: str | os.PathLike[str
     """
     loaded = load_model(src)
     p = Path(loaded.path)
-    with _open_regular(p) as (fh, size):
-        data = _read_exactly(fh, size, p)
+    data = read_regular(p, _read_exactly)
     if hashlib.sha256(data).hexdigest() != loaded.sha256:
         raise ModelFileError("The file changed while it was being read; try again.", p)
-    header = _read_header(io.BytesIO(data), len(data), p)
+    header = read_header(io.BytesIO(data), len(data), p)
     card = loads_bounded(header.metadata[CARD_KEY], what="the model card", max_bytes=MAX_CARD_BYTES,
                          max_depth=MAX_CARD_DEPTH)
     digest = _file_tensors_digest(header, data)

@@ -33,10 +33,10 @@ import torch
 
 from cxr_desktop.errors import ModelFileError
 from cxr_desktop.model.architecture import CxrClassifier, build_classifier
-from cxr_desktop.model.card import ModelCard, default_preprocessing, software_versions, utc_now_iso
+from cxr_desktop.model.card import ModelCard, new_card, software_versions, utc_now_iso
+from cxr_desktop.model.checkpoint_convert import extract_state_dict
 from cxr_desktop.model.modelfile import (
     CARD_KEY,
-    extract_state_dict,
     file_sha256,
     nonfinite_keys,
     read_card,
@@ -306,20 +306,8 @@ def init_model(
     """
     classes = list(classes)
     spec = resolve_head(head)
-    card = ModelCard(
-        name=name,
-        classes=classes,
-        positive_class=positive_class,
-        head=spec,
-        input_size=int(input_size),
-        preprocessing=default_preprocessing(int(input_size)),
-        decision_threshold=0.5,
-        metrics={},
-    )
-    try:
-        card.validate()  # bad classes / sizes fail before any work
-    except ModelFileError as exc:  # here it is the caller's argument that is wrong
-        raise ValueError(exc.message) from None
+    # bad classes / sizes fail here (ValueError), before any work
+    card = new_card(name=name, classes=classes, positive_class=positive_class, head=spec, input_size=input_size)
     with torch.random.fork_rng(devices=[], enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
