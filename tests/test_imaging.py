@@ -43,7 +43,7 @@ from cxr_desktop.imaging import (
     sniff_format,
     to_unit,
 )
-from cxr_desktop.imaging.dicom_io import parse_age
+from cxr_desktop.imaging.dicom_metadata import parse_age
 from cxr_desktop.preprocess import preprocess, unit_grey
 from dicom_builders import new_dataset
 

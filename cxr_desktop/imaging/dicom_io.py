@@ -1,8 +1,10 @@
-"""Reading and validating DICOM files, decoding one frame, and listing tags.
+"""Reading and validating DICOM files, and decoding one frame.
 
 Everything pydicom raises is mapped here to :class:`ImageError` with a stable reason.
 Messages name technical facts only (sizes, transfer syntax, attribute names), never
-values that could identify the patient, and never pydicom's exception text.
+values that could identify the patient, and never pydicom's exception text. What a
+parsed dataset says about itself (metadata, transfer syntax names, the tag panel's rows)
+is in :mod:`cxr_desktop.imaging.dicom_metadata`.
 """
 
 from __future__ import annotations
@@ -10,12 +12,10 @@ from __future__ import annotations
 import math
 import os
 import re
-import warnings
 import zlib
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -24,6 +24,14 @@ from pydicom.uid import UID
 
 from cxr_desktop.errors import ImageError, Reason
 from cxr_desktop.imaging import dicom_pixels as px
+from cxr_desktop.imaging.dicom_metadata import (
+    PIXEL_TAGS,
+    TagRow,
+    dicom_metadata,
+    quiet,
+    syntax_name,
+    tag_rows,
+)
 from cxr_desktop.imaging.raster import (
     auto_window,
     declared_size_check,
@@ -35,7 +43,6 @@ from cxr_desktop.imaging.integrity import check_j2k, check_jpeg, check_jpegls, i
 from cxr_desktop.imaging.reduced import REDUCIBLE_SYNTAXES, jpeg2000_reduced, jpeg_reduced
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
 
-PIXEL_TAGS = {0x7FE00008: "FloatPixelData", 0x7FE00009: "DoubleFloatPixelData", 0x7FE00010: "PixelData"}
 UNDEFINED_LENGTH = 0xFFFFFFFF
 DEFLATED = "1.2.840.10008.1.2.1.99"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
@@ -103,14 +110,6 @@ class DicomFile:
     pixel_keyword: str | None  # the pixel element the file declares (even if cut off)
     pixel_length: int | None
     truncated: str | None  # what is missing (the file holds less than it declares), or None
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Silence pydicom/Pillow warnings (non-conformant but readable files are common)."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
 
 
 def _truncated_error(path: str | Path, detail: str | None = None) -> ImageError:
@@ -280,21 +279,6 @@ def transfer_syntax(df: DicomFile, path: str | Path) -> UID:
         inferred = pydicom.uid.ExplicitVRLittleEndian
     meta.TransferSyntaxUID = inferred
     return UID(inferred)
-
-
-# Newer transfer syntaxes pydicom 3.0 has no name for (DICOM PS3.6 Table A-1).
-_EXTRA_NAMES = {
-    "1.2.840.10008.1.2.4.110": "JPEG XL Lossless",
-    "1.2.840.10008.1.2.4.111": "JPEG XL JPEG Recompression",
-    "1.2.840.10008.1.2.4.112": "JPEG XL",
-    "1.2.840.10008.1.2.8.1": "Deflated Image Frame Compression",
-}
-
-
-def syntax_name(uid: UID) -> str:
-    """'JPEG Baseline (Process 1) (1.2.840.10008.1.2.4.50)' for messages."""
-    name = _EXTRA_NAMES.get(str(uid)) or (uid.name if uid.is_valid else "")
-    return f"{name} ({uid})" if name and name != str(uid) else f"transfer syntax {uid}"
 
 
 def check_header(df: DicomFile, path: str | Path, *, max_pixels: int, max_bytes: int,
@@ -547,94 +531,6 @@ def _decode_failure(exc: Exception, hdr: Header, path: str | Path, ds: Dataset) 
     return _damaged(path, f"its image data could not be decoded ({type(exc).__name__})")
 
 
-# --------------------------------------------------------------------------- metadata
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = px.get_value(ds, keyword)
-    if value is None:
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def parse_age(value: Any) -> float | None:
-    """Patient's Age ('045Y', '006M', '010W', '003D'; bare digits as years) -> years."""
-    if value is None:
-        return None
-    m = re.fullmatch(r"\s*(\d{1,3})\s*([DWMY]?)\s*", str(value).upper())
-    if not m:
-        return None
-    n = float(m.group(1))
-    return {"D": n / 365.25, "W": n * 7 / 365.25, "M": n / 12.0}.get(m.group(2), n)
-
-
-def _uid_name(value: Any) -> str | None:
-    if value is None:
-        return None
-    uid = UID(str(value).strip())
-    try:
-        return uid.name if uid.is_valid else str(uid)
-    except Exception:
-        return str(uid)
-
-
-def _pair(ds: Dataset, keyword: str) -> tuple[float, float] | None:
-    values = [px.as_float(v) for v in px.values_list(px.get_value(ds, keyword))]
-    return (values[0], values[1]) if len(values) == 2 and None not in values else None
-
-
-def dicom_metadata(ds: Dataset, tsyntax: UID | None) -> dict[str, Any]:
-    """Plain-Python metadata for the viewer (patient_id only for grouping, never for messages)."""
-    study = _text(ds, "StudyInstanceUID")
-    series = _text(ds, "SeriesInstanceUID")
-    sop_class = px.get_value(ds, "SOPClassUID")
-    rescale_slope = px.as_float(px.get_value(ds, "RescaleSlope"))
-    rescale_intercept = px.as_float(px.get_value(ds, "RescaleIntercept"))
-    spacing = [px.as_float(v) for v in px.values_list(px.get_value(ds, "PixelSpacing"))]
-    return {
-        "source_format": "dicom",
-        "modality": _text(ds, "Modality"),
-        "view_position": _text(ds, "ViewPosition"),
-        "body_part": _text(ds, "BodyPartExamined"),
-        "patient_age_years": parse_age(px.get_value(ds, "PatientAge")),
-        "patient_sex": _text(ds, "PatientSex"),
-        "patient_id": _text(ds, "PatientID"),
-        "manufacturer": _text(ds, "Manufacturer"),
-        "transfer_syntax": (_EXTRA_NAMES.get(str(tsyntax)) or tsyntax.name) if tsyntax else None,
-        "transfer_syntax_uid": str(tsyntax) if tsyntax else None,
-        "sop_class": _uid_name(sop_class),
-        "sop_class_uid": str(sop_class) if sop_class is not None else None,
-        "sop_instance_uid": _text(ds, "SOPInstanceUID"),
-        "study_instance_uid": study,
-        "series_instance_uid": series,
-        "study_uid": study,
-        "series_uid": series,
-        "series_description": _text(ds, "SeriesDescription"),
-        "series_number": px.as_int(px.get_value(ds, "SeriesNumber")),
-        "instance_number": px.as_int(px.get_value(ds, "InstanceNumber")),
-        "rows": px.as_int(px.get_value(ds, "Rows")),
-        "columns": px.as_int(px.get_value(ds, "Columns")),
-        "number_of_frames": px.number_of_frames(ds),
-        "photometric": px.photometric(ds) or None,
-        "samples_per_pixel": px.as_int(px.get_value(ds, "SamplesPerPixel", 1), 1),
-        "bits_allocated": px.as_int(px.get_value(ds, "BitsAllocated")),
-        "bits_stored": px.as_int(px.get_value(ds, "BitsStored")),
-        "pixel_representation": px.as_int(px.get_value(ds, "PixelRepresentation")),
-        "rescale_slope": rescale_slope,
-        "rescale_intercept": rescale_intercept,
-        "pixel_spacing": tuple(spacing) if len(spacing) == 2 and None not in spacing else None,
-        # measurements (cxr_desktop.measure) and the viewer's four-corner overlay; the name is for display only
-        "imager_pixel_spacing": _pair(ds, "ImagerPixelSpacing"),
-        "laterality": _text(ds, "ImageLaterality") or _text(ds, "Laterality"),
-        "study_date": _text(ds, "StudyDate"),
-        "patient_name": (_text(ds, "PatientName") or "").replace("^", " ").strip() or None,
-        "presentation_lut_shape": _text(ds, "PresentationLUTShape"),
-        "colour_source": None,
-        "grey_as_rgb": None,
-    }
-
-
 # --------------------------------------------------------------------------- public entry points
 
 
@@ -727,78 +623,7 @@ def _study_image(ds: Dataset, hdr: Header, arr: np.ndarray, decoded_pi: str, fra
     )
 
 
-# --------------------------------------------------------------------------- tags
-
-
-_BINARY_VRS = {"OB", "OW", "OF", "OD", "OL", "OV", "UN"}
-_MAX_TAG_ROWS = 5000
-
-
-def _short_value(elem: Any) -> str:
-    """A short, one-line rendering of an element's value for the tag panel."""
-    try:
-        vr = str(elem.VR)
-        value = elem.value
-        if vr == "SQ":
-            return f"<{len(value)} item(s)>"
-        if vr in _BINARY_VRS or isinstance(value, (bytes, bytearray)):
-            raw = bytes(value or b"")
-            return raw.hex(" ") if len(raw) <= 16 else f"<binary data, {len(raw)} bytes>"
-        if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
-            text = "\\".join(str(v) for v in value)
-        else:
-            text = "" if value is None else str(value)
-    except Exception:
-        return "<unreadable value>"
-    text = " ".join(text.split())
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _walk(ds: Dataset, depth: int, rows: list[tuple[str, str, str, str]]) -> None:
-    for elem in ds:
-        if len(rows) >= _MAX_TAG_ROWS:
-            return
-        try:
-            tag = int(elem.tag)
-            if tag in PIXEL_TAGS and depth == 0:
-                continue
-            name = elem.name if elem.name else (elem.keyword or "")
-            prefix = "> " * depth
-            rows.append((f"({tag >> 16:04X},{tag & 0xFFFF:04X})", prefix + name, str(elem.VR),
-                         _short_value(elem)))
-            if str(elem.VR) == "SQ" and depth < 4:
-                for item in elem.value:
-                    _walk(item, depth + 1, rows)
-        except Exception:
-            continue
-
-
-def read_dicom_tags(path: str | Path) -> list[tuple[str, str, str, str]]:
+def read_dicom_tags(path: str | Path) -> list[TagRow]:
     """(tag, name, VR, short value) of every header element, file meta first; no pixel data."""
     with quiet():
         return tag_rows(read_dicom(path, header_only=True, max_bytes=2**31).ds)
-
-
-def tag_rows(ds: Dataset) -> list[tuple[str, str, str, str]]:
-    """The tag panel's rows of a parsed dataset (file meta first; the pixel data left out)."""
-    rows: list[tuple[str, str, str, str]] = []
-    with quiet():
-        meta = getattr(ds, "file_meta", None)
-        if meta is not None:
-            _walk(meta, 0, rows)
-        _walk(ds, 0, rows)
-    return rows
-
-
-def frame_tag_rows(ds: Dataset, frame: int) -> list[tuple[str, str, str, str]]:
-    """Rows of one frame's Per-frame Functional Groups item (empty when the file has none)."""
-    rows: list[tuple[str, str, str, str]] = []
-    with quiet():
-        try:
-            items = ds.get("PerFrameFunctionalGroupsSequence")
-            item = items[frame] if items is not None and 0 <= frame < len(items) else None
-        except Exception:  # a damaged sequence: the panel shows the file's rows only
-            item = None
-        if item is not None:
-            _walk(item, 1, rows)
-    return rows

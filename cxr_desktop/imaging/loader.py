@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from cxr_desktop.errors import ImageError, Reason
-from cxr_desktop.imaging import dicom_io
+from cxr_desktop.imaging import dicom_io, dicom_metadata
 from cxr_desktop.imaging.dicom_io import load_dicom, probe_dicom, read_dicom_tags as _read_tags
 from cxr_desktop.imaging.raster import declared_size_check, load_raster, probe_raster
 from cxr_desktop.imaging.types import ImageInfo, StudyImage
@@ -358,7 +358,7 @@ def read_dicom_tags(path: str | Path, *, reuse_parsed: bool = False) -> list[tup
             entry = PARSED.get(path, DEFAULT_MAX_BYTES)
             with entry.lock:
                 if "tags" not in entry.derived:
-                    entry.derived["tags"] = tuple(dicom_io.tag_rows(entry.df.ds))
+                    entry.derived["tags"] = tuple(dicom_metadata.tag_rows(entry.df.ds))
                 return list(entry.derived["tags"])
         if _format_of(path) != "dicom":
             raise ImageError(Reason.NOT_AN_IMAGE, "This file is not DICOM, so it has no DICOM tags.", path)
@@ -372,9 +372,9 @@ def read_frame_tags(path: str | Path, frame: int) -> list[tuple[str, str, str, s
     the parsed-file cache. Raises :class:`ImageError` like :func:`read_dicom_tags`."""
     def run() -> list[tuple[str, str, str, str]]:
         if not PARSED.fits(path):
-            return dicom_io.frame_tag_rows(dicom_dataset(path), int(frame))
+            return dicom_metadata.frame_tag_rows(dicom_dataset(path), int(frame))
         entry = PARSED.get(path, DEFAULT_MAX_BYTES)
         with entry.lock:
-            return dicom_io.frame_tag_rows(entry.df.ds, int(frame))
+            return dicom_metadata.frame_tag_rows(entry.df.ds, int(frame))
 
     return _guarded(path, run)
