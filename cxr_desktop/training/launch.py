@@ -35,7 +35,7 @@ from cxr_desktop.atomic import write_text_atomic
 from cxr_desktop.training.config import TrainConfig, TrainingError
 from cxr_desktop.training.event_json import decode
 from cxr_desktop.training.events import Cancelled, Finished, TrainEvent
-from cxr_desktop.training.launch_worker import CANCEL_FILE
+from cxr_desktop.training.launch_worker import APP_PID_ENV, CANCEL_FILE
 from cxr_desktop.training.results import TrainResult
 from cxr_desktop.training.runs import save_run_config
 
@@ -162,6 +162,7 @@ def _env(config: TrainConfig, nproc: int) -> dict[str, str]:
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each process its share of the cores
         env["OMP_NUM_THREADS"] = str(int(config.threads) if config.threads else max(1, (os.cpu_count() or 1) // nproc))
     package_root = str(Path(__file__).resolve().parents[2])  # the workers import this same copy of the package
+    env[APP_PID_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
 

@@ -11,8 +11,8 @@ that fails writes one line with its error message.
 Cancel: the launcher writes a count into ``launch-cancel`` in the run folder; a thread
 here sets the engine's cancel event each time the count goes up, so a first cancel
 finishes with the best epoch and a second stops the evaluation, as with ``train``.
-The same thread ends the process when the launcher (torchrun) is gone, so no process
-is left behind.
+The same thread ends the process when torchrun or the program that started the job
+is gone (torchrun then ends too, its worker having failed), so no process is left behind.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 CANCEL_FILE = "launch-cancel"  # in the run folder: how many times the user pressed cancel
+APP_PID_ENV = "CXR_TRAIN_APP_PID"  # the process that called train_local: when it ends, the job ends too
 POLL_S = 0.2
 
 
@@ -57,12 +58,25 @@ def read_cancel_count(folder: Path) -> int:
         return 0
 
 
-def watch(folder: Path, cancel: threading.Event, launcher_pid: int) -> None:
-    """Set ``cancel`` for each new cancel request; end this process when the launcher is gone."""
-    seen = read_cancel_count(folder)
+def _app_gone(pid: int | None) -> bool:
+    """Whether the program that called train_local has ended (POSIX; elsewhere its closed pipe tells)."""
+    if pid is None or os.name != "posix":
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def watch(folder: Path, cancel: threading.Event, launcher_pid: int, app_pid: int | None) -> None:
+    """Set ``cancel`` for each new cancel request; end this process when torchrun or the app is gone."""
+    seen = 0  # the launcher removes the file before the job starts: any count is a request
     while True:
         time.sleep(POLL_S)
-        if os.getppid() != launcher_pid:  # torchrun died: nobody can stop or read this process any more
+        if os.getppid() != launcher_pid or _app_gone(app_pid):  # nobody can stop or read this process any more
             os._exit(3)
         count = read_cancel_count(folder)
         if count > seen:
@@ -80,7 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     channel = Channel(rank)
     channel.send("hello", pid=os.getpid())
     cancel = threading.Event()
-    threading.Thread(target=watch, args=(folder, cancel, os.getppid()), name="cancel-watch", daemon=True).start()
+    app = os.environ.get(APP_PID_ENV, "")
+    threading.Thread(target=watch, args=(folder, cancel, os.getppid(), int(app) if app.isdigit() else None),
+                     name="cancel-watch", daemon=True).start()
 
     from cxr_desktop.errors import CxrError
     from cxr_desktop.training.engine import train
