@@ -2,7 +2,8 @@
 
 The command line prints them, the wizard turns them into Qt signals; neither
 needs to know how training works. Events carry counts and hashed ids only,
-never patient data.
+never patient data. :mod:`cxr_desktop.training.event_json` turns each into one JSON
+line and back (a training job's rank-0 process to :mod:`cxr_desktop.training.launch`).
 """
 
 from __future__ import annotations
