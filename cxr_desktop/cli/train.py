@@ -4,6 +4,11 @@ Same engine as the training wizard (:func:`cxr_desktop.training.engine.train`).
 Prints one line per epoch (stage, epoch, train loss, val loss, val AUC, time) and
 the final test metrics. Ctrl+C once stops training and still saves the best
 epoch so far; twice stops at once (``--resume`` continues later).
+
+Several processes: ``torchrun --nproc-per-node N -m cxr_desktop.cli.train DATA --out MODEL``
+trains with DistributedDataParallel (:mod:`cxr_desktop.training.ddp`); process 1 prints and
+writes the files. With ``--nnodes`` > 1 the run folder and DATA must be on a shared filesystem.
+A process that dies stops the others with a message (exit 3); ``--resume`` continues.
 """
 
 from __future__ import annotations
@@ -88,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-decode-check", action="store_true",
                     help="scan reads headers only (faster; broken files are then found while preparing)")
     ap.add_argument("--quiet", action="store_true", help="only epoch lines and the result")
+    job = ap.add_argument_group(
+        "several processes (torchrun)",
+        "torchrun --nproc-per-node N -m cxr_desktop.cli.train DATA --out MODEL ... trains with DistributedDataParallel "
+        "(NCCL on GPUs, Gloo on the CPU); several machines: --nnodes M --rdzv-backend c10d --rdzv-endpoint HOST:PORT "
+        "--rdzv-id ID on each. Process 1 scans, splits and decodes the images once and alone writes the checkpoints, "
+        "model and report; with several machines the run folder (--work-dir) must be on a filesystem all of them "
+        "share, and so must DATA. --batch-size is the batch of the whole job.")
+    job.add_argument("--sync-batchnorm", action="store_true",
+                     help="BatchNorm statistics over the whole job's batch (the same training as one process)")
+    job.add_argument("--dist-timeout", type=float, metavar="SECONDS",
+                     help="how long a process waits for a silent peer before the job stops with a message "
+                          "(sets CXR_DIST_TIMEOUT_S; default 600)")
     return ap
 
 
@@ -109,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         threshold_method=args.threshold, target_sensitivity=args.target_sensitivity, half=args.half,
         report=args.report, name=args.name, version=args.model_version, demonstration=args.demonstration,
         extra_warnings=list(args.warning), intended_use=args.intended_use, decode_check=not args.no_decode_check,
-        bootstrap=args.bootstrap, prevalence=args.prevalence,
+        bootstrap=args.bootstrap, prevalence=args.prevalence, sync_batchnorm=args.sync_batchnorm,
     )
 
 
@@ -150,11 +167,21 @@ class Printer:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import os
+
+    from cxr_desktop.distributed import TIMEOUT_ENV, DistributedError, launched_by_torchrun
     from cxr_desktop.training.config import TrainingError
+    from cxr_desktop.training.ddp import stopped_by_launcher
     from cxr_desktop.training.engine import run_to_end
 
     cfg = config_from_args(args)
+    if args.dist_timeout is not None:
+        os.environ[TIMEOUT_ENV] = str(args.dist_timeout)
+    rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if launched_by_torchrun() else (0, 1)
+    who = f"cxr-train (process {rank + 1} of {world})" if world > 1 else "cxr-train"
     printer = Printer(sys.stdout, quiet=args.quiet)
+    if world > 1:  # torchrun stops the others with SIGTERM when one process dies: say so, never die silently
+        signal.signal(signal.SIGTERM, stopped_by_launcher)
     cancel = threading.Event()
     presses = {"n": 0}
 
@@ -169,15 +196,20 @@ def main(argv: list[str] | None = None) -> int:
     old = signal.signal(signal.SIGINT, on_sigint)
     result = None
     try:
-        result = run_to_end(cfg, cancel, printer)
+        result = run_to_end(cfg, cancel, printer if rank == 0 else None)  # process 1 alone prints progress
     except TrainingError as exc:
-        print(f"cxr-train: {exc}", file=sys.stderr)
+        print(f"{who}: {exc}", file=sys.stderr)
         return 2
+    except DistributedError as exc:
+        print(f"{who}: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("cxr-train: interrupted; run again with --resume to continue", file=sys.stderr)
         return 130
     finally:
         signal.signal(signal.SIGINT, old)
+    if rank != 0:
+        return 0  # trained its share; process 1 evaluates and saves
     if result is None or result.model_path is None:
         return 1
     printer.say(DECISION_AID_NOTICE)

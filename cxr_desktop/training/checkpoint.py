@@ -77,9 +77,14 @@ def _model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
 
 
+def best_name(number: int) -> str:
+    """The file name :func:`save_best` gives the weights of best epoch ``number``."""
+    return f"best-{number:04d}.safetensors"
+
+
 def save_best(work_dir: Path, number: int, model: torch.nn.Module) -> Path:
     """The weights of a new best epoch, as ``best-<number>.safetensors``."""
-    path = work_dir / f"best-{number:04d}.safetensors"
+    path = work_dir / best_name(number)
     _save(path, _model_tensors(model), {"format": "cxr-best-weights"})
     return path
 

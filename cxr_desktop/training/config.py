@@ -87,6 +87,7 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     workers: int | None = None  # DataLoader worker processes; None: automatic
     threads: int | None = None  # torch CPU threads for this process; None: leave torch's default
+    sync_batchnorm: bool = False  # torchrun jobs: BatchNorm statistics of the global batch (training/ddp.py)
     resume: bool = False
     threshold_method: str = "sensitivity"
     target_sensitivity: float = 0.95
@@ -135,7 +136,7 @@ class TrainConfig:
              f"input size must be {MIN_INPUT_SIZE} to {MAX_INPUT_SIZE} pixels, a multiple of {INPUT_SIZE_STEP}")
         need(self.epochs_frozen >= 0 and self.epochs_finetune >= 0 and self.epochs_frozen + self.epochs_finetune > 0,
              "train for at least one epoch (stage 1 or stage 2)")
-        need(self.batch_size >= 2, "batch size must be at least 2")
+        need(self.batch_size >= 2, "batch size must be at least 2 (under torchrun: the batch of the whole job)")
         need(self.lr_head > 0 and self.lr_finetune > 0, "learning rates must be positive")
         need(0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1
              and self.val_fraction + self.test_fraction < 0.9,

@@ -34,18 +34,19 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
-from cxr_desktop.model.architecture import CxrClassifier
+from cxr_desktop.model.architecture import FEATURE_CHANNELS, CxrClassifier
 from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
-from cxr_desktop.training import checkpoint as ckpt
 from cxr_desktop.atomic import write_bytes_atomic
+from cxr_desktop.distributed import SINGLE, Session, join
+from cxr_desktop.training import checkpoint as ckpt
+from cxr_desktop.training import ddp
 from cxr_desktop.training.config import TrainConfig, TrainingError, resolve_finetune
-from cxr_desktop.training.data import (
-    CachedImageDataset, ImageCache, PrepareCancelled, augment_spec, class_weights, prepare_images,
-)
+from cxr_desktop.training.data import CachedImageDataset, augment_spec, class_weights
+from cxr_desktop.training.data_plan import DataPlan, build_plan
 from cxr_desktop.training.events import (
     BatchProgress, Cancelled, CheckpointSaved, EarlyStopped, EpochDone, EpochStarted, EvaluationDone,
-    EvaluationStarted, FeatureProgress, Finished, ModelReady, ModelSaved, PrepareDone, ReportSaved, Resumed,
-    ScanDone, SplitDone, StageStarted, TrainEvent,
+    EvaluationStarted, FeatureProgress, Finished, ModelReady, ModelSaved, ReportSaved, Resumed, StageStarted,
+    TrainEvent,
 )
 from cxr_desktop.training.loops import (
     StandardisedHead, TensorPairs, evaluate, make_optimizer, make_scheduler, set_trainable, train_mode,
@@ -57,8 +58,7 @@ from cxr_desktop.training.results import (
 )
 from cxr_desktop.training.relay import drain, relay
 from cxr_desktop.training.run_state import RunState
-from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
-from cxr_desktop.training.split import Split, patient_check, split_counts, split_groups
+from cxr_desktop.training.split import patient_check
 
 if TYPE_CHECKING:
     from cxr_desktop.inference.device import DeviceInfo
@@ -72,22 +72,6 @@ UNTRAINED_PREFIX = "Untrained:"
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _fingerprint(items: Sequence[ScanItem], split: Split) -> str:
-    h = hashlib.sha256()
-    for name in ("train", "val", "test"):
-        for i in split.indices(name):
-            h.update(f"{name}|{items[i].rel}|{items[i].sha256}|{items[i].label}\n".encode())
-    return h.hexdigest()
-
-
-def _body_digest(model: CxrClassifier) -> str:
-    h = hashlib.sha256()
-    for k, v in sorted(model.body.state_dict().items()):
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
 
 
 def _npy_bytes(arr: np.ndarray) -> bytes:
@@ -119,23 +103,17 @@ class _Run:
     below are set by the steps of :meth:`_events`, in this order, and read after them.
     """
 
-    # scan and split (step 1-2)
-    scans: tuple[ScanResult, ScanResult | None]
-    items: list[ScanItem]
-    split: Split
-    labels: list[int]
-    classes: list[str]
-    pos: int  # index of the positive class
-    # decoded images (step 3)
-    cache: ImageCache
-    counts: dict[str, dict[str, int]]
-    monitor: str  # "auc" or "loss": what picks the best epoch
-    fingerprint: str  # of the items and split: resume refuses other data
-    # model (step 4)
+    # device and the torchrun job (SINGLE without torchrun)
     device_info: DeviceInfo
     device: torch.device
     cuda: bool
-    criterion: nn.Module
+    session: Session
+    # scan, patient-level split, decoded images (steps 1-3)
+    plan: DataPlan
+    # model (step 4)
+    class_weight: torch.Tensor | None  # of the loss (balance "weights")
+    criterion: nn.Module  # the 1-process loss; sharded_criterion: the same over a job's global batch
+    sharded_criterion: nn.Module
     init_card: dict[str, Any]  # warnings and provenance of the starting model
     resumed_optimizer: dict[str, Any] | None
     model: CxrClassifier
@@ -161,8 +139,13 @@ class _Run:
     def cancelled(self) -> bool:
         return self.cancel is not None and self.cancel.is_set()
 
+    def agreed_cancel(self) -> bool:
+        """Cancel as every process of a torchrun job agrees on it (asked at the same points on each)."""
+        return self.session.any(self.cancelled(), "agreeing whether to stop")
+
     # -- the generator -----------------------------------------------------
     def events(self) -> Generator[TrainEvent, None, TrainResult | None]:
+        self.session = SINGLE
         try:
             return (yield from self._events())
         except torch.cuda.OutOfMemoryError:
@@ -172,6 +155,8 @@ class _Run:
         except MemoryError:
             raise TrainingError("The computer ran out of memory. Lower the batch size or the input size, close "
                                 "other programs, and resume; training continues from the last completed epoch.") from None
+        finally:
+            self.session.close()
 
     def _events(self) -> Generator[TrainEvent, None, TrainResult | None]:
         cfg = self.cfg
@@ -182,59 +167,41 @@ class _Run:
         out_parent = Path(cfg.out).resolve().parent
         if not out_parent.is_dir():
             raise TrainingError(f"The output folder {out_parent.name!r} does not exist; create it or choose another.")
+        self.device = self._device()
+        self.cuda = self.device.type == "cuda"
+        self.session = join(cuda=self.cuda)  # a torchrun job, or SINGLE
+        if self.cuda and self.session.active:
+            self.device = torch.device("cuda", self.session.local_rank)
 
-        # 1. scan
-        try:
-            scans = yield from self._scan()
-        except ScanCancelled:
-            yield Cancelled(0, 0, False, "Stopped during the folder scan; nothing was trained.")
+        # 1-3. scan, patient-level split, decode every image once (process 1; the others receive the plan)
+        plan = yield from ddp.shared_plan(self.session, lambda: build_plan(
+            cfg, self.work, workers=self._threads(), cancelled=self.cancelled))
+        if plan is None:
             return None
-        train_scan, test_scan = scans
-        yield ScanDone(train_scan, test_scan)
-
-        # 2. split
-        items, split = self._split(train_scan, test_scan)
-        self.items, self.split = items, split
-        self.labels = [it.label for it in items]
-        self.classes = list(train_scan.classes)
-        self.pos = self.classes.index(cfg.positive_class) if cfg.positive_class else len(self.classes) - 1
-
-        # 3. decode once
-        t0 = time.perf_counter()
-        try:
-            cache = yield from prepare_images(items, cfg.input_size, self.work / "cache",
-                                              workers=self._threads(), cancelled=self.cancelled)
-        except PrepareCancelled:
-            yield Cancelled(0, 0, False, "Stopped while preparing the images; nothing was trained.")
-            return None
-        self.cache = cache
-        yield PrepareDone(len(items), cache.problems, time.perf_counter() - t0, cache.reused)
-        if cache.problems:
-            split = Split(*(sorted(i for i in split.indices(n) if cache.ok[i]) for n in ("train", "val", "test")),
-                          seed=split.seed, val_fraction=split.val_fraction, test_fraction=split.test_fraction,
-                          test_source=split.test_source, warnings=split.warnings)
-            self.split = split
-        self._check_split(split)
-        self.counts = split_counts(split, self.labels, [it.group for it in items], self.classes)
-        self.monitor = cfg.monitor
-        if self.monitor == "auc" and len({self.labels[i] for i in split.val}) < 2:
-            self.monitor = "loss"
-            split.warnings.append("the validation split lacks a class, so the best epoch is chosen by loss")
-        yield SplitDone(self.counts, cfg.seed, split.test_source, split.warnings)
-        self.fingerprint = _fingerprint(items, split)
-        self.scans = (train_scan, test_scan)
+        self.plan = plan
+        ddp.check_batch(cfg.batch_size, len(plan.split.train), self.session)
 
         # 4. model (new or resumed)
         yield from self._model()
 
         # 5. stages
-        weights = class_weights([self.labels[i] for i in split.train], len(self.classes))
-        self.criterion = nn.CrossEntropyLoss(
-            weight=torch.from_numpy(weights).to(self.device) if cfg.balance == "weights" else None)
+        weights = class_weights([plan.labels[i] for i in plan.split.train], len(plan.classes))
+        self.class_weight = torch.from_numpy(weights).to(self.device) if cfg.balance == "weights" else None
+        self.criterion = nn.CrossEntropyLoss(weight=self.class_weight)
+        self.sharded_criterion = (ddp.GlobalMeanLoss(self.class_weight, self.session) if self.session.active
+                                  else self.criterion)
         if not self.stopped_training and not self.state.stage1_done:
             yield from self._stage1()
         if not self.stopped_training and not self.state.stage2_done:
             yield from self._stage2()
+        if self.session.active:  # training is over: process 1 alone evaluates and saves
+            self.session.barrier("finishing training")
+            main = self.session.is_main
+            self.session.close()
+            self.session = SINGLE
+            if not main:
+                return None
+            ddp.revert_for_file(self.model)
 
         # 6. evaluate the best epoch, save
         best_file = self.state.best_file
@@ -251,65 +218,6 @@ class _Run:
         return result
 
     # -- steps -------------------------------------------------------------
-    def _scan(self) -> Generator[TrainEvent, None, tuple[ScanResult, ScanResult | None]]:
-        cfg = self.cfg
-        workers = self._threads()
-        try:
-            train_scan = yield from iter_scan(cfg.data_dir, classes=cfg.classes, patient_regex=cfg.patient_regex,
-                                              decode=cfg.decode_check, workers=workers, cancelled=self.cancelled)
-            test_scan = None
-            if cfg.test_dir:
-                test_scan = yield from iter_scan(cfg.test_dir, classes=train_scan.classes,
-                                                 patient_regex=cfg.patient_regex, decode=cfg.decode_check,
-                                                 workers=workers, cancelled=self.cancelled)
-        except ScanError as exc:
-            raise TrainingError(str(exc)) from None
-        classes = train_scan.classes
-        if cfg.positive_class is not None and cfg.positive_class not in classes:
-            raise TrainingError(f"The positive class {cfg.positive_class!r} is not one of the class folders "
-                                f"({', '.join(classes)}).")
-        counts = train_scan.counts()
-        need = 2 if test_scan is not None else 3
-        few = [c for c, n in counts.items() if n < need]
-        if few:
-            raise TrainingError(
-                f"Class(es) {', '.join(few)} have fewer than {need} usable images; each class needs images for "
-                "training and validation" + ("" if test_scan is not None else " and testing")
-                + ". Add images or remove the folder.")
-        return train_scan, test_scan
-
-    def _split(self, train_scan: ScanResult, test_scan: ScanResult | None) -> tuple[list[ScanItem], Split]:
-        cfg = self.cfg
-        items = list(train_scan.items)
-        if test_scan is None:
-            split = split_groups([it.label for it in items], [it.group for it in items],
-                                 val_fraction=cfg.val_fraction, test_fraction=cfg.test_fraction, seed=cfg.seed)
-            return items, split
-        test_groups = set().union(*(it.patient_hashes() for it in test_scan.items))  # every patient reading
-        test_hashes = {it.sha256 for it in test_scan.items}
-        leaking = [it for it in items if it.patient_hashes() & test_groups or it.sha256 in test_hashes]
-        keep = [it for it in items if not (it.patient_hashes() & test_groups or it.sha256 in test_hashes)]
-        frac = cfg.val_fraction / max(1e-9, 1.0 - cfg.test_fraction) if cfg.test_fraction else cfg.val_fraction
-        split = split_groups([it.label for it in keep], [it.group for it in keep],
-                             val_fraction=min(frac, 0.5), test_fraction=0.0, seed=cfg.seed)
-        n = len(keep)
-        split.test = list(range(n, n + len(test_scan.items)))
-        split.test_source = "folder"
-        if leaking:
-            split.warnings.append(f"{len(leaking)} training-folder images share a patient or file with the test "
-                                  "folder and were left out of training and validation")
-        return keep + list(test_scan.items), split
-
-    def _check_split(self, split: Split) -> None:
-        for name in ("train", "val"):
-            present = {self.labels[i] for i in split.indices(name)}
-            if name == "train" and len(present) < len(self.classes):
-                missing = [self.classes[k] for k in range(len(self.classes)) if k not in present]
-                raise TrainingError(f"The training split has no images of {', '.join(missing)} (too few patients). "
-                                    "Add images of that class.")
-            if not split.indices(name):
-                raise TrainingError(f"The {name} split is empty; add images or change the split fractions.")
-
     def _device(self) -> torch.device:
         from cxr_desktop.inference.device import select_device
 
@@ -322,9 +230,10 @@ class _Run:
         from cxr_desktop.errors import ModelFileError
         from cxr_desktop.model.weights import init_model
 
-        self.device = self._device()
-        self.cuda = self.device.type == "cuda"
         existing = ckpt.load_latest(self.work) if cfg.resume else None
+        if len(set(self.session.all_gather(existing and existing.number, "comparing the checkpoints found"))) > 1:
+            raise TrainingError("The processes of the job found different checkpoints in the run folder. With several "
+                                "machines, the run folder (--work-dir) must be on a filesystem all of them share.")
         if cfg.resume and existing is None:
             log.info("no checkpoint to resume from; starting a new run")
         if existing is not None:
@@ -335,13 +244,13 @@ class _Run:
                     "The checkpoint in the run folder was made with different settings "
                     f"({', '.join(diff) or 'unknown'}). Resume with the same settings, or start a new run "
                     "without --resume.")
-            if st.data != self.fingerprint:
+            if st.data != self.plan.fingerprint:
                 raise TrainingError("The data folder changed since the interrupted run started (files added, "
                                     "removed or edited), so it cannot be resumed. Start a new run without --resume.")
-        if existing is None:
+        if existing is None and self.session.is_main:
             ckpt.clear(self.work)
         try:
-            model, card = init_model(classes=self.classes, positive_class=self.classes[self.pos],
+            model, card = init_model(classes=self.plan.classes, positive_class=self.plan.classes[self.plan.pos],
                                      weights="none" if existing is not None else cfg.weights,
                                      input_size=cfg.input_size, head=cfg.head, name=cfg.name or "CXR Review model",
                                      seed=cfg.seed, expected_sha256=cfg.weights_sha256 if existing is None else None)
@@ -358,7 +267,7 @@ class _Run:
             self.init_card = st.initial_card
         else:
             self.init_card = {"warnings": card.warnings, "provenance": card.provenance}
-            self.state = RunState(config=cfg.resume_key(), data=self.fingerprint, initial_card=self.init_card,
+            self.state = RunState(config=cfg.resume_key(), data=self.plan.fingerprint, initial_card=self.init_card,
                                   started=self.started, stage1_done=cfg.epochs_frozen == 0)
         self.started = self.state.started or self.started
         self.resumed_optimizer = existing.optimizer if existing is not None else None
@@ -377,6 +286,7 @@ class _Run:
             ok = yield from self._calibrate_batchnorm()
             if not ok:
                 self.stopped_training = True
+        ddp.same_weights(self.model, self.session)  # e.g. a random start drawn differently on another machine
 
     def _calibrate_batchnorm(self, max_images: int = 256) -> Generator[TrainEvent, None, bool]:
         """Random initial weights: estimate BatchNorm statistics from training images (no learning).
@@ -387,9 +297,8 @@ class _Run:
         running statistics to the data's, like a first epoch would, without changing
         any weight.
         """
-        idx = list(self.split.train)[:max_images]
-        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0,
-                              batch_size=max(2, self.cfg.batch_size))
+        idx = list(self.plan.split.train)[:max_images]
+        loader = self._eval_loader(idx)
         bns = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
         saved = [m.momentum for m in bns]
         for m in bns:
@@ -400,7 +309,7 @@ class _Run:
         try:
             with torch.no_grad():
                 for x, _ in loader:
-                    if self.cancelled():
+                    if self.agreed_cancel():  # every process calibrates on the same images
                         yield from self._handle_cancel(0, 0)
                         return False
                     self.model.features(x.to(self.device))
@@ -423,17 +332,18 @@ class _Run:
                       optimizer: torch.optim.Optimizer, scheduler: Any) -> Generator[TrainEvent, None, bool]:
         """Best tracking, checkpoint, events; returns True when the stage should stop early."""
         cfg, st = self.cfg, self.state
-        auc = task_auc(val_labels, val_probs, self.pos) if len(val_labels) else float("nan")
+        auc = task_auc(val_labels, val_probs, self.plan.pos) if len(val_labels) else float("nan")
         acc = float(np.mean(val_probs.argmax(1) == val_labels)) if len(val_labels) else float("nan")
-        score = _score(self.monitor, val_loss, auc)
+        score = self.session.broadcast(_score(self.plan.monitor, val_loss, auc), "agreeing on the validation score")
         best = st.best
         improved = math.isfinite(score) and (best is None or score > best["score"] + 1e-4)
         st.number += 1
-        if improved:
-            path = ckpt.save_best(self.work, st.number, self.model)
+        if improved:  # process 1 writes every file; the barrier below waits for it
+            if self.session.is_main:
+                ckpt.save_best(self.work, st.number, self.model)
             st.best = {"score": float(score), "stage": stage, "epoch": epoch, "val_auc": auc,
-                       "val_loss": val_loss, "monitor": self.monitor}
-            st.best_file = path.name
+                       "val_loss": val_loss, "monitor": self.plan.monitor}
+            st.best_file = ckpt.best_name(st.number)
             st.bad_epochs = 0
         else:
             st.bad_epochs += 1
@@ -456,10 +366,12 @@ class _Run:
             else:
                 st.stage2_done = True
         yield ev
-        path = ckpt.save_checkpoint(self.work, st.number, self.model, optimizer, st.to_dict())
-        yield CheckpointSaved(str(path), stage, epoch)
+        if self.session.is_main:
+            path = ckpt.save_checkpoint(self.work, st.number, self.model, optimizer, st.to_dict())
+            yield CheckpointSaved(str(path), stage, epoch)
+        self.session.barrier("saving the checkpoint")
         if stop:
-            yield EarlyStopped(stage, epoch, f"no improvement of validation {self.monitor} for {cfg.patience} epochs")
+            yield EarlyStopped(stage, epoch, f"no improvement of validation {self.plan.monitor} for {cfg.patience} epochs")
         return stop
 
     def _handle_cancel(self, stage: int, epoch: int) -> Generator[TrainEvent, None, None]:
@@ -475,26 +387,32 @@ class _Run:
     def _loader(self, indices: Sequence[int], *, train: bool, augment: str, epoch: int, stage: int,
                 batch_size: int, generator: torch.Generator | None = None) -> DataLoader:
         cfg = self.cfg
-        ds = CachedImageDataset(self.cache.path, indices, [self.labels[i] for i in indices],
+        ds = CachedImageDataset(self.plan.cache.path, indices, [self.plan.labels[i] for i in indices],
                                 augment=augment_spec(augment, hflip=cfg.hflip) if train else None,
                                 seed=cfg.seed * 31 + stage)
         ds.set_epoch(epoch)
         sampler = None
         if train:
             if cfg.balance == "sampler":
-                labels = np.asarray([self.labels[i] for i in indices])
-                w = class_weights(labels, len(self.classes))[labels]
+                labels = np.asarray([self.plan.labels[i] for i in indices])
+                w = class_weights(labels, len(self.plan.classes))[labels]
                 sampler = WeightedRandomSampler(torch.from_numpy(w).double(), num_samples=len(indices),
                                                 replacement=True, generator=generator)
             else:
                 sampler = RandomSampler(ds, generator=generator)
         workers = cfg.resolved_workers(self.cuda)
+        if train and self.session.active:  # this process's share of the 1-process global batches
+            batches = ddp.ShardedBatchSampler(sampler, batch_size, len(indices) > batch_size, self.session)
+            return DataLoader(ds, batch_sampler=batches, num_workers=workers, pin_memory=self.cuda)
         return DataLoader(ds, batch_size=batch_size, sampler=sampler, shuffle=False, num_workers=workers,
                           pin_memory=self.cuda, drop_last=train and len(indices) > batch_size,
                           persistent_workers=False)
 
-    # -- stage 1 --------------------------------------------------------------
+    # -- stages -----------------------------------------------------------------
     def _stage1(self) -> Generator[TrainEvent, None, None]:
+        """The new head with the backbone frozen. With cached features (the default) every process of a
+        job trains the same small head on all the gathered features (no communication: a linear layer
+        on a few thousand rows); with ``augment_frozen`` the images are sharded as in stage 2."""
         cfg, st = self.cfg, self.state
         stage, epochs = 1, cfg.epochs_frozen
         cached = not cfg.augment_frozen
@@ -515,67 +433,129 @@ class _Run:
             params = list(std_head.parameters())
         opt = make_optimizer(cfg, params, cfg.lr_head)
         sched = make_scheduler(cfg, opt, epochs, cfg.lr_head)
-        start = 0
-        if resuming:
-            opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
-            if sched is not None and st.scheduler:
-                sched.load_state_dict(st.scheduler)
-            start = st.epoch
-        else:
+        start = self._resume_optimizer(opt, sched, resuming)
+        plan = self.plan
+        val_labels = np.asarray([plan.labels[i] for i in plan.split.val], dtype=np.int64)
+        train_labels = np.asarray([plan.labels[i] for i in plan.split.train], dtype=np.int64)
+
+        def batches(epoch: int, gen: torch.Generator) -> Any:
+            self.model.eval()
+            self.model.head.train()
+            if std_head is None:
+                return self._loader(plan.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
+                                    batch_size=cfg.batch_size, generator=gen)
+            ds = TensorPairs(feats["train"], train_labels)
+            if cfg.balance == "sampler":
+                w = class_weights(train_labels, len(plan.classes))[train_labels]
+                sampler: Any = WeightedRandomSampler(torch.from_numpy(w).double(), len(ds), True, generator=gen)
+            else:
+                sampler = RandomSampler(ds, generator=gen)
+            std_head.train()
+            return DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler, drop_last=len(ds) > cfg.batch_size)
+
+        def validate(epoch: int) -> Any:
+            if std_head is None:
+                return (yield from self._evaluate_split("val", stage, epoch))
+            std_head.fold_into(self.model.head)
+            vl = DataLoader(TensorPairs(feats["val"], val_labels), batch_size=256)
+            return (yield from self._evaluate(vl, stage, epoch, pooled_input=True))
+
+        done = yield from self._epochs(stage, start, epochs, opt, sched, batches, validate,
+                                       trainer=None if cached else self._distributed(), forward=std_head)
+        if done:
+            st.stage1_done = True
+
+    def _stage2(self) -> Generator[TrainEvent, None, None]:
+        cfg, st = self.cfg, self.state
+        stage, epochs = 2, cfg.epochs_finetune
+        if epochs <= 0:
+            st.stage2_done = True
+            return
+        resuming = st.stage == 2 and st.epoch > 0 and self.resumed_optimizer is not None
+        if not resuming and st.best_file:  # fine-tune from the best stage-1 head
+            self.model.load_state_dict(ckpt.load_best(self.work / st.best_file))
+        scope = resolve_finetune(cfg.finetune, cuda=self.cuda)
+        params = set_trainable(self.model, scope)
+        opt = make_optimizer(cfg, params, cfg.lr_finetune)
+        sched = make_scheduler(cfg, opt, epochs, cfg.lr_finetune)
+        start = self._resume_optimizer(opt, sched, resuming)
+        if not resuming:
+            st.stage, st.epoch = 2, 0
+        scaler = torch.amp.GradScaler("cuda") if self.cuda and cfg.amp else None
+        yield StageStarted(stage, epochs, cfg.lr_finetune, "all" if scope == "all" else f"{scope}+", False)
+
+        def batches(epoch: int, gen: torch.Generator) -> Any:
+            train_mode(self.model, scope)
+            return self._loader(self.plan.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
+                                batch_size=cfg.batch_size, generator=gen)
+
+        done = yield from self._epochs(stage, start, epochs, opt, sched, batches,
+                                       lambda epoch: self._evaluate_split("val", stage, epoch),
+                                       trainer=self._distributed(), scaler=scaler)
+        if done:
+            st.stage2_done = True
+
+    def _resume_optimizer(self, opt: torch.optim.Optimizer, sched: Any, resuming: bool) -> int:
+        """The checkpoint's optimizer and scheduler when the stage resumes; returns the epoch to continue after."""
+        st = self.state
+        if not resuming:
             st.bad_epochs = 0
-        val_idx = self.split.val
-        val_labels = np.asarray([self.labels[i] for i in val_idx], dtype=np.int64)
-        train_labels = np.asarray([self.labels[i] for i in self.split.train], dtype=np.int64)
+            return 0
+        opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
+        if sched is not None and st.scheduler:
+            sched.load_state_dict(st.scheduler)
+        return st.epoch
+
+    def _distributed(self) -> nn.Module:
+        """The module that trains on this process's shard: the model in DDP in a torchrun job
+        (:func:`ddp.convert_for_job` first), else the model itself."""
+        if not self.session.active:
+            return self.model
+        self.model = ddp.convert_for_job(self.model, self.session, cuda=self.cuda, sync_batchnorm=self.cfg.sync_batchnorm)
+        return ddp.wrap(self.model, self.session, self.device)
+
+    def _epochs(self, stage: int, start: int, epochs: int, opt: torch.optim.Optimizer, sched: Any,
+                batches: Callable[[int, torch.Generator], Any], validate: Callable[[int], Any], *,
+                trainer: nn.Module | None, forward: nn.Module | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> Generator[TrainEvent, None, bool]:
+        """The epoch loop of both stages: train, validate, record (checkpoint). False when cancelled.
+
+        ``trainer``: the module that trains on this process's shard of each global batch (sharded
+        loss); None: ``forward`` trains on the whole batch, the same on every process.
+        """
+        cfg = self.cfg
+        sharded = trainer is not None and self.session.active
         for epoch in range(start + 1, epochs + 1):
             gen = self._epoch_rng(stage, epoch)
             lr = opt.param_groups[0]["lr"]
             yield EpochStarted(stage, epoch, epochs, lr)
             t0 = time.perf_counter()
-            self.model.eval()
-            self.model.head.train()
-            if cached:
-                ds = TensorPairs(feats["train"], train_labels)
-                if cfg.balance == "sampler":
-                    w = class_weights(train_labels, len(self.classes))[train_labels]
-                    sampler: Any = WeightedRandomSampler(torch.from_numpy(w).double(), len(ds), True, generator=gen)
-                else:
-                    sampler = RandomSampler(ds, generator=gen)
-                loader: Any = DataLoader(ds, batch_size=cfg.batch_size, sampler=sampler,
-                                         drop_last=len(ds) > cfg.batch_size)
-                assert std_head is not None
-                std_head.train()
-                forward = std_head
-            else:
-                loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
-                                      batch_size=cfg.batch_size, generator=gen)
-                forward = None
+            loader = batches(epoch, gen)
             n_batches = len(loader)
-            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=None,
-                                  cancelled=self.cancelled, forward=forward, channels_last=self.cuda and cfg.channels_last)
-            train_loss, was_cancelled = yield from relay(
-                run, lambda p: BatchProgress(stage, epoch, "train", p[0], n_batches, p[1], p[2]))
-            if was_cancelled:
-                yield from self._handle_cancel(stage, epoch - 1)
-                return
-            if std_head is not None:
-                std_head.fold_into(self.model.head)
-            if cached:
-                vl = DataLoader(TensorPairs(feats["val"], val_labels), batch_size=256)
-                res = yield from self._evaluate(vl, stage, epoch, pooled_input=True)
-            else:
-                res = yield from self._evaluate(self._val_loader(), stage, epoch)
+            warm = None
+            if stage == 2 and epoch == 1 and cfg.warmup:  # linear warm-up over the first epoch: no early blow-up
+                warm = lambda i, n=n_batches: (i + 1) / n  # noqa: E731
+            run = train_one_epoch(self.model if trainer is None else trainer, self.sharded_criterion if sharded else self.criterion, opt,
+                                  loader, self.device, scaler=scaler, cancelled=self.agreed_cancel, forward=forward,
+                                  lr_scale=warm, channels_last=self.cuda and cfg.channels_last)
+            with ddp.lost_peer(self.session, f"training stage {stage} epoch {epoch}"):
+                train_loss, was_cancelled = yield from relay(
+                    run, lambda p: BatchProgress(stage, epoch, "train", p[0], n_batches, p[1], p[2]))
+            res = None if was_cancelled else (yield from validate(epoch))
             if res is None:
                 yield from self._handle_cancel(stage, epoch - 1)
-                return
+                return False
+            if sharded:  # each process's loss is its share of the global batch's: their mean is the job's
+                train_loss = float(np.mean(self.session.all_gather(train_loss, "gathering the training loss")))
             val_loss, probs, labels, _ = res
             stop = yield from self._record_epoch(stage, epoch, train_loss, val_loss, probs, labels,
                                                  time.perf_counter() - t0, lr, opt, sched)
             if stop:
                 break
-        st.stage1_done = True
+        return True
 
-    def _val_loader(self) -> DataLoader:
-        return self._loader(self.split.val, train=False, augment="none", epoch=0, stage=0,
+    def _eval_loader(self, indices: Sequence[int]) -> DataLoader:
+        return self._loader(indices, train=False, augment="none", epoch=0, stage=0,
                             batch_size=max(2, self.cfg.batch_size))
 
     def _evaluate(self, loader: Any, stage: int, epoch: int, *, pooled_input: bool = False
@@ -592,100 +572,68 @@ class _Run:
             return None
         return loss, probs, labels, pooled
 
+    def _evaluate_split(self, split: str, stage: int, epoch: int
+                        ) -> Generator[TrainEvent, None, tuple[float, np.ndarray, np.ndarray, None] | None]:
+        """Loss, probabilities and labels of a split; a job's processes each score a shard and share them,
+        so that every process reaches the same score and the same best-epoch and early-stop decisions."""
+        idx = self.plan.split.indices(split)
+        if not self.session.active:
+            res = yield from self._evaluate(self._eval_loader(idx), stage, epoch)
+            return None if res is None else (res[0], res[1], res[2], None)
+        res = yield from self._evaluate(self._eval_loader(self.session.shard(idx)), stage, epoch)
+        if self.session.any(res is None, "agreeing whether to stop"):
+            return None
+        assert res is not None
+        probs, labels = ddp.gather_rows(self.session, [res[1], res[2]], f"gathering the {split} results")
+        weight = None if self.class_weight is None else self.class_weight.cpu().numpy()
+        return ddp.one_process_loss(probs, labels, weight, max(2, self.cfg.batch_size)), probs, labels, None
+
     def _pooled_features(self, split: str) -> Generator[TrainEvent, None, np.ndarray | None]:
-        """Stage-1 backbone features of a split, computed once and kept in the run folder."""
-        idx = self.split.indices(split)
-        key = hashlib.sha256(f"{self.fingerprint}|{_body_digest(self.model)}|{self.cfg.input_size}|{split}"
-                             .encode()).hexdigest()[:16]
+        """Stage-1 backbone features of a split, computed once (in shards, by a job) and kept in the run folder."""
+        idx = self.plan.split.indices(split)
+        key = hashlib.sha256(f"{self.plan.fingerprint}|{ddp.state_digest(self.model.body)}|{self.cfg.input_size}|"
+                             f"{split}".encode()).hexdigest()[:16]
         path = self.work / f"features-{split}-{key}.npy"
+        arr = None
         if path.exists():
             with contextlib.suppress(ValueError, OSError):
                 arr = np.load(path)
-                if cached_features_fit(arr, len(idx), self.model):
-                    yield FeatureProgress(split, len(idx), len(idx))
-                    return arr
-        for stale in self.work.glob(f"features-{split}-*.npy"):
-            with contextlib.suppress(OSError):
-                stale.unlink()
-        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0,
-                              batch_size=max(2, self.cfg.batch_size))
+                arr = arr if cached_features_fit(arr, len(idx), self.model) else None
+        if not self.session.any(arr is None, "checking the feature cache"):
+            yield FeatureProgress(split, len(idx), len(idx))
+            return arr
+        if self.session.is_main:
+            for stale in self.work.glob(f"features-{split}-*.npy"):
+                with contextlib.suppress(OSError):
+                    stale.unlink()
+        loader = self._eval_loader(self.session.shard(idx))
         run = evaluate(self.model, self.criterion, loader, self.device, channels_last=self.cuda and self.cfg.channels_last,
                        amp=self.cuda and self.cfg.amp, cancelled=self.cancelled)
-        bs = loader.batch_size or 1
+        bs = (loader.batch_size or 1) * self.session.world_size
         _, _, _, pooled, was_cancelled = yield from relay(
             run, lambda b: FeatureProgress(split, min(b * bs, len(idx)), len(idx)))
-        if was_cancelled or pooled is None:
+        if pooled is None and not was_cancelled and not len(loader.dataset):  # a job's process with no share
+            pooled = np.zeros((0, FEATURE_CHANNELS), np.float32)
+        if self.session.any(was_cancelled or pooled is None, "agreeing whether to stop"):
             return None
-        write_bytes_atomic(path, _npy_bytes(pooled.astype(np.float32)))
+        assert pooled is not None
+        if self.session.active:
+            (pooled,) = ddp.gather_rows(self.session, [pooled], f"gathering the {split} features")
+        if self.session.is_main:
+            write_bytes_atomic(path, _npy_bytes(pooled.astype(np.float32)))
         return pooled
-
-    # -- stage 2 --------------------------------------------------------------
-    def _stage2(self) -> Generator[TrainEvent, None, None]:
-        cfg, st = self.cfg, self.state
-        stage, epochs = 2, cfg.epochs_finetune
-        if epochs <= 0:
-            st.stage2_done = True
-            return
-        resuming = st.stage == 2 and st.epoch > 0 and self.resumed_optimizer is not None
-        if not resuming and st.best_file:  # fine-tune from the best stage-1 head
-            self.model.load_state_dict(ckpt.load_best(self.work / st.best_file))
-        scope = resolve_finetune(cfg.finetune, cuda=self.cuda)
-        params = set_trainable(self.model, scope)
-        opt = make_optimizer(cfg, params, cfg.lr_finetune)
-        sched = make_scheduler(cfg, opt, epochs, cfg.lr_finetune)
-        start = 0
-        if resuming:
-            opt.load_state_dict(self.resumed_optimizer)  # type: ignore[arg-type]
-            if sched is not None and st.scheduler:
-                sched.load_state_dict(st.scheduler)
-            start = st.epoch
-        else:
-            st.bad_epochs = 0
-            st.stage, st.epoch = 2, 0
-        scaler = torch.amp.GradScaler("cuda") if self.cuda and cfg.amp else None
-        yield StageStarted(stage, epochs, cfg.lr_finetune, "all" if scope == "all" else f"{scope}+", False)
-        for epoch in range(start + 1, epochs + 1):
-            gen = self._epoch_rng(stage, epoch)
-            lr = opt.param_groups[0]["lr"]
-            yield EpochStarted(stage, epoch, epochs, lr)
-            t0 = time.perf_counter()
-            train_mode(self.model, scope)
-            loader = self._loader(self.split.train, train=True, augment=cfg.augment, epoch=epoch, stage=stage,
-                                  batch_size=cfg.batch_size, generator=gen)
-            n_batches = len(loader)
-            warm = None
-            if epoch == 1 and cfg.warmup:  # linear warm-up over the first epoch: no early blow-up
-                warm = lambda i, n=n_batches: (i + 1) / n  # noqa: E731
-            run = train_one_epoch(self.model, self.criterion, opt, loader, self.device, scaler=scaler,
-                                  cancelled=self.cancelled, lr_scale=warm, channels_last=self.cuda and cfg.channels_last)
-            train_loss, was_cancelled = yield from relay(
-                run, lambda p: BatchProgress(stage, epoch, "train", p[0], n_batches, p[1], p[2]))
-            if was_cancelled:
-                yield from self._handle_cancel(stage, epoch - 1)
-                return
-            res = yield from self._evaluate(self._val_loader(), stage, epoch)
-            if res is None:
-                yield from self._handle_cancel(stage, epoch - 1)
-                return
-            val_loss, probs, labels, _ = res
-            stop = yield from self._record_epoch(stage, epoch, train_loss, val_loss, probs, labels,
-                                                 time.perf_counter() - t0, lr, opt, sched)
-            if stop:
-                break
-        st.stage2_done = True
 
     # -- evaluation and output ------------------------------------------------
     def _predict(self, split: str) -> Generator[TrainEvent, None, tuple[SplitPredictions, np.ndarray] | None]:
-        idx = self.split.indices(split)
+        idx = self.plan.split.indices(split)
         yield EvaluationStarted(split, len(idx))
-        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0, batch_size=max(2, self.cfg.batch_size))
-        res = yield from self._evaluate(loader, 0, 0)
+        res = yield from self._evaluate(self._eval_loader(idx), 0, 0)
         if res is None:
             return None
         _, probs, labels, pooled = res
-        preds = SplitPredictions(split, labels, probs, [self.items[i].rel for i in idx],
-                                 [self.items[i].path for i in idx], groups=[self.items[i].group for i in idx],
-                                 kinds=[self.items[i].input_kind for i in idx])
+        preds = SplitPredictions(split, labels, probs, [self.plan.items[i].rel for i in idx],
+                                 [self.plan.items[i].path for i in idx], groups=[self.plan.items[i].group for i in idx],
+                                 kinds=[self.plan.items[i].input_kind for i in idx])
         return preds, pooled if pooled is not None else np.zeros((0, 2048), np.float32)
 
     def _finish(self) -> Generator[TrainEvent, None, TrainResult | None]:
@@ -693,7 +641,7 @@ class _Run:
         self.model.eval()
         out: dict[str, tuple[SplitPredictions, np.ndarray]] = {}
         for split in ("val", "test", "train"):
-            if split == "test" and not self.split.test:
+            if split == "test" and not self.plan.split.test:
                 continue
             r = yield from self._predict(split)
             if r is None:
@@ -702,31 +650,31 @@ class _Run:
                 return None
             out[split] = r
         val, test = out["val"][0], out.get("test", (None, None))[0]
-        yv = (val.labels == self.pos).astype(np.int64)
-        choice = select_threshold(yv, val.probs[:, self.pos], method=cfg.threshold_method,
+        yv = (val.labels == self.plan.pos).astype(np.int64)
+        choice = select_threshold(yv, val.probs[:, self.plan.pos], method=cfg.threshold_method,
                                   target=cfg.target_sensitivity)
-        multi = len(self.classes) > 2
-        val_metrics = binary_report(yv, val.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap, seed=cfg.seed,
+        multi = len(self.plan.classes) > 2
+        val_metrics = binary_report(yv, val.probs[:, self.plan.pos], choice.threshold, n_boot=cfg.bootstrap, seed=cfg.seed,
                                     groups=val.groups, prevalence=cfg.prevalence)
         test_metrics = None
         if test is not None and len(test.labels):
-            yt = (test.labels == self.pos).astype(np.int64)
-            test_metrics = binary_report(yt, test.probs[:, self.pos], choice.threshold, n_boot=cfg.bootstrap,
+            yt = (test.labels == self.plan.pos).astype(np.int64)
+            test_metrics = binary_report(yt, test.probs[:, self.plan.pos], choice.threshold, n_boot=cfg.bootstrap,
                                          seed=cfg.seed, groups=test.groups, prevalence=cfg.prevalence)
         if multi:
-            val_metrics["multiclass"] = multiclass_report(val.labels, val.probs, self.classes, n_boot=cfg.bootstrap,
+            val_metrics["multiclass"] = multiclass_report(val.labels, val.probs, self.plan.classes, n_boot=cfg.bootstrap,
                                                           seed=cfg.seed, groups=val.groups)
             if test_metrics is not None and test is not None:
-                test_metrics["multiclass"] = multiclass_report(test.labels, test.probs, self.classes,
+                test_metrics["multiclass"] = multiclass_report(test.labels, test.probs, self.plan.classes,
                                                                n_boot=cfg.bootstrap, seed=cfg.seed, groups=test.groups)
-        evaluation = Evaluation(self.classes, self.pos, choice, val, test, val_metrics, test_metrics)
+        evaluation = Evaluation(self.plan.classes, self.plan.pos, choice, val, test, val_metrics, test_metrics)
         yield EvaluationDone(evaluation)
 
         from cxr_desktop.training.ood import fit_ood
 
         train_preds, train_pooled = out["train"]
         ood_tensors, ood_info = fit_ood(train_pooled, train_preds.labels, out["val"][1],
-                                        n_classes=len(self.classes), k=cfg.ood_k, percentile=cfg.ood_percentile,
+                                        n_classes=len(self.plan.classes), k=cfg.ood_k, percentile=cfg.ood_percentile,
                                         val_groups=val.groups or None, train_groups=train_preds.groups or None)
         if test is not None and test_metrics is not None:
             extras = yield from self._test_extras(test, choice.threshold, out["test"][1], ood_tensors, ood_info)
@@ -766,10 +714,10 @@ class _Run:
         from cxr_desktop.training.validation import compare_models, split_extras
 
         cfg = self.cfg
-        idx = self.split.test
-        y = (test.labels == self.pos).astype(np.int64)
+        idx = self.plan.split.test
+        y = (test.labels == self.plan.pos).astype(np.int64)
         distances = ood_distance(pooled, ood_tensors) if len(pooled) == len(idx) else None
-        extras = split_extras(y, test.probs[:, self.pos], threshold, kinds=test.kinds,
+        extras = split_extras(y, test.probs[:, self.plan.pos], threshold, kinds=test.kinds,
                               groups=test.groups, distances=distances, limit=ood_info.get("threshold"),
                               n_boot=cfg.bootstrap, seed=cfg.seed)
         start = yield from self._starting_model_scores(idx)
@@ -779,7 +727,7 @@ class _Run:
             extras["starting_model"] = start
             if "scores" in start:
                 scores = start.pop("scores")
-                start.update(compare_models(y, test.probs[:, self.pos], scores, threshold, start["threshold"],
+                start.update(compare_models(y, test.probs[:, self.plan.pos], scores, threshold, start["threshold"],
                                             groups=test.groups, n_boot=cfg.bootstrap, seed=cfg.seed))
         return extras
 
@@ -796,7 +744,7 @@ class _Run:
         except (ModelFileError, ValueError, OSError):
             return None  # plain backbone weights (e.g. torchvision's): no classifier to compare
         card = loaded.card
-        pos_name = self.classes[self.pos]
+        pos_name = self.plan.classes[self.plan.pos]
         info: dict[str, Any] = {"name": card.display_name, "sha256": loaded.sha256,
                                 "classes": list(card.classes), "input_size": int(card.input_size)}
         if pos_name not in card.classes:
@@ -805,8 +753,7 @@ class _Run:
             return info
         yield EvaluationStarted("test (starting model)", len(idx))
         model = loaded.model.to(self.device).eval()
-        loader = self._loader(idx, train=False, augment="none", epoch=0, stage=0, batch_size=max(2, self.cfg.batch_size))
-        run = evaluate(model, lambda logits, y: torch.zeros(()), loader, self.device, amp=self.cuda and self.cfg.amp,
+        run = evaluate(model, lambda logits, y: torch.zeros(()), self._eval_loader(idx), self.device, amp=self.cuda and self.cfg.amp,
                        cancelled=self.cancelled)
         _, probs, _, _, was_cancelled = yield from relay(run)
         if was_cancelled:
@@ -830,21 +777,21 @@ class _Run:
             warnings.append("No test split: the metrics are from the validation split that chose the threshold "
                             "and the best epoch, so they are optimistic.")
         warnings += list(cfg.extra_warnings)
-        train_scan, test_scan = self.scans
+        train_scan, test_scan = self.plan.train_scan, self.plan.test_scan
         data = {
             "folder": Path(cfg.data_dir).name,
             "test_folder": Path(cfg.test_dir).name if cfg.test_dir else None,
-            "classes": self.classes,
-            "splits": self.counts,
-            "patient_groups": {k: v["groups"] for k, v in self.counts.items()},
-            "patient_check": patient_check(self.split, self.items, train_scan, test_scan),
+            "classes": self.plan.classes,
+            "splits": self.plan.counts,
+            "patient_groups": {k: v["groups"] for k, v in self.plan.counts.items()},
+            "patient_check": patient_check(self.plan.split, self.plan.items, train_scan, test_scan),
             "grouped_by": train_scan.group_sources(),
             "patient_pattern": cfg.patient_regex,
             "skipped_files": len(train_scan.problems) + (len(test_scan.problems) if test_scan else 0)
-            + len(self.cache.problems),
+            + len(self.plan.cache.problems),
             "duplicate_sets": len(train_scan.duplicates) + (len(test_scan.duplicates) if test_scan else 0),
             "split_seed": cfg.seed,
-            "test_source": self.split.test_source,
+            "test_source": self.plan.split.test_source,
         }
         settings = {k: v for k, v in cfg.to_dict().items()
                     if k not in ("data_dir", "test_dir", "out", "work_dir", "report", "extra_warnings", "resume",
@@ -860,8 +807,8 @@ class _Run:
 
         card = ModelCard(
             name=cfg.name or "CXR Review model",
-            classes=list(self.classes),
-            positive_class=self.classes[self.pos],
+            classes=list(self.plan.classes),
+            positive_class=self.plan.classes[self.plan.pos],
             version=cfg.version,
             head=resolve_head(cfg.head),
             output_stride=int(cfg.output_stride),

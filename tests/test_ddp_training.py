@@ -1,0 +1,208 @@
+"""``torchrun … -m cxr_desktop.cli.train``: DistributedDataParallel with Gloo on loopback.
+
+Two processes (one launcher, and ``--nnodes 2`` as two launchers with a c10d rendezvous)
+train the same model as one process with the same global batch; a killed process stops
+the job with a message instead of a hang, and ``--resume`` completes it.
+
+Data: 8 real radiographs x 4 synthetic-opacity variants at 64 px (16 train / 8 val / 8 test
+images, 2 batches of 8 per epoch), the shipped demonstration weights, 1 frozen epoch (the
+feature cache is built in shards and gathered) and fine-tuning of layer4 (DDP, sharded
+batches). Everything listens on 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cxr_desktop.model.modelfile import load_model
+from cxr_desktop.training.config import TrainConfig
+from cxr_desktop.training.engine import run_to_end
+from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO = REPO / "resources" / "models" / "demo-cxr.safetensors"
+SIZE = 64
+# Tolerances, measured (2 Gloo processes vs 1 process, --sync-batchnorm): identical global batches,
+# dropout masks and BatchNorm statistics, so only the order of float sums differs (DDP's bucketed
+# all-reduce, per-shard convolutions). Stage-1 weights and the gathered features came out bit-identical;
+# after the 2 AdamW steps of stage 2 the largest weight difference was 3.6e-5. AdamW normalises each
+# step to about lr (1e-4) per weight whatever the gradient's size, so a weight whose gradient is near 0
+# can move by up to ~2 lr differently on float noise alone: 2 steps x 2 x 1e-4 bounds it.
+WEIGHT_TOL = 4e-4
+METRIC_TOL = 1e-3  # AUC, threshold and losses on the card (they came out equal to 5 decimals)
+
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("training_isolation")]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory, cxr_dir):
+    if not DEMO.is_file():
+        pytest.skip("the demonstration model is not built (training/build_demo_model.sh)")
+    root = tmp_path_factory.mktemp("ddp-data")
+    write_dataset(find_sources(cxr_dir, max_side=256)[:8], root, variants=4, size=SIZE, seed=1)
+    return root
+
+
+SETTINGS = dict(input_size=SIZE, weights=str(DEMO), epochs_frozen=1, epochs_finetune=1, finetune="layer4",
+                batch_size=8, patient_regex=PATIENT_REGEX, bootstrap=50, threads=1, val_fraction=0.25,
+                test_fraction=0.25, patience=0)
+
+
+def _cli(data: Path, out: Path, *extra: str, epochs_finetune: int = 1) -> list[str]:
+    s = SETTINGS
+    return ["-m", "cxr_desktop.cli.train", str(data), "--out", str(out), "--input-size", str(SIZE),
+            "--weights", str(DEMO), "--epochs-frozen", "1", "--epochs-finetune", str(epochs_finetune),
+            "--finetune", "layer4", "--batch-size", "8", "--patient-regex", PATIENT_REGEX, "--bootstrap", "50",
+            "--threads", "1", "--val-fraction", str(s["val_fraction"]), "--test-fraction", str(s["test_fraction"]),
+            "--patience", "0", "--quiet", *extra]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1", GLOO_SOCKET_IFNAME="lo",
+                CXR_DIST_TIMEOUT_S="90", CXR_CACHE_DIR=str(tmp_path / "cache"))
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *args]
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_process(data, tmp_path_factory):
+    """The reference: the same settings in this process (no torchrun)."""
+    out = tmp_path_factory.mktemp("one") / "m.safetensors"
+    threads = torch.get_num_threads()
+    try:
+        result = run_to_end(TrainConfig(data_dir=str(data), out=str(out), **SETTINGS))
+    finally:
+        torch.set_num_threads(threads)
+    assert result is not None and result.model_path == str(out)
+    return out
+
+
+def _tensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return {k: v for k, v in load_file(str(path)).items() if v.is_floating_point()}
+
+
+def _max_difference(a: Path, b: Path) -> float:
+    ta, tb = _tensors(a), _tensors(b)
+    assert ta.keys() == tb.keys()
+    return max(float((ta[k].float() - tb[k].float()).abs().max()) for k in ta)
+
+
+def _assert_same_training(reference: Path, other: Path) -> None:
+    """The model files and the last checkpoints (the fine-tuned weights) of two runs agree."""
+    assert _max_difference(reference, other) <= WEIGHT_TOL
+    last = "ckpt-0002.safetensors"  # stage 2 epoch 1: trained with DDP on sharded global batches
+    assert _max_difference(Path(f"{reference}.run") / last, Path(f"{other}.run") / last) <= WEIGHT_TOL
+    ca, cb = load_model(reference).card, load_model(other).card
+    for split in ("validation", "test"):
+        assert cb.metrics[split]["auc"] == pytest.approx(ca.metrics[split]["auc"], abs=METRIC_TOL)
+    assert cb.decision_threshold == pytest.approx(ca.decision_threshold, abs=METRIC_TOL)
+    ha, hb = ca.provenance["history"], cb.provenance["history"]
+    assert [(h["stage"], h["epoch"]) for h in hb] == [(h["stage"], h["epoch"]) for h in ha] == [(1, 1), (2, 1)]
+    for x, y in zip(ha, hb):
+        assert y["train_loss"] == pytest.approx(x["train_loss"], abs=METRIC_TOL)
+        assert y["val_loss"] == pytest.approx(x["val_loss"], abs=METRIC_TOL)
+    assert cb.provenance["best_epoch"]["stage"] == ca.provenance["best_epoch"]["stage"]
+
+
+def test_two_gloo_processes_train_the_model_one_process_trains(data, one_process, tmp_path):
+    out = tmp_path / "m.safetensors"
+    run = _run(_torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
+                         *_cli(data, out, "--sync-batchnorm")), _env(tmp_path))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert run.stdout.count("model saved:") == 1  # process 1 alone prints and writes
+    assert "stage 2 epoch   1" in run.stdout
+    _assert_same_training(one_process, out)
+
+
+def test_two_launchers_with_a_c10d_rendezvous_train_the_same_model(data, one_process, tmp_path):
+    out = tmp_path / "m.safetensors"
+    port, env = _port(), _env(tmp_path)
+    launcher = _torchrun("--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d", "--rdzv-endpoint",
+                         f"127.0.0.1:{port}", "--rdzv-id", "cxr-test", "--local-addr", "127.0.0.1",
+                         *_cli(data, out, "--sync-batchnorm"))
+    first = subprocess.Popen(launcher, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        second = _run(launcher, env)
+        first_out, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+    outputs = first_out + second.stdout + second.stderr
+    assert first.returncode == 0 and second.returncode == 0, outputs[-5000:]
+    assert outputs.count("model saved:") == 1
+    _assert_same_training(one_process, out)
+
+
+def _worker_of(launcher_pid: int, rank: int) -> int | None:
+    """The pid of the torchrun worker with ``RANK=rank`` started by ``launcher_pid``."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            env = (entry / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == launcher_pid and f"RANK={rank}".encode() in env:
+            return int(entry.name)
+    return None
+
+
+def test_a_killed_process_stops_the_job_with_a_message_and_resume_completes(data, tmp_path):
+    out = tmp_path / "m.safetensors"
+    work = Path(f"{out}.run")
+    env = _env(tmp_path)
+    cmd = _torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
+                    *_cli(data, out, epochs_finetune=2))
+    job = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not (work / "ckpt-0001.safetensors").exists():  # stage 1 done: kill process 2 in stage 2
+            assert job.poll() is None, job.stdout.read()
+            assert time.monotonic() < deadline, "no first checkpoint in time"
+            time.sleep(0.02)
+        victim = _worker_of(job.pid, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        t0 = time.monotonic()
+        output, _ = job.communicate(timeout=120)  # a hang fails here
+        stopped_after = time.monotonic() - t0
+    finally:
+        if job.poll() is None:
+            job.kill()
+            job.wait()
+    assert job.returncode != 0 and not out.exists(), output[-3000:]
+    assert stopped_after < 60
+    assert "cxr-train (process 1 of 2):" in output and "--resume" in output, output[-3000:]
+    assert "Signal 9 (SIGKILL)" in output  # torchrun's summary names the process that died
+
+    resumed = _run(_torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
+                             *_cli(data, out, "--resume", epochs_finetune=2)), env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resuming after stage 1 epoch 1" in resumed.stdout
+    history = [(h["stage"], h["epoch"]) for h in load_model(out).card.provenance["history"]]
+    assert history == [(1, 1), (2, 1), (2, 2)]
