@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import signal
 import threading
 import typing
 from pathlib import Path
@@ -159,8 +160,8 @@ def _drive(gen, on_event=None):
             on_event(ev)
 
 
-def _processes_naming(text: str) -> list[int]:
-    """Live processes whose command line holds ``text`` (the run folder is on every worker's)."""
+def _processes_naming(text: str, *, workers_only: bool = False) -> list[int]:
+    """Live processes whose command line holds ``text`` (the run folder is on torchrun's and every worker's)."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -170,7 +171,7 @@ def _processes_naming(text: str) -> list[int]:
             state = (entry / "stat").read_text().split(") ")[-1][:1]
         except OSError:
             continue
-        if text in cmd and state != "Z":
+        if text in cmd and state != "Z" and not (workers_only and "torch.distributed.run" in cmd):
             found.append(int(entry.name))
     return found
 
@@ -246,6 +247,22 @@ def test_a_failing_job_raises_the_message_train_gives(tmp_path):
         _drive(train_local(cfg, nproc=1))
     assert str(job.value) == str(direct.value)
     assert "Traceback" not in str(job.value)
+
+
+@pytest.mark.slow
+@needs_proc
+def test_a_killed_worker_gives_a_clear_reason_and_leaves_no_process(tiny_data, tmp_path):
+    out = tmp_path / "killed.safetensors"
+    folder = str(out) + ".run"
+    gen = train_local(_cfg(tiny_data, out), nproc=1)
+    with pytest.raises(TrainingError) as failed:
+        for ev in gen:
+            if isinstance(ev, E.StageStarted):
+                (pid,) = _processes_naming(folder, workers_only=True)
+                os.kill(pid, signal.SIGKILL)
+    assert "process 1 of 1 was ended by SIGKILL" in str(failed.value) and "resume" in str(failed.value)
+    assert "Traceback" not in str(failed.value) and folder not in str(failed.value)
+    assert not _processes_naming(folder)
 
 
 def test_settings_that_cannot_work_are_refused_before_a_job_starts(tmp_path):

@@ -133,11 +133,25 @@ class _Job:
         except OSError:
             pass  # already gone
 
-    def error_line(self) -> str:
-        """The last exception line the job printed, with quoted paths left out (they may name a patient)."""
-        for line in reversed(self.stderr):
+    def error_text(self, nproc: int) -> str:
+        """What the job's standard error says stopped it: torchrun's root cause (which process, which
+        exit code or signal), else the last exception line; quoted paths are left out (they may name a patient)."""
+        lines = list(self.stderr)
+        start = next((i for i, line in enumerate(lines) if "Root Cause" in line), None)
+        if start is not None:
+            cause = "\n".join(lines[start:start + 12])
+            rank = re.search(r"^\s*rank\s*:\s*(\d+)", cause, re.M)
+            code = re.search(r"^\s*exitcode\s*:\s*(-?\d+)", cause, re.M)
+            sig = re.search(r"Signal \d+ \((SIG\w+)\)", cause)
+            who = f"process {int(rank.group(1)) + 1} of {nproc}" if rank else "a process of the job"
+            if sig:
+                return (f"{who} was ended by {sig.group(1)} (the system does this to a process that runs out of "
+                        "memory, or it was stopped from outside)")
+            if code:
+                return f"{who} ended with exit code {code.group(1)}"
+        for line in reversed(lines):
             m = re.match(r"^\s*(?:\[[^\]]*\]:?\s*)?((?:\w+\.)*\w*(?:Error|Exception|Interrupt)\b.*)$", line)
-            if m:
+            if m and "ChildFailedError" not in line:
                 return re.sub(r"(['\"])[^'\"]*[/\\][^'\"]*\1", "<path>", m.group(1))[:300]
         return ""
 
@@ -176,9 +190,9 @@ def _failure(errors: list[dict[str, Any]], job: _Job, rc: int | None, nproc: int
         if nproc > 1 and first.get("rank") not in (0, None) and first.get("type") != "TrainingError":
             text = f"Process {int(first['rank']) + 1} of {nproc}: {text}"
         return TrainingError(text)
-    line = job.error_line()
-    return TrainingError(f"The training job stopped before it finished (exit code {rc})"
-                         + (f": {line}" if line else ".") + " Nothing completed is lost: resume the run to continue.")
+    why = job.error_text(nproc)
+    return TrainingError("The training job stopped before it finished" + (f": {why}." if why else f" (exit code {rc}).")
+                         + " Nothing completed is lost: resume the run to continue.")
 
 
 def train_local(config: TrainConfig, *, nproc: int, cancel: threading.Event | None = None
