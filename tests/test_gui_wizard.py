@@ -222,3 +222,102 @@ def test_import_button_refuses_a_damaged_copy(qtbot, tmp_path):
     good.write_bytes(PAYLOAD)
     page.weights_box.import_file(str(good))
     qtbot.waitUntil(lambda: page.weights.currentText() == "imagenet", timeout=30_000)
+
+
+def _small_run(wiz, folder, *, epochs_frozen=1):
+    """Folder and settings of a tiny run (64 px, random weights), without walking the pages."""
+    wiz.folder_page.data.setText(str(folder))
+    wiz.folder_page.regex.setText(PATIENT_REGEX)
+    s = wiz.settings_page
+    s.weights.setCurrentText("none")
+    s.input_size.setValue(64)
+    s.epochs_frozen.setValue(epochs_frozen)
+    s.epochs_finetune.setValue(0)
+    s.batch.setValue(8)
+    s.patience.setValue(0)
+
+
+def test_all_gpus_option_only_with_several_gpus_and_it_starts_train_local(qtbot, folder, tmp_path, monkeypatch):
+    """One GPU: no option, one process. Two: "Train on all 2 GPUs"; ticked, the run is launch.train_local with
+    nproc=2 (here a generator giving the events of a real engine.train run), whose events fill the page as
+    engine.train's do, with the same log lines cxr-train prints."""
+    import io
+
+    import cxr_desktop.training.launch as launch
+    from cxr_desktop.cli.train import Printer
+    from cxr_desktop.training import events as E
+    from cxr_desktop.training.engine import train
+
+    monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
+    wiz = TrainingWizard(run_root=tmp_path / "runs", overrides={"bootstrap": 20, "threads": 1,
+                                                                "gallery_per_kind": 0})
+    qtbot.addWidget(wiz)
+    s = wiz.settings_page
+    monkeypatch.setattr(launch, "local_gpu_count", lambda: 1)
+    s.initializePage()
+    assert s.ddp.isHidden() and s.ddp_note.isHidden() and s.processes() == 1
+    monkeypatch.setattr(launch, "local_gpu_count", lambda: 2)
+    s.initializePage()
+    assert not s.ddp.isHidden() and s.ddp.text() == "Train on all 2 GPUs (DistributedDataParallel)"
+    assert s.processes() == 1  # offered, not chosen
+    s.ddp.setChecked(True)
+    assert s.processes() == 2
+    monkeypatch.setattr(launch, "local_gpu_count", lambda: 1)  # a ticked box that is no longer offered: ignored
+    s.initializePage()
+    assert s.ddp.isHidden() and s.processes() == 1
+    monkeypatch.setattr(launch, "local_gpu_count", lambda: 2)
+    s.initializePage()
+    assert s.processes() == 2
+
+    calls, seen = [], []
+
+    def train_local(cfg, *, nproc, cancel=None):
+        calls.append((nproc, cancel))
+        gen = train(cfg, cancel)
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                return stop.value
+            seen.append(ev)
+            yield ev
+
+    monkeypatch.setattr(launch, "train_local", train_local)
+    _small_run(wiz, folder)
+    page = wiz.training_page
+    page.initializePage()
+    assert page.running
+    qtbot.waitUntil(lambda: not page.running, timeout=300_000)
+    assert page.error is None, page.error
+    assert calls == [(2, page.cancel)]
+    assert page.result is not None and page.result.model_path and len(page.loss_chart.series["train"]) == 1
+    log = page.log.toPlainText().splitlines()
+    assert log[0] == "Training on 2 GPUs (DistributedDataParallel)."
+    buf = io.StringIO()
+    printer = Printer(buf, quiet=True)
+    for ev in seen:
+        if isinstance(ev, (E.SplitDone, E.StageStarted, E.EpochDone, E.ModelSaved)):
+            printer(ev)
+    printed = buf.getvalue().splitlines()
+    assert printed and all(line in log for line in printed)  # one formatter for both
+
+
+def test_main_window_shutdown_drains_the_wizards_workers(qtbot, main_window, folder, tmp_path, monkeypatch):
+    """The wizard's workers run on its WorkerRunner, which MainWindow.shutdown drains (a run is stopped)."""
+    window = main_window(show=False)
+    monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))  # the window's is tmp_path/data: the image folder
+    window.open_training()
+    wiz = window._dialogs[-1]
+    assert isinstance(wiz, TrainingWizard)
+    _small_run(wiz, folder, epochs_frozen=200)
+    wiz.overrides.update(bootstrap=20, threads=1, gallery_per_kind=0)
+    page = wiz.training_page
+    page.initializePage()
+    assert page.error is None, page.error
+    qtbot.waitUntil(lambda: page.n_epoch >= 1 or not page.running, timeout=120_000)
+    assert page.running, (page.error, page.status.text(), page.log.toPlainText())
+    assert wiz.runner.active == 1
+    wiz.hide()  # closed or not, the window finds it
+    assert window.shutdown(60_000)
+    assert wiz.runner.pool.activeThreadCount() == 0 and page.cancel.is_set()  # the run stopped, its thread done
+    assert page.n_epoch < 200

@@ -160,9 +160,7 @@ class FolderPage(_Page):
         super().__init__(wizard, "Choose the images", "A folder with one subfolder per class (for example normal/ "
                          "and abnormal/); files may be nested at any depth and mix PNG, JPEG and DICOM. The folders "
                          "are only read, never changed.")
-        self.data = QLineEdit(self)
-        self.test = QLineEdit(self)
-        self.regex = QLineEdit(self)
+        self.data, self.test, self.regex = (QLineEdit(self) for _ in range(3))  # training, test folder; pattern
         self.regex.setPlaceholderText(r"e.g. ^(\d+)_  (first group = patient)")
         form = QFormLayout(self)
         form.addRow("Training folder:", _folder_row(self.data, self, "Training folder"))
@@ -221,9 +219,7 @@ class ScanPage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
         super().__init__(wizard, "Scan", "Counting images per class, checking every file, finding duplicates and "
                          "patients.")
-        self.bar = QProgressBar(self)
-        self.status = QLabel(self)
-        self.text = QPlainTextEdit(self)
+        self.bar, self.status, self.text = QProgressBar(self), QLabel(self), QPlainTextEdit(self)
         self.text.setReadOnly(True)
         self.small_note = QLabel(self)  # classes too small for a trustworthy test set (quality gate)
         self.small_note.setWordWrap(True)
@@ -962,8 +958,7 @@ class SavePage(_Page):
     def __init__(self, wizard: "TrainingWizard"):
         super().__init__(wizard, "Save", "Write the model file (with its card: classes, threshold, metrics, data "
                          "summary) and the training report.")
-        self.path = QLineEdit(self)
-        self.report = QLineEdit(self)
+        self.path, self.report = QLineEdit(self), QLineEdit(self)  # model file, its HTML report
         self.make_active = QCheckBox("Use this model in the viewer now", self)
         self.make_active.setChecked(False)  # never by default: a decision the user makes
         self.gate_note = QLabel(self)
