@@ -220,3 +220,23 @@ def test_info_says_verified_only_when_the_checksum_matches(model_file, tmp_path,
     assert main(["info", str(flipped)]) == 2
     captured = capsys.readouterr()
     assert "Weights damaged: checksum mismatch" in captured.err and "verified" not in captured.out
+
+
+def test_failure_exit_maps_expected_failures_and_raises_the_rest():
+    import io
+
+    from cxr_desktop.cli.model import EXIT_IO, EXIT_REFUSED, failure_exit
+    from cxr_desktop.errors import ModelFileError
+    from cxr_desktop.model.weights_download import ChecksumError, WeightsDownloadError
+
+    cases = [(ChecksumError("wrong sha256"), EXIT_REFUSED, "cxr-model: refused: wrong sha256"),
+             (WeightsDownloadError("server gone"), EXIT_IO, "cxr-model: failed: server gone"),
+             (ModelFileError("not a model"), EXIT_REFUSED, "cxr-model: refused: not a model"),
+             (ValueError("bad --classes"), EXIT_REFUSED, "cxr-model: error: bad --classes"),
+             (PermissionError("read-only folder"), EXIT_IO, "cxr-model: could not write: read-only folder")]
+    for exc, code, line in cases:
+        err = io.StringIO()
+        assert failure_exit(exc, err) == code
+        assert err.getvalue().strip() == line
+    with pytest.raises(RuntimeError, match="a bug"):
+        failure_exit(RuntimeError("a bug"), io.StringIO())

@@ -263,8 +263,9 @@ def _weights(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 _COMMANDS = {"info": _info, "init": _init, "weights": _weights, "convert": _convert}
 
 
-def _failure(exc: Exception, err: TextIO) -> int | None:
-    """Say why a command was refused or failed; its exit code (None: not an expected failure)."""
+def failure_exit(exc: Exception, err: TextIO, prog: str = "cxr-model") -> int:
+    """Say on ``err`` why a model command was refused or failed, and return its exit code;
+    anything but an expected failure is raised again. Also used by ``cli.model_checksum``."""
     from cxr_desktop.errors import ModelFileError
     from cxr_desktop.model.weights_download import ChecksumError, WeightsDownloadError
 
@@ -277,9 +278,9 @@ def _failure(exc: Exception, err: TextIO) -> int | None:
     )
     for kind, what, code in kinds:
         if isinstance(exc, kind):
-            print(f"cxr-model: {what}: {exc}", file=err)
+            print(f"{prog}: {what}: {exc}", file=err)
             return code
-    return None
+    raise exc
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -292,10 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args, out, err)
     except Exception as exc:
-        code = _failure(exc, err)
-        if code is None:
-            raise
-        return code
+        return failure_exit(exc, err)
 
 
 if __name__ == "__main__":

@@ -30,20 +30,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out is not None and args.out.exists() and not args.force:
         print(f"model-checksum: error: {args.out} already exists; use --force to overwrite it.", file=sys.stderr)
         return 2
-    from cxr_desktop.errors import ModelFileError
+    from cxr_desktop.cli.model import failure_exit
     from cxr_desktop.model.modelfile import add_tensors_checksum
 
     try:
         res = add_tensors_checksum(args.file, args.out)
-    except ModelFileError as exc:
-        print(f"model-checksum: refused: {exc}", file=sys.stderr)
-        return 2
-    except ValueError as exc:
-        print(f"model-checksum: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"model-checksum: could not write: {exc}", file=sys.stderr)
-        return 1
+    except Exception as exc:  # refused 2, could not write 1, as cxr-model
+        return failure_exit(exc, sys.stderr, "model-checksum")
     note = " (the file already carried this checksum)" if res.already else ""
     print(f"Wrote {res.path}: weights verified, tensors sha256 {res.tensors_sha256}{note}; file sha256 {res.sha256}")
     return 0
