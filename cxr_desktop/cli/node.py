@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Sequence, TextIO
 
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.cli.arguments import whole_number
 from cxr_desktop.cli.screen import (
     _non_negative_float, _non_negative_int, _positive_int, quiet_library_output, scope_settings_from_args,
 )
@@ -100,14 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError("use 1 to 65535 (0: any free port)")
-    return v
+_port = whole_number(0, 65535, noun="port number", out_of_range="use 1 to 65535 (0: any free port)")
 
 
 def _install_stop(request_stop, fired: list[str]) -> dict[int, object]:  # type: ignore[no-untyped-def]

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 from typing import Sequence, TextIO
 
+from cxr_desktop.cli.arguments import error_line
 from cxr_desktop.durations import seconds_text
 from cxr_desktop.pacs.errors import PacsError, PacsProblem
 
@@ -167,10 +168,7 @@ def main(argv: Sequence[str] | None = None, *, stdout: TextIO | None = None, std
     out, err = stdout or sys.stdout, stderr or sys.stderr
     args = _parser().parse_args(argv)
 
-    def fail(code: int, message: str) -> int:
-        err.write(f"cxr-pacs: {message}\n")
-        return code
-
+    fail = error_line(err, "cxr-pacs")
     try:
         return _run(args, out, err)
     except PacsError as exc:

@@ -12,6 +12,12 @@ sentences in ``detail``, and no score unless ``--show-anyway``. Progress and a
 summary go to stderr; library warnings and decoder chatter do not. Every row is
 journalled (fsync) as soon as it is scored, so an interrupted run loses at most
 the batch in flight; ``--resume`` continues it. Exit codes: see :data:`EXIT_CODES_HELP`.
+
+Several processes (``torchrun --nproc-per-node N -m cxr_desktop.cli.screen FOLDER --out results.csv``)
+share the files: each screens its shard into its own journal, on its own GPU (``cuda:LOCAL_RANK``, NCCL)
+or on the CPU (Gloo), and process 0 writes the one CSV, the same as a 1-process run (see
+:mod:`cxr_desktop.screening.distributed`). Only process 0 prints progress and the summary; the others
+print only errors. ``--resume`` works with any number of processes.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence, TextIO
 
 from cxr_desktop import DECISION_AID_NOTICE
+from cxr_desktop.cli.arguments import error_line, whole_number
+from cxr_desktop.distributed import SINGLE, DistributedError, Session
 from cxr_desktop.durations import clock
 
 if TYPE_CHECKING:
@@ -34,6 +42,7 @@ EXIT_STOPPED = 1  # an unexpected failure (a crash report without patient data i
 EXIT_USAGE = 2  # argparse's code for usage errors
 EXIT_MODEL = 3
 EXIT_IO = 74  # sysexits.h EX_IOERR: the results cannot be written (read-only, disk full, permissions)
+EXIT_PEER_LOST = 75  # sysexits.h EX_TEMPFAIL: another process of a torchrun job stopped; --resume continues
 EXIT_INTERRUPTED = 130  # 128 + SIGINT (Ctrl-C)
 EXIT_TERMINATED = 143  # 128 + SIGTERM
 
@@ -44,6 +53,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_MODEL}    the model file cannot be loaded
   {EXIT_IO}   the results cannot be written (read-only folder, disk full, permissions); rows already
        journalled are kept (the message says how many) and --resume continues after the cause is fixed
+  {EXIT_PEER_LOST}   (torchrun) another process of the job stopped answering; every journal is kept and
+       the same command with --resume continues
   {EXIT_INTERRUPTED}  stopped by Ctrl-C (SIGINT); finished rows are kept, --resume continues
   {EXIT_TERMINATED}  stopped by SIGTERM; finished rows are kept, --resume continues"""
 
@@ -56,24 +67,8 @@ class _Stopped(BaseException):
         self.signame, self.code = signame, code
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return v
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
-    return v
+_positive_int = whole_number(1)
+_non_negative_int = whole_number(0)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -243,11 +238,40 @@ def _restore_handlers(previous: dict[int, object]) -> None:
         signal.signal(sig, h)  # type: ignore[arg-type]
 
 
-def _kept_rows(out: Path) -> tuple[int, Path]:
-    """How many finished rows an interrupted run leaves (the journal's valid rows) and where."""
-    from cxr_desktop.screening.results import iter_unique, journal_path_for, read_journal
+class _Job:
+    """This process's place in a torchrun job (one process until it joins) and where it journals its rows."""
 
-    journal = journal_path_for(out)
+    def __init__(self, out: Path):
+        self.out = out
+        self.session: Session = SINGLE
+
+    def prog(self) -> str:
+        s = self.session
+        return f"cxr-screen (process {s.rank + 1} of {s.world_size})" if s.active else "cxr-screen"
+
+    def journal(self) -> Path:
+        from cxr_desktop.screening.distributed import shard_journal_path
+
+        return shard_journal_path(self.out, self.session)
+
+
+class _Silent:
+    """Where the progress and summary of a process other than process 0 go."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def _kept_rows(journal: Path) -> tuple[int, Path]:
+    """How many finished rows an interrupted run leaves (the journal's valid rows) and where."""
+    from cxr_desktop.screening.results import iter_unique, read_journal
+
     try:
         return sum(1 for _ in iter_unique(read_journal(journal)[1])), journal
     except (OSError, ValueError):
@@ -272,32 +296,35 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
     args = _parser().parse_args(argv)
     quiet_library_output()
     previous = _install_stop_handlers()
-    out = args.out
-
-    def fail(code: int, message: str) -> int:
-        err.write(f"cxr-screen: {message}\n")
-        return code
-
+    job = _Job(args.out)
+    fail = error_line(err, job.prog)
     try:
-        return _run(args, err, fail)
+        return _run(args, err, fail, job)
     except _Stopped as stop:
-        kept, journal = _kept_rows(out)
+        kept, journal = _kept_rows(job.journal())
         what = f"{kept} rows kept in {journal.name}" if kept else "no rows were written yet"
-        return fail(stop.code, f"stopped by {stop.signame}; {what}; resume with --resume.")
+        peers = (" (when another process of the job failed, torchrun stops the others: its message says why)"
+                 if job.session.active else "")
+        return fail(stop.code, f"stopped by {stop.signame}{peers}; {what}; resume with --resume.")
+    except DistributedError as exc:
+        kept, journal = _kept_rows(job.journal())
+        what = f" {kept} rows of this process are kept in {journal.name}." if kept else ""
+        return fail(EXIT_PEER_LOST, f"{exc}{what}")
     except Exception as exc:  # an unexpected failure: one line here, the details in a redacted crash report
         from cxr_desktop.crash_log import write_crash_log
 
         report = write_crash_log(type(exc), exc, exc.__traceback__, messages=False)
-        kept, journal = _kept_rows(out)
+        kept, journal = _kept_rows(job.journal())
         what = f"{kept} finished rows are kept in {journal.name}" if kept else "no rows were written"
         where = f"a report without patient data is in {report}" if report else "no crash report could be saved"
         return fail(EXIT_STOPPED, f"unexpected failure ({exc.__class__.__name__}); {what}; {where}. Rerun "
                                   "with --resume.")
     finally:
+        job.session.close()
         _restore_handlers(previous)
 
 
-def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no-untyped-def]
+def _run(args: argparse.Namespace, err: TextIO, fail, job: _Job) -> int:  # type: ignore[no-untyped-def]
     if not args.folder.is_dir():
         return fail(EXIT_USAGE, f"{args.folder} is not a folder; give the folder that holds the images.")
     out = args.out
@@ -322,23 +349,34 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
             return fail(EXIT_USAGE, "no bundled model was found; pass the model file with --model FILE.")
         return fail(EXIT_USAGE, f"the model file {Path(model_path).name} does not exist; check --model.")
 
+    from cxr_desktop.distributed import join
     from cxr_desktop.errors import CxrError
+    from cxr_desktop.inference.device import select_device
     from cxr_desktop.inference.engine import EngineOptions, load_engine
     from cxr_desktop.screening.runner import DEFAULT_DECODE_TIME_LIMIT_S, prepare_workers
 
+    session = job.session = join(cuda=select_device(args.device).kind == "cuda")  # SINGLE without torchrun
+    if not session.is_main:
+        err = _Silent()  # type: ignore[assignment] - process 0 alone reports; errors still go through fail
     if args.workers != 0:
         prepare_workers()  # the decode workers' fork server starts while the model loads
 
+    code, message = EXIT_OK, ""
     try:
         engine = load_engine(model_path, options=EngineOptions(device=args.device, max_batch=args.batch_size))
     except CxrError as exc:
-        return fail(EXIT_MODEL, f"the model cannot be loaded: {exc}")
+        code, message = EXIT_MODEL, f"the model cannot be loaded: {exc}"
     except OSError as exc:
-        return fail(EXIT_MODEL, f"the model file cannot be read ({exc.__class__.__name__}); check --model.")
+        code, message = EXIT_MODEL, f"the model file cannot be read ({exc.__class__.__name__}); check --model."
+    others = max(session.all_gather(code, "loading the model"))
+    if code:
+        return fail(code, message)
+    if others:
+        return others  # the process that failed said why
 
+    from cxr_desktop.screening.distributed import screen_folder_sharded
     from cxr_desktop.screening.runner import (
         ResumeMismatch, RowsDone, ScreenFinished, ScreenNote, ScreenOptions, ScreenStarted, WalkProgress,
-        screen_folder,
     )
 
     json_path = out.with_suffix(".json") if args.json else None
@@ -351,14 +389,15 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
     progress = _Progress(err)
     err.write(f"cxr-screen: {DECISION_AID_NOTICE}\n")
     finished: ScreenFinished | None = None
-    gen = screen_folder(args.folder, engine, out, options=opts)
+    gen = screen_folder_sharded(args.folder, engine, out, session, options=opts)
     try:
         for ev in gen:
             if isinstance(ev, WalkProgress):
                 progress.update(0, ev.found, 0.0, None)
             elif isinstance(ev, ScreenStarted):
                 err.write(f"cxr-screen: {ev.total} files ({ev.already_done} already done, {ev.to_do} to do); "
-                          f"model {ev.model} on {ev.device}; {ev.workers} decode workers, batch {ev.batch_size}\n")
+                          f"model {ev.model} on {ev.device}; {ev.workers} decode workers, batch {ev.batch_size}"
+                          + (f"; {session.world_size} processes" if session.active else "") + "\n")
             elif isinstance(ev, ScreenNote):
                 progress.end_line()
                 err.write(f"cxr-screen: note: {ev.message}\n")
@@ -366,8 +405,8 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
                 progress.update(ev.done, ev.total, ev.rate, ev.eta_s, force=ev.done == ev.total)
             elif isinstance(ev, ScreenFinished):
                 finished = ev
-    except ResumeMismatch as exc:
-        return fail(EXIT_USAGE, str(exc))
+    except ResumeMismatch as exc:  # every process finds it: process 0 says it
+        return fail(EXIT_USAGE, str(exc)) if session.is_main else EXIT_USAGE
     except (KeyboardInterrupt, _Stopped) as exc:
         gen.close()  # stops the workers; every scored row is already in the journal
         progress.end_line()
@@ -377,7 +416,7 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
     except OSError as exc:
         gen.close()
         progress.end_line()
-        kept, journal = _kept_rows(out)
+        kept, journal = _kept_rows(job.journal())
         name = Path(exc.filename).name if isinstance(exc.filename, str) else out.name
         what = (f"{kept} finished rows are kept in {journal.name}; free space (or fix the permissions) and "
                 "rerun with --resume." if kept else "No rows were written.")
@@ -387,7 +426,7 @@ def _run(args: argparse.Namespace, err: TextIO, fail) -> int:  # type: ignore[no
     if finished is None:  # pragma: no cover - the generator always finishes with ScreenFinished
         return fail(EXIT_STOPPED, "screening stopped early; rerun with --resume.")
     _print_summary(err, finished)
-    if args.dicom_out is not None:
+    if args.dicom_out is not None and session.is_main:
         _write_dicom_results(args, engine, finished, err)
     return EXIT_OK
 

@@ -25,7 +25,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 from torch.utils.data import DataLoader, Subset
@@ -130,6 +130,20 @@ class ScreenOptions:
     #: Per-file decode limit in worker processes (None or 0: none; never applies with workers=0).
     decode_time_limit_s: float | None = DEFAULT_DECODE_TIME_LIMIT_S
     ramp_batches: bool = True  # first batches 1, 2, 4, ...: the first rows are durable sooner
+    #: With ``resume``: more journals of the same output (written with another number of processes) whose
+    #: rows count as done too (see :mod:`cxr_desktop.screening.distributed`).
+    resume_journals: tuple[Path, ...] = ()
+    #: One process's share of a distributed run: screen only these files into that journal and leave the
+    #: CSV/JSON and the journal to the caller, which merges every process's rows (None: the whole folder).
+    part: "Part | None" = None
+
+
+@dataclass(frozen=True)
+class Part:
+    """The files one process screens (relative paths, in order) and the journal it alone writes."""
+
+    relpaths: tuple[str, ...]
+    journal: Path
 
 
 @dataclass
@@ -179,6 +193,7 @@ class ScreenFinished:
     cancelled: bool
     rows_written: int
     heatmaps_failed: int = 0
+    rows: list[ResultRow] = field(default_factory=list)  # the rows written, in CSV order (a part: its own)
 
 
 ScreenEvent = WalkProgress | ScreenStarted | RowsDone | ScreenNote | ScreenFinished
@@ -224,7 +239,8 @@ def screen_folder(folder: str | os.PathLike[str], engine: Engine, out_csv: str |
     folder = Path(folder)
     out_csv = Path(out_csv)
     card = engine.card
-    journal_path = journal_path_for(out_csv)
+    part = opts.part
+    journal_path = part.journal if part is not None else journal_path_for(out_csv)
     header = JournalHeader.from_card(card, engine.model_sha256)
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder.name or folder} is not a folder")
@@ -233,10 +249,10 @@ def screen_folder(folder: str | os.PathLike[str], engine: Engine, out_csv: str |
     workers = default_workers(device_kind) if opts.workers is None else max(0, int(opts.workers))
     if workers:
         prepare_workers(opts.mp_context)  # overlaps with the folder walk
-    prior = _prior_rows(out_csv, journal_path, header) if opts.resume else []
-    exclude = [out_csv, journal_path] + [p for p in (opts.json_path, opts.heatmaps_dir) if p]
-    relpaths: list[str] = []
-    for rel in iter_image_files(folder, exclude=exclude):
+    prior = _prior_rows(out_csv, journal_path, header, opts.resume_journals) if opts.resume else []
+    exclude = [out_csv, journal_path, *opts.resume_journals] + [p for p in (opts.json_path, opts.heatmaps_dir) if p]
+    relpaths: list[str] = list(part.relpaths) if part is not None else []
+    for rel in (iter_image_files(folder, exclude=exclude) if part is None else ()):
         relpaths.append(rel)
         if len(relpaths) % 500 == 0:
             yield WalkProgress(len(relpaths))
@@ -318,13 +334,15 @@ def screen_folder(folder: str | os.PathLike[str], engine: Engine, out_csv: str |
         summary.update(elapsed_s=round(elapsed, 3), files_per_s=round(rate, 3), cancelled=cancelled,
                        input_check={"learned_check": learned_status, "settings": settings.to_dict(),
                                     "show_anyway": bool(opts.show_anyway)})
-        write_csv(out_csv, rows, card.classes)
-        if opts.json_path:
-            write_json(opts.json_path, rows, header, summary)
-        if not cancelled and len(rows) == len(all_paths):
-            journal_path.unlink(missing_ok=True)  # the CSV now holds every row
+        if part is None:  # a part's rows are merged and written by the caller
+            write_csv(out_csv, rows, card.classes)
+            if opts.json_path:
+                write_json(opts.json_path, rows, header, summary)
+            if not cancelled and len(rows) == len(all_paths):
+                journal_path.unlink(missing_ok=True)  # the CSV now holds every row
         yield ScreenFinished(out_csv=out_csv, json_path=opts.json_path, summary=summary, elapsed_s=elapsed,
-                             rate=rate, cancelled=cancelled, rows_written=len(rows), heatmaps_failed=heat_failed)
+                             rate=rate, cancelled=cancelled, rows_written=len(rows), heatmaps_failed=heat_failed,
+                             rows=rows)
     finally:
         # Closed early (GeneratorExit) or failed: stop the workers, keep every row whose heatmaps are complete.
         if batches is not None:
@@ -339,8 +357,9 @@ def screen_folder(folder: str | os.PathLike[str], engine: Engine, out_csv: str |
         journal.close()
 
 
-def _prior_rows(out_csv: Path, journal_path: Path, header: JournalHeader) -> list[ResultRow]:
-    """Rows of an earlier run of the same model: the finished CSV, then the journal (which wins)."""
+def _prior_rows(out_csv: Path, journal_path: Path, header: JournalHeader,
+                others: Sequence[Path] = ()) -> list[ResultRow]:
+    """Rows of an earlier run of the same model: the finished CSV, then the journals (the own one last: it wins)."""
     rows: list[ResultRow] = []
     if out_csv.exists():
         try:
@@ -352,11 +371,13 @@ def _prior_rows(out_csv: Path, journal_path: Path, header: JournalHeader) -> lis
             raise ResumeMismatch(f"{out_csv.name} holds results of another model; use the same model, "
                                  "or start over without resume.")
         rows.extend(csv_rows)
-    if journal_path.exists():
-        jheader, jrows = read_journal(journal_path)
+    for path in [*others, journal_path]:
+        if not path.exists():
+            continue
+        jheader, jrows = read_journal(path)
         if jheader is not None:
             if jheader.model_sha256 != header.model_sha256 or jheader.classes != header.classes:
-                raise ResumeMismatch(f"{journal_path.name} was written by model {jheader.model!r}; use the "
+                raise ResumeMismatch(f"{path.name} was written by model {jheader.model!r}; use the "
                                      "same model, or start over without resume.")
             rows.extend(jrows)
     return [r for r in iter_unique(rows) if not is_legacy_learned_refusal(r)]  # screened again: scored now
