@@ -183,9 +183,10 @@ pytestmark = pytest.mark.usefixtures("training_isolation")
 @pytest.mark.slow
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_a_torchrun_job_gives_the_events_and_result_of_train(tiny_data, tmp_path, nproc):
-    ref_events, ref = _drive(train(_cfg(tiny_data, tmp_path / "ref.safetensors")))
+    sync = nproc > 1  # the same BatchNorm statistics as one process (test_ddp_training's setting)
+    ref_events, ref = _drive(train(_cfg(tiny_data, tmp_path / "ref.safetensors", sync_batchnorm=sync)))
     out = tmp_path / "job.safetensors"
-    events, result = _drive(train_local(_cfg(tiny_data, out), nproc=nproc))
+    events, result = _drive(train_local(_cfg(tiny_data, out, sync_batchnorm=sync), nproc=nproc))
 
     if nproc == 1:  # the same process count: the same events, in the same order, with the same counts
         assert [type(e) for e in events] == [type(e) for e in ref_events]
@@ -202,10 +203,11 @@ def test_a_torchrun_job_gives_the_events_and_result_of_train(tiny_data, tmp_path
     ev, ref_ev = result.evaluation, ref.evaluation
     assert ev.classes == ref_ev.classes and ev.val.rels == ref_ev.val.rels and ev.test.rels == ref_ev.test.rels
     assert ev.val.probs.shape == ref_ev.val.probs.shape and ev.val.probs.dtype == ref_ev.val.probs.dtype
-    if nproc == 1:  # same seed, one thread: the same numbers
-        np.testing.assert_allclose(ev.test.probs, ref_ev.test.probs, atol=1e-5)
-        assert ev.threshold.threshold == pytest.approx(ref_ev.threshold.threshold, abs=1e-5)
-        assert [h.train_loss for h in result.history] == pytest.approx([h.train_loss for h in ref.history], abs=1e-5)
+    # same seed and global batch: the same numbers (2 processes: within test_ddp_training's metric tolerance)
+    tol = 1e-5 if nproc == 1 else 1e-3
+    np.testing.assert_allclose(ev.test.probs, ref_ev.test.probs, atol=tol)
+    assert ev.threshold.threshold == pytest.approx(ref_ev.threshold.threshold, abs=tol)
+    assert [h.train_loss for h in result.history] == pytest.approx([h.train_loss for h in ref.history], abs=tol)
     assert ev.at_threshold(loaded.card.decision_threshold, "test") == ev.at_threshold(result.card.decision_threshold,
                                                                                        "test")
     assert result.best["stage"] in (1, 2) and [type(h) for h in result.history] == [E.EpochDone, E.EpochDone]
@@ -214,6 +216,7 @@ def test_a_torchrun_job_gives_the_events_and_result_of_train(tiny_data, tmp_path
 @pytest.mark.slow
 @needs_proc
 def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data, tmp_path):
+    """Two processes: both see the cancel (the engine agrees it across them); closing ends both."""
     cancel = threading.Event()
 
     def on_event(ev):
@@ -221,7 +224,7 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
             cancel.set()
 
     out = tmp_path / "cancelled.safetensors"
-    events, result = _drive(train_local(_cfg(tiny_data, out, epochs_finetune=3), nproc=1, cancel=cancel), on_event)
+    events, result = _drive(train_local(_cfg(tiny_data, out, epochs_finetune=3), nproc=2, cancel=cancel), on_event)
     stops = [e for e in events if isinstance(e, E.Cancelled)]
     assert len(stops) == 1 and stops[0].kept_best and not cancel.is_set()  # acknowledged like train does
     assert result.cancelled and load_model(out).card.provenance["stopped_early_by_user"] is True
@@ -229,10 +232,10 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
 
     # closing the generator mid-run (the wizard going away) ends the launcher and its workers
     out2 = tmp_path / "closed.safetensors"
-    gen = train_local(_cfg(tiny_data, out2, epochs_finetune=3), nproc=1)
+    gen = train_local(_cfg(tiny_data, out2, epochs_finetune=3), nproc=2)
     for ev in gen:
         if isinstance(ev, E.EpochStarted):
-            assert _processes_naming(str(out2) + ".run")  # the job is running now
+            assert len(_processes_naming(str(out2) + ".run", workers_only=True)) == 2  # the job is running now
             break
     gen.close()
     assert not _processes_naming(str(out2) + ".run") and not out2.exists()

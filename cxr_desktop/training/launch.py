@@ -176,6 +176,8 @@ def _env(config: TrainConfig, nproc: int) -> dict[str, str]:
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each process its share of the cores
         env["OMP_NUM_THREADS"] = str(int(config.threads) if config.threads else max(1, (os.cpu_count() or 1) // nproc))
     package_root = str(Path(__file__).resolve().parents[2])  # the workers import this same copy of the package
+    if sys.platform.startswith("linux"):  # a job on this computer talks over loopback only
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     env[APP_PID_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
