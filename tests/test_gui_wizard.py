@@ -39,6 +39,7 @@ def _next(qtbot, wiz, expected_page):
     assert wiz.currentPage() is expected_page
 
 
+@pytest.mark.slow
 def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_path, monkeypatch):
     monkeypatch.setenv("CXR_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CXR_DATA_DIR", str(tmp_path / "user"))
@@ -126,6 +127,7 @@ def test_wizard_walks_all_pages_and_saves_a_loadable_model(qtbot, folder, tmp_pa
     assert ready == [str(out)]
 
 
+@pytest.mark.slow
 def test_wizard_resumes_an_interrupted_run(qtbot, folder, tmp_path, monkeypatch):
     """A run stopped after stage 2 epoch 1 (the app closed, the machine restarted) is offered on the
     first page; resuming skips to training, continues at stage 2 epoch 2, and saves the model."""

@@ -130,6 +130,7 @@ def assert_refused(path: Path, reason: Reason, **kwargs) -> ImageError:
 # --------------------------------------------------------------------------- 1. every shared file
 
 
+@pytest.mark.slow
 def test_every_shared_file_decodes_or_is_refused(shared_data: Path) -> None:
     files = shared_files(shared_data)
     assert len(files) > 100

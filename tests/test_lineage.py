@@ -82,6 +82,7 @@ def test_init_from_a_model_file_records_the_parent(demo_parent):
     assert "Inherited from 'demo v2': Demonstration only: trained on synthetic opacities." in card.warnings
 
 
+@pytest.mark.slow
 def test_model_trained_from_a_demonstration_model_inherits(demo_parent, cxr_dir, tmp_path, monkeypatch):
     """cxr-train from a demo-flagged parent: flag, warnings and parent on the trained card; a second
     generation keeps the grandparent."""

@@ -190,6 +190,7 @@ def test_cli_usage_errors_and_help_document_exit_codes(tmp_path, capsys):
     assert "no such server" in err.getvalue() and "a" in err.getvalue()
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_busy_port_a_busy_folder_and_another_models_worklist(tmp_path, monkeypatch):
     import io
     import socket

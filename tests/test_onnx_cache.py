@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 
+import pytest
+
 from cxr_desktop.inference.backends import OnnxBackend, _marker_path
 from cxr_desktop.inference.engine import EngineOptions, InferenceEngine, load_engine
 
 
+@pytest.mark.slow
 def test_verified_graph_loads_without_a_new_check_and_a_replaced_graph_is_checked_again(tmp_path, monkeypatch):
     from cxr_desktop.model import init_model, save_model
 

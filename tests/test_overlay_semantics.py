@@ -213,6 +213,7 @@ def test_above_threshold_heatmap_drawn_for_the_finding_class(qtbot, window, mode
     assert 0.002 < changed.mean() < 0.3 and window.classifier.computations == computations
 
 
+@pytest.mark.slow
 def test_export_native_resolution_with_caption_and_no_patient_data(qtbot, window, models, tmp_path):
     load_model(qtbot, window, models["low"])
     outcome = open_and_predict(qtbot, window, RG1)

@@ -355,6 +355,7 @@ def test_selftest_transfer_syntax_check_passes_then_catches_damage(staged, tmp_p
     assert not ok and results["RLE Lossless"].startswith("FAILED: no file")
 
 
+@pytest.mark.slow
 def test_entry_point_dispatches_to_the_command_line_tools():
     """One executable in the bundle: CXR_ENTRY picks the tool (the .deb's cxr-screen etc. set it)."""
     import os

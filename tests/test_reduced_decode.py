@@ -166,6 +166,7 @@ def test_png_and_16_bit_are_never_reduced(tmp_path: Path) -> None:
 
 
 @needs_data
+@pytest.mark.slow
 def test_real_files_give_the_same_model_input_within_a_grey_level() -> None:
     """Every real JPEG and JPEG 2000 / JPEG Baseline DICOM in ../shared/data: the model input
     from the reduced decode (min side 2 x input) differs from the full decode's by < 2.5 grey

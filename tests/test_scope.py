@@ -339,6 +339,7 @@ def test_settings_round_trip_and_bad_values_fall_back():
     assert ScopeSettings.from_dict(None) == ScopeSettings()
 
 
+@pytest.mark.slow
 def test_messages_never_contain_patient_names_or_ids(dicom_dir, cxr_dir, tmp_path, cxr_pixels):
     files = sorted(dicom_dir.glob("*.dcm")) + sorted(cxr_dir.glob("*.dcm"))
     files.append(write_dicom(tmp_path / "kid.dcm", cxr_pixels, ViewPosition="LL", PatientAge="004Y",
@@ -509,6 +510,7 @@ def fitted_model_file(tmp_path_factory, cxr_dir, dicom_dir):
     return path, held_out, [dicom_dir / n for n in NON_CHEST_SAMPLE]
 
 
+@pytest.mark.slow
 def test_learned_check_agrees_with_the_training_engine(fitted_model_file):
     from cxr_desktop.model.modelfile import load_model
     from cxr_desktop.training import ood
@@ -521,6 +523,7 @@ def test_learned_check_agrees_with_the_training_engine(fitted_model_file):
     np.testing.assert_allclose(check.distance(x), ood.ood_distance(x, loaded.extra_tensors), rtol=1e-9)
 
 
+@pytest.mark.slow
 def test_learned_check_on_the_shared_data_cautions_non_chest_dicoms(fitted_model_file, tmp_path, monkeypatch):
     from cxr_desktop.inference.engine import EngineOptions, load_engine
 
@@ -544,6 +547,7 @@ def test_learned_check_on_the_shared_data_cautions_non_chest_dicoms(fitted_model
                for r in flagged_other)
 
 
+@pytest.mark.slow
 def test_demo_model_separates_chest_radiographs_from_other_dicoms(cxr_dir, dicom_dir, tmp_path, monkeypatch):
     """The shipped model's learned check on the shared data (skips until the demo model exists)."""
     from cxr_desktop.inference.engine import EngineOptions, load_engine

@@ -79,6 +79,7 @@ def test_a_cautioned_row_ranks_by_its_score_never_below_scored_rows():
     assert scored == list(range(4))  # every scored row (cautioned or not) above every unscored one
 
 
+@pytest.mark.slow
 def test_screening_scores_cautioned_images_with_heatmaps_and_ranks_them(engine, tmp_path):
     folder = _folder(tmp_path / "in", 6)
     seen = []
@@ -228,6 +229,7 @@ def test_fit_ood_calibrates_on_held_out_groups_not_on_training_images():
 
 
 
+@pytest.mark.slow
 def test_recalibration_rewrites_only_the_limit_and_the_file_still_verifies(tmp_path):
     """training/recalibrate_scope.py's writer: every tensor byte for byte, only card.extra['ood'] changes."""
     import sys

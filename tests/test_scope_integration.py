@@ -70,6 +70,7 @@ def _screen(folder, out, model, *extra):
         return {r["path"]: r for r in csv.DictReader(fh)}, err.getvalue()
 
 
+@pytest.mark.slow
 def test_csv_status_is_out_of_scope_with_reason_for_non_chest_files(mixed_folder, model_file, tmp_path):
     rows, text = _screen(mixed_folder, tmp_path / "r.csv", model_file)
     for n in CHEST:
@@ -106,6 +107,7 @@ def test_settings_options_change_the_verdict(mixed_folder, model_file, tmp_path)
     assert rows["693_UNCI.dcm"]["status"] == "out_of_scope"  # CT stays refused
 
 
+@pytest.mark.slow
 def test_learned_check_cautions_and_scores_never_refuses(mixed_folder, ood_model_file, tmp_path):
     """The model's statistics put every image far away: chest images are scored, marked, ranked by score."""
     rows, text = _screen(mixed_folder, tmp_path / "r.csv", ood_model_file)

@@ -337,6 +337,7 @@ def sleep_on_marked_files(path: str):
     return default_loader(path)
 
 
+@pytest.mark.slow
 def test_fifo_is_an_error_row_and_a_stuck_decode_is_stopped_by_the_time_limit(engine, tmp_path):
     import time
 

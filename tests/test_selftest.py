@@ -7,6 +7,10 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each test runs the app's self-test in a child process (5-19 s)
+
 
 def test_self_test_prints_one_json_line_and_passes(cxr_dir, tmp_path):
     env = dict(os.environ, CXR_CACHE_DIR=str(tmp_path / "cache"), QT_QPA_PLATFORM="offscreen")

@@ -63,6 +63,7 @@ def _drive(gen, on_event=None):
 pytestmark = pytest.mark.usefixtures("training_isolation")
 
 
+@pytest.mark.slow
 def test_cancel_between_batches_keeps_and_saves_the_best_epoch(tiny_data, tmp_path):
     cancel = threading.Event()
     out = tmp_path / "m.safetensors"
@@ -107,6 +108,7 @@ def _cli(data: Path, out: Path, *extra: str) -> list[str]:
             "--val-fraction", "0.25", "--test-fraction", "0.25", "--threads", "1", "--quiet", *extra]
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
     env = dict(os.environ, CXR_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
     out = tmp_path / "resumed.safetensors"
@@ -150,6 +152,7 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
         assert a.val_loss == pytest.approx(b["val_loss"], abs=2e-3)
 
 
+@pytest.mark.slow
 def test_second_cancel_stops_evaluation_and_resume_refuses_changed_settings(tiny_data, tmp_path):
     out = tmp_path / "m.safetensors"
     cancel = threading.Event()
@@ -179,6 +182,7 @@ def test_unusable_settings_and_folders_are_explained(tiny_data, tmp_path):
         _drive(train(_cfg(tmp_path / "missing", tmp_path / "m.safetensors")))
 
 
+@pytest.mark.slow
 def test_a_new_head_learns_the_opacity_task_from_the_demo_backbone(tmp_path, sources):
     """Learning check: start from the demonstration model's backbone with a NEW (random) head,
     train on freshly generated synthetic-opacity data (other seed) and require a clearly
@@ -204,6 +208,7 @@ def test_a_new_head_learns_the_opacity_task_from_the_demo_backbone(tmp_path, sou
     assert result.evaluation.val_metrics["auc"] == pytest.approx(result.best["val_auc"], abs=1e-6)
 
 
+@pytest.mark.slow
 def test_three_classes_and_a_separate_test_folder(tmp_path, sources):
     import cv2
 

@@ -47,6 +47,7 @@ def _cfg(data: Path, out: Path) -> TrainConfig:
                        work_dir=str(out.parent / "run"))
 
 
+@pytest.mark.slow
 def test_an_mlp_run_recomputes_cached_features_that_do_not_fit(cxr_dir, tmp_path):
     data = tmp_path / "data"
     write_dataset(find_sources(cxr_dir, max_side=256)[:8], data, variants=4, size=SIZE, seed=1)
