@@ -40,7 +40,49 @@ SIZE = 64
 WEIGHT_TOL = 4e-4
 METRIC_TOL = 1e-3  # AUC, threshold and losses on the card (they came out equal to 5 decimals)
 
-pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("training_isolation")]
+@pytest.mark.parametrize("n, batch, world", [(16, 8, 2), (23, 8, 2), (17, 6, 4), (5, 8, 2), (3, 3, 3)])
+def test_the_processes_share_out_exactly_the_global_batches_of_one_process(n, batch, world):
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from cxr_desktop.distributed import Session
+    from cxr_desktop.training.ddp import ShardedBatchSampler
+
+    def sampler() -> RandomSampler:  # the same seeded order on every process
+        return RandomSampler(range(n), generator=torch.Generator().manual_seed(7))
+
+    drop = n > batch
+    one = list(BatchSampler(sampler(), batch, drop))
+    shares = [list(ShardedBatchSampler(sampler(), batch, drop, Session(rank=r, world_size=world)))
+              for r in range(world)]
+    assert all(len(s) == len(one) for s in shares)  # DDP needs the same number of steps everywhere
+    for k, global_batch in enumerate(one):
+        parts = [s[k] for s in shares]
+        assert all(parts) and sorted(sum(parts, [])) == sorted(global_batch)
+        assert [global_batch[r::world] for r in range(world)] == parts  # the rows ShardedDropout keeps
+
+
+def test_the_validation_loss_of_gathered_shards_is_the_one_process_loss():
+    from cxr_desktop.training.ddp import one_process_loss
+
+    g = torch.Generator().manual_seed(0)
+    logits, labels = torch.randn(11, 3, generator=g), torch.randint(0, 3, (11,), generator=g)
+    weight = torch.tensor([0.5, 2.0, 1.0])
+    loss = torch.nn.CrossEntropyLoss(weight=weight)
+    expected = sum(float(loss(logits[s:s + 4], labels[s:s + 4])) * len(labels[s:s + 4]) for s in range(0, 11, 4)) / 11
+    got = one_process_loss(torch.softmax(logits, 1).numpy(), labels.numpy(), weight.numpy(), 4)
+    assert got == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_global_batch_smaller_than_the_job_is_refused():
+    from cxr_desktop.distributed import Session
+    from cxr_desktop.training.config import TrainingError
+    from cxr_desktop.training.ddp import check_batch
+
+    check_batch(3, 10, Session(rank=0, world_size=3))  # any size from the number of processes up
+    with pytest.raises(TrainingError, match="at least the number of processes"):
+        check_batch(2, 10, Session(rank=0, world_size=3))
+    with pytest.raises(TrainingError, match="fewer than the 3 processes"):
+        check_batch(8, 2, Session(rank=1, world_size=3))
 
 
 @pytest.fixture(scope="module")
@@ -127,6 +169,8 @@ def _assert_same_training(reference: Path, other: Path) -> None:
     assert cb.provenance["best_epoch"]["stage"] == ca.provenance["best_epoch"]["stage"]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("training_isolation")
 def test_two_gloo_processes_train_the_model_one_process_trains(data, one_process, tmp_path):
     out = tmp_path / "m.safetensors"
     run = _run(_torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
@@ -137,6 +181,8 @@ def test_two_gloo_processes_train_the_model_one_process_trains(data, one_process
     _assert_same_training(one_process, out)
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("training_isolation")
 def test_two_launchers_with_a_c10d_rendezvous_train_the_same_model(data, one_process, tmp_path):
     out = tmp_path / "m.safetensors"
     port, env = _port(), _env(tmp_path)
@@ -172,6 +218,8 @@ def _worker_of(launcher_pid: int, rank: int) -> int | None:
     return None
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("training_isolation")
 def test_a_killed_process_stops_the_job_with_a_message_and_resume_completes(data, tmp_path):
     out = tmp_path / "m.safetensors"
     work = Path(f"{out}.run")

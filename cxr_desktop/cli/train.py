@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--finetune", choices=FINETUNE_SCOPES, default="auto",
                     help="what stage 2 trains: all blocks, or layer3/layer4 onwards; auto (default): layer4 on a "
                          "CPU, all on CUDA")
-    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--batch-size", type=int, default=32,
+                    help="images per optimisation step; under torchrun the batch of the whole job, shared out over "
+                         "the processes (any size from the number of processes up)")
     ap.add_argument("--lr-head", type=float, default=1e-3, help="stage 1 learning rate")
     ap.add_argument("--lr-finetune", type=float, default=1e-4, help="stage 2 learning rate")
     ap.add_argument("--weight-decay", type=float, default=1e-4)
