@@ -52,3 +52,15 @@ def test_cli_printer_prints_the_formatters_lines_and_throttles_progress():
     quiet = io.StringIO()
     Printer(quiet, quiet=True)(E.PrepareProgress(done=3, total=3))
     assert quiet.getvalue() == ""
+
+
+def test_run_fraction_and_time_left():
+    stages = {1: 2, 2: 3}
+    assert event_text.run_fraction(1, 1, 0.5, stages) == 0.1
+    assert event_text.run_fraction(2, 3, 1.0, stages) == 1.0
+    batch = E.BatchProgress(stage=2, epoch=2, phase="train", batch=5, batches=10, loss=0.1, images_per_second=8.0)
+    # 5 batches left in this epoch + 1 more epoch of 10, at 8 images per batch and 8 images/s: 15 s
+    assert event_text.time_left(batch, stages, 8) == ", about 15 s left"
+    first = E.BatchProgress(1, 1, "train", 1, 10, 0.1, 8.0)
+    assert "known once fine-tuning starts" in event_text.time_left(first, stages, 8)
+    assert event_text.time_left(E.BatchProgress(2, 1, "train", 1, 10, 0.1, 0.0), stages, 8) == ""

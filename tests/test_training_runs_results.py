@@ -147,3 +147,44 @@ def test_save_model_and_report_writes_the_chosen_threshold(tmp_path, cxr_dir):
     html = open(report, encoding="utf-8").read()
     assert "0.6500" in html and saved.sha256 in html
     assert load_model(trained).card.decision_threshold != pytest.approx(0.65)  # the run's own file unchanged
+
+
+def test_threshold_text_gives_both_splits_and_the_chosen_threshold():
+    ev = _evaluation(["normal", "opacity"], 1)
+    v, t = ev.at_threshold(0.3, "val"), ev.at_threshold(0.3, "test")
+    assert ev.threshold_text(0.3, 0.5) == (
+        f"Threshold 0.300 - validation: sensitivity {v['sensitivity']:.3f}, specificity {v['specificity']:.3f}; "
+        f"test: sensitivity {t['sensitivity']:.3f}, specificity {t['specificity']:.3f}  (chosen on validation: 0.500)")
+    assert "chosen on validation" not in ev.threshold_text(0.5, 0.5)
+
+
+# --------------------------------------------------------------------------- before a run: scan and split
+
+
+def test_scan_text_can_train_and_the_split_preview(tmp_path, cxr_dir):
+    from cxr_desktop.training.runs import can_train, preview_split, scan_text
+    from cxr_desktop.training.scan import scan_folder
+    from cxr_desktop.training.split import split_groups
+    from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_dataset
+
+    write_dataset(find_sources(cxr_dir, max_side=256, limit=10)[:8], tmp_path / "d", variants=4, size=48, seed=2)
+    scan = scan_folder(tmp_path / "d", patient_regex=PATIENT_REGEX)
+    assert can_train(scan) and not can_train(None)
+    assert scan_text(scan) == scan.summary_lines()
+    preview = preview_split(scan, val_fraction=0.25, test_fraction=0.25, seed=3)
+    items = scan.items
+    split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=0.25, test_fraction=0.25,
+                         seed=3)  # what the engine does with the same settings
+    assert preview.classes == scan.classes and not preview.test_folder
+    for name in ("train", "val", "test"):
+        assert sum(v for k, v in preview.counts[name].items() if k != "groups") == len(split.indices(name))
+    assert any("small" in w for w in preview.warnings)  # a test set this small is named
+    # a separate test folder: its counts are the test row, nothing is held out of the training folder
+    with_test = preview_split(scan, scan, val_fraction=0.25, test_fraction=0.25, seed=3)
+    assert with_test.test_folder and with_test.counts["test"] == {**scan.counts(), "groups": scan.n_groups}
+    assert sum(v for k, v in with_test.counts["train"].items() if k != "groups") > sum(
+        v for k, v in preview.counts["train"].items() if k != "groups")
+    text = scan_text(scan, scan)
+    assert "Test folder:" in text and any("also have images in the training folder" in s for s in text)
+    with pytest.raises(ValueError):
+        preview_split(scan, val_fraction=0.6, test_fraction=0.5, seed=0)

@@ -34,7 +34,6 @@ from PySide6.QtWidgets import (
 )
 
 from cxr_desktop import DECISION_AID_NOTICE
-from cxr_desktop.durations import rough
 from cxr_desktop.gui.workers import WorkerRunner
 
 
@@ -269,17 +268,10 @@ class ScanPage(_Page):
         self.status.setText(progress(ev).text)
 
     def _done(self, value: Any) -> None:
-        from cxr_desktop.training.scan import shared_patients
+        from cxr_desktop.training.runs import scan_text
 
         self.train_scan, self.test_scan = value
-        lines = self.train_scan.summary_lines()
-        if self.test_scan is not None:
-            lines += ["", "Test folder:"] + ["  " + s for s in self.test_scan.summary_lines()]
-            shared = shared_patients(self.train_scan, self.test_scan)
-            if shared:
-                lines += ["", f"warning: {shared} test-folder patients also have images in the training folder; "
-                          "those training images will be left out of training and validation"]
-        self.text.setPlainText("\n".join(lines))
+        self.text.setPlainText("\n".join(scan_text(self.train_scan, self.test_scan)))
         self.status.setText("Scan complete." + ("" if self.usable() else " Not enough images to train: each class "
                                                 "needs at least 3 usable images."))
         self._warn_small_classes()
@@ -300,8 +292,9 @@ class ScanPage(_Page):
         self.completeChanged.emit()
 
     def usable(self) -> bool:
-        return self.train_scan is not None and len(self.train_scan.classes) >= 2 and all(
-            n >= 3 for n in self.train_scan.counts().values())
+        from cxr_desktop.training.runs import can_train
+
+        return can_train(self.train_scan)
 
     def isComplete(self) -> bool:  # noqa: N802
         return not self._running and self.usable()
@@ -349,36 +342,29 @@ class SplitPage(_Page):
         self.refresh()
 
     def refresh(self) -> None:
-        from cxr_desktop.training.split import split_counts, split_groups
+        from cxr_desktop.training.runs import preview_split
 
-        scan = self.wiz.scan_page.train_scan
-        if scan is None:
+        scan = self.wiz.scan_page
+        if scan.train_scan is None:
             return
-        has_test = self.wiz.scan_page.test_scan is not None
-        items = scan.items
         try:
-            split = split_groups([i.label for i in items], [i.group for i in items], val_fraction=self.val.value(),
-                                 test_fraction=0.0 if has_test else self.test.value(), seed=self.seed.value())
+            preview = preview_split(scan.train_scan, scan.test_scan, val_fraction=self.val.value(),
+                                    test_fraction=self.test.value(), seed=self.seed.value())
         except ValueError as exc:
             self.note.setText(str(exc))
             return
-        counts = split_counts(split, [i.label for i in items], [i.group for i in items], scan.classes)
-        if has_test:
-            t = self.wiz.scan_page.test_scan
-            counts["test"] = {**t.counts(), "groups": t.n_groups}
-        cols = list(scan.classes) + ["patients"]
+        cols = preview.classes + ["patients"]
         self.table.setColumnCount(len(cols))
         self.table.setHorizontalHeaderLabels(cols)
         self.table.setRowCount(3)
-        self.table.setVerticalHeaderLabels(["training", "validation", "test" + (" (folder)" if has_test else "")])
+        self.table.setVerticalHeaderLabels(["training", "validation",
+                                            "test" + (" (folder)" if preview.test_folder else "")])
         for r, name in enumerate(("train", "val", "test")):
-            for c, cls in enumerate(scan.classes):
-                self.table.setItem(r, c, QTableWidgetItem(str(counts[name].get(cls, 0))))
-            self.table.setItem(r, len(cols) - 1, QTableWidgetItem(str(counts[name]["groups"])))
-        from cxr_desktop.training.gates import small_class_warnings
-
-        test_counts = {cls: int(counts["test"].get(cls, 0)) for cls in scan.classes}
-        self.note.setText("\n".join(list(split.warnings) + small_class_warnings(test_counts, test_counts=test_counts)))
+            row = preview.counts[name]
+            values = [row.get(cls, 0) for cls in preview.classes] + [row["groups"]]
+            for c, value in enumerate(values):
+                self.table.setItem(r, c, QTableWidgetItem(str(value)))
+        self.note.setText("\n".join(preview.warnings))
 
 
 class SettingsPage(_Page):
@@ -741,10 +727,11 @@ class TrainingPage(_Page):
 
         p = event_text.progress(ev)
         if p is not None:
-            self.status.setText(p.text[:1].upper() + p.text[1:] + (self._eta(ev) if isinstance(ev, E.BatchProgress)
-                                                                   else ""))
+            left = ""
             if isinstance(ev, E.BatchProgress):
                 self._progress(ev.stage, ev.epoch, ev.batch / max(1, ev.batches))
+                left = event_text.time_left(ev, self.stage_epochs, self.cfg.batch_size)
+            self.status.setText(p.text[:1].upper() + p.text[1:] + left)
             return
         for line in event_text.lines(ev, quiet=True, summaries=False):  # the evaluation has its own page
             self._say(line)
@@ -762,19 +749,9 @@ class TrainingPage(_Page):
             self.status.setText(f"Evaluating the best epoch on the {ev.split} split ({ev.images} images)...")
 
     def _progress(self, stage: int, epoch: int, frac: float) -> None:
-        total = sum(self.stage_epochs.values()) or 1
-        done = (self.stage_epochs[1] if stage == 2 else 0) + epoch - 1 + frac
-        self.bar.setValue(int(1000 * min(1.0, done / total)))
+        from cxr_desktop.training.event_text import run_fraction
 
-    def _eta(self, ev: Any) -> str:
-        """Time left in this stage from the current speed (stage 2 dominates, so stage 1 says so)."""
-        if ev.images_per_second <= 0:
-            return ""
-        if ev.stage == 1 and self.stage_epochs[2]:
-            return " (time left: known once fine-tuning starts)"
-        per_batch = self.cfg.batch_size / ev.images_per_second
-        left = (ev.batches - ev.batch) * per_batch + (self.stage_epochs[ev.stage] - ev.epoch) * ev.batches * per_batch
-        return f", about {rough(left)} left"
+        self.bar.setValue(int(1000 * run_fraction(stage, epoch, frac, self.stage_epochs)))
 
     def _returned(self, result: Any) -> None:
         self.result = result
@@ -824,8 +801,12 @@ class EvaluationPage(_Page):
         scroll = QScrollArea(self)
         scroll.setWidgetResizable(True)
         scroll.setWidget(self.gallery)
+        metrics_box = QScrollArea(self)  # a card's warnings can make the text longer than the page
+        metrics_box.setWidgetResizable(True)
+        metrics_box.setFrameShape(QScrollArea.Shape.NoFrame)
+        metrics_box.setWidget(self.metrics)
         top = QHBoxLayout()
-        top.addWidget(self.metrics, 2)
+        top.addWidget(metrics_box, 2)
         top.addWidget(self.roc, 2)
         top.addWidget(self.confusion, 1)
         lay = QVBoxLayout(self)
@@ -894,15 +875,8 @@ class EvaluationPage(_Page):
         self.threshold = value / 1000.0
         ev = result.evaluation
         v = ev.at_threshold(self.threshold, "val")
-        text = (f"Threshold {self.threshold:.3f} - validation: sensitivity {v['sensitivity']:.3f}, specificity "
-                f"{v['specificity']:.3f}")
         self.roc.markers = [(1 - v["specificity"], v["sensitivity"], "val")] if math.isfinite(v["sensitivity"]) else []
-        if ev.test is not None:
-            t = ev.at_threshold(self.threshold, "test")
-            text += f"; test: sensitivity {t['sensitivity']:.3f}, specificity {t['specificity']:.3f}"
-        if abs(self.threshold - result.card.decision_threshold) > 5e-4:
-            text += f"  (chosen on validation: {result.card.decision_threshold:.3f})"
-        self.slider_label.setText(text)
+        self.slider_label.setText(ev.threshold_text(self.threshold, result.card.decision_threshold))
         self.roc.update()
 
     def _load_gallery(self, result: Any) -> None:

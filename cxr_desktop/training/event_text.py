@@ -55,6 +55,27 @@ def progress(ev: Any) -> Progress | None:
     return None
 
 
+def run_fraction(stage: int, epoch: int, frac: float, stage_epochs: dict[int, int]) -> float:
+    """How much of the whole run (both stages' planned epochs) is done at ``frac`` of ``epoch`` of ``stage``."""
+    total = sum(stage_epochs.values()) or 1
+    done = (stage_epochs.get(1, 0) if stage == 2 else 0) + epoch - 1 + frac
+    return min(1.0, done / total)
+
+
+def time_left(ev: Any, stage_epochs: dict[int, int], batch_size: int) -> str:
+    """", about 3 minutes left" in this stage from a training batch's speed; stage 1 says when it is known
+    (stage 2 dominates); "" without a speed."""
+    from cxr_desktop.durations import rough
+
+    if ev.images_per_second <= 0:
+        return ""
+    if ev.stage == 1 and stage_epochs.get(2):
+        return " (time left: known once fine-tuning starts)"
+    per_batch = batch_size / ev.images_per_second
+    left = (ev.batches - ev.batch) * per_batch + (stage_epochs[ev.stage] - ev.epoch) * ev.batches * per_batch
+    return f", about {rough(left)} left"
+
+
 def lines(ev: Any, *, quiet: bool = False, summaries: bool = True) -> list[str]:  # noqa: C901 - flat dispatch
     """The log lines of a (non-progress) event.
 

@@ -57,6 +57,18 @@ class Evaluation:
         y, s = self.positive_scores(split)
         return binary_metrics_at(y, s, threshold)
 
+    def threshold_text(self, threshold: float, chosen: float) -> str:
+        """Sensitivity and specificity at ``threshold`` on validation (and test), and the one chosen if other."""
+        v = self.at_threshold(threshold, "val")
+        text = (f"Threshold {threshold:.3f} - validation: sensitivity {v['sensitivity']:.3f}, specificity "
+                f"{v['specificity']:.3f}")
+        if self.test is not None:
+            t = self.at_threshold(threshold, "test")
+            text += f"; test: sensitivity {t['sensitivity']:.3f}, specificity {t['specificity']:.3f}"
+        if abs(threshold - chosen) > 5e-4:
+            text += f"  (chosen on validation: {chosen:.3f})"
+        return text
+
     # -- what the wizard's evaluation page and the HTML report both show (one wording) -----------
     @property
     def positive_class(self) -> str:

@@ -110,3 +110,56 @@ def interrupted_runs(root: Path) -> list[InterruptedRun]:
             continue
         found.append(InterruptedRun(folder, cfg, int(state.get("stage") or 0), int(state.get("epoch") or 0)))
     return found
+
+
+# --------------------------------------------------------------------------- before a run: the scan and the split
+
+MIN_IMAGES_PER_CLASS = 3  # one each for training, validation and test
+
+
+def can_train(train_scan: Any) -> bool:
+    """Whether a scanned folder can be trained on: two classes or more, each with enough usable images."""
+    return train_scan is not None and len(train_scan.classes) >= 2 and all(
+        n >= MIN_IMAGES_PER_CLASS for n in train_scan.counts().values())
+
+
+def scan_text(train_scan: Any, test_scan: Any = None) -> list[str]:
+    """The scan summary of the training folder (and of a test folder, with the patients the two share)."""
+    from cxr_desktop.training.scan import shared_patients
+
+    lines = list(train_scan.summary_lines())
+    if test_scan is not None:
+        lines += ["", "Test folder:"] + ["  " + s for s in test_scan.summary_lines()]
+        shared = shared_patients(train_scan, test_scan)
+        if shared:
+            lines += ["", f"warning: {shared} test-folder patients also have images in the training folder; "
+                      "those training images will be left out of training and validation"]
+    return lines
+
+
+@dataclass
+class SplitPreview:
+    """The patient-level split a run with these settings makes: images per class and patients per split."""
+
+    classes: list[str]
+    counts: dict[str, dict[str, int]]  # {"train"|"val"|"test": {class: images, ..., "groups": patients}}
+    warnings: list[str]  # the split's own, then classes too small for a trustworthy test set
+    test_folder: bool  # the test row is a separate folder, not held out
+
+
+def preview_split(train_scan: Any, test_scan: Any = None, *, val_fraction: float, test_fraction: float,
+                  seed: int) -> SplitPreview:
+    """What :func:`~cxr_desktop.training.split.split_groups` will make of the scanned folder (the engine
+    splits the same way with the same seed); ValueError when it cannot split."""
+    from cxr_desktop.training.gates import small_class_warnings
+    from cxr_desktop.training.split import split_counts, split_groups
+
+    labels, groups = [i.label for i in train_scan.items], [i.group for i in train_scan.items]
+    split = split_groups(labels, groups, val_fraction=val_fraction,
+                         test_fraction=0.0 if test_scan is not None else test_fraction, seed=seed)
+    counts = split_counts(split, labels, groups, train_scan.classes)
+    if test_scan is not None:
+        counts["test"] = {**test_scan.counts(), "groups": test_scan.n_groups}
+    test_counts = {c: int(counts["test"].get(c, 0)) for c in train_scan.classes}
+    warnings = list(split.warnings) + small_class_warnings(test_counts, test_counts=test_counts)
+    return SplitPreview(list(train_scan.classes), counts, warnings, test_scan is not None)
