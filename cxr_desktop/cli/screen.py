@@ -303,7 +303,7 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
     except _Stopped as stop:
         kept, journal = _kept_rows(job.journal())
         what = f"{kept} rows kept in {journal.name}" if kept else "no rows were written yet"
-        peers = (" (when another process of the job failed, torchrun stops the others: its message says why)"
+        peers = (" (when a process of the job fails, torchrun stops the others; its summary names the process)"
                  if job.session.active else "")
         return fail(stop.code, f"stopped by {stop.signame}{peers}; {what}; resume with --resume.")
     except DistributedError as exc:

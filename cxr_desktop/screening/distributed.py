@@ -164,7 +164,7 @@ def screen_folder_sharded(folder: str | Path, engine: Engine, out_csv: str | Pat
         elif isinstance(ev, ScreenStarted):  # the whole job's counts; this process's workers and device
             yield replace(ev, total=len(relpaths), already_done=len(owner), to_do=len(todo))
             yield ScreenNote(f"{session.world_size} processes ({session.backend}) share the files; the progress "
-                             f"shown is {session.describe()}'s share ({ev.to_do} files)")
+                             f"shown is process {session.rank + 1}'s share ({ev.to_do} files)")
         else:
             yield ev
     assert own_fin is not None  # screen_folder always ends with ScreenFinished
