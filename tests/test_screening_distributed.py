@@ -172,9 +172,15 @@ def _assert_same_results(got: Path, want: Path) -> None:
 @pytest.mark.slow
 def test_two_gloo_processes_write_the_same_worklist_as_one(folder, env, one_process, tmp_path):
     out = tmp_path / "results.csv"
-    p = _torchrun(folder, out, env)
+    header, ref = _reference_rows(one_process)
+    old = [_marked(r) for r in ref if r.score is not None][:2]
+    _seed_journal(tmp_path / "results.csv.rank0-of-3.journal", old, header)  # left by an earlier 3-process run
+    p = _torchrun(folder, out, env)  # a fresh run (no --resume): screens everything again
     assert p.returncode == 0, p.stderr[-4000:]
+    assert f"{len(ref)} files (0 already done, {len(ref)} to do)" in p.stderr
     _assert_same_results(out, one_process)
+    doc = json.loads(out.with_suffix(".json").read_text(encoding="utf-8"))
+    assert not {(r["path"], r["score"]) for r in doc["rows"]} & {(r.path, r.score) for r in old}
     _, rows = _csv(out)
     assert len(rows) == len({r[0] for r in rows}) == sum(1 for f in folder.rglob("*") if f.is_file())
     assert {r[1] for r in rows} >= {"ok", "error"}
