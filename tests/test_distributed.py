@@ -65,6 +65,7 @@ def test_timeout_setting_is_checked(monkeypatch):
     assert timeout_s() == 45.0
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_share_gather_and_agree(tmp_path):
     procs = _run_pair(tmp_path, "ok")
     assert [p.returncode for p in procs] == [0, 0], [p.stderr[-2000:] for p in procs]
@@ -78,6 +79,7 @@ def test_two_gloo_processes_share_gather_and_agree(tmp_path):
     assert seen[0]["shard"] == [0, 2, 4, 6] and seen[1]["shard"] == [1, 3, 5]
 
 
+@pytest.mark.slow
 def test_a_dead_process_gives_the_other_a_clear_error(tmp_path):
     procs = _run_pair(tmp_path, "die", timeout=150)
     assert procs[1].returncode == 3
