@@ -11,6 +11,7 @@ import math
 import os
 import signal
 import threading
+import time
 import typing
 from pathlib import Path
 
@@ -237,7 +238,10 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
         if isinstance(ev, E.EpochStarted):
             assert len(_processes_naming(str(out2) + ".run", workers_only=True)) == 2  # the job is running now
             break
-    gen.close()
+    gen.close()  # asks the job to end and returns; the processes are gone a few seconds later
+    deadline = time.monotonic() + 60
+    while _processes_naming(str(out2) + ".run") and time.monotonic() < deadline:
+        time.sleep(0.2)
     assert not _processes_naming(str(out2) + ".run") and not out2.exists()
 
 

@@ -11,7 +11,9 @@ Cancel works as with ``train``: the first ``cancel.set()`` makes the job finish 
 best epoch so far (the event is cleared when the job acknowledges it), a second one
 stops the final evaluation too; a job that does not stop within
 :data:`SECOND_CANCEL_GRACE_S` after that, or a generator the caller closes, is
-terminated, launcher and workers alike. A job that fails raises :class:`TrainingError`
+terminated, launcher and workers alike (closing does not wait for them: the GUI thread
+may be the one that drops the generator). The workers also end when the calling
+program dies. A job that fails raises :class:`TrainingError`
 with the message its process gave, never a traceback.
 """
 
@@ -123,6 +125,11 @@ class _Job:
                     pass
         for t in self._readers:
             t.join(timeout=5.0)
+
+    def stop_soon(self) -> None:
+        """Ask the job to end now and finish stopping it on a thread (a closed generator may be on the GUI thread)."""
+        self._signal(signal.SIGTERM)
+        threading.Thread(target=self.stop, name="train-job-stop", daemon=True).start()
 
     def _signal(self, sig: int) -> None:
         try:
@@ -258,6 +265,9 @@ def train_local(config: TrainConfig, *, nproc: int, cancel: threading.Event | No
         if result is _EOF:
             raise TrainingError("The training job ended without a result; resume the run to continue.")
         return result
-    finally:
-        job.stop()
+    finally:  # ended, failed, or the caller closed the generator (GeneratorExit): no process stays behind
+        if job.running():
+            job.stop_soon()
+        else:
+            job.stop()
         cancel_file.unlink(missing_ok=True)
