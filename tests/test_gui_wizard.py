@@ -264,6 +264,10 @@ def test_all_gpus_option_only_with_several_gpus_and_it_starts_train_local(qtbot,
     assert s.processes() == 1  # offered, not chosen
     s.ddp.setChecked(True)
     assert s.processes() == 2
+    s.device.setCurrentText("cpu")  # the GPUs are not used on the CPU
+    assert not s.ddp.isEnabled() and s.processes() == 1
+    s.device.setCurrentText("auto")
+    assert s.ddp.isEnabled() and s.processes() == 2
     monkeypatch.setattr(launch, "local_gpu_count", lambda: 1)  # a ticked box that is no longer offered: ignored
     s.initializePage()
     assert s.ddp.isHidden() and s.processes() == 1

@@ -367,6 +367,7 @@ class SettingsPage(_Page):
         for w in (self.ddp, self.ddp_note):
             form.addRow("", w)
             w.setVisible(False)  # until the page is shown: counting GPUs loads torch
+        self.device.currentTextChanged.connect(lambda text: self.ddp.setEnabled(text != "cpu"))
         self.half = add("Half-size file:", QCheckBox("store fp16 weights", inner), "Halves the model file; "
                         "predictions change by well under 0.1 %.")
         scroll = QScrollArea(self)
@@ -399,8 +400,9 @@ class SettingsPage(_Page):
             w.setVisible(self.gpus > 1)
 
     def processes(self) -> int:
-        """Training processes to start: the number of GPUs when the user chose them all, else 1."""
-        return self.gpus if self.gpus > 1 and self.ddp.isChecked() else 1
+        """Training processes to start: the number of GPUs when the user chose them all (not on the CPU), else 1."""
+        chosen = self.gpus > 1 and self.ddp.isChecked() and self.device.currentText() != "cpu"
+        return self.gpus if chosen else 1
 
     def initializePage(self) -> None:  # noqa: N802
         self.refresh_weights()
