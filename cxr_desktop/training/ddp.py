@@ -10,9 +10,9 @@ with ``--sync-batchnorm``, normalises with the global batch's statistics. With a
 W-process run matches a 1-process run up to float rounding; without ``--sync-batchnorm`` each
 process's BatchNorm layers in training mode see only its share of the batch (usual DDP).
 
-Process 1 (rank 0) scans, splits and decodes the images once (:func:`shared_plan`); the others
-read the same image cache, so the run folder must be on a filesystem every machine of the job
-sees (with ``--nnodes`` > 1). Only rank 0 writes files. A peer that dies turns into
+Process 1 (rank 0) scans, splits and decodes the images once (:func:`shared_plan`; the others
+wait, kept alive by its heartbeat) and they read the same image cache, so the run folder must be
+on a filesystem every machine of the job sees (with ``--nnodes`` > 1). Only rank 0 writes files. A peer that dies turns into
 :class:`~cxr_desktop.distributed.DistributedError` (:func:`lost_peer`), never a silent hang.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Any, Callable, Generator, Iterator, Sequence
 
 import numpy as np
@@ -30,6 +31,7 @@ from torch.utils.data import BatchSampler, Sampler
 from cxr_desktop.distributed import DistributedError, Session, lost_contact_message
 from cxr_desktop.training.config import TrainingError
 from cxr_desktop.training.events import Cancelled, TrainEvent
+from cxr_desktop.training.relay import relay
 
 __all__ = ["ShardedBatchSampler", "GlobalMeanLoss", "GlooSyncBatchNorm", "ShardedDropout", "convert_for_job",
            "revert_for_file", "check_batch", "wrap", "lost_peer", "shared_plan", "gather_rows",
@@ -241,16 +243,37 @@ class _Failed:
         self.message = message
 
 
+class _Working:
+    """Rank 0 is still scanning or decoding: the others keep waiting (a first run over many images can
+    take longer than one collective's timeout)."""
+
+
+HEARTBEAT_S = 30.0
+
+
 def shared_plan(session: Session, build: Callable[[], Generator[TrainEvent, None, Any]]
                 ) -> Generator[TrainEvent, None, Any]:
     """Rank 0 runs ``build`` (scan, split, image cache) and sends its result to every process.
 
-    The others wait (up to ``CXR_DIST_TIMEOUT_S``: a first run over many images may need more),
-    then yield the same milestone events. Rank 0's TrainingError or cancel reaches them too.
+    The others wait, renewed by a heartbeat from rank 0 every ``HEARTBEAT_S`` while it works, so only
+    a silent rank 0 (``CXR_DIST_TIMEOUT_S``) stops them; then they yield the same milestone events.
+    Rank 0's TrainingError or cancel reaches them too.
     """
+    what = "waiting for process 1 to scan the folder and prepare the images"
     if session.is_main:
+        last = time.monotonic()
+
+        def beat(ev: TrainEvent) -> TrainEvent:
+            nonlocal last
+            if session.active and time.monotonic() - last > HEARTBEAT_S:
+                session.broadcast(_Working(), what)
+                last = time.monotonic()
+            return ev
+
         try:
-            plan = yield from build()
+            plan = yield from relay(build(), beat)
+        except DistributedError:
+            raise
         except TrainingError as exc:
             session.broadcast(_Failed(str(exc)), "sharing why the data cannot be used")
             raise
@@ -259,7 +282,9 @@ def shared_plan(session: Session, build: Callable[[], Generator[TrainEvent, None
                               "sharing why the data cannot be used")
             raise
         return session.broadcast(plan, "sharing the scan, split and image cache")
-    plan = session.broadcast(None, "waiting for process 1 to scan the folder and prepare the images")
+    plan: Any = _Working()
+    while isinstance(plan, _Working):
+        plan = session.broadcast(None, what)
     if isinstance(plan, _Failed):
         raise TrainingError(plan.message)
     if plan is None:
@@ -331,3 +356,15 @@ def same_weights(model: nn.Module, session: Session) -> None:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()} if session.is_main else None
     state = session.broadcast(state, "sending the starting weights")
     model.load_state_dict(state)
+
+
+def sync_buffers(model: nn.Module, session: Session) -> None:
+    """Rank 0's buffers (BatchNorm running statistics) on every process: without SyncBatchNorm each
+    process's own share of the batches moved them, and validation must score what rank 0 saves."""
+    if not session.active:
+        return
+    import torch.distributed as dist
+
+    with lost_peer(session, "sharing the BatchNorm statistics"):
+        for b in model.buffers():
+            dist.broadcast(b, src=0)

@@ -541,6 +541,8 @@ class _Run:
             with ddp.lost_peer(self.session, f"training stage {stage} epoch {epoch}"):
                 train_loss, was_cancelled = yield from relay(
                     run, lambda p: BatchProgress(stage, epoch, "train", p[0], n_batches, p[1], p[2]))
+            if sharded and not was_cancelled:
+                ddp.sync_buffers(self.model, self.session)
             res = None if was_cancelled else (yield from validate(epoch))
             if res is None:
                 yield from self._handle_cancel(stage, epoch - 1)
