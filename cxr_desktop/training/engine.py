@@ -12,6 +12,11 @@ setting it again stops that too (nothing is saved, the checkpoints remain, so
 ``resume`` continues later). Every completed epoch is checkpointed atomically;
 ``config.resume`` continues from the last one after a crash or a kill.
 
+Under ``torchrun`` the same ``train(config)`` runs in every process of the job (it joins it
+itself, :func:`cxr_desktop.distributed.join`): process 1 builds the data plan, the stages train
+with DistributedDataParallel on shares of the same global batches, process 1 alone writes the
+checkpoints, evaluates and saves; the others return None (:mod:`cxr_desktop.training.ddp`).
+
 The loops :func:`~cxr_desktop.training.loops.train_one_epoch` and
 :func:`~cxr_desktop.training.loops.evaluate` follow torchvision's
 ``references/classification/train.py``; results live in :mod:`cxr_desktop.training.results`.
