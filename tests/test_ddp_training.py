@@ -259,3 +259,42 @@ def test_a_killed_process_stops_the_job_with_a_message_and_resume_completes(data
     assert "resuming after stage 1 epoch 1" in resumed.stdout
     history = [(h["stage"], h["epoch"]) for h in load_model(out).card.provenance["history"]]
     assert history == [(1, 1), (2, 1), (2, 2)]
+
+
+CANCEL_DRIVER = """
+import json, os, sys, threading
+from cxr_desktop.training import events as E
+from cxr_desktop.training.config import TrainConfig
+from cxr_desktop.training.engine import run_to_end
+
+cancel, rank, seen = threading.Event(), int(os.environ["RANK"]), []
+
+def on_event(ev):
+    seen.append(type(ev).__name__)
+    if rank == 1 and isinstance(ev, E.BatchProgress) and (ev.stage, ev.epoch, ev.phase, ev.batch) == (2, 1, "train", 1):
+        cancel.set()  # process 2 alone is asked to stop
+
+result = run_to_end(TrainConfig(**json.loads(sys.argv[1])), cancel, on_event)
+print("RESULT", json.dumps({"rank": rank, "none": result is None, "cancelled": getattr(result, "cancelled", None),
+      "epochs": [e for e in seen if e == "EpochDone"], "stops": seen.count("Cancelled")}), flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("training_isolation")
+def test_a_cancel_on_one_process_stops_every_process_and_the_best_epoch_is_saved(data, tmp_path):
+    import json
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(CANCEL_DRIVER)
+    out = tmp_path / "m.safetensors"
+    cfg = dict(SETTINGS, data_dir=str(data), out=str(out), epochs_finetune=2)
+    run = _run(_torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
+                         str(driver), json.dumps(cfg)), _env(tmp_path))
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    results = sorted((json.loads(line.split(" ", 1)[1]) for line in run.stdout.splitlines()
+                      if line.startswith("RESULT ")), key=lambda r: r["rank"])
+    assert [r["rank"] for r in results] == [0, 1]
+    assert all(r["stops"] == 1 and r["epochs"] == ["EpochDone"] for r in results)  # both stopped in stage 2 epoch 1
+    assert results[0]["cancelled"] is True and results[1]["none"]
+    assert [(h["stage"], h["epoch"]) for h in load_model(out).card.provenance["history"]] == [(1, 1)]
