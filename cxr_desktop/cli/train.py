@@ -8,7 +8,7 @@ epoch so far; twice stops at once (``--resume`` continues later).
 Several processes: ``torchrun --nproc-per-node N -m cxr_desktop.cli.train DATA --out MODEL``
 trains with DistributedDataParallel (:mod:`cxr_desktop.training.ddp`); process 1 prints and
 writes the files. With ``--nnodes`` > 1 the run folder and DATA must be on a shared filesystem.
-A process that dies stops the others with a message (exit 3); ``--resume`` continues.
+A process that dies stops the others with a message (exit 75, as ``cxr-screen``); ``--resume`` continues.
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except DistributedError as exc:
         print(f"{who}: {exc}", file=sys.stderr)
-        return 3
+        return 75  # EX_TEMPFAIL: run the same command again with --resume
     except KeyboardInterrupt:
         print("cxr-train: interrupted; run again with --resume to continue", file=sys.stderr)
         return 130
