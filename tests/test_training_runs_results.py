@@ -147,6 +147,15 @@ def test_save_model_and_report_writes_the_chosen_threshold(tmp_path, cxr_dir):
     html = open(report, encoding="utf-8").read()
     assert "0.6500" in html and saved.sha256 in html
     assert load_model(trained).card.decision_threshold != pytest.approx(0.65)  # the run's own file unchanged
+    # the report's figures are those at the saved threshold (specificity 2/3 at 0.5, 1 at 0.65), as the card's
+    assert saved.card.metrics["validation"]["specificity"] == pytest.approx(1.0)
+    spec = next(t for t in ev.metric_texts(saved.card.metrics["validation"]) if t.key == "specificity")
+    assert f"<tr><th>specificity</th><td>{spec.value} " in html and "<td>0.667 " not in html
+    assert "Threshold 0.6500 chosen on the validation split by the user" in html
+    # the same threshold as the run's: the run's own evaluation is reported
+    again = report_path_for(str(tmp_path / "same.safetensors"))
+    save_model_and_report(result, tmp_path / "same.safetensors", 0.5, again)
+    assert "<tr><th>specificity</th><td>0.667 " in open(again, encoding="utf-8").read()
 
 
 def test_threshold_text_gives_both_splits_and_the_chosen_threshold():

@@ -372,8 +372,9 @@ def render_html(result: Any, *, gallery_cells: list[tuple[str, list[tuple[str, s
     if ev is not None:
         th = ev.threshold
         parts.append("<h2>Threshold and metrics</h2>")
-        parts.append(f"<p>Threshold {th.threshold:.4f} chosen on the validation split by <b>{esc(th.method)}</b>"
-                     + (f" (target sensitivity {th.target:.2f})" if th.target else "")
+        how = ("by the user, on its sensitivity/specificity trade-off" if th.method == "user"
+               else f"by <b>{esc(th.method)}</b>" + (f" (target sensitivity {th.target:.2f})" if th.target else ""))
+        parts.append(f"<p>Threshold {th.threshold:.4f} chosen on the validation split {how}"
                      + f"; validation sensitivity {_fmt(th.sensitivity)}, specificity {_fmt(th.specificity)}. "
                      "Test metrics use that threshold unchanged.</p>")
         parts.append(_metrics_table(ev))

@@ -6,6 +6,7 @@ threshold the user picked on the validation split's trade-off (the wizard's slid
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,6 @@ class TrainResult:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-
 def inherit_lineage(card: ModelCard, initial_card: dict[str, Any]) -> ModelCard:
     """Carry the starting model's lineage over to the trained model's card.
 
@@ -136,9 +136,11 @@ def inherit_lineage(card: ModelCard, initial_card: dict[str, Any]) -> ModelCard:
 def save_with_threshold(result: TrainResult, path: str | Path, threshold: float) -> str:
     """Write the trained model to ``path`` with a different decision threshold (wizard's slider).
 
-    The card's test metrics are recomputed at that threshold; returns the new sha256.
+    The card's validation and test metrics are recomputed at that threshold, with the run's
+    bootstrap, seed and stated prevalence (as the engine computed them); returns the new sha256.
     """
     from cxr_desktop.model.modelfile import load_model, save_model
+    from cxr_desktop.training.validation import at_new_threshold
 
     if result.model_path is None or result.evaluation is None or result.card is None:
         raise TrainingError("There is no trained model to save.")
@@ -154,24 +156,42 @@ def save_with_threshold(result: TrainResult, path: str | Path, threshold: float)
                    specificity=at_val["specificity"],
                    note="chosen by the user on the validation split's sensitivity/specificity trade-off")
     card.metrics["threshold_selection"] = sel
-    cfg_boot = int((card.provenance.get("settings") or {}).get("bootstrap", 1000))
-    card.metrics["validation"] = {k: v for k, v in binary_report(yv, sv, threshold, n_boot=cfg_boot,
-                                                                 groups=ev.val.groups or None).items()
-                                  if k != "roc"} | ({"multiclass": ev.val_metrics["multiclass"]}
-                                                    if "multiclass" in ev.val_metrics else {})
+    settings = card.provenance.get("settings") or {}
+    boot = dict(n_boot=int(settings.get("bootstrap", 1000)), seed=int(settings.get("seed", 0)))
+
+    def at_threshold(split: str, preds: SplitPredictions, before: dict[str, Any]) -> dict[str, Any]:
+        y, s = ev.positive_scores(split)
+        m = binary_report(y, s, threshold, groups=preds.groups or None, prevalence=settings.get("prevalence"),
+                          **boot)
+        m.pop("roc", None)
+        return m | ({"multiclass": before["multiclass"]} if "multiclass" in before else {})
+
+    card.metrics["validation"] = at_threshold("val", ev.val, ev.val_metrics)
     if ev.test is not None and ev.test_metrics is not None:
         yt, st = ev.positive_scores("test")
-        from cxr_desktop.training.validation import at_new_threshold
-
-        prevalence = (card.provenance.get("settings") or {}).get("prevalence")
-        card.metrics["test"] = {k: v for k, v in binary_report(yt, st, threshold, n_boot=cfg_boot,
-                                                               groups=ev.test.groups or None,
-                                                               prevalence=prevalence).items()
-                                if k != "roc"} | ({"multiclass": ev.test_metrics["multiclass"]}
-                                                  if "multiclass" in ev.test_metrics else {}) | at_new_threshold(
-            ev.test_metrics, yt, st, threshold, kinds=ev.test.kinds, groups=ev.test.groups or None, n_boot=cfg_boot)
-    half = bool((card.provenance.get("settings") or {}).get("half", False))
+        card.metrics["test"] = at_threshold("test", ev.test, ev.test_metrics) | at_new_threshold(
+            ev.test_metrics, yt, st, threshold, kinds=ev.test.kinds, groups=ev.test.groups or None,
+            n_boot=boot["n_boot"])
+    half = bool(settings.get("half", False))
     return save_model(path, loaded.model, card, half=half, extra_tensors=loaded.extra_tensors)
+
+
+def evaluation_of_card(ev: Evaluation, card: ModelCard) -> Evaluation:
+    """``ev`` as a saved card states it: at the card's threshold when the user chose another one.
+
+    The threshold choice and the validation/test metrics then come from the card (recomputed by
+    :func:`save_with_threshold`), so a report never shows one threshold's figures beside another's.
+    """
+    if abs(float(card.decision_threshold) - float(ev.threshold.threshold)) <= 1e-9:
+        return ev
+    sel = card.metrics.get("threshold_selection") or {}
+    nan = float("nan")
+    choice = ThresholdChoice(float(card.decision_threshold), str(sel.get("method") or "user"), sel.get("target"),
+                             float(sel.get("sensitivity", nan)), float(sel.get("specificity", nan)),
+                             str(sel.get("note") or ""))
+    test = card.metrics.get("test") if ev.test_metrics is not None else None
+    return dataclasses.replace(ev, threshold=choice, val_metrics=card.metrics.get("validation") or ev.val_metrics,
+                               test_metrics=test or ev.test_metrics)
 
 
 def save_model_and_report(result: TrainResult, path: str | Path, threshold: float, report: str | Path | None) -> str:
@@ -179,15 +199,15 @@ def save_model_and_report(result: TrainResult, path: str | Path, threshold: floa
 
     What the wizard's Save button runs (in a worker); returns ``path``.
     """
-    import dataclasses
-
     from cxr_desktop.model.modelfile import read_card
     from cxr_desktop.training.report import write_report
 
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sha = save_with_threshold(result, path, threshold)
     if report:
-        final = dataclasses.replace(result, model_path=str(path), sha256=sha, card=read_card(path))
+        card = read_card(path)
+        final = dataclasses.replace(result, model_path=str(path), sha256=sha, card=card,
+                                    evaluation=evaluation_of_card(result.evaluation, card))
         write_report(report, final)
     return str(path)
 
