@@ -307,6 +307,25 @@ def test_all_gpus_option_only_with_several_gpus_and_it_starts_train_local(qtbot,
     printed = buf.getvalue().splitlines()
     assert printed and all(line in log for line in printed)  # one formatter for both
 
+    # resuming an interrupted run (the settings page and its GPU choice skipped) uses one process, as its note says
+    import cxr_desktop.training.engine as engine
+    from cxr_desktop.training.runs import InterruptedRun
+
+    resumed = []
+
+    def one_process(cfg, cancel=None):
+        resumed.append(cfg.resume)
+        return None
+        yield  # a generator that ends at once
+
+    monkeypatch.setattr(engine, "train", one_process)
+    wiz.folder_page.runs = [InterruptedRun(tmp_path, page.cfg, stage=1, epoch=1)]
+    wiz.folder_page.resume.setChecked(True)
+    assert s.processes() == 2 and "one process" in wiz.folder_page.resume_note.text()
+    page.initializePage()
+    qtbot.waitUntil(lambda: not page.running, timeout=30_000)
+    assert resumed == [True] and len(calls) == 1  # engine.train in this process, not train_local
+
 
 def test_main_window_shutdown_drains_the_wizards_workers(qtbot, main_window, folder, tmp_path, monkeypatch):
     """The wizard's workers run on its WorkerRunner, which MainWindow.shutdown drains (a run is stopped)."""

@@ -96,7 +96,9 @@ class FolderPage(_Page):
         self.resume.setVisible(False)
         form.addRow("", self.resume)
         self.resume_note = _explain("Continues from its last completed epoch with the settings it was started "
-                                    "with; the scan, split and settings pages are skipped.")
+                                    "with; the scan, split and settings pages are skipped. It trains in one "
+                                    "process (one GPU or the CPU), also when it was started on all GPUs: the "
+                                    "batch size is unchanged, so that one GPU holds the whole batch.")
         self.resume_note.setVisible(False)
         form.addRow("", self.resume_note)
         self.data.textChanged.connect(self.completeChanged)
@@ -614,6 +616,7 @@ class TrainingPage(_Page):
         self.cancel_btn.setEnabled(True)
         self.completeChanged.emit()
         signals = dict(yielded=self.on_event, returned=self._returned, errored=self._failed, finished=self._finished)
+        # a resumed run skipped the settings page (and its GPU choice): one process, as its note says
         nproc = 1 if self.wiz.folder_page.resume_run() is not None else self.wiz.settings_page.processes()
         if nproc > 1:  # one process per GPU (torchrun); the same events and result
             from cxr_desktop.training.launch import train_local
@@ -992,7 +995,6 @@ def _set_value(widget: QWidget, value: Any) -> None:
         widget.setChecked(bool(value))
 
 
-
 class TrainingWizard(QWizard):
     """Folder -> scan -> split -> settings -> training -> evaluation -> save.
 
@@ -1044,7 +1046,7 @@ class TrainingWizard(QWizard):
                                    "split.val": sp.val, "split.test": sp.test, "split.seed": sp.seed}
         for name in ("positive", "weights", "input_size", "epochs_frozen", "epochs_finetune", "finetune", "batch",
                      "lr_head", "lr_finetune", "optimizer", "scheduler", "monitor", "patience", "balance",
-                     "augment", "hflip", "threshold", "target", "device", "half"):
+                     "augment", "hflip", "threshold", "target", "device", "ddp", "half"):
             out[f"settings.{name}"] = getattr(st, name)
         return out
 
