@@ -7,9 +7,12 @@ tiny 64 px synthetic folder of test_training_engine (1 frozen + 1 fine-tune epoc
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 import typing
@@ -24,7 +27,8 @@ from cxr_desktop.training import events as E
 from cxr_desktop.training.config import TrainConfig, TrainingError
 from cxr_desktop.training.engine import train
 from cxr_desktop.training.event_json import decode, from_json, to_json
-from cxr_desktop.training.launch import local_gpu_count, train_local
+from cxr_desktop.training.launch import _env, local_gpu_count, train_local
+from cxr_desktop.training.launch_worker import APP_PID_ENV
 from cxr_desktop.training.metrics import ThresholdChoice
 from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult
 from cxr_desktop.training.scan import DuplicateSet, ScanItem, ScanProblem, ScanProgress, ScanResult
@@ -278,3 +282,101 @@ def test_settings_that_cannot_work_are_refused_before_a_job_starts(tmp_path):
     with pytest.raises(TrainingError, match="batch size"):
         next(train_local(_cfg(tmp_path, tmp_path / "m.safetensors", batch_size=1), nproc=1))
     assert not os.path.exists(tmp_path / "m.safetensors.run")  # refused before anything was written
+
+
+def test_the_packaged_app_refuses_a_job_it_cannot_start(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys, "frozen", True, raising=False)  # sys.executable is then the app, not Python
+    with pytest.raises(TrainingError, match="packaged app"):
+        next(train_local(_cfg(tmp_path, tmp_path / "m.safetensors"), nproc=2))
+    assert not os.path.exists(tmp_path / "m.safetensors.run")
+
+
+@pytest.mark.parametrize("platform, loopback", [("linux", "lo"), ("darwin", "lo0"), ("win32", None)])
+def test_the_local_job_uses_gloo_over_loopback_where_its_name_is_known(tmp_path, monkeypatch, platform, loopback):
+    monkeypatch.delenv("GLOO_SOCKET_IFNAME", raising=False)
+    monkeypatch.setattr(sys, "platform", platform)
+    env = _env(_cfg(tmp_path, tmp_path / "m.safetensors"), 2)
+    assert env.get("GLOO_SOCKET_IFNAME") == loopback and env[APP_PID_ENV] == str(os.getpid())
+    monkeypatch.setenv("GLOO_SOCKET_IFNAME", "eth7")  # the user's own choice stays
+    assert _env(_cfg(tmp_path, tmp_path / "m.safetensors"), 2)["GLOO_SOCKET_IFNAME"] == "eth7"
+
+
+# ----------------------------------------------------------------------------- the worker's channel and watcher
+
+
+def _repo_env(**extra: str) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), **extra)
+
+
+def _python(code: str, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", code, *args], env=_repo_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def test_stray_prints_of_a_worker_never_reach_the_message_channel():
+    code = ("import os, subprocess, sys\n"
+            "from cxr_desktop.training.launch_worker import Channel\n"
+            "c = Channel(1)\n"
+            "print('{\"kind\": \"result\", \"result\": null}')\n"  # a library printing JSON-looking text
+            "os.write(1, b'raw fd 1 write\\n')\n"
+            "subprocess.run([sys.executable, '-c', 'print(\"a child process\")'])\n"
+            "c.send('hello', pid=7)\n")
+    p = _python(code)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [{"kind": "hello", "rank": 1, "pid": 7}]
+    assert "raw fd 1 write" in err and "a child process" in err and '"kind": "result"' in err
+
+
+@needs_proc
+def test_a_worker_ends_when_the_calling_program_or_torchrun_is_gone(tmp_path):
+    watcher = ("import os, sys, threading\n"
+               "from pathlib import Path\n"
+               "from cxr_desktop.training.launch_worker import watch\n"
+               "print(os.getpid(), flush=True)\n"
+               "watch(Path(sys.argv[1]), threading.Event(), os.getppid(), int(sys.argv[2]))\n")
+    # the calling program (here a sleeping process) dies: the worker ends by itself
+    app = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    w = _python(watcher, str(tmp_path), str(app.pid))
+    try:
+        w.stdout.readline()
+        time.sleep(0.5)
+        assert w.poll() is None  # both alive: it keeps running
+        app.kill()
+        app.wait()
+        assert w.wait(timeout=10) == 3
+    finally:
+        for p in (app, w):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    # its launcher (torchrun) dies: the worker, now someone else's child, ends too
+    launcher = _python("import subprocess, sys, time\n"
+                       f"w = subprocess.Popen([sys.executable, '-c', {watcher!r}, {str(tmp_path)!r}, '{os.getpid()}'])\n"
+                       "time.sleep(120)\n")
+    try:
+        launcher.stdout.readline()  # the worker runs
+        assert _processes_naming(str(tmp_path))
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while _processes_naming(str(tmp_path)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _processes_naming(str(tmp_path)), "the worker outlived its launcher"
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        launcher.wait()
+
+
+def test_an_unexpected_worker_error_reaches_the_launcher_without_paths(tmp_path):
+    folder = tmp_path / "Doe_Jane_1956"  # a run folder without run-config.json: FileNotFoundError naming it
+    folder.mkdir()
+    p = subprocess.run([sys.executable, "-m", "cxr_desktop.training.launch_worker", str(folder)],
+                       env=_repo_env(RANK="0"),
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1
+    lines = [json.loads(line) for line in p.stdout.splitlines()]
+    assert [m["kind"] for m in lines] == ["hello", "error"]
+    assert lines[1]["type"] == "FileNotFoundError" and "Doe_Jane" not in lines[1]["message"]
+    assert lines[1]["message"].startswith("FileNotFoundError") and "<path>" in lines[1]["message"]

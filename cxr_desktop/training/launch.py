@@ -37,7 +37,7 @@ from cxr_desktop.atomic import write_text_atomic
 from cxr_desktop.training.config import TrainConfig, TrainingError
 from cxr_desktop.training.event_json import decode
 from cxr_desktop.training.events import Cancelled, Finished, TrainEvent
-from cxr_desktop.training.launch_worker import APP_PID_ENV, CANCEL_FILE
+from cxr_desktop.training.launch_worker import APP_PID_ENV, CANCEL_FILE, without_paths
 from cxr_desktop.training.results import TrainResult
 from cxr_desktop.training.runs import save_run_config
 
@@ -118,7 +118,7 @@ class _Job:
         for pid in self.worker_pids:  # own sessions: torchrun's signal does not reach them if torchrun was killed
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)  # they notice their launcher is gone within a poll
-            if _alive(pid):
+            if os.name != "posix" or _alive(pid):  # elsewhere no probe: terminating an ended pid only fails
                 try:
                     os.kill(pid, signal.SIGKILL if os.name == "posix" else signal.SIGTERM)
                 except OSError:
@@ -159,23 +159,24 @@ class _Job:
         for line in reversed(lines):
             m = re.match(r"^\s*(?:\[[^\]]*\]:?\s*)?((?:\w+\.)*\w*(?:Error|Exception|Interrupt)\b.*)$", line)
             if m and "ChildFailedError" not in line:
-                return re.sub(r"(['\"])[^'\"]*[/\\][^'\"]*\1", "<path>", m.group(1))[:300]
+                return without_paths(m.group(1))[:300]
         return ""
 
 
 def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (POSIX; on Windows ``os.kill(pid, 0)`` would send a Ctrl-C, so False)."""
+    if os.name != "posix":
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
         return True
-    if os.name == "posix":
-        try:  # a zombie waiting for its reaper has stopped already
-            return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-        except OSError:
-            return True
-    return True
+    try:  # a zombie waiting for its reaper has stopped already
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return True  # no /proc (macOS): it answered the probe
 
 
 def _env(config: TrainConfig, nproc: int) -> dict[str, str]:
@@ -183,8 +184,9 @@ def _env(config: TrainConfig, nproc: int) -> dict[str, str]:
     if "OMP_NUM_THREADS" not in env:  # torchrun would set 1; give each process its share of the cores
         env["OMP_NUM_THREADS"] = str(int(config.threads) if config.threads else max(1, (os.cpu_count() or 1) // nproc))
     package_root = str(Path(__file__).resolve().parents[2])  # the workers import this same copy of the package
-    if sys.platform.startswith("linux"):  # a job on this computer talks over loopback only
-        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    loopback = {"linux": "lo", "darwin": "lo0"}.get(sys.platform)  # Windows: Gloo picks by host name
+    if loopback:  # a job on this computer talks over loopback only
+        env.setdefault("GLOO_SOCKET_IFNAME", loopback)
     env[APP_PID_ENV] = str(os.getpid())
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     return env
@@ -213,6 +215,9 @@ def train_local(config: TrainConfig, *, nproc: int, cancel: threading.Event | No
     """
     if int(nproc) < 1:
         raise TrainingError("A training job needs at least one process.")
+    if getattr(sys, "frozen", False):  # sys.executable is the app itself, which cannot run torchrun
+        raise TrainingError("The packaged app trains in one process: untick 'Train on all GPUs'. Training on "
+                            "several GPUs needs CXR Review installed with Python (pip).")
     gpus = local_gpu_count()
     if gpus and config.device != "cpu" and nproc > gpus:
         raise TrainingError(f"{nproc} processes were asked for but this computer has {gpus} GPU(s); "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -48,6 +49,11 @@ class Channel:
             view = memoryview(data)
             while view:
                 view = view[os.write(self.fd, view):]
+
+
+def without_paths(text: str) -> str:
+    """``text`` with quoted file paths replaced by ``<path>``: a file or folder name may name a patient."""
+    return re.sub(r"(['\"])[^'\"]*[/\\][^'\"]*\1", "<path>", text)
 
 
 def read_cancel_count(folder: Path) -> int:
@@ -126,9 +132,10 @@ def main(argv: list[str] | None = None) -> int:
         from cxr_desktop.distributed import DistributedError
 
         kind = "lost_contact" if isinstance(exc, DistributedError) else "error"
-        message = str(exc) if isinstance(exc, (CxrError, DistributedError)) else f"{type(exc).__name__}: {exc}"
+        own = isinstance(exc, (CxrError, DistributedError))  # written for the user, as train raises them
+        message = str(exc) if own else without_paths(f"{type(exc).__name__}: {exc}")[:300]
         channel.send(kind, type=type(exc).__name__, message=message)
-        if not isinstance(exc, (CxrError, DistributedError)):
+        if not own:
             traceback.print_exc()  # standard error: the launcher keeps it in memory only
         return 1
 
