@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+from cxr_desktop.cli.screen import EXIT_PEER_LOST
+from cxr_desktop.cli.screen import main as screen_main
 from cxr_desktop.distributed import SINGLE, Session
 from cxr_desktop.scope import Caution
 from cxr_desktop.screening.distributed import (
@@ -85,6 +87,13 @@ def test_each_done_file_has_exactly_one_owner():
     todo = [p for p in "abcdefgh" if p not in owner]
     shards = [s.shard(todo) for s in sessions]
     assert sorted(sum(shards, [])) == ["e", "f", "g", "h"] and sessions[0].unshard(shards) == todo
+
+
+def test_help_documents_the_exit_code_of_a_lost_process(capsys):
+    with pytest.raises(SystemExit):
+        screen_main(["--help"])
+    text = capsys.readouterr().out
+    assert f"\n  {EXIT_PEER_LOST}   (torchrun) another process of the job stopped" in text and "--resume" in text
 
 
 # --------------------------------------------------------------------------- slow: real processes
@@ -173,8 +182,8 @@ def _assert_same_results(got: Path, want: Path) -> None:
         if w["caution"] is not None:  # a distance over pooled features: float noise of another batch is ~1e-6
             assert g["caution"]["limit"] == w["caution"]["limit"]
             assert abs(g["caution"]["distance"] - w["caution"]["distance"]) <= 1e-4 * w["caution"]["distance"]
-    for key in ("files", "status", "labels", "above_threshold", "cautioned"):
-        assert got_doc["summary"][key] == want_doc["summary"][key]
+    for key in ("files", "status", "labels", "above_threshold", "cautioned", "input_check"):
+        assert got_doc["summary"][key] == want_doc["summary"][key], key
     assert got_doc["model"] == want_doc["model"]
 
 
@@ -297,3 +306,59 @@ def test_a_process_that_dies_stops_the_other_with_a_clear_message_and_resume_com
     assert resumed and int(resumed.group(1)) >= done_before  # process 0's rows (and any of process 1's) kept
     _assert_same_results(out, one_process)
     assert journals_of(out) == []
+
+
+def _two_processes(folder: Path, out: Path, env: dict[str, str], models: list[Path]) -> list[subprocess.Popen]:
+    """Two processes with torchrun's variables (no agent), each with its own --model."""
+    port = str(_free_port())
+    procs = []
+    for rank, model in enumerate(models):
+        penv = dict(env, RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank), MASTER_PORT=port)
+        args = _screen_args(folder, out)
+        args[args.index("--model") + 1] = str(model)
+        procs.append(subprocess.Popen([sys.executable, *args], env=penv, cwd=REPO, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    return procs
+
+
+@pytest.mark.slow
+def test_fewer_files_than_processes_and_a_resume_with_nothing_left_to_do(cxr_dir, env, tmp_path):
+    """Process 2's shard is empty (1 file), then both are (everything done): every process still meets the
+    others at each step, and the worklist is the 1-process one."""
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    shutil.copy(cxr_dir / "00000001_000.png", studies / "a.png")
+    one = tmp_path / "one" / "results.csv"
+    one.parent.mkdir()
+    p = subprocess.run([sys.executable, *_screen_args(studies, one)], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    assert p.returncode == 0, p.stderr[-3000:]
+    out = tmp_path / "results.csv"
+    p = _torchrun(studies, out, env)
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "1 files (0 already done, 1 to do)" in p.stderr
+    _assert_same_results(out, one)
+    first = out.read_bytes()
+    p = _torchrun(studies, out, env, "--resume")
+    assert p.returncode == 0, p.stderr[-4000:]
+    assert "1 files (1 already done, 0 to do)" in p.stderr and p.stderr.count("cxr-screen: done:") == 1
+    assert out.read_bytes() == first and journals_of(out) == []
+
+
+@pytest.mark.slow
+def test_a_model_that_one_process_cannot_load_stops_both(folder, env, tmp_path):
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(MODEL.read_bytes()[:5000])
+    out = tmp_path / "results.csv"
+    procs = _two_processes(folder, out, env, [MODEL, broken])
+    try:
+        errs = [p.communicate(timeout=240)[1] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert [p.returncode for p in procs] == [3, 3]  # both stop, neither waits for the other
+    assert "cxr-screen (process 2 of 2): the model cannot be loaded" in errs[1] and "truncated" in errs[1]
+    assert "cannot be loaded" not in errs[0]  # the process that failed says why, once
+    assert not out.exists() and journals_of(out) == []

@@ -361,14 +361,18 @@ def _run(args: argparse.Namespace, err: TextIO, fail, job: _Job) -> int:  # type
     if args.workers != 0:
         prepare_workers()  # the decode workers' fork server starts while the model loads
 
-    code, message = EXIT_OK, ""
+    code, message, unexpected = EXIT_OK, "", None
     try:
         engine = load_engine(model_path, options=EngineOptions(device=args.device, max_batch=args.batch_size))
     except CxrError as exc:
         code, message = EXIT_MODEL, f"the model cannot be loaded: {exc}"
     except OSError as exc:
         code, message = EXIT_MODEL, f"the model file cannot be read ({exc.__class__.__name__}); check --model."
-    others = max(session.all_gather(code, "loading the model"))
+    except Exception as exc:  # noqa: BLE001 - reported by main (crash report) once every process knows
+        code, unexpected = EXIT_STOPPED, exc
+    others = max(session.all_gather(code, "loading the model"))  # every process, whatever happened above
+    if unexpected is not None:
+        raise unexpected
     if code:
         return fail(code, message)
     if others:

@@ -177,6 +177,7 @@ def screen_folder_sharded(folder: str | Path, engine: Engine, out_csv: str | Pat
     rate = new / elapsed if elapsed > 0 else 0.0
     summary = summarise(rows)
     summary.update(elapsed_s=round(elapsed, 3), files_per_s=round(rate, 3), cancelled=cancelled,
+                   input_check=own_fin.summary.get("input_check"),  # the same settings and model on every process
                    processes=session.world_size)
     written: str | None = None
     if session.is_main:
@@ -184,9 +185,8 @@ def screen_folder_sharded(folder: str | Path, engine: Engine, out_csv: str | Pat
             write_csv(out_csv, rows, engine.card.classes)
             if opts.json_path:
                 write_json(opts.json_path, rows, header, summary)
-        except OSError as exc:
-            written = f"{exc.strerror or type(exc).__name__}: {Path(str(exc.filename or out_csv)).name}"
-            session.broadcast(written, "writing the results")
+        except Exception as exc:  # the others wait for this answer (journals kept): send it before stopping
+            session.broadcast(type(exc).__name__, "writing the results")
             raise
     written = session.broadcast(written, "writing the results")
     if written is None and not cancelled and len(rows) == len(relpaths):
