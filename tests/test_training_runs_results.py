@@ -4,6 +4,7 @@ and report, and the metric texts and confusion labels the wizard and the HTML re
 from __future__ import annotations
 
 import datetime
+import html
 import json
 
 import numpy as np
@@ -101,6 +102,21 @@ def test_metric_texts_and_labels_are_those_of_the_report():
     assert f"test: {ev.counts_text(ev.test_metrics)}" in table
 
 
+def test_ppv_npv_always_say_at_which_prevalence_with_its_figure():
+    """No prevalence stated: each split's own, with the figure (PPV/NPV mean little without it); the report's
+    row names both splits' figures when they differ, and the wizard's line its split's."""
+    from cxr_desktop.training.report import _metrics_table
+
+    ev = _evaluation(["normal", "opacity"], 1)
+    assert ev.prevalence_text(ev.val_metrics) == "at this split's own prevalence 0.5 (none stated)"
+    test = dict(ev.test_metrics, prevalence=0.25)
+    ev.test_metrics = test
+    assert ev.prevalence_text() == "at each split's own prevalence (validation 0.5, test 0.25; none stated)"
+    assert html.escape("PPV at each split's own prevalence (validation 0.5, test 0.25; none stated)") in _metrics_table(ev)
+    stated = _evaluation(["normal", "opacity"], 1, prevalence=0.05)
+    assert stated.prevalence_text() == stated.prevalence_text(stated.test_metrics) == "at the stated prevalence 0.05"
+
+
 def test_a_degenerate_interval_is_named_in_both_places():
     from cxr_desktop.training.report import _metrics_table
 
@@ -144,14 +160,14 @@ def test_save_model_and_report_writes_the_chosen_threshold(tmp_path, cxr_dir):
     saved = load_model(out)
     assert saved.card.decision_threshold == pytest.approx(0.65)
     assert saved.card.metrics["threshold_selection"]["method"] == "user"
-    html = open(report, encoding="utf-8").read()
-    assert "0.6500" in html and saved.sha256 in html
+    page = open(report, encoding="utf-8").read()
+    assert "0.6500" in page and saved.sha256 in page
     assert load_model(trained).card.decision_threshold != pytest.approx(0.65)  # the run's own file unchanged
     # the report's figures are those at the saved threshold (specificity 2/3 at 0.5, 1 at 0.65), as the card's
     assert saved.card.metrics["validation"]["specificity"] == pytest.approx(1.0)
     spec = next(t for t in ev.metric_texts(saved.card.metrics["validation"]) if t.key == "specificity")
-    assert f"<tr><th>specificity</th><td>{spec.value} " in html and "<td>0.667 " not in html
-    assert "Threshold 0.6500 chosen on the validation split by the user" in html
+    assert f"<tr><th>specificity</th><td>{spec.value} " in page and "<td>0.667 " not in page
+    assert "Threshold 0.6500 chosen on the validation split by the user" in page
     # the same threshold as the run's: the run's own evaluation is reported
     again = report_path_for(str(tmp_path / "same.safetensors"))
     save_model_and_report(result, tmp_path / "same.safetensors", 0.5, again)

@@ -369,7 +369,9 @@ def test_report_has_the_validation_sections(tmp_path):
                  "Compared with the starting model (same test images)", "demo v1", "AUC difference",
                  "Calibration (test split)", 'alt="reliability diagram"', "Expected calibration error",
                  "Metrics per input type", "DICOM MONOCHROME1", "Caution rate (test split)",
-                 "PPV at the stated prevalence 0.05", "NPV at the stated prevalence 0.05"):
+                 # validation's PPV/NPV are at its own prevalence here, the test's at the stated one
+                 "PPV per split (validation at its own prevalence 0.5; test at the stated prevalence 0.05)",
+                 "NPV per split (validation at its own prevalence 0.5; test at the stated prevalence 0.05)"):
         assert text in page, text
     assert "subfolders suggest" in page and "more than one split" in page  # the folder-layout warning
     assert "(1.000-1.000)" not in page

@@ -303,10 +303,26 @@ def metric_texts(m: dict[str, Any], keys: Sequence[str] = METRIC_KEYS, nd: int =
 
 
 def prevalence_text(m: dict[str, Any]) -> str:
-    """Where PPV and NPV were computed: "at the stated prevalence 0.05" or at the split's own."""
+    """Where PPV and NPV were computed: "at the stated prevalence 0.05" or "at this split's own
+    prevalence 0.3 (none stated)" (PPV and NPV depend on it, so the figure is always given)."""
+    prev = m.get("prevalence", float("nan"))
     if m.get("prevalence_source") == "stated":
-        return f"at the stated prevalence {m.get('prevalence', float('nan')):.3g}"
-    return "at this split's own prevalence (none stated)"
+        return f"at the stated prevalence {prev:.3g}"
+    return f"at this split's own prevalence {prev:.3g} (none stated)"
+
+
+def splits_prevalence_text(splits: Sequence[tuple[str, dict[str, Any]]]) -> str:
+    """:func:`prevalence_text` for a table whose columns are the ``(name, metrics)`` splits: the one text
+    they share, else each split's: "at each split's own prevalence (validation 0.3, test 0.25; none stated)",
+    or "per split (validation at its own prevalence 0.3; test at the stated prevalence 0.05)"."""
+    if len({prevalence_text(m) for _, m in splits}) == 1:
+        return prevalence_text(splits[0][1])
+    if not any(m.get("prevalence_source") == "stated" for _, m in splits):
+        each = ", ".join(f"{name} {m.get('prevalence', float('nan')):.3g}" for name, m in splits)
+        return f"at each split's own prevalence ({each}; none stated)"
+    each = "; ".join(f"{name} at " + ("the stated" if m.get("prevalence_source") == "stated" else "its own")
+                     + f" prevalence {m.get('prevalence', float('nan')):.3g}" for name, m in splits)
+    return f"per split ({each})"
 
 
 def counts_text(m: dict[str, Any], positive: str) -> str:

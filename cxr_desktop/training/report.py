@@ -213,7 +213,7 @@ def _metrics_table(ev: Any) -> str:
     for key in METRIC_KEYS:
         if key in ("ppv", "npv") and "ppv" not in final:
             continue
-        label = metric_label(key) + (f" {ev.prevalence_text(final)}" if key in ("ppv", "npv") else "")
+        label = metric_label(key) + (f" {ev.prevalence_text()}" if key in ("ppv", "npv") else "")
         cells = []
         for name in ("validation", "test"):
             t = texts[name].get(key) if name in texts else None

@@ -17,7 +17,7 @@ from cxr_desktop.model.card import ModelCard
 from cxr_desktop.training.config import TrainingError
 from cxr_desktop.training.metrics import (
     MetricText, ThresholdChoice, binary_metrics_at, binary_report, confusion_labels, counts_text, metric_texts,
-    prevalence_text,
+    prevalence_text, splits_prevalence_text,
 )
 
 
@@ -93,9 +93,10 @@ class Evaluation:
         """"40 images, 20 patients, 12 opacity"."""
         return counts_text(m, self.positive_class)
 
-    def prevalence_text(self, m: dict[str, Any]) -> str:
-        """Where PPV/NPV were computed ("at the stated prevalence 0.05", or the split's own)."""
-        return prevalence_text(m)
+    def prevalence_text(self, m: dict[str, Any] | None = None) -> str:
+        """Where PPV/NPV of one split's metrics ``m`` were computed ("at the stated prevalence 0.05", or
+        the split's own, with its figure); without ``m``, of every split (a table with a column each)."""
+        return prevalence_text(m) if m is not None else splits_prevalence_text(self.split_metrics())
 
     def confusion_labels(self) -> list[str]:
         """Names of the 2 x 2 confusion matrix's rows/columns: (negative, positive)."""
