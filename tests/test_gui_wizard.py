@@ -346,3 +346,45 @@ def test_main_window_shutdown_drains_the_wizards_workers(qtbot, main_window, fol
     assert window.shutdown(60_000)
     assert wiz.runner.pool.activeThreadCount() == 0 and page.cancel.is_set()  # the run stopped, its thread done
     assert page.n_epoch < 200
+
+
+def test_evaluation_page_shows_the_reports_texts(qtbot):
+    """The evaluation page's metric cells, counts, intervals, prevalence and confusion labels are the texts
+    report.render_html's table uses (one source: the Evaluation), with the decision-aid notice."""
+    import html
+
+    import numpy as np
+
+    from cxr_desktop import DECISION_AID_NOTICE
+    from cxr_desktop.model.card import ModelCard, default_preprocessing
+    from cxr_desktop.training.metrics import ThresholdChoice, binary_report
+    from cxr_desktop.training.report import _metrics_table
+    from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult
+
+    labels = np.array([i % 2 for i in range(40)])
+    scores = np.clip(labels * 0.3 + np.random.default_rng(0).uniform(0, 0.6, 40), 0, 1)
+    preds = SplitPredictions("val", labels, np.stack([1 - scores, scores], 1), [f"{i}.png" for i in range(40)],
+                             [""] * 40, groups=[f"p{i // 2}" for i in range(40)])
+    val = binary_report(labels, scores, 0.5, n_boot=50, groups=preds.groups)
+    test = binary_report(labels, scores, 0.5, n_boot=50, groups=preds.groups, prevalence=0.05)
+    ev = Evaluation(["normal", "opacity"], 1, ThresholdChoice(0.5, "fixed", None, 0.5, 0.5), preds, preds, val, test)
+    card = ModelCard(name="m", classes=["normal", "opacity"], positive_class="opacity", input_size=64,
+                     preprocessing=default_preprocessing(64), decision_threshold=0.5, warnings=["a warning"])
+    wiz = TrainingWizard(gallery_per_kind=0)
+    qtbot.addWidget(wiz)
+    wiz.training_page.result = TrainResult(work_dir="", history=[], card=card, evaluation=ev)
+    page = wiz.evaluation_page
+    page.initializePage()
+    shown, table = page.metrics.text(), _metrics_table(ev)
+    for m in (val, test):
+        for t in ev.metric_texts(m):
+            assert f"{html.escape(t.label)}: {html.escape(t.brief)}" in shown
+            assert f"<td>{html.escape(t.value)} " in table
+        assert html.escape(ev.counts_text(m)) in shown and html.escape(ev.counts_text(m)) in table
+        assert html.escape(ev.prevalence_text(m)) in shown
+    assert html.escape(ev.interval_text()) in shown and html.escape(ev.interval_text()) in table
+    assert "a warning" in shown
+    assert [page.confusion.horizontalHeaderItem(c).text() for c in range(2)] == [
+        f"predicted {x}" for x in ev.confusion_labels()] == ["predicted normal", "predicted opacity"]
+    assert any(DECISION_AID_NOTICE in w.text() for w in page.findChildren(type(page.metrics)))
+    qtbot.waitUntil(lambda: wiz.runner.active == 0, timeout=30_000)  # the gallery job (no model file) ends

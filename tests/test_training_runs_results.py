@@ -100,6 +100,8 @@ def test_metric_texts_and_labels_are_those_of_the_report():
     assert "PPV at the stated prevalence 0.05" in table and ev.prevalence_text(ev.val_metrics) in table
     assert ev.counts_text(ev.val_metrics) == "40 images, 20 patients, 20 opacity"
     assert f"test: {ev.counts_text(ev.test_metrics)}" in table
+    assert ev.interval_text() == "95 % percentile bootstrap intervals resampling patients"
+    assert f"<p class=ci>{ev.interval_text()}; validation: " in table
 
 
 def test_ppv_npv_always_say_at_which_prevalence_with_its_figure():

@@ -758,9 +758,7 @@ class EvaluationPage(_Page):
             prev = "" if "prevalence" not in m else f"<br><small>PPV/NPV {esc(ev.prevalence_text(m))}</small>"
             rows.append(f"<b>{name}</b> ({esc(ev.counts_text(m))})<br>" + "<br>".join(cells) + prev)
         warn = "".join(f"<br><span style='color:#b06000'>{esc(w)}</span>" for w in card.warnings)
-        unit = ev.final_metrics.get("ci_unit", "images")
-        self.metrics.setText("<br><br>".join(rows) + f"<br><small>95 % bootstrap intervals over {unit}.</small>"
-                             + warn)
+        self.metrics.setText("<br><br>".join(rows) + f"<br><small>{esc(ev.interval_text())}.</small>" + warn)
         self.roc.series.clear()
         for split in ("val", "test"):
             y, s = ev.positive_scores(split)

@@ -325,6 +325,11 @@ def splits_prevalence_text(splits: Sequence[tuple[str, dict[str, Any]]]) -> str:
     return f"per split ({each})"
 
 
+def interval_text(m: dict[str, Any]) -> str:
+    """What the intervals are: "95 % percentile bootstrap intervals resampling patients" (or images)."""
+    return f"95 % percentile bootstrap intervals resampling {m.get('ci_unit', 'images')}"
+
+
 def counts_text(m: dict[str, Any], positive: str) -> str:
     """"40 images, 20 patients, 12 opacity": what a split's metrics rest on."""
     pats = f", {m['n_patients']} patients" if "n_patients" in m else ""

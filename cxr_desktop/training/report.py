@@ -227,10 +227,8 @@ def _metrics_table(ev: Any) -> str:
                 cells.append(f"<td>{esc(t.value)} <span class=ci>{esc(t.interval)}</span></td>")
         rows.append(f"<tr><th>{esc(label)}</th>{''.join(cells)}</tr>")
     head = "<tr><th></th><th>validation (chose threshold)</th><th>test</th></tr>"
-    unit = final.get("ci_unit", "images")
     counts = [f"{name}: {ev.counts_text(m)}" for name, m in ev.split_metrics()]
-    return (f"<table>{head}{''.join(rows)}</table><p class=ci>95 % percentile bootstrap intervals resampling "
-            f"{esc(unit)}; {esc('; '.join(counts))}.</p>")
+    return f"<table>{head}{''.join(rows)}</table><p class=ci>{esc(ev.interval_text())}; {esc('; '.join(counts))}.</p>"
 
 
 def _patients_section(data: dict[str, Any]) -> str:

@@ -16,8 +16,8 @@ import numpy as np
 from cxr_desktop.model.card import ModelCard
 from cxr_desktop.training.config import TrainingError
 from cxr_desktop.training.metrics import (
-    MetricText, ThresholdChoice, binary_metrics_at, binary_report, confusion_labels, counts_text, metric_texts,
-    prevalence_text, splits_prevalence_text,
+    MetricText, ThresholdChoice, binary_metrics_at, binary_report, confusion_labels, counts_text, interval_text,
+    metric_texts, prevalence_text, splits_prevalence_text,
 )
 
 
@@ -97,6 +97,10 @@ class Evaluation:
         """Where PPV/NPV of one split's metrics ``m`` were computed ("at the stated prevalence 0.05", or
         the split's own, with its figure); without ``m``, of every split (a table with a column each)."""
         return prevalence_text(m) if m is not None else splits_prevalence_text(self.split_metrics())
+
+    def interval_text(self) -> str:
+        """What the intervals of the honest estimate are ("95 % percentile bootstrap intervals resampling patients")."""
+        return interval_text(self.final_metrics)
 
     def confusion_labels(self) -> list[str]:
         """Names of the 2 x 2 confusion matrix's rows/columns: (negative, positive)."""
