@@ -303,8 +303,8 @@ def main(argv: Sequence[str] | None = None, *, stderr: TextIO | None = None) -> 
     except _Stopped as stop:
         kept, journal = _kept_rows(job.journal())
         what = f"{kept} rows kept in {journal.name}" if kept else "no rows were written yet"
-        peers = (" (when a process of the job fails, torchrun stops the others; its summary names the process)"
-                 if job.session.active else "")
+        peers = (" (torchrun stops every process of the job when it is interrupted or when one process fails; "
+                 "its summary names a failed process)" if job.session.active else "")
         return fail(stop.code, f"stopped by {stop.signame}{peers}; {what}; resume with --resume.")
     except DistributedError as exc:
         kept, journal = _kept_rows(job.journal())
