@@ -75,11 +75,28 @@ class WorkerRunner:
     def start_generator(self, fn: Callable[..., Any], *args: Any, yielded: Callable | None = None,
                         returned: Callable | None = None, errored: Callable | None = None,
                         finished: Callable | None = None, **kwargs: Any) -> Any:
-        """Run a generator function; each yielded item arrives via ``yielded``; ``quit()`` stops it."""
+        """Run a generator function; each yielded item arrives via ``yielded``; ``quit()`` stops it.
+
+        A generator stopped by ``quit()`` is closed when its worker finishes (superqt leaves it suspended),
+        so its ``finally`` runs then, not whenever it is collected: a training job it started ends, its
+        temporary files go.
+        """
         from superqt.utils import GeneratorWorker, create_worker
 
-        worker = create_worker(fn, *args, _start_thread=False, _ignore_errors=True,
+        started: list[Any] = []
+
+        def run(*a: Any, **kw: Any) -> Any:
+            gen = fn(*a, **kw)
+            started.append(gen)
+            return (yield from gen)
+
+        def close() -> None:
+            for gen in started:
+                gen.close()  # a no-op for one that ended; the worker's loop has left it, so never "running"
+
+        worker = create_worker(run, *args, _start_thread=False, _ignore_errors=True,
                                _worker_class=GeneratorWorker, **kwargs)
+        worker.finished.connect(close)
         return self._start(worker, {"yielded": yielded, "returned": returned, "errored": errored,
                                     "finished": finished})
 
