@@ -846,9 +846,11 @@ class MainWindow(QMainWindow):
             return max(0, int(1000 * (deadline - time.monotonic())))
 
         ok = True
-        wizards = [w.shutdown for w in self.findChildren(TrainingWizard)]  # open or closed: their workers too
+        wizards = self.findChildren(TrainingWizard)  # open or closed: their workers too
+        for wizard in wizards:  # asked first, so that a run is stopping while the other pools drain
+            wizard.stop_work()
         for stop in (self.study_list.shutdown, self.loader.runner.shutdown, self.engine_runner.shutdown,
-                     self.pacs.shutdown, self.reading_room.shutdown, *wizards):
+                     self.pacs.shutdown, self.reading_room.shutdown, *(w.shutdown for w in wizards)):
             ok = stop(left()) and ok
         return ok
 

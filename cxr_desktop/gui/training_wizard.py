@@ -1089,13 +1089,17 @@ class TrainingWizard(QWizard):
         self._close_confirmed = False
         super().done(result)
 
-    def shutdown(self, timeout_ms: int = 10000) -> bool:
-        """Stop the wizard's work (a run keeps its last checkpoint) and wait for its workers (app closing)."""
+    def stop_work(self) -> None:
+        """Ask the wizard's work to stop (a run keeps its last checkpoint), without waiting."""
         self.training_page.stop_now()
         if getattr(self.scan_page, "cancel", None) is not None:
             self.scan_page.cancel.set()
         if self.settings_page.weights_box.busy:
             self.settings_page.weights_box.cancel()
+
+    def shutdown(self, timeout_ms: int = 10000) -> bool:
+        """Stop the wizard's work and wait up to ``timeout_ms`` for its workers (app closing)."""
+        self.stop_work()
         return self.runner.shutdown(timeout_ms)
 
     def run_root(self) -> Path:
