@@ -64,3 +64,17 @@ def test_run_fraction_and_time_left():
     first = E.BatchProgress(1, 1, "train", 1, 10, 0.1, 8.0)
     assert "known once fine-tuning starts" in event_text.time_left(first, stages, 8)
     assert event_text.time_left(E.BatchProgress(2, 1, "train", 1, 10, 0.1, 0.0), stages, 8) == ""
+
+
+def test_a_skipped_file_is_named_without_its_patient_part():
+    """The run's patient pattern is hidden in a skipped file's name, in cxr-train's output and the wizard's log
+    (as the scan summary does): a file named for its patient must not print the patient id."""
+    from cxr_desktop.training.scan import ScanProblem
+
+    ev = E.PrepareDone(total=4, skipped=[ScanProblem("opacity/123456_chest.png", "undecodable", "cannot be read")],
+                       seconds=1.0, reused=False)
+    line = event_text.lines(ev, patient_regex=r"^(\d+)_")[1]
+    assert line == "  skipped opacity/[patient]_chest.png: cannot be read [undecodable]"
+    buf = io.StringIO()
+    Printer(buf, patient_regex=r"^(\d+)_")(ev)
+    assert "123456" not in buf.getvalue() and "[patient]_chest.png" in buf.getvalue()

@@ -135,9 +135,10 @@ def config_from_args(args: argparse.Namespace) -> Any:
 class Printer:
     """Turns engine events into terminal lines (the texts: :mod:`cxr_desktop.training.event_text`)."""
 
-    def __init__(self, out: TextIO, quiet: bool = False):
+    def __init__(self, out: TextIO, quiet: bool = False, patient_regex: str | None = None):
         self.out = out
         self.quiet = quiet
+        self.patient_regex = patient_regex  # its match in a file name is not printed
         self._last_progress = 0.0
 
     def say(self, text: str) -> None:
@@ -157,7 +158,7 @@ class Printer:
         if p is not None:
             self.progress("  " * p.level + p.text, p.done, p.total)
             return
-        for line in event_text.lines(ev, quiet=self.quiet):
+        for line in event_text.lines(ev, quiet=self.quiet, patient_regex=self.patient_regex):
             self.say(line)
 
     def _evaluation(self, ev: Any) -> None:
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[TIMEOUT_ENV] = str(args.dist_timeout)
     rank, world = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])) if launched_by_torchrun() else (0, 1)
     who = f"cxr-train (process {rank + 1} of {world})" if world > 1 else "cxr-train"
-    printer = Printer(sys.stdout, quiet=args.quiet)
+    printer = Printer(sys.stdout, quiet=args.quiet, patient_regex=cfg.patient_regex)
     if world > 1:  # torchrun stops the others with SIGTERM when one process dies: say so, never die silently
         signal.signal(signal.SIGTERM, stopped_by_launcher)
     cancel = threading.Event()

@@ -659,7 +659,8 @@ class TrainingPage(_Page):
                 left = event_text.time_left(ev, self.stage_epochs, self.cfg.batch_size)
             self.status.setText(p.text[:1].upper() + p.text[1:] + left)
             return
-        for line in event_text.lines(ev, quiet=True, summaries=False):  # the evaluation has its own page
+        for line in event_text.lines(ev, quiet=True, summaries=False,  # the evaluation has its own page
+                                     patient_regex=self.cfg.patient_regex):
             self._say(line)
         if isinstance(ev, E.StageStarted) and ev.stage == 2 and self.n_epoch:
             self.loss_chart.vlines = [self.n_epoch + 0.5]

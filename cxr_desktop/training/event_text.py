@@ -76,11 +76,13 @@ def time_left(ev: Any, stage_epochs: dict[int, int], batch_size: int) -> str:
     return f", about {rough(left)} left"
 
 
-def lines(ev: Any, *, quiet: bool = False, summaries: bool = True) -> list[str]:  # noqa: C901 - flat dispatch
+def lines(ev: Any, *, quiet: bool = False, summaries: bool = True,  # noqa: C901 - flat dispatch
+          patient_regex: str | None = None) -> list[str]:
     """The log lines of a (non-progress) event.
 
     ``quiet``: no scan summary and no "evaluating" line; ``summaries``: the evaluation and the
-    end-of-run validation and shortcut summaries (False: the caller shows them otherwise).
+    end-of-run validation and shortcut summaries (False: the caller shows them otherwise);
+    ``patient_regex``: the run's patient pattern, whose match in a file name is hidden (as the scan summary does).
     """
     out: list[str] = []
     say = out.append
@@ -93,7 +95,9 @@ def lines(ev: Any, *, quiet: bool = False, summaries: bool = True) -> list[str]:
     elif isinstance(ev, E.PrepareDone):
         how = "reused from the interrupted run" if ev.reused else f"{ev.seconds:.1f} s"
         say(f"images prepared ({how}); {len(ev.skipped)} could not be decoded")
-        out += [f"  skipped {p.rel}: {p.message} [{p.reason}]" for p in ev.skipped]
+        from cxr_desktop.training.scan import redact_patient
+
+        out += [f"  skipped {redact_patient(p.rel, patient_regex)}: {p.message} [{p.reason}]" for p in ev.skipped]
     elif isinstance(ev, E.SplitDone):
         src = "separate test folder" if ev.test_source == "folder" else f"held out, seed {ev.seed}"
         say(f"split (patient-level; test {src}):")
