@@ -38,6 +38,7 @@ from cxr_desktop.model.checkpoint_convert import extract_state_dict
 from cxr_desktop.model.modelfile import (
     CARD_KEY,
     file_sha256,
+    load_model,
     nonfinite_keys,
     read_card,
     resolve_head,
@@ -242,8 +243,6 @@ def load_imagenet_into(
     if parent is not None and not expected_sha256:
         # a CXR Review model file: fully verified by load_model (which hashes it once); the lineage records its sha256
         verified, warning = False, None
-        from cxr_desktop.model.modelfile import load_model
-
         loaded = load_model(p)
         digest = loaded.sha256
         sd = {k[len("body."):]: v for k, v in loaded.model.state_dict().items() if k.startswith("body.")}
