@@ -239,6 +239,7 @@ def _small_run(wiz, folder, *, epochs_frozen=1):
     s.patience.setValue(0)
 
 
+@pytest.mark.slow  # a real tiny training run (5.5 s here)
 def test_all_gpus_option_only_with_several_gpus_and_it_starts_train_local(qtbot, folder, tmp_path, monkeypatch):
     """One GPU: no option, one process. Two: "Train on all 2 GPUs"; ticked, the run is launch.train_local with
     nproc=2 (here a generator giving the events of a real engine.train run), whose events fill the page as

@@ -14,6 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 QT_LAYER = "cxr_desktop.gui"
 
 _PROBE = r"""
@@ -53,6 +55,7 @@ def _probe(root: str, skip: str, extra_path: Path | None = None) -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # imports all 114 modules, torch included, in a fresh interpreter (6 s here)
 def test_everything_but_the_qt_layer_imports_no_qt():
     result = _probe("cxr_desktop", QT_LAYER)
     checked = set(result["checked"])
