@@ -12,8 +12,9 @@ process's BatchNorm layers in training mode see only its share of the batch (usu
 
 Process 1 (rank 0) scans, splits and decodes the images once (:func:`shared_plan`; the others
 wait, kept alive by its heartbeat) and they read the same image cache, so the run folder must be
-on a filesystem every machine of the job sees (with ``--nnodes`` > 1). Only rank 0 writes files. A peer that dies turns into
-:class:`~cxr_desktop.distributed.DistributedError` (:func:`lost_peer`), never a silent hang.
+on a filesystem every machine of the job sees (with ``--nnodes`` > 1). Only rank 0 writes files.
+A peer that dies turns into :class:`~cxr_desktop.distributed.DistributedError` (:func:`lost_peer`),
+never a silent hang.
 """
 
 from __future__ import annotations
@@ -101,16 +102,18 @@ class _SumOverJob(torch.autograd.Function):
 class GlooSyncBatchNorm(nn.BatchNorm2d):
     """BatchNorm2d whose training-mode statistics are those of the global batch (all processes), on the CPU.
 
-    ``torch.nn.SyncBatchNorm`` runs on GPUs only. This one all-reduces per-channel sums and
-    squared deviations with a differentiable all-reduce (two passes, as exact as a single process's BatchNorm), updates the running statistics as
-    BatchNorm does (unbiased variance) and keeps BatchNorm2d's parameters and state-dict keys.
-    In evaluation mode it is BatchNorm2d.
+    ``torch.nn.SyncBatchNorm`` (used on CUDA) refuses CPU tensors ("expected input tensor to be on
+    GPU", torch 2.14). Here the per-channel sums and then the squared deviations go through a
+    differentiable all-reduce (:class:`_SumOverJob`), so forward and backward are those of one
+    BatchNorm over the concatenated batch; the running statistics move as BatchNorm's do (unbiased
+    variance). Parameters, buffers and state-dict keys are BatchNorm2d's; in evaluation mode it is
+    BatchNorm2d.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import torch.distributed as dist
 
-        if not (self.training and self.track_running_stats and dist.is_available() and dist.is_initialized()):
+        if not (self.training and dist.is_available() and dist.is_initialized()):
             return super().forward(x)
         all_reduce = _SumOverJob.apply
         c = x.shape[1]
@@ -119,12 +122,13 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
         n = sums[c].detach()
         mean = sums[:c] / n
         centred = x - mean[None, :, None, None]
-        var = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / n
-        with torch.no_grad():
-            self.num_batches_tracked.add_(1)
-            f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-            self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
-            self.running_var.mul_(1 - f).add_(var.detach() * (n / max(float(n) - 1, 1.0)), alpha=f)
+        var = all_reduce((centred * centred).sum(dim=(0, 2, 3))) / n  # biased: what normalises
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                f = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.mul_(1 - f).add_(mean.detach(), alpha=f)
+                self.running_var.mul_(1 - f).add_(var.detach() * (n / max(float(n) - 1, 1.0)), alpha=f)
         out = centred * torch.rsqrt(var + self.eps)[None, :, None, None]
         if self.affine:
             out = out * self.weight[None, :, None, None] + self.bias[None, :, None, None]
@@ -134,9 +138,11 @@ class GlooSyncBatchNorm(nn.BatchNorm2d):
 class ShardedDropout(nn.Dropout):
     """Dropout whose mask for each row is the one a 1-process run draws for that row of the global batch.
 
-    Every process draws the global batch's whole mask from the same seeded generator (as
-    ``F.dropout`` does: ``bernoulli_(1 - p) / (1 - p)``) and keeps its rows ``rank::world``, the
-    positions :class:`ShardedBatchSampler` gave it; the generator advances as on one process.
+    Every process draws the global batch's whole mask from the same seeded generator and keeps
+    its rows ``rank::world``, the positions :class:`ShardedBatchSampler` gave it. On the CPU this
+    is exactly the mask ``F.dropout`` draws on one process (``bernoulli_(1 - p) / (1 - p)`` on the
+    input's shape); on CUDA torch's fused dropout kernel draws other numbers, so the masks are
+    independent per row as dropout needs but not the 1-process ones.
     """
 
     session: Session

@@ -254,13 +254,18 @@ class _Run:
                                     "removed or edited), so it cannot be resumed. Start a new run without --resume.")
         if existing is None and self.session.is_main:
             ckpt.clear(self.work)
+        problem = None
         try:
             model, card = init_model(classes=self.plan.classes, positive_class=self.plan.classes[self.plan.pos],
                                      weights="none" if existing is not None else cfg.weights,
                                      input_size=cfg.input_size, head=cfg.head, name=cfg.name or "CXR Review model",
                                      seed=cfg.seed, expected_sha256=cfg.weights_sha256 if existing is None else None)
         except ModelFileError as exc:  # weights file missing, damaged, wrong checksum or not a ResNet50
-            raise TrainingError(f"The initial weights cannot be used: {exc}") from None
+            problem = f"The initial weights cannot be used: {exc}"
+        # every process stops when one cannot read the file (e.g. not on its machine), none waits for it
+        problems = [p for p in self.session.all_gather(problem, "checking the initial weights") if p]
+        if problems:
+            raise TrainingError(problems[0])
         if cfg.output_stride != 32:  # same weights, dilated last stage (a finer heatmap)
             from cxr_desktop.model.architecture import with_output_stride
 
@@ -463,7 +468,9 @@ class _Run:
                 return (yield from self._evaluate_split("val", stage, epoch))
             std_head.fold_into(self.model.head)
             vl = DataLoader(TensorPairs(feats["val"], val_labels), batch_size=256)
-            return (yield from self._evaluate(vl, stage, epoch, pooled_input=True))
+            res = yield from self._evaluate(vl, stage, epoch, pooled_input=True)
+            # a cancel seen by one process only: all stop here, or the others would wait in _record_epoch
+            return None if self.session.any(res is None, "agreeing whether to stop") else res
 
         done = yield from self._epochs(stage, start, epochs, opt, sched, batches, validate,
                                        trainer=None if cached else self._distributed(), forward=std_head)
@@ -553,6 +560,7 @@ class _Run:
                 yield from self._handle_cancel(stage, epoch - 1)
                 return False
             if sharded:  # each process's loss is its share of the global batch's: their mean is the job's
+                # (the 1-process figure when all shares have the same size, close to it otherwise)
                 train_loss = float(np.mean(self.session.all_gather(train_loss, "gathering the training loss")))
             val_loss, probs, labels, _ = res
             stop = yield from self._record_epoch(stage, epoch, train_loss, val_loss, probs, labels,
