@@ -435,20 +435,27 @@ def test_a_cancel_on_one_process_stops_every_process_and_the_best_epoch_is_saved
 
 @pytest.mark.slow
 @pytest.mark.usefixtures("training_isolation")
-def test_initial_weights_only_one_process_can_read_stop_every_process_with_the_reason(data, tmp_path):
-    """Process 1 lacks the weights file (as on a machine without it): both stop at once with its reason,
-    instead of process 2 waiting in the next collective until the launcher kills it."""
+@pytest.mark.parametrize("case, reason", [
+    ("data", "The folder 'missing' does not exist"),  # process 1 alone scans: its error is sent to the others
+    ("weights", "The initial weights cannot be used"),  # every process reads the file; process 1 lacks it
+])
+def test_a_failure_of_process_1_alone_stops_every_process_with_its_reason(data, tmp_path, case, reason):
+    """Both processes stop at once with process 1's reason, instead of process 2 waiting in the next
+    collective until the launcher stops it with no reason of its own (as a weights file missing on
+    one machine did)."""
     import json
     import shutil
 
     driver = tmp_path / "driver.py"
     driver.write_text(CANCEL_DRIVER)
     shutil.copy(DEMO, tmp_path / "w1.safetensors")  # process 2 has it; process 1's w0 does not exist
-    cfg = dict(SETTINGS, data_dir=str(data), out=str(tmp_path / "m.safetensors"),
-               weights=str(tmp_path / "w{RANK}.safetensors"))
+    cfg = dict(SETTINGS, data_dir=str(data), out=str(tmp_path / "m.safetensors"))
+    if case == "data":
+        cfg["data_dir"] = str(tmp_path / "missing")
+    else:
+        cfg["weights"] = str(tmp_path / "w{RANK}.safetensors")
     run = _run(_torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
                          str(driver), json.dumps(cfg), json.dumps([0, 0, "", 0])), _env(tmp_path), timeout=180)
     assert run.returncode != 0
-    # both raise the reason (process 2 got it from process 1); without the agreement process 2 waited
-    # in the next collective until torchrun stopped it, with no reason of its own
-    assert run.stderr.count("TrainingError: The initial weights cannot be used") == 2, run.stderr[-3000:]
+    assert run.stderr.count(f"TrainingError: {reason}") == 2, run.stderr[-3000:]
+    assert "lost contact" not in run.stderr
