@@ -119,6 +119,7 @@ import torch.distributed as dist
 from torch import nn
 from cxr_desktop.distributed import Session
 from cxr_desktop.training.ddp import GlobalMeanLoss, convert_for_job
+from cxr_desktop.training.config import TrainingError
 
 dist.init_process_group("gloo")
 rank, world = dist.get_rank(), dist.get_world_size()
@@ -183,6 +184,13 @@ share = GlobalMeanLoss(w, session)(lj, rows(y))
 (share / world).backward()  # DistributedDataParallel averages the gradients over the processes
 note("loss", summed(share.detach()) / world, one.detach())
 note("loss gradient", lj.grad, rows(lr.grad))
+bad = rows(logits).clone()
+bad[0, 0] = float("nan") if rank == 1 else bad[0, 0]  # process 2's share diverged
+try:
+    GlobalMeanLoss(w, session)(bad, rows(y))
+    diff["diverged"] = "went on"
+except TrainingError as exc:
+    diff["diverged"] = str(exc)
 sys.stdout.write(f"PARTS {json.dumps(diff)}\\n")  # one write: the two processes share the pipe
 sys.stdout.flush()
 """
@@ -192,7 +200,7 @@ sys.stdout.flush()
 def test_sync_batchnorm_dropout_and_loss_over_two_processes_equal_one_process_on_the_whole_batch(tmp_path):
     """CPU SyncBatchNorm (forward, backward through the global mean and variance, running statistics),
     the sharded dropout masks and the global-mean loss, against torch's BatchNorm2d, F.dropout and
-    CrossEntropyLoss on the concatenated batch (5 and 7 rows: unequal shares)."""
+    CrossEntropyLoss on the concatenated batch (5 and 7 rows: unequal shares); a NaN in one share stops both."""
     import json
 
     driver = tmp_path / "parts.py"
@@ -205,6 +213,7 @@ def test_sync_batchnorm_dropout_and_loss_over_two_processes_equal_one_process_on
     for diff in results:
         assert diff.pop("layer") == "GlooSyncBatchNorm"
         assert diff.pop("dropout") == 0.0  # the very mask one process draws
+        assert "NaN or infinite" in diff.pop("diverged")  # on both processes, at the same step
         assert set(diff) == {"output", "input gradient", "weight gradient", "bias gradient", "running mean",
                              "running var", "evaluation output", "loss", "loss gradient"}
         assert all(v <= 1e-5 for v in diff.values()), diff  # float32 rounding of the sums

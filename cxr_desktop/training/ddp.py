@@ -32,6 +32,7 @@ from torch.utils.data import BatchSampler, Sampler
 from cxr_desktop.distributed import DistributedError, Session, lost_contact_message
 from cxr_desktop.training.config import TrainingError
 from cxr_desktop.training.events import Cancelled, TrainEvent
+from cxr_desktop.training.loops import DIVERGED
 from cxr_desktop.training.relay import relay
 
 __all__ = ["ShardedBatchSampler", "GlobalMeanLoss", "GlooSyncBatchNorm", "ShardedDropout", "convert_for_job",
@@ -61,7 +62,9 @@ class GlobalMeanLoss(nn.Module):
 
     ``nn.CrossEntropyLoss(weight)`` on one process is ``sum(w_i l_i) / sum(w_i)`` over the batch.
     Each process returns ``W * sum_local(w_i l_i) / sum_global(w_i)``; DDP averages gradients over
-    the W processes, which gives exactly the 1-process gradient, for any split of the batch.
+    the W processes, which gives exactly the 1-process gradient, for any split of the batch. The
+    same all-reduce carries the summed loss, so a NaN in one process's share stops every process
+    at the same step with the reason (not one with the reason and the others with a lost peer).
     """
 
     def __init__(self, weight: torch.Tensor | None, session: Session):
@@ -74,9 +77,12 @@ class GlobalMeanLoss(nn.Module):
 
         per = nn.functional.cross_entropy(logits.float(), y, reduction="none")
         w = self.weight[y] if self.weight is not None else torch.ones_like(per)
-        total = w.detach().sum().reshape(1).clone()
-        dist.all_reduce(total)
-        return (per * w).sum() * self.session.world_size / total[0]
+        local = (per * w).sum()
+        sums = torch.stack([w.sum(), local]).detach()  # the global batch's weight and loss
+        dist.all_reduce(sums)
+        if not bool(torch.isfinite(sums[1])):
+            raise TrainingError(DIVERGED)
+        return local * self.session.world_size / sums[0]
 
 
 class _SumOverJob(torch.autograd.Function):

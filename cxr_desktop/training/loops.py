@@ -21,6 +21,8 @@ from cxr_desktop.model.architecture import CxrClassifier
 from cxr_desktop.training.config import TrainConfig, TrainingError
 
 BODY_BLOCKS = ("conv1", "bn1", "layer1", "layer2", "layer3", "layer4")
+DIVERGED = ("The training loss became NaN or infinite (training diverged). Lower the learning rate and "
+            "start again.")
 
 
 def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -61,8 +63,7 @@ def train_one_epoch(model: nn.Module, criterion: nn.Module, optimizer: torch.opt
             optimizer.step()
         value = float(loss.detach())
         if not math.isfinite(value):
-            raise TrainingError("The training loss became NaN or infinite (training diverged). Lower the "
-                                "learning rate and start again.")
+            raise TrainingError(DIVERGED)
         total += value * x.shape[0]
         n += x.shape[0]
         yield i + 1, value, n / max(time.perf_counter() - t0, 1e-9)
