@@ -108,22 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     from cxr_desktop.training.engine import train
     from cxr_desktop.training.event_json import encode
     from cxr_desktop.training.events import Finished
+    from cxr_desktop.training.relay import drain
     from cxr_desktop.training.runs import load_run_config
 
     finished: Any = None
     try:
         config = load_run_config(folder)
-        gen = train(config, cancel)
-        while True:
-            try:
-                ev = next(gen)
-            except StopIteration as stop:
-                result = stop.value
-                break
+
+        def relay_event(ev: Any) -> None:
+            nonlocal finished
             if rank == 0:
                 if isinstance(ev, Finished):
                     finished = ev.result
                 channel.send("event", event=encode(ev))
+
+        result = drain(train(config, cancel), relay_event)
         if rank == 0:
             same = result is not None and result is finished
             channel.send("result", same_as_finished=same, result=None if same else encode(result))
