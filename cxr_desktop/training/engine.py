@@ -19,7 +19,8 @@ checkpoints, evaluates and saves; the others return None (:mod:`cxr_desktop.trai
 
 The loops :func:`~cxr_desktop.training.loops.train_one_epoch` and
 :func:`~cxr_desktop.training.loops.evaluate` follow torchvision's
-``references/classification/train.py``; results live in :mod:`cxr_desktop.training.results`.
+``references/classification/train.py``; results live in :mod:`cxr_desktop.training.results`, the
+final evaluation and the model card are built in :mod:`cxr_desktop.training.trained_card`.
 """
 
 from __future__ import annotations
@@ -40,7 +41,8 @@ from torch import nn
 from torch.utils.data import DataLoader, RandomSampler, WeightedRandomSampler
 
 from cxr_desktop.model.architecture import FEATURE_CHANNELS, CxrClassifier
-from cxr_desktop.model.card import ModelCard, software_versions, utc_now_iso
+from cxr_desktop.model.card import utc_now_iso
+from cxr_desktop.model.lineage import UNTRAINED_PREFIX
 from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop.distributed import SINGLE, Session, join
 from cxr_desktop.training import checkpoint as ckpt
@@ -57,13 +59,11 @@ from cxr_desktop.training.loops import (
     StandardisedHead, TensorPairs, evaluate, make_optimizer, make_scheduler, set_trainable, train_mode,
     train_one_epoch, zero_init_residual,
 )
-from cxr_desktop.training.metrics import binary_report, multiclass_report, select_threshold, task_auc
-from cxr_desktop.training.results import (
-    Evaluation, SplitPredictions, TrainResult, inherit_lineage, save_with_threshold,
-)
+from cxr_desktop.training.metrics import task_auc
+from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult, save_with_threshold
 from cxr_desktop.training.relay import drain, relay
 from cxr_desktop.training.run_state import RunState
-from cxr_desktop.training.split import patient_check
+from cxr_desktop.training.trained_card import RunFacts, evaluate_best_epoch, trained_card
 
 if TYPE_CHECKING:
     from cxr_desktop.inference.device import DeviceInfo
@@ -73,7 +73,6 @@ __all__ = ["train", "run_to_end", "save_with_threshold", "Evaluation", "SplitPre
 
 log = logging.getLogger(__name__)
 
-UNTRAINED_PREFIX = "Untrained:"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -665,24 +664,8 @@ class _Run:
                 return None
             out[split] = r
         val, test = out["val"][0], out.get("test", (None, None))[0]
-        yv = (val.labels == self.plan.pos).astype(np.int64)
-        choice = select_threshold(yv, val.probs[:, self.plan.pos], method=cfg.threshold_method,
-                                  target=cfg.target_sensitivity)
-        multi = len(self.plan.classes) > 2
-        val_metrics = binary_report(yv, val.probs[:, self.plan.pos], choice.threshold, n_boot=cfg.bootstrap, seed=cfg.seed,
-                                    groups=val.groups, prevalence=cfg.prevalence)
-        test_metrics = None
-        if test is not None and len(test.labels):
-            yt = (test.labels == self.plan.pos).astype(np.int64)
-            test_metrics = binary_report(yt, test.probs[:, self.plan.pos], choice.threshold, n_boot=cfg.bootstrap,
-                                         seed=cfg.seed, groups=test.groups, prevalence=cfg.prevalence)
-        if multi:
-            val_metrics["multiclass"] = multiclass_report(val.labels, val.probs, self.plan.classes, n_boot=cfg.bootstrap,
-                                                          seed=cfg.seed, groups=val.groups)
-            if test_metrics is not None and test is not None:
-                test_metrics["multiclass"] = multiclass_report(test.labels, test.probs, self.plan.classes,
-                                                               n_boot=cfg.bootstrap, seed=cfg.seed, groups=test.groups)
-        evaluation = Evaluation(self.plan.classes, self.plan.pos, choice, val, test, val_metrics, test_metrics)
+        evaluation = evaluate_best_epoch(cfg, self.plan, val, test)
+        choice, test_metrics = evaluation.threshold, evaluation.test_metrics
         yield EvaluationDone(evaluation)
 
         from cxr_desktop.training.ood import fit_ood
@@ -698,7 +681,9 @@ class _Run:
                                 "Stopped during the final evaluation; nothing was saved. Resume to finish.")
                 return None
             test_metrics.update(extras)
-        card = self._card(evaluation, ood_info)
+        card = trained_card(cfg, self.plan, evaluation, ood_info, RunFacts(
+            started=self.started, device=self.device_info.label, cuda=self.cuda, history=self.history,
+            best=self.state.best, initial_card=self.init_card, stopped_by_user=self.cancel_ack))
         from cxr_desktop.model.modelfile import save_model
 
         self.model.to("cpu").to(memory_format=torch.contiguous_format)
@@ -779,89 +764,6 @@ class _Run:
             info["note"] = (f"scored at this run's input size ({self.cfg.input_size} px); the starting model was made "
                             f"for {card.input_size} px")
         return info
-
-    def _card(self, ev: Evaluation, ood_info: dict[str, Any]) -> ModelCard:
-        from cxr_desktop.model.card import default_preprocessing
-        from cxr_desktop.model.modelfile import resolve_head
-
-        cfg = self.cfg
-        warnings = [w for w in self.init_card["warnings"] if not w.startswith(UNTRAINED_PREFIX)]
-        if self.cancel_ack:
-            warnings.append("Training was stopped early by the user; this is the best epoch reached by then.")
-        if ev.test_metrics is None:
-            warnings.append("No test split: the metrics are from the validation split that chose the threshold "
-                            "and the best epoch, so they are optimistic.")
-        warnings += list(cfg.extra_warnings)
-        train_scan, test_scan = self.plan.train_scan, self.plan.test_scan
-        data = {
-            "folder": Path(cfg.data_dir).name,
-            "test_folder": Path(cfg.test_dir).name if cfg.test_dir else None,
-            "classes": self.plan.classes,
-            "splits": self.plan.counts,
-            "patient_groups": {k: v["groups"] for k, v in self.plan.counts.items()},
-            "patient_check": patient_check(self.plan.split, self.plan.items, train_scan, test_scan),
-            "grouped_by": train_scan.group_sources(),
-            "patient_pattern": cfg.patient_regex,
-            "skipped_files": len(train_scan.problems) + (len(test_scan.problems) if test_scan else 0)
-            + len(self.plan.cache.problems),
-            "duplicate_sets": len(train_scan.duplicates) + (len(test_scan.duplicates) if test_scan else 0),
-            "split_seed": cfg.seed,
-            "test_source": self.plan.split.test_source,
-        }
-        settings = {k: v for k, v in cfg.to_dict().items()
-                    if k not in ("data_dir", "test_dir", "out", "work_dir", "report", "extra_warnings", "resume",
-                                 "name", "version", "demonstration", "intended_use")}
-        settings["finetune_resolved"] = resolve_finetune(cfg.finetune, cuda=self.cuda)
-        best = dict(self.state.best or {})
-        history = [{"stage": h.stage, "epoch": h.epoch, "train_loss": round(h.train_loss, 5),
-                    "val_loss": round(h.val_loss, 5), "val_auc": None if math.isnan(h.val_auc) else round(h.val_auc, 5),
-                    "seconds": round(h.seconds, 1)} for h in self.history]
-
-        def compact(m: dict[str, Any] | None) -> dict[str, Any] | None:
-            return None if m is None else {k: v for k, v in m.items() if k != "roc"}
-
-        card = ModelCard(
-            name=cfg.name or "CXR Review model",
-            classes=list(self.plan.classes),
-            positive_class=self.plan.classes[self.plan.pos],
-            version=cfg.version,
-            head=resolve_head(cfg.head),
-            output_stride=int(cfg.output_stride),
-            input_size=int(cfg.input_size),
-            preprocessing=default_preprocessing(int(cfg.input_size)),
-            decision_threshold=float(ev.threshold.threshold),
-            provenance={
-                "source": "trained",
-                "trained_with": "cxr-train",
-                "created": utc_now_iso(),
-                "training_started": self.started,
-                "software": software_versions(),
-                "initial_weights": self.init_card["provenance"].get("initial_weights"),
-                "device": self.device_info.label,
-                "seed": cfg.seed,
-                "settings": settings,
-                "data": data,
-                "best_epoch": best,
-                "history": history,
-                "stopped_early_by_user": self.cancel_ack,
-            },
-            metrics={
-                "threshold_selection": {
-                    "split": "validation", "method": ev.threshold.method, "target": ev.threshold.target,
-                    "threshold": ev.threshold.threshold, "sensitivity": ev.threshold.sensitivity,
-                    "specificity": ev.threshold.specificity, "note": ev.threshold.note,
-                },
-                "validation": compact(ev.val_metrics),
-                "test": compact(ev.test_metrics),
-                "ci": "95 % percentile bootstrap over patients",
-            },
-            warnings=warnings,
-            demonstration=bool(cfg.demonstration),
-            extra={"ood": ood_info},
-        )
-        if cfg.intended_use:
-            card.intended_use = cfg.intended_use
-        return inherit_lineage(card, self.init_card)  # parent, ancestors, demonstration flag of the start model
 
 
 def train(config: TrainConfig, cancel: threading.Event | None = None) -> Generator[TrainEvent, None, TrainResult | None]:
