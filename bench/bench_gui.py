@@ -38,6 +38,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from qt_wait import wait_until  # noqa: E402 - bench/ is the script's folder
+
 BARE_WINDOW = """
 import time, sys, json
 t_import = time.time()
@@ -122,15 +124,6 @@ def model_ready(tmp: Path, model: Path, study: Path) -> None:
               f"first result {ev.get('first_result', float('nan')):5.2f}")
 
 
-def _wait(app, predicate, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
-    while not predicate():
-        if time.perf_counter() > deadline:
-            raise TimeoutError("timed out")
-        app.processEvents()
-        time.sleep(0.002)
-
-
 def _gaps(beats: list[float]) -> list[float]:
     return [1000.0 * (b - a) for a, b in zip(beats, beats[1:])]
 
@@ -157,9 +150,9 @@ def heartbeat(tmp: Path, model: Path, folder: Path, n_images: int) -> None:
     win.resize(1400, 900)
     win.show()
     win.open_model(str(model))
-    _wait(app, lambda: win.models.active is not None, 600)
+    wait_until(app, lambda: win.models.active is not None, 600)
     win.open_paths([str(folder)])
-    _wait(app, lambda: win.current_image is not None and not win.study_list.scanning, 600)
+    wait_until(app, lambda: win.current_image is not None and not win.study_list.scanning, 600)
     entries = [e for e in win.study_list.entries() if e.ok][:n_images]
     engine = win.models.active.engine
     print(f"\n(c) GUI heartbeat (20 ms timer), {len(entries)} sample images, model {engine.card.display_name} "
@@ -173,7 +166,7 @@ def heartbeat(tmp: Path, model: Path, folder: Path, n_images: int) -> None:
     # baseline 1: idle window
     timer.start()
     t_end = time.perf_counter() + 2.0
-    _wait(app, lambda: time.perf_counter() > t_end, 10)
+    wait_until(app, lambda: time.perf_counter() > t_end, 10)
     timer.stop()
     idle = _gaps(beats)
 
@@ -189,7 +182,7 @@ def heartbeat(tmp: Path, model: Path, folder: Path, n_images: int) -> None:
             win.request_prediction()  # already on screen (opened first): ask again
         else:
             win.study_list.select_path(e.path)
-        _wait(app, lambda: len(shown) > n and shown[-1] == e.path, 600)
+        wait_until(app, lambda: len(shown) > n and shown[-1] == e.path, 600)
     elapsed = time.perf_counter() - t0
     timer.stop()
     busy = _gaps(beats)

@@ -20,32 +20,17 @@ import time
 from pathlib import Path
 
 import pydicom
-from pydicom.uid import generate_uid
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
+from dicom_builders import study_copies  # noqa: E402
 from orthanc_fixture import OrthancServer, orthanc_binary  # noqa: E402
 
 from cxr_desktop.pacs import (  # noqa: E402
     DicomWebServer, DimseServer, RetrieveDone, StudyCache, retrieve_study, send_files,
 )
 from cxr_desktop.paths import shared_data_dir  # noqa: E402
-
-
-def make_study(src: Path, n: int, folder: Path) -> list[Path]:
-    study, series = generate_uid(), generate_uid()
-    out = []
-    for i in range(n):
-        ds = pydicom.dcmread(src)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = i + 1
-        p = folder / f"{i:04d}.dcm"
-        ds.save_as(p)
-        out.append(p)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         (tmp / "study").mkdir()
-        files = make_study(src, args.images, tmp / "study")
+        files = study_copies(src, tmp / "study", args.images, new_study=True)
         study_uid = str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID)
         mb = sum(p.stat().st_size for p in files) / 1e6
         with OrthancServer(tmp / "orthanc", our_ae="CXRBENCH") as pacs:

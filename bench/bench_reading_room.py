@@ -25,10 +25,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from qt_wait import wait_until  # noqa: E402 - bench/ is the script's folder
 
 FRAME_MS = 1000.0 / 60.0
 
@@ -36,15 +37,6 @@ FRAME_MS = 1000.0 / 60.0
 def _pct(values: list[float], q: float) -> float:
     s = sorted(values)
     return s[min(len(s) - 1, int(round(q / 100.0 * (len(s) - 1))))]
-
-
-def _pump(app, until: Callable[[], bool], timeout: float = 300.0) -> None:
-    deadline = time.time() + timeout
-    while not until():
-        if time.time() > deadline:
-            raise RuntimeError("timed out waiting for the viewer")
-        app.processEvents()
-        time.sleep(0.002)
 
 
 class _PaintClock:
@@ -78,12 +70,12 @@ def switch_time(app, model: Path, studies: list[Path], switches: int) -> dict[st
     win.resize(1400, 900)
     win.show()
     win.start([], str(model))
-    _pump(app, lambda: win.models.active is not None)
+    wait_until(app, lambda: win.models.active is not None)
     win.open_paths([str(p) for p in studies])
-    _pump(app, lambda: len(win.study_list.entries()) == len(studies) and not win.study_list.scanning)
+    wait_until(app, lambda: len(win.study_list.entries()) == len(studies) and not win.study_list.scanning)
     for p in studies:  # decode and score each once: both sit in the caches
         win.study_list.select_path(str(p))
-        _pump(app, lambda p=p: win.current_image is not None and win.current_image.path == str(p)
+        wait_until(app, lambda p=p: win.current_image is not None and win.current_image.path == str(p)
               and win.current_outcome is not None and win.current_outcome.result is not None)
     clock = _PaintClock(win.canvas.viewport())
     times = []
@@ -94,9 +86,9 @@ def switch_time(app, model: Path, studies: list[Path], switches: int) -> dict[st
         clock.last = 0.0
         t0 = time.perf_counter()
         win.study_list.select_path(target)
-        _pump(app, lambda: win.current_image is not None and win.current_image.path == target
+        wait_until(app, lambda: win.current_image is not None and win.current_image.path == target
               and win.current_outcome is not None and win.current_outcome.result is not None
-              and clock.last > t0, timeout=30)
+              and clock.last > t0, timeout_s=30)
         times.append((clock.last - t0) * 1000.0)
     win.shutdown()
     win.close()
@@ -138,19 +130,19 @@ def pan_frames(app, model: Path, studies: list[Path], layout: str,
     win.resize(1400, 900)
     win.show()
     win.start([], str(model))
-    _pump(app, lambda: win.models.active is not None)
+    wait_until(app, lambda: win.models.active is not None)
     win.overlay_panel.set_show_below(True)  # every pane draws its heatmap (the costlier case)
     win.open_paths([str(studies[0])])
-    _pump(app, lambda: win.current_outcome is not None and win.current_outcome.result is not None)
+    wait_until(app, lambda: win.current_outcome is not None and win.current_outcome.result is not None)
     room = win.reading_room
     room.set_layout(layout)
     for i in range(1, room.visible_count()):
         pane = room.panes[i - 1]
         room.open_in_pane(i, str(studies[i % len(studies)]))
-        _pump(app, lambda pane=pane: pane.outcome is not None and pane.outcome.result is not None)
+        wait_until(app, lambda pane=pane: pane.outcome is not None and pane.outcome.result is not None)
     room.set_linked(layout != "1x1")
     canvases = [f.canvas for f in room.frames[:room.visible_count()]]
-    _pump(app, lambda: all(c.image is not None for c in canvases), 30)
+    wait_until(app, lambda: all(c.image is not None for c in canvases), 30)
     for _ in range(20):
         app.processEvents()
     main = canvases[0]

@@ -13,21 +13,13 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+
+from qt_wait import wait_until  # noqa: E402 - bench/ is the script's folder
 RADIOGRAPHS = ("cxr/siim_pneumothorax_sample.dcm", "dicom/RG1_J2KI.dcm", "cxr/nih_sample.dcm")
-
-
-def wait(app, cond, timeout_s: float = 60.0) -> None:
-    deadline = time.time() + timeout_s
-    while not cond():
-        if time.time() > deadline:
-            raise TimeoutError("the dialog did not finish in time")
-        app.processEvents()
-        time.sleep(0.02)
 
 
 def main() -> int:
@@ -57,7 +49,7 @@ def main() -> int:
         dlg = PacsSettingsDialog(settings=q)
         dlg.show()
         dlg.test_current()
-        wait(app, lambda: dlg.last_test is not None)
+        wait_until(app, lambda: dlg.last_test is not None)
         app.processEvents()
         dlg.grab().save(str(out / "pacs_settings.png"))
         print("settings:", dlg.last_test)
@@ -66,7 +58,7 @@ def main() -> int:
         dlg.user_edit.setText("reader")
         dlg.secret_edit.setText("not-a-real-password")
         dlg.test_current()
-        wait(app, lambda: not dlg._testing)
+        wait_until(app, lambda: not dlg._testing)
         app.processEvents()
         dlg.grab().save(str(out / "pacs_settings_dicomweb.png"))
         print("settings (DICOMweb):", dlg.last_test)
@@ -75,7 +67,7 @@ def main() -> int:
         qd = QueryPacsDialog(settings=q)
         qd.show()
         qd.search()
-        wait(app, lambda: not qd.busy and qd.table.rowCount() > 0)
+        wait_until(app, lambda: not qd.busy and qd.table.rowCount() > 0)
         qd.table.selectRow(0)
         app.processEvents()
         qd.grab().save(str(out / "pacs_query.png"))

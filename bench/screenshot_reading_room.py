@@ -30,6 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))  # dicom_builders
 
+from qt_wait import wait_until  # noqa: E402 - bench/ is the script's folder
+
 
 def wrap_as_dicom(src: Path, dst: Path, patient: str, date: str) -> Path:
     """A DX DICOM file with ``src``'s pixels (made-up patient; for the screenshot only)."""
@@ -93,49 +95,41 @@ def main(argv: list[str] | None = None) -> int:
     win = MainWindow(engine_options={"device": "cpu"})
     win.show()
 
-    def pump(until, timeout: float = 300.0) -> None:
-        deadline = time.time() + timeout
-        while not until():
-            if time.time() > deadline:
-                raise RuntimeError("timed out")
-            app.processEvents()
-            time.sleep(0.01)
-
     model = args.model or default_model_path()
     win.start([str(folder)], str(model))
-    pump(lambda: win.models.active is not None and win.current_image is not None)
+    wait_until(app, lambda: win.models.active is not None and win.current_image is not None)
     win.study_list.select_path(str(current))
-    pump(lambda: win.current_image is not None and win.current_image.path == str(current))
+    wait_until(app, lambda: win.current_image is not None and win.current_image.path == str(current))
     win.overlay_panel.set_show_below(True)  # maps below the threshold too, labelled as such
-    pump(lambda: win.current_outcome is not None and win.current_outcome.result is not None)
+    wait_until(app, lambda: win.current_outcome is not None and win.current_outcome.result is not None)
     room = win.reading_room
     found: list = []
     room.prior_searched.connect(found.append)
     room.actions["prior"].trigger()
-    pump(lambda: bool(found))
+    wait_until(app, lambda: bool(found))
     print("prior from the PACS cache:", found[0] is not None and "pacs-studies" in found[0].path)
     pane = room.panes[0]
-    pump(lambda: pane.outcome is not None and pane.outcome.result is not None)
+    wait_until(app, lambda: pane.outcome is not None and pane.outcome.result is not None)
     room.actions["link"].trigger()
     room.set_active(1)  # the prior's pane: the view keys act on it, linked panes follow W/L
     win.actions["preset_3"].trigger()
     print("preset on the active pane:", room.active_canvas().window, "pane 0:", win.canvas.window)
 
-    dialog = win._optional_dialog("screening_panel", "ScreeningDialog", "Screening")
+    dialog = win.new_screening_dialog()
     room.attach_screening(dialog)
     dialog.set_folder(folder)
     dialog.set_model_path(model)
     dialog.start()
-    pump(lambda: not dialog.running and dialog.model.rowCount() > 0)
+    wait_until(app, lambda: not dialog.running and dialog.model.rowCount() > 0)
     dialog.close()
     from cxr_desktop.gui.worklist_dock import ReadingWorklistModel
 
     wl = room.worklist.model
-    pump(lambda: wl.data(wl.index(0, ReadingWorklistModel.COL_DATE)) != "", 30)
+    wait_until(app, lambda: wl.data(wl.index(0, ReadingWorklistModel.COL_DATE)) != "", 30)
     room.worklist.step_unread(+1)
     room.worklist.toggle_read()  # read status, saved beside the screening results
     room.set_active(1)
-    pump(lambda: win.current_image is not None and win.current_outcome is not None
+    wait_until(app, lambda: win.current_image is not None and win.current_outcome is not None
          and win.current_outcome.result is not None)
     for _ in range(30):
         app.processEvents()
@@ -158,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     room.set_layout("2x2")
     for i, name in ((2, "p2_2023.dcm"), (3, "p3_2022.dcm")):  # pane 1 keeps the prior
         room.open_in_pane(i, str(folder / name))
-    pump(lambda: all(p.outcome is not None and p.outcome.result is not None for p in room.panes))
+    wait_until(app, lambda: all(p.outcome is not None and p.outcome.result is not None for p in room.panes))
     room.set_active(0)
     win.canvas.zoom_by(1.6)
     for _ in range(30):

@@ -125,3 +125,18 @@ def training_isolation(tmp_path, monkeypatch):
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory, request):
+    """One real Orthanc for the test module, knowing the module's ``OUR_AE``; skipped where not installed."""
+    from orthanc_fixture import orthanc_for_module
+
+    yield from orthanc_for_module(tmp_path_factory, request.module.OUR_AE, request.module.__name__)
+
+
+@pytest.fixture()
+def pacs(orthanc):
+    """The module's Orthanc, emptied before the test."""
+    orthanc.clear()
+    return orthanc

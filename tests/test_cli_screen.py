@@ -19,20 +19,15 @@ import pytest
 
 from cxr_desktop.cli.screen import EXIT_IO, EXIT_MODEL, EXIT_OK, EXIT_TERMINATED, EXIT_USAGE, main
 from cxr_desktop.screening.results import journal_path_for, read_journal
+from model_builders import untrained_model_file
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from cxr_desktop.model import init_model, save_model
-
-    d = tmp_path_factory.mktemp("cli-model")
-    model, card = init_model(classes=["normal", "pneumonia"], positive_class="pneumonia", weights="none",
-                             input_size=64, name="cli-test", seed=1)
-    path = d / "model.safetensors"
-    save_model(path, model, card)
-    return path
+def model_file(tmp_path_factory) -> Path:
+    return untrained_model_file(tmp_path_factory.mktemp("cli-model") / "model.safetensors",
+                                name="cli-test", seed=1, classes=("normal", "pneumonia"))
 
 
 @pytest.fixture(autouse=True)

@@ -17,28 +17,19 @@ import pydicom
 import pytest
 from PySide6.QtCore import QSettings
 
-from orthanc_fixture import OrthancServer, free_port, orthanc_for_module
+from orthanc_fixture import OrthancServer, free_port
 from test_dicom_results import dciodvfy_errors
 
 from cxr_desktop.gui.main_window import MainWindow
 from cxr_desktop.gui.pacs_settings import SERVERS_KEY, PacsSettings, PacsSettingsDialog
 from cxr_desktop.gui.settings import AppSettings
 from cxr_desktop.pacs import DimseServer, SecretStore, send_files
+from dicom_builders import sr_measurement
+from model_builders import untrained_model_file
 
 TIMEOUT = 60_000
 OUR_AE = "CXRGUI"
 RADIOGRAPHS = ("cxr/siim_pneumothorax_sample.dcm", "dicom/RG1_J2KI.dcm")
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    yield from orthanc_for_module(tmp_path_factory, OUR_AE, "the PACS GUI tests")
-
-
-@pytest.fixture()
-def pacs(orthanc):
-    orthanc.clear()
-    return orthanc
 
 
 @pytest.fixture()
@@ -225,18 +216,8 @@ def test_search_failure_is_a_sentence_and_a_cancelled_retrieve_leaves_nothing(qt
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory) -> Path:
-    import torch
-
-    from cxr_desktop.model import init_model, save_model
-
-    model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
-                             input_size=64, name="gui-pacs-test", seed=5)
-    with torch.no_grad():
-        for p in model.head.parameters():
-            p.mul_(20.0)
-    path = tmp_path_factory.mktemp("pacs-model") / "model.safetensors"
-    save_model(path, model, card)
-    return path
+    return untrained_model_file(tmp_path_factory.mktemp("pacs-model") / "model.safetensors",
+                                name="gui-pacs-test", seed=5, head_scale=20.0)
 
 
 def _open_and_predict(qtbot, window: MainWindow, model: Path, image: Path) -> None:
@@ -273,7 +254,7 @@ def test_send_from_viewer_puts_sc_and_sr_into_the_same_study_and_export_writes_t
     sr_id = sr_series["Instances"][0]
     sr = pydicom.dcmread(io.BytesIO(pacs.rest(f"/instances/{sr_id}/file")))
     assert sr.StudyInstanceUID == study_uid
-    assert _numeric(sr, "CXR001") == pytest.approx(score, abs=5e-7)  # the probability the viewer showed
+    assert sr_measurement(sr, "CXR001") == pytest.approx(score, abs=5e-7)  # the probability the viewer showed
     sc_series = [s for s in series if "AI heatmap" in s["MainDicomTags"].get("SeriesDescription", "")]
     assert len(sc_series) == 1
 
@@ -288,20 +269,6 @@ def test_send_from_viewer_puts_sc_and_sr_into_the_same_study_and_export_writes_t
 
     for value in _identifiers(source):
         assert value not in caplog.text
-
-
-def _numeric(sr, code: str) -> float | None:
-    def walk(items):
-        for it in items:
-            if it.ValueType == "NUM" and it.ConceptNameCodeSequence[0].CodeValue == code:
-                return float(it.MeasuredValueSequence[0].NumericValue)
-            if "ContentSequence" in it:
-                v = walk(it.ContentSequence)
-                if v is not None:
-                    return v
-        return None
-
-    return walk(sr.ContentSequence)
 
 
 def test_send_without_a_dicom_result_says_what_to_do(qtbot, window, cxr_dir):
@@ -347,7 +314,7 @@ def test_worklist_sends_selected_rows_by_stow_rs(qtbot, window, pacs, uploaded, 
         sr_series = [s for s in series if s["MainDicomTags"].get("SeriesDescription") == SR_SERIES_DESCRIPTION]
         sr = pydicom.dcmread(io.BytesIO(pacs.rest(f"/instances/{sr_series[0]['Instances'][0]}/file")))
         if scores[f"img{i}.dcm"] is not None:
-            assert _numeric(sr, "CXR001") == pytest.approx(scores[f"img{i}.dcm"], abs=5e-7)
+            assert sr_measurement(sr, "CXR001") == pytest.approx(scores[f"img{i}.dcm"], abs=5e-7)
     dialog.close()
 
 
@@ -382,7 +349,7 @@ def test_export_as_dicom_of_an_out_of_scope_image_carries_the_reason_not_a_score
     qtbot.waitUntil(lambda: window.pacs.last_export is not None, timeout=TIMEOUT)
     sc_path, sr_path = window.pacs.last_export
     sr = pydicom.dcmread(sr_path)
-    assert _numeric(sr, "CXR001") is None  # no probability
+    assert sr_measurement(sr, "CXR001") is None  # no probability
     texts = []
 
     def walk(items):

@@ -25,6 +25,7 @@ from cxr_desktop.scope.learned import Caution
 from cxr_desktop.screening.results import STATUS_ERROR, STATUS_OK, ResultRow
 from dicom_builders import new_dataset
 from window_helpers import open_and_wait
+from model_builders import untrained_model_file
 
 TIMEOUT = 60_000
 
@@ -322,15 +323,9 @@ def test_prior_found_in_the_pacs_cache_when_not_in_the_study_list(qtbot, window,
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from cxr_desktop.model.modelfile import save_model
-    from cxr_desktop.model.weights import init_model
-
-    model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
-                             input_size=64, name="Pane", seed=5)
-    path = tmp_path_factory.mktemp("models") / "pane.safetensors"
-    save_model(path, model, card)
-    return path
+def model_file(tmp_path_factory) -> Path:
+    return untrained_model_file(tmp_path_factory.mktemp("models") / "pane.safetensors",
+                                name="Pane", seed=5)
 
 
 def test_each_pane_has_its_own_result_and_heatmap(qtbot, window, model_file, cxr_dir):

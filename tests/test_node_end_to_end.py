@@ -19,6 +19,7 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
+from model_builders import untrained_model_file
 from node_traffic import (
     SECRET_ACCESSION, SECRET_ID, SECRET_NAME, broken_copy, push, radiograph_sources, send_partial_then_abort,
     sop_uid, start_node, with_new_instance, wrap_as_dx, write,
@@ -28,15 +29,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from cxr_desktop.model import init_model, save_model
-
-    d = tmp_path_factory.mktemp("node-model")
-    model, card = init_model(classes=["normal", "pneumonia"], positive_class="pneumonia", weights="none",
-                             input_size=64, name="node-test", seed=1)
-    path = d / "model.safetensors"
-    save_model(path, model, card)
-    return path
+def model_file(tmp_path_factory) -> Path:
+    return untrained_model_file(tmp_path_factory.mktemp("node-model") / "model.safetensors",
+                                name="node-test", seed=1, classes=("normal", "pneumonia"))
 
 
 def _worklist(out: Path) -> list[dict[str, str]]:

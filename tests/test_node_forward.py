@@ -22,20 +22,15 @@ from pydicom.uid import generate_uid
 
 from node_traffic import push, radiograph_sources, sop_uid, start_node, wrap_as_dx, write
 from orthanc_fixture import OrthancServer, orthanc_binary
+from model_builders import untrained_model_file
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from cxr_desktop.model import init_model, save_model
-
-    d = tmp_path_factory.mktemp("node-fwd-model")
-    model, card = init_model(classes=["normal", "pneumonia"], positive_class="pneumonia", weights="none",
-                             input_size=64, name="node-test", seed=1)
-    path = d / "model.safetensors"
-    save_model(path, model, card)
-    return path
+def model_file(tmp_path_factory) -> Path:
+    return untrained_model_file(tmp_path_factory.mktemp("node-fwd-model") / "model.safetensors",
+                                name="node-test", seed=1, classes=("normal", "pneumonia"))
 
 
 def _probability(sr: pydicom.Dataset) -> float:

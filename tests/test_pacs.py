@@ -19,7 +19,8 @@ import pydicom
 import pytest
 from pydicom.uid import generate_uid
 
-from orthanc_fixture import free_port, orthanc_for_module
+from dicom_builders import sr_measurement, study_copies
+from orthanc_fixture import free_port
 
 from cxr_desktop.pacs import (
     DicomWebServer, DimseServer, PacsError, PacsProblem, RetrieveDone, RetrieveProgress, StudyCache, StudyQuery,
@@ -28,17 +29,6 @@ from cxr_desktop.pacs import (
 
 RADIOGRAPHS = ("cxr/siim_pneumothorax_sample.dcm", "dicom/RG1_J2KI.dcm")
 OUR_AE = "CXRTEST"
-
-
-@pytest.fixture(scope="module")
-def orthanc(tmp_path_factory):
-    yield from orthanc_for_module(tmp_path_factory, OUR_AE, "the PACS tests")
-
-
-@pytest.fixture()
-def pacs(orthanc):
-    orthanc.clear()
-    return orthanc
 
 
 @pytest.fixture()
@@ -76,20 +66,6 @@ def _run(gen):
     events = list(gen)
     assert isinstance(events[-1], RetrieveDone)
     return events
-
-
-def _two_image_study(src: Path, folder: Path) -> list[Path]:
-    """Two instances of one study (the same radiograph, new SOP Instance UIDs)."""
-    out = []
-    for i in range(2):
-        ds = pydicom.dcmread(src)
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        ds.InstanceNumber = i + 1
-        p = folder / f"copy{i}.dcm"
-        ds.save_as(p)
-        out.append(p)
-    return out
 
 
 # --------------------------------------------------------------------------- the whole path
@@ -171,26 +147,11 @@ def test_store_find_retrieve_screen_and_send_back(dimse, web, pacs, sources, tmp
         sr_bytes = pacs.rest(f"/instances/{sr_series['Instances'][0]}/file")
         sr = pydicom.dcmread(io.BytesIO(sr_bytes))
         assert sr.StudyInstanceUID == study_uid
-        prob = _numeric(sr, "CXR001")
+        prob = sr_measurement(sr, "CXR001")
+        assert prob is not None, "no CXR001 measurement in the SR"
         assert prob == pytest.approx(float(row["score"]), abs=5e-7)
         assert sr.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0] \
             .ReferencedSOPSequence[0].ReferencedSOPInstanceUID == _uid(src, "SOPInstanceUID")
-
-
-def _numeric(sr, code: str) -> float:
-    def walk(items):
-        for it in items:
-            if it.ValueType == "NUM" and it.ConceptNameCodeSequence[0].CodeValue == code:
-                return float(it.MeasuredValueSequence[0].NumericValue)
-            if "ContentSequence" in it:
-                v = walk(it.ContentSequence)
-                if v is not None:
-                    return v
-        return None
-
-    value = walk(sr.ContentSequence)
-    assert value is not None, f"no {code} measurement in the SR"
-    return value
 
 
 # --------------------------------------------------------------------------- failures
@@ -284,7 +245,7 @@ def test_study_deleted_between_find_and_get(method, dimse, web, pacs, sources, t
 
 def test_partial_retrieve_keeps_nothing_and_retry_completes(dimse, sources, tmp_path):
     """A study with an object C-GET cannot take (Raw Data: no storage context offered) arrives in part."""
-    images = _two_image_study(sources[0], tmp_path)
+    images = study_copies(sources[0], tmp_path, 2)
     raw = pydicom.dcmread(images[0], stop_before_pixels=True)
     raw.SOPClassUID = "1.2.840.10008.5.1.4.1.1.66"  # Raw Data Storage
     raw.SOPInstanceUID = generate_uid()
@@ -308,7 +269,7 @@ def test_partial_retrieve_keeps_nothing_and_retry_completes(dimse, sources, tmp_
 
 
 def test_cancel_keeps_nothing(dimse, sources, tmp_path):
-    _upload(dimse, _two_image_study(sources[0], tmp_path))
+    _upload(dimse, study_copies(sources[0], tmp_path, 2))
     study = _uid(sources[0])
     cache = StudyCache(tmp_path / "cache")
     gen = retrieve_study(dimse, study, cache=cache, method="get")

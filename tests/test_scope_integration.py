@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import csv
 import io
 import json
@@ -11,20 +13,16 @@ import numpy as np
 import pytest
 
 from cxr_desktop.cli.screen import EXIT_OK, main
+from model_builders import untrained_model_file
 
 NON_CHEST = ("693_UNCI.dcm", "MR2_UNCI.dcm", "US1_UNCI.dcm", "SC_rgb.dcm")
 CHEST = ("00000001_000.png", "tbx11k_health_h0001.png")
 
 
 @pytest.fixture(scope="module")
-def model_file(tmp_path_factory):
-    from cxr_desktop.model import init_model, save_model
-
-    model, card = init_model(classes=["normal", "abnormal"], positive_class="abnormal", weights="none",
-                             input_size=64, name="scope-int", seed=2)
-    path = tmp_path_factory.mktemp("scope-int") / "model.safetensors"
-    save_model(path, model, card)
-    return path
+def model_file(tmp_path_factory) -> Path:
+    return untrained_model_file(tmp_path_factory.mktemp("scope-int") / "model.safetensors",
+                                name="scope-int", seed=2)
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,12 @@ import pytest
 
 from cxr_desktop.model.modelfile import load_model
 from cxr_desktop.training import events as E
-from cxr_desktop.training.config import TrainConfig, TrainingError
+from cxr_desktop.training.config import TrainingError
 from cxr_desktop.training.engine import train
 from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_dataset
+from training_helpers import SIZE, drive, tiny_config, write_tiny_dataset
 
 REPO = Path(__file__).resolve().parents[1]
-SIZE = 64
 
 
 @pytest.fixture(scope="module")
@@ -33,31 +33,11 @@ def sources(cxr_dir):
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory, sources):
-    """8 sources x 4 variants at 64 px: enough for mechanics, not for learning."""
-    root = tmp_path_factory.mktemp("tiny")
-    write_dataset(sources[:8], root, variants=4, size=SIZE, seed=1)
-    return root
+def tiny_data(tmp_path_factory, cxr_dir):
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny"), cxr_dir)
 
 
-def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data_dir=str(data), out=str(out), input_size=SIZE, weights="none", epochs_frozen=1,
-                epochs_finetune=2, batch_size=8, patient_regex=PATIENT_REGEX, bootstrap=50, seed=0,
-                val_fraction=0.25, test_fraction=0.25, augment="light", threads=1)
-    base.update(kw)
-    return TrainConfig(**base)
 
-
-def _drive(gen, on_event=None):
-    events = []
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return events, stop.value
-        events.append(ev)
-        if on_event is not None:
-            on_event(ev)
 
 
 pytestmark = pytest.mark.usefixtures("training_isolation")
@@ -72,7 +52,7 @@ def test_cancel_between_batches_keeps_and_saves_the_best_epoch(tiny_data, tmp_pa
         if isinstance(ev, E.EpochDone) and ev.stage == 2 and ev.epoch == 1:
             cancel.set()
 
-    events, result = _drive(train(_cfg(tiny_data, out, epochs_finetune=4), cancel), on_event)
+    events, result = drive(train(tiny_config(tiny_data, out, epochs_finetune=4), cancel), on_event)
     cancelled = [e for e in events if isinstance(e, E.Cancelled)]
     assert len(cancelled) == 1 and cancelled[0].kept_best and (cancelled[0].stage, cancelled[0].epoch) == (2, 1)
     epochs = [(e.stage, e.epoch) for e in events if isinstance(e, E.EpochDone)]
@@ -94,7 +74,7 @@ def test_cancel_before_any_epoch_saves_nothing(tiny_data, tmp_path):
         if isinstance(ev, E.StageStarted):
             cancel.set()
 
-    events, result = _drive(train(_cfg(tiny_data, out), cancel), on_event)
+    events, result = drive(train(tiny_config(tiny_data, out), cancel), on_event)
     assert [type(e) for e in events].count(E.Cancelled) == 1
     assert not [e for e in events if isinstance(e, E.Cancelled)][0].kept_best
     assert result.model_path is None and not out.exists()
@@ -145,7 +125,7 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
     assert html.count("data:image/png;base64,") >= 4  # curves, ROC, confusion matrix, gallery
 
     # an uninterrupted run with the same settings reaches the same numbers: nothing was lost or redone
-    _, ref = _drive(train(_cfg(tiny_data, tmp_path / "reference.safetensors", epochs_frozen=1, epochs_finetune=3,
+    _, ref = drive(train(tiny_config(tiny_data, tmp_path / "reference.safetensors", epochs_frozen=1, epochs_finetune=3,
                                patience=0)))
     assert [(h.stage, h.epoch) for h in ref.history] == hist
     for a, b in zip(ref.history, loaded.card.provenance["history"]):
@@ -161,25 +141,25 @@ def test_second_cancel_stops_evaluation_and_resume_refuses_changed_settings(tiny
         if isinstance(ev, (E.CheckpointSaved, E.Cancelled)):
             cancel.set()
 
-    events, result = _drive(train(_cfg(tiny_data, out, epochs_frozen=2, epochs_finetune=0), cancel), on_event)
+    events, result = drive(train(tiny_config(tiny_data, out, epochs_frozen=2, epochs_finetune=0), cancel), on_event)
     kinds = [type(e) for e in events]
     assert kinds.count(E.Cancelled) == 2 and E.ModelSaved not in kinds and result is None and not out.exists()
     assert (Path(str(out) + ".run") / "ckpt-0001.safetensors").exists()
     with pytest.raises(TrainingError, match="different settings"):
-        _drive(train(_cfg(tiny_data, out, epochs_frozen=2, epochs_finetune=0, seed=5, resume=True)))
+        drive(train(tiny_config(tiny_data, out, epochs_frozen=2, epochs_finetune=0, seed=5, resume=True)))
     # the same settings resume: epoch 2 of stage 1 only, then the model is saved
-    events, result = _drive(train(_cfg(tiny_data, out, epochs_frozen=2, epochs_finetune=0, resume=True)))
+    events, result = drive(train(tiny_config(tiny_data, out, epochs_frozen=2, epochs_finetune=0, resume=True)))
     assert [(e.stage, e.epoch) for e in events if isinstance(e, E.EpochDone)] == [(1, 2)]
     assert load_model(out).card.classes == ["normal", "opacity"]
 
 
 def test_unusable_settings_and_folders_are_explained(tiny_data, tmp_path):
     with pytest.raises(TrainingError, match="positive class"):
-        _drive(train(_cfg(tiny_data, tmp_path / "m.safetensors", positive_class="nodule")))
+        drive(train(tiny_config(tiny_data, tmp_path / "m.safetensors", positive_class="nodule")))
     with pytest.raises(TrainingError, match="at least one epoch"):
-        _drive(train(_cfg(tiny_data, tmp_path / "m.safetensors", epochs_frozen=0, epochs_finetune=0)))
+        drive(train(tiny_config(tiny_data, tmp_path / "m.safetensors", epochs_frozen=0, epochs_finetune=0)))
     with pytest.raises(TrainingError, match="does not exist"):
-        _drive(train(_cfg(tmp_path / "missing", tmp_path / "m.safetensors")))
+        drive(train(tiny_config(tmp_path / "missing", tmp_path / "m.safetensors")))
 
 
 @pytest.mark.slow
@@ -198,9 +178,9 @@ def test_a_new_head_learns_the_opacity_task_from_the_demo_backbone(tmp_path, sou
     size = read_card(demo).input_size
     data = tmp_path / "fresh"
     write_dataset(sources[-20:], data, variants=6, size=size, seed=123, contrast=(0.35, 0.6), radius=(0.07, 0.13))
-    cfg = _cfg(data, tmp_path / "m.safetensors", weights=str(demo), input_size=size, epochs_frozen=15,
+    cfg = tiny_config(data, tmp_path / "m.safetensors", weights=str(demo), input_size=size, epochs_frozen=15,
                epochs_finetune=0, batch_size=16, val_fraction=0.3, test_fraction=0.2, patience=0)
-    events, result = _drive(train(cfg))
+    events, result = drive(train(cfg))
     ready = next(e for e in events if isinstance(e, E.ModelReady))
     assert ready.initial_weights["source"] == "file" and ready.initial_weights["file_name"] == demo.name
     aucs = [e.val_auc for e in events if isinstance(e, E.EpochDone)]
@@ -224,7 +204,7 @@ def test_three_classes_and_a_separate_test_folder(tmp_path, sources):
     leak = sorted((train_dir / "opacity").glob("*.png"))[0]
     (test_dir / "opacity" / leak.name).write_bytes(leak.read_bytes())  # a training patient in the test folder
     out = tmp_path / "three.safetensors"
-    events, result = _drive(train(_cfg(train_dir, out, test_dir=str(test_dir), test_fraction=0.0,
+    events, result = drive(train(tiny_config(train_dir, out, test_dir=str(test_dir), test_fraction=0.0,
                                        val_fraction=0.3, epochs_frozen=2, epochs_finetune=1)))
     split = next(e for e in events if isinstance(e, E.SplitDone))
     assert split.test_source == "folder" and any("test folder" in w for w in split.warnings)

@@ -32,9 +32,9 @@ from cxr_desktop.training.launch_worker import APP_PID_ENV
 from cxr_desktop.training.metrics import ThresholdChoice
 from cxr_desktop.training.results import Evaluation, SplitPredictions, TrainResult
 from cxr_desktop.training.scan import DuplicateSet, ScanItem, ScanProblem, ScanProgress, ScanResult
-from cxr_desktop.training.synthetic import PATIENT_REGEX, find_sources, write_dataset
+from cxr_desktop.training.synthetic import PATIENT_REGEX
+from training_helpers import drive, tiny_config, write_tiny_dataset
 
-SIZE = 64
 
 
 def same(a, b) -> bool:
@@ -140,29 +140,13 @@ def test_local_gpu_count_is_a_count():
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory, cxr_dir):
-    root = tmp_path_factory.mktemp("tiny")
-    write_dataset(find_sources(cxr_dir, max_side=256)[:8], root, variants=4, size=SIZE, seed=1)
-    return root
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny"), cxr_dir)
 
 
 def _cfg(data: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data_dir=str(data), out=str(out), input_size=SIZE, weights="none", epochs_frozen=1,
-                epochs_finetune=1, batch_size=8, patient_regex=PATIENT_REGEX, bootstrap=50, seed=0,
-                val_fraction=0.25, test_fraction=0.25, augment="light", threads=1, report=None)
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(data, out, **{"epochs_finetune": 1, "report": None, **kw})
 
 
-def _drive(gen, on_event=None):
-    events = []
-    while True:
-        try:
-            ev = next(gen)
-        except StopIteration as stop:
-            return events, stop.value
-        events.append(ev)
-        if on_event is not None:
-            on_event(ev)
 
 
 def _processes_naming(text: str, *, workers_only: bool = False) -> list[int]:
@@ -189,9 +173,9 @@ pytestmark = pytest.mark.usefixtures("training_isolation")
 @pytest.mark.parametrize("nproc", [1, 2])
 def test_a_torchrun_job_gives_the_events_and_result_of_train(tiny_data, tmp_path, nproc):
     sync = nproc > 1  # the same BatchNorm statistics as one process (test_ddp_training's setting)
-    ref_events, ref = _drive(train(_cfg(tiny_data, tmp_path / "ref.safetensors", sync_batchnorm=sync)))
+    ref_events, ref = drive(train(_cfg(tiny_data, tmp_path / "ref.safetensors", sync_batchnorm=sync)))
     out = tmp_path / "job.safetensors"
-    events, result = _drive(train_local(_cfg(tiny_data, out, sync_batchnorm=sync), nproc=nproc))
+    events, result = drive(train_local(_cfg(tiny_data, out, sync_batchnorm=sync), nproc=nproc))
 
     if nproc == 1:  # the same process count: the same events, in the same order, with the same counts
         assert [type(e) for e in events] == [type(e) for e in ref_events]
@@ -229,7 +213,7 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
             cancel.set()
 
     out = tmp_path / "cancelled.safetensors"
-    events, result = _drive(train_local(_cfg(tiny_data, out, epochs_finetune=3), nproc=2, cancel=cancel), on_event)
+    events, result = drive(train_local(_cfg(tiny_data, out, epochs_finetune=3), nproc=2, cancel=cancel), on_event)
     stops = [e for e in events if isinstance(e, E.Cancelled)]
     assert len(stops) == 1 and stops[0].kept_best and not cancel.is_set()  # acknowledged like train does
     assert result.cancelled and load_model(out).card.provenance["stopped_early_by_user"] is True
@@ -253,9 +237,9 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
 def test_a_failing_job_raises_the_message_train_gives(tmp_path):
     cfg = _cfg(tmp_path / "no-such-folder", tmp_path / "m.safetensors")
     with pytest.raises(TrainingError) as direct:
-        _drive(train(cfg))
+        drive(train(cfg))
     with pytest.raises(TrainingError) as job:
-        _drive(train_local(cfg, nproc=1))
+        drive(train_local(cfg, nproc=1))
     assert str(job.value) == str(direct.value)
     assert "Traceback" not in str(job.value)
 
