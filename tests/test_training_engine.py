@@ -64,6 +64,9 @@ def test_cancel_between_batches_keeps_and_saves_the_best_epoch(tiny_data, tmp_pa
         best["stage"], best["epoch"])
     assert any("stopped early" in w for w in loaded.card.warnings)
     assert loaded.card.provenance["stopped_early_by_user"] is True
+    # a stopped run keeps its checkpoints, so that it can be resumed to its planned end
+    kept = sorted(p.name for p in Path(result.work_dir).glob("*.safetensors"))
+    assert len(kept) == 2 and kept[0].startswith("best-") and kept[1] == "ckpt-0002.safetensors", kept
 
 
 def test_cancel_before_any_epoch_saves_nothing(tiny_data, tmp_path):
@@ -118,6 +121,7 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
     loaded = load_model(out)
     hist = [(h["stage"], h["epoch"]) for h in loaded.card.provenance["history"]]
     assert hist == [(1, 1), (2, 1), (2, 2), (2, 3)]
+    assert work.is_dir() and not list(work.glob("*.safetensors"))  # finished: its checkpoints were removed
     html = report.read_text()
     for section in ("Training curves", "Threshold and metrics", "Grad-CAM gallery", "true positive",
                     "false negative", "Input safety statistics"):
@@ -126,7 +130,9 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
 
     # an uninterrupted run with the same settings reaches the same numbers: nothing was lost or redone
     _, ref = drive(train(tiny_config(tiny_data, tmp_path / "reference.safetensors", epochs_frozen=1, epochs_finetune=3,
-                               patience=0)))
+                               patience=0, keep_checkpoints=True)))
+    kept = {p.name for p in Path(ref.work_dir).glob("*.safetensors")}
+    assert "ckpt-0004.safetensors" in kept and any(n.startswith("best-") for n in kept), kept
     assert [(h.stage, h.epoch) for h in ref.history] == hist
     for a, b in zip(ref.history, loaded.card.provenance["history"]):
         assert a.val_loss == pytest.approx(b["val_loss"], abs=2e-3)

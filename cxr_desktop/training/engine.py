@@ -10,7 +10,9 @@ Cancelling: set the ``cancel`` event. Between two batches the engine stops
 training, clears the event and still evaluates and saves the best epoch so far;
 setting it again stops that too (nothing is saved, the checkpoints remain, so
 ``resume`` continues later). Every completed epoch is checkpointed atomically;
-``config.resume`` continues from the last one after a crash or a kill.
+``config.resume`` continues from the last one after a crash or a kill. A run that finishes
+removes its checkpoints once the model file is written (about three times the model's size);
+a stopped one keeps them, and ``config.keep_checkpoints`` keeps them always.
 
 Under ``torchrun`` the same ``train(config)`` runs in every process of the job (it joins it
 itself, :func:`cxr_desktop.distributed.join`): process 1 builds the data plan, the stages train
@@ -218,6 +220,8 @@ class _Run:
         result = yield from self._finish()
         if result is None:
             return None
+        if not (self.cfg.keep_checkpoints or self.cancel_ack):
+            ckpt.clear(self.work)  # nothing left to resume: free the checkpoints (optimizer state included)
         yield Finished(result)
         return result
 
