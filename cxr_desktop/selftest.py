@@ -1,4 +1,5 @@
-"""``cxr-desktop --self-test [--model FILE]``: decode the sample studies, load the model, predict + CAM.
+"""``cxr-desktop --self-test [--model FILE]``: decode the sample studies, load the model, predict + CAM,
+and use once each library that a feature loads only when needed (:mod:`cxr_desktop.runtime_components`).
 
 The model is the one given with ``--model`` (a file that is refused fails the test: it is
 never replaced by the bundled model), else the bundled default model. Runs without a
@@ -140,6 +141,10 @@ def run_self_test(model: str | None = None) -> tuple[bool, dict[str, Any]]:
         ok &= ts_ok
     else:
         report["transfer_syntaxes"] = "no bundled transfer-syntax set (repo checkout)"
+    from cxr_desktop.runtime_components import check_components
+
+    components_ok, report["components"] = check_components()  # libraries whose absence would go unnoticed
+    ok &= components_ok
     bundle = bundle_info()
     if bundle:
         report["bundle"] = bundle
@@ -186,6 +191,9 @@ def _reasons(report: dict[str, Any]) -> list[str]:
         out.append(report["samples_error"])
     if report.get("samples_failed"):
         out.append(f"{len(report['samples_failed'])} sample studies did not decode")
+    missing = [name for name, v in report.get("components", {}).items() if str(v).startswith("FAILED")]
+    if missing:
+        out.append(f"missing or broken in this installation: {', '.join(missing)}")
     ts = report.get("transfer_syntaxes")
     if isinstance(ts, dict) and any(str(v).startswith("FAILED") for v in ts.values()):
         out.append("a bundled transfer-syntax file did not decode as expected")

@@ -27,6 +27,24 @@ def test_self_test_prints_one_json_line_and_passes(cxr_dir, tmp_path):
     assert report["samples_decoded"] == len(sample_files(sample_studies_dir())) >= 4
     assert report["samples_failed"] == []
     assert report["predictions"] and all(p["heatmap_ok"] for p in report["predictions"])
+    assert "pyjpegls (CharLS)" in report["components"]
+    assert not any(str(v).startswith("FAILED") for v in report["components"].values()), report["components"]
+
+
+def test_self_test_fails_naming_a_library_the_installation_lacks(tmp_path):
+    """A safeguard that degrades quietly when its library is missing (here CharLS, as a bundle that did
+    not trace the lazy import would be) fails the self-test instead of going unnoticed."""
+    shadow = tmp_path / "shadow"
+    shadow.mkdir()
+    (shadow / "jpeg_ls.py").write_text('raise ImportError("jpeg_ls is not in this installation")\n')
+    env = dict(os.environ, CXR_CACHE_DIR=str(tmp_path / "cache"), QT_QPA_PLATFORM="offscreen",
+               PYTHONPATH=os.pathsep.join([str(shadow), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "cxr_desktop.cli.desktop", "--self-test"],
+                          capture_output=True, text=True, env=env, timeout=600)
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert proc.returncode == 1 and report["passed"] is False
+    assert report["components"]["pyjpegls (CharLS)"].startswith("FAILED: ImportError")
+    assert "missing or broken in this installation: pyjpegls (CharLS)" in report["reasons"]
 
 
 def test_self_test_fails_when_samples_missing(tmp_path):
