@@ -103,6 +103,15 @@ TORCHVISION_BINARIES = ["_C_stable.so", "image_stable.so"]
 DICOM_PLUGIN_DISTRIBUTIONS = ["pylibjpeg", "pylibjpeg-libjpeg", "pylibjpeg-openjpeg", "pylibjpeg-rle"]
 DICOM_PLUGIN_MODULES = ["pylibjpeg", "libjpeg", "openjpeg", "rle", "_libjpeg", "_openjpeg"]
 
+# Modules that only compiled code or a lazy import inside a function brings in, which import tracing
+# can miss. imagecodecs' _jpeg8 imports _shared_cython from C: without it the cut 12/16-bit JPEG probe
+# (imaging/integrity.py) was quietly skipped in the bundle; the frozen self-test's component check
+# (cxr_desktop/runtime_components.py) found it.
+LAZY_IMPORTS = ["imagecodecs._jpeg8", "imagecodecs._shared", "imagecodecs._shared_cython", "jpeg_ls", "simplejpeg",
+                "dicomanonymizer.dicom_anonymization_databases.dicomfields_2026c"]
+# Distributions whose metadata is read at run time (their versions, e.g. in a DICOMweb User-Agent).
+RUNTIME_METADATA = ["dicomweb-client", "highdicom", "pynetdicom", "imagecodecs", "pyjpegls", "simplejpeg"]
+
 
 def variant_from_env(env: dict[str, str] | None = None) -> str:
     """The requested variant; unknown values are an error, not a silent default."""

@@ -152,6 +152,26 @@ def test_dicom_plugin_metadata_list_is_complete():
         assert uid in groups, uid
 
 
+def test_lazy_imports_and_runtime_metadata_exist_and_cover_the_self_tests_libraries():
+    """What the bundle adds by name must exist here (a typo would only show in a build), and every library
+    the self-test's component check uses is either traced or listed."""
+    import importlib
+
+    from cxr_desktop.runtime_components import COMPONENTS
+
+    for name in cfg.LAZY_IMPORTS:
+        importlib.import_module(name)
+    for dist in cfg.RUNTIME_METADATA:
+        md.version(dist)
+    from cxr_desktop import redaction
+
+    assert redaction.ANNEX_E_EDITION in " ".join(cfg.LAZY_IMPORTS)  # the pinned table module is bundled
+    assert {"imagecodecs._shared_cython", "jpeg_ls", "simplejpeg"} <= set(cfg.LAZY_IMPORTS)
+    assert len(COMPONENTS) >= 9
+    src = (REPO / "build.spec").read_text()
+    assert "cfg.LAZY_IMPORTS" in src and "cfg.RUNTIME_METADATA" in src
+
+
 def test_pyinstaller_pins_match_what_is_installed():
     text = (REPO / "pyproject.toml").read_text()
     pins = dict(re.findall(r'"(pyinstaller(?:-hooks-contrib)?)==([^"]+)"', text))
