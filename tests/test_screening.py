@@ -364,6 +364,34 @@ def test_fifo_is_an_error_row_and_a_stuck_decode_is_stopped_by_the_time_limit(en
     assert took < 45  # not the 60 s the stuck decoder wanted (the worker was replaced)
 
 
+def test_decode_clock_files_of_killed_screenings_are_swept_and_its_own_removed_on_close(tmp_path):
+    """A screening killed before closing its clock leaves a small file in the temp folder: the next one removes
+    it, and never a live process's file."""
+    import subprocess
+    import sys
+
+    from cxr_desktop.screening.dataset import DecodeClock
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = tmp_path / f"decode-clock-{gone.pid}-abc.bin"
+        running = tmp_path / f"decode-clock-{live.pid}-def.bin"
+        other = tmp_path / "decode-clock-notes.txt"
+        for f in (stale, running, other):
+            f.write_bytes(b"x")
+        clock = DecodeClock(2.0, 3, tmp_path)
+        assert not stale.exists() and running.exists() and other.exists()
+        own = Path(clock.path)
+        assert own.name.startswith(f"decode-clock-{os.getpid()}-") and own.stat().st_size == 3 * DecodeClock.SLOT.size
+        clock.close()
+        assert not own.exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_first_batches_ramp_up_so_the_first_rows_are_journalled_early():
     from cxr_desktop.screening.runner import ramp_batches
 

@@ -177,11 +177,14 @@ class DecodeClock:
 
     SLOT = struct.Struct("<qd")
 
+    PREFIX = "decode-clock-"
+
     def __init__(self, limit_s: float, workers: int, folder: str | os.PathLike[str]):
         import tempfile
 
         self.limit_s = float(limit_s)
-        fd, self.path = tempfile.mkstemp(prefix="decode-clock-", suffix=".bin", dir=folder)
+        sweep_stale_clocks(folder)
+        fd, self.path = tempfile.mkstemp(prefix=f"{self.PREFIX}{os.getpid()}-", suffix=".bin", dir=folder)
         with os.fdopen(fd, "wb") as fh:
             fh.write(b"".join(self.SLOT.pack(-1, 0.0) for _ in range(max(1, workers))))
 
@@ -204,6 +207,29 @@ class DecodeClock:
             os.unlink(self.path)
         except OSError:
             pass
+
+
+def sweep_stale_clocks(folder: str | os.PathLike[str]) -> int:
+    """Remove the clock files of screening processes that no longer run (killed before :meth:`DecodeClock.close`);
+    returns how many. A file's name holds the pid of the process that made it."""
+    removed = 0
+    for f in Path(folder).glob(f"{DecodeClock.PREFIX}*-*.bin"):
+        pid = f.name[len(DecodeClock.PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # still running (or another user's: not ours to judge)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        try:
+            f.unlink()
+            removed += 1
+        except OSError:
+            pass
+    return removed
 
 
 _SLOT_MAPS: dict[str, mmap.mmap] = {}  # per worker process: the clock file, mapped once
