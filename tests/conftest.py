@@ -127,6 +127,29 @@ def training_isolation(tmp_path, monkeypatch):
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(kib)``: a new folder on a real filesystem of that size (tmpfs), to fill up: disk-full paths
+    without mocks. Mounting needs root, as CI runs; elsewhere the test is skipped saying so."""
+    import subprocess
+
+    mounted: list[Path] = []
+
+    def make(kib: int) -> Path:
+        folder = tmp_path / f"disk-{kib}k-{len(mounted)}"
+        folder.mkdir()
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k,mode=0755", "tmpfs", str(folder)],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            pytest.skip(f"a small tmpfs could not be mounted ({r.stderr.strip() or r.returncode}): run as root, as CI does")
+        mounted.append(folder)
+        return folder
+
+    yield make
+    for folder in mounted:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory, request):
     """One real Orthanc for the test module, knowing the module's ``OUR_AE``; skipped where not installed."""

@@ -393,6 +393,25 @@ def test_a_killed_process_stops_the_job_with_a_message_and_resume_completes(data
     assert history == [(1, 1), (2, 1), (2, 2)]
 
 
+@pytest.mark.slow
+@pytest.mark.usefixtures("training_isolation")
+def test_a_full_disk_on_process_1_stops_every_process_with_its_reason(data, tmp_path, small_disk):
+    """Process 1 alone writes the run's files; when the disk is full (a real 8 MiB filesystem: the best
+    epoch's weights do not fit) every process stops with its reason and exit 74, none waits in the next
+    collective for a process 1 that has gone (on several machines: until the timeout)."""
+    work = small_disk(8 * 1024)
+    run = _run(_torchrun("--nproc-per-node", "2", "--master-addr", "127.0.0.1", "--master-port", str(_port()),
+                         *_cli(data, tmp_path / "m.safetensors", "--work-dir", str(work))),
+               dict(_env(tmp_path), CXR_DIST_TIMEOUT_S="300"), timeout=240)
+    output = run.stdout + run.stderr
+    assert run.returncode != 0, output[-3000:]
+    reason = "Could not write the best epoch's weights in the folder"
+    for process in ("process 1 of 2", "process 2 of 2"):
+        assert f"cxr-train ({process}): {reason}" in output, output[-3000:]
+    assert "No space left on device" in output and "exitcode  : 74" in output
+    assert not (tmp_path / "m.safetensors").exists()
+
+
 CANCEL_DRIVER = """
 import json, os, sys, threading
 from cxr_desktop.training import events as E

@@ -229,3 +229,39 @@ def test_three_classes_and_a_separate_test_folder(tmp_path, sources):
     assert 0.0 <= mc["macro"]["auc"] <= 1.0
     assert card.provenance["data"]["test_source"] == "folder"
     assert result.evaluation.test.rels and all(not r.startswith("/") for r in result.evaluation.test.rels)
+
+
+def test_a_full_disk_while_saving_an_epoch_stops_with_the_reason_and_leaves_no_partial_file(tiny_data, tmp_path,
+                                                                                           small_disk):
+    """The run folder on a real 8 MiB filesystem: the image cache fits, the best epoch's weights (about 94 MB)
+    do not. Training stops with what could not be written, where, why and what to do; no temporary file is
+    left to fill the disk further."""
+    from cxr_desktop.training.config import RunWriteError
+
+    work = small_disk(8 * 1024)
+    out = tmp_path / "m.safetensors"
+    with pytest.raises(RunWriteError) as info:
+        drive(train(tiny_config(tiny_data, out, work_dir=str(work), epochs_finetune=0)))
+    text = str(info.value)
+    assert text.startswith("Could not write the best epoch's weights in the folder") and "No space left" in text
+    assert "--resume" in text and "the epochs already saved are kept" in text
+    assert not out.exists()
+    left = [p.name for p in work.rglob("*")]
+    assert "cache" in left and not [n for n in left if n.startswith((".", "best-", "ckpt-"))], left  # no half file
+
+
+@pytest.mark.slow
+def test_a_disk_too_small_for_the_image_cache_exits_74_with_the_reason_instead_of_dying(tiny_data, tmp_path,
+                                                                                        small_disk):
+    """The decoded-image cache is written through a memory map: on a full disk that would kill the process with
+    SIGBUS and no word. Its space is reserved first, so cxr-train says why and exits 74 (as cxr-screen)."""
+    work = small_disk(64)  # the cache needs about 260 KiB
+    env = dict(os.environ, CXR_CACHE_DIR=str(tmp_path / "cache"), PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    run = subprocess.run(_cli(tiny_data, tmp_path / "m.safetensors", "--work-dir", str(work)), cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 74, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "cxr-train: Could not write the decoded-image cache in the folder 'cache' (No space left on device)" \
+        in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not [p for p in (work / "cache").iterdir()]  # the reserved temp file was removed
+

@@ -9,6 +9,10 @@ Several processes: ``torchrun --nproc-per-node N -m cxr_desktop.cli.train DATA -
 trains with DistributedDataParallel (:mod:`cxr_desktop.training.ddp`); process 1 prints and
 writes the files. With ``--nnodes`` > 1 the run folder and DATA must be on a shared filesystem.
 A process that dies stops the others with a message (exit 75, as ``cxr-screen``); ``--resume`` continues.
+
+Exit status: 0 model saved; 1 stopped with nothing saved; 2 the data or settings cannot work;
+74 a file of the run cannot be written (disk full, read-only, permissions; the epochs already
+saved are kept); 75 another process of the job was lost; 130 interrupted.
 """
 
 from __future__ import annotations
@@ -177,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     import os
 
     from cxr_desktop.distributed import TIMEOUT_ENV, DistributedError, launched_by_torchrun
-    from cxr_desktop.training.config import TrainingError
+    from cxr_desktop.training.config import RunWriteError, TrainingError
     from cxr_desktop.training.ddp import stopped_by_launcher
     from cxr_desktop.training.engine import run_to_end
 
@@ -204,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
     result = None
     try:
         result = run_to_end(cfg, cancel, printer if rank == 0 else None)  # process 1 alone prints progress
+    except RunWriteError as exc:
+        print(f"{who}: {exc}", file=sys.stderr)
+        return 74  # EX_IOERR, as cxr-screen: free space or choose a writable folder, then --resume
     except TrainingError as exc:
         print(f"{who}: {exc}", file=sys.stderr)
         return 2

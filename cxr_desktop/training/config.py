@@ -41,6 +41,21 @@ class TrainingError(CxrError):
     """Training cannot start or continue; the message says why and what to do."""
 
 
+class RunWriteError(TrainingError):
+    """A file of the run (image cache, checkpoint, model file) cannot be written: disk full, read-only, permissions.
+
+    What was saved before stays: checkpoints are written atomically, so a resume continues from the
+    last completed epoch once there is room.
+    """
+
+    @classmethod
+    def of(cls, what: str, folder: Path, exc: OSError) -> "RunWriteError":
+        why = exc.strerror or exc.__class__.__name__
+        return cls(f"Could not write {what} in the folder {Path(folder).name!r} ({why}). Free disk space or choose a "
+                   "writable folder (--work-dir for checkpoints and caches, --out for the model), then resume "
+                   "(cxr-train --resume, or the wizard's first page): the epochs already saved are kept.")
+
+
 @dataclass
 class TrainConfig:
     """Everything a training run needs. Defaults are sensible for ImageNet-initialised ResNet50.

@@ -11,6 +11,7 @@ at inference (up to float16 storage, < 1e-3).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -177,6 +178,7 @@ def prepare_images(items: Sequence[ScanItem], input_size: int, cache_dir: Path, 
     problems: list[ScanProblem] = []
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(items), input_size, input_size))
+        reserve_space(tmp)
 
         def work(i: int) -> tuple[int, np.ndarray | None, ScanProblem | None]:
             it = items[i]
@@ -216,6 +218,20 @@ def prepare_images(items: Sequence[ScanItem], input_size: int, cache_dir: Path, 
         raise
     write_json_atomic(index, {"ok": ok.tolist(), "problems": [asdict(p) for p in problems]})
     return ImageCache(path, ok, problems, reused=False)
+
+
+def reserve_space(path: str | os.PathLike[str]) -> None:
+    """Allocate a (sparse) file's blocks now, so that a full disk raises ENOSPC here: a write through a
+    memory map to a full disk would instead kill the process with SIGBUS, with no message."""
+    if not hasattr(os, "posix_fallocate"):  # Windows and macOS: no such call (their writes fail with an error)
+        return
+    with open(path, "rb+") as fh:
+        try:
+            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
+        except OSError as exc:
+            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                return  # the filesystem cannot reserve: nothing to do before writing
+            raise
 
 
 class PrepareCancelled(Exception):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Generator, Sequence
 
-from cxr_desktop.training.config import TrainConfig, TrainingError
+from cxr_desktop.training.config import RunWriteError, TrainConfig, TrainingError
 from cxr_desktop.training.data import ImageCache, PrepareCancelled, prepare_images
 from cxr_desktop.training.events import Cancelled, PrepareDone, ScanDone, SplitDone, TrainEvent
 from cxr_desktop.training.scan import ScanCancelled, ScanError, ScanItem, ScanResult, iter_scan
@@ -72,6 +72,8 @@ def build_plan(cfg: TrainConfig, work: Path, *, workers: int,
     except PrepareCancelled:
         yield Cancelled(0, 0, False, "Stopped while preparing the images; nothing was trained.")
         return None
+    except OSError as exc:  # the images' own read errors are per-file problems: this is the cache's folder
+        raise RunWriteError.of("the decoded-image cache", work / "cache", exc) from None
     seconds = time.perf_counter() - t0
     yield PrepareDone(len(items), cache.problems, seconds, cache.reused)
     if cache.problems:

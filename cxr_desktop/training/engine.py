@@ -49,7 +49,7 @@ from cxr_desktop.atomic import write_bytes_atomic
 from cxr_desktop.distributed import SINGLE, Session, join
 from cxr_desktop.training import checkpoint as ckpt
 from cxr_desktop.training import ddp
-from cxr_desktop.training.config import TrainConfig, TrainingError, resolve_finetune
+from cxr_desktop.training.config import RunWriteError, TrainConfig, TrainingError, resolve_finetune
 from cxr_desktop.training.data import CachedImageDataset, augment_spec, class_weights
 from cxr_desktop.training.data_plan import DataPlan, build_plan
 from cxr_desktop.training.events import (
@@ -351,9 +351,13 @@ class _Run:
         best = st.best
         improved = math.isfinite(score) and (best is None or score > best["score"] + 1e-4)
         st.number += 1
-        if improved:  # process 1 writes every file; the barrier below waits for it
+        failed: RunWriteError | None = None  # process 1 writes every file; the others learn below whether it could
+        if improved:
             if self.session.is_main:
-                ckpt.save_best(self.work, st.number, self.model)
+                try:
+                    ckpt.save_best(self.work, st.number, self.model)
+                except OSError as exc:
+                    failed = RunWriteError.of("the best epoch's weights", self.work, exc)
             st.best = {"score": float(score), "stage": stage, "epoch": epoch, "val_auc": auc,
                        "val_loss": val_loss, "monitor": self.plan.monitor}
             st.best_file = ckpt.best_name(st.number)
@@ -379,10 +383,16 @@ class _Run:
             else:
                 st.stage2_done = True
         yield ev
-        if self.session.is_main:
-            path = ckpt.save_checkpoint(self.work, st.number, self.model, optimizer, st.to_dict())
-            yield CheckpointSaved(str(path), stage, epoch)
-        self.session.barrier("saving the checkpoint")
+        if self.session.is_main and failed is None:
+            try:
+                path = ckpt.save_checkpoint(self.work, st.number, self.model, optimizer, st.to_dict())
+            except OSError as exc:
+                failed = RunWriteError.of("the checkpoint", self.work, exc)
+            else:
+                yield CheckpointSaved(str(path), stage, epoch)
+        why = self.session.broadcast(str(failed) if failed else None, "saving the checkpoint")  # also the barrier
+        if why:  # every process stops with process 1's reason, none waits for it in the next collective
+            raise RunWriteError(why)
         if stop:
             yield EarlyStopped(stage, epoch, f"no improvement of validation {self.plan.monitor} for {cfg.patience} epochs")
         return stop
@@ -638,7 +648,11 @@ class _Run:
         if self.session.active:
             (pooled,) = ddp.gather_rows(self.session, [pooled], f"gathering the {split} features")
         if self.session.is_main:
-            write_bytes_atomic(path, _npy_bytes(pooled.astype(np.float32)))
+            try:
+                write_bytes_atomic(path, _npy_bytes(pooled.astype(np.float32)))
+            except OSError as exc:  # only a speed-up for a resume: training goes on with the features in memory
+                log.warning("the stage-1 feature cache could not be written (%s); training goes on without it",
+                            exc.strerror or type(exc).__name__)
         return pooled
 
     # -- evaluation and output ------------------------------------------------
@@ -691,7 +705,10 @@ class _Run:
         from cxr_desktop.model.modelfile import save_model
 
         self.model.to("cpu").to(memory_format=torch.contiguous_format)
-        sha = save_model(cfg.out, self.model, card, half=cfg.half, extra_tensors=ood_tensors)
+        try:
+            sha = save_model(cfg.out, self.model, card, half=cfg.half, extra_tensors=ood_tensors)
+        except OSError as exc:  # the checkpoints stay: a resume evaluates and saves again
+            raise RunWriteError.of("the model file", Path(cfg.out).resolve().parent, exc) from None
         yield ModelSaved(str(cfg.out), sha, Path(cfg.out).stat().st_size)
         report_path = None
         result = TrainResult(model_path=str(cfg.out), sha256=sha, card=card, evaluation=evaluation,
