@@ -48,6 +48,26 @@ def test_tracker_quiet_period_release_and_abort():
     assert tr.take_ready(timeout=0) == "a"
 
 
+def test_tracker_forgets_screened_studies_after_an_hour_so_a_long_running_node_stays_small():
+    clock = FakeClock()
+    tr = StudyTracker(quiet_s=5.0, clock=clock)
+    for i in range(50):
+        tr.arrived(f"s{i}", association=i)
+        tr.association_ended(i, released=True)
+    assert sorted(tr.take_ready(timeout=0) for _ in range(50)) == sorted(f"s{i}" for i in range(50))
+    tr.arrived("open", association=99)  # still arriving, over an open association
+    tr.arrived("late", association=None)  # pending, not yet screened
+    assert len(tr) == 52
+    clock.t += 3000
+    assert tr.take_ready(timeout=0) == "late" and len(tr) == 52  # within the hour: kept
+    clock.t += 700
+    assert tr.take_ready(timeout=0) == "open"  # quiet for long enough, though its association never ended
+    assert len(tr) == 1  # the 51 screened an hour ago are gone; the one with an open association is kept
+    tr.arrived("s3", association=7)  # more images of a forgotten study: it is simply new again
+    tr.association_ended(7, released=True)
+    assert tr.take_ready(timeout=0) == "s3"
+
+
 def test_tracker_release_waits_for_other_open_associations_and_requeue_is_ready():
     clock = FakeClock()
     tr = StudyTracker(quiet_s=60.0, clock=clock)

@@ -33,11 +33,20 @@ class _Study:
 class StudyTracker:
     """Pending studies and their completion rule; :meth:`take_ready` hands out complete ones, oldest first."""
 
-    def __init__(self, quiet_s: float, clock: Callable[[], float] = time.monotonic):
+    PRUNE_EVERY_S = 60.0
+
+    def __init__(self, quiet_s: float, clock: Callable[[], float] = time.monotonic, *, keep_s: float = 3600.0):
         self.quiet_s = float(quiet_s)
+        self.keep_s = float(keep_s)  # a screened study's bookkeeping is dropped after this long without news
         self._clock = clock
         self._studies: dict[str, _Study] = {}
         self._cond = threading.Condition()
+        self._pruned_at = clock()
+
+    def __len__(self) -> int:
+        """Studies tracked (pending, open, or screened within ``keep_s``)."""
+        with self._cond:
+            return len(self._studies)
 
     def arrived(self, study: str, association: Hashable | None = None) -> None:
         """An instance of ``study`` was stored (over ``association``, None for a re-queued study)."""
@@ -80,6 +89,8 @@ class StudyTracker:
         with self._cond:
             while True:
                 now = self._clock()
+                if now - self._pruned_at >= self.PRUNE_EVERY_S:  # a node runs for months: it must stay small
+                    self._forget_idle(now, self.keep_s)
                 ready = [(s.last_arrival, k) for k, s in self._studies.items() if self._is_ready(s, now)]
                 if ready:
                     _, key = min(ready)
@@ -104,10 +115,14 @@ class StudyTracker:
         with self._cond:
             return [k for k, s in self._studies.items() if s.pending]
 
-    def forget_idle(self, keep_s: float = 3600.0) -> None:
-        """Drop bookkeeping of studies neither pending nor open for ``keep_s`` s (a long-running node stays small)."""
+    def forget_idle(self, keep_s: float | None = None) -> None:
+        """Drop bookkeeping of studies neither pending nor open for ``keep_s`` s (default :attr:`keep_s`);
+        :meth:`take_ready` does it every minute. A study that gets more images later is simply new again."""
         with self._cond:
-            now = self._clock()
-            for k in [k for k, s in self._studies.items()
-                      if not s.pending and not s.associations and now - s.last_arrival > keep_s]:
-                del self._studies[k]
+            self._forget_idle(self._clock(), self.keep_s if keep_s is None else keep_s)
+
+    def _forget_idle(self, now: float, keep_s: float) -> None:
+        self._pruned_at = now
+        for k in [k for k, s in self._studies.items()
+                  if not s.pending and not s.associations and now - s.last_arrival > keep_s]:
+            del self._studies[k]

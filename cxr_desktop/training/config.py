@@ -51,9 +51,9 @@ class RunWriteError(TrainingError):
     @classmethod
     def of(cls, what: str, folder: Path, exc: OSError) -> "RunWriteError":
         why = exc.strerror or exc.__class__.__name__
-        return cls(f"Could not write {what} in the folder {Path(folder).name!r} ({why}). Free disk space or choose a "
-                   "writable folder (--work-dir for checkpoints and caches, --out for the model), then resume "
-                   "(cxr-train --resume, or the wizard's first page): the epochs already saved are kept.")
+        return cls(f"Could not write {what} in the folder {Path(folder).name!r} ({why}). Free disk space there (or, "
+                   "with cxr-train, give a writable --work-dir for checkpoints and caches or --out for the model), then "
+                   "resume (cxr-train --resume, or the wizard's first page): the epochs already saved are kept.")
 
 
 @dataclass
