@@ -231,7 +231,7 @@ def data(tmp_path_factory, cxr_dir):
 
 SETTINGS = dict(input_size=SIZE, weights=str(DEMO), epochs_frozen=1, epochs_finetune=1, finetune="layer4",
                 batch_size=8, patient_regex=PATIENT_REGEX, bootstrap=50, threads=1, val_fraction=0.25,
-                test_fraction=0.25, patience=0, optimizer="sgd", keep_checkpoints=True)
+                test_fraction=0.25, patience=0, optimizer="sgd", keep_run_files=True)
 
 
 def _cli(data: Path, out: Path, *extra: str, epochs_finetune: int = 1) -> list[str]:
@@ -240,7 +240,7 @@ def _cli(data: Path, out: Path, *extra: str, epochs_finetune: int = 1) -> list[s
             "--weights", str(DEMO), "--epochs-frozen", "1", "--epochs-finetune", str(epochs_finetune),
             "--finetune", "layer4", "--batch-size", "8", "--patient-regex", PATIENT_REGEX, "--bootstrap", "50",
             "--threads", "1", "--val-fraction", str(s["val_fraction"]), "--test-fraction", str(s["test_fraction"]),
-            "--patience", "0", "--optimizer", "sgd", "--keep-checkpoints", "--quiet", *extra]
+            "--patience", "0", "--optimizer", "sgd", "--keep-run-files", "--quiet", *extra]
 
 
 def _port() -> int:

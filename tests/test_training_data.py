@@ -107,3 +107,34 @@ def test_ood_distance_separates_training_like_from_unlike_features():
     pref = {"extra." + k: torch.as_tensor(v) for k, v in tensors.items()}
     assert ood_distance(val[0], pref).shape == (1,)
     assert ood_distance(val[0], pref)[0] == pytest.approx(d_val[0], rel=1e-5)
+
+
+def test_reserve_space_fails_on_a_full_disk_and_keeps_the_header(small_disk, monkeypatch):
+    """The image cache's blocks are claimed before any write through the memory map: with posix_fallocate,
+    and (where a system has none) by writing zeros after the .npy header, which must survive."""
+    import errno
+    import os
+
+    import numpy as np
+
+    from cxr_desktop.training.data import reserve_space
+
+    disk = small_disk(256)
+    big = np.lib.format.open_memmap(disk / "big.npy", mode="w+", dtype=np.float16, shape=(400, 64, 64))  # 3.2 MB
+    with pytest.raises(OSError) as full:
+        reserve_space(disk / "big.npy", big.offset)
+    assert full.value.errno == errno.ENOSPC
+    del big
+    (disk / "big.npy").unlink()
+
+    monkeypatch.delattr(os, "posix_fallocate")  # the portable path
+    small = np.lib.format.open_memmap(disk / "small.npy", mode="w+", dtype=np.float16, shape=(3, 8, 8))
+    reserve_space(disk / "small.npy", small.offset)
+    small[:] = 1
+    small.flush()
+    del small
+    assert np.load(disk / "small.npy").shape == (3, 8, 8)
+    big = np.lib.format.open_memmap(disk / "big.npy", mode="w+", dtype=np.float16, shape=(400, 64, 64))
+    with pytest.raises(OSError) as full:
+        reserve_space(disk / "big.npy", big.offset)
+    assert full.value.errno == errno.ENOSPC

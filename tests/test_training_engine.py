@@ -121,7 +121,7 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
     loaded = load_model(out)
     hist = [(h["stage"], h["epoch"]) for h in loaded.card.provenance["history"]]
     assert hist == [(1, 1), (2, 1), (2, 2), (2, 3)]
-    assert work.is_dir() and not list(work.glob("*.safetensors"))  # finished: its checkpoints were removed
+    assert not work.exists()  # finished: its checkpoints and caches were removed, and the emptied folder
     html = report.read_text()
     for section in ("Training curves", "Threshold and metrics", "Grad-CAM gallery", "true positive",
                     "false negative", "Input safety statistics"):
@@ -130,9 +130,10 @@ def test_resume_after_sigkill_continues_at_the_right_epoch(tiny_data, tmp_path):
 
     # an uninterrupted run with the same settings reaches the same numbers: nothing was lost or redone
     _, ref = drive(train(tiny_config(tiny_data, tmp_path / "reference.safetensors", epochs_frozen=1, epochs_finetune=3,
-                               patience=0, keep_checkpoints=True)))
+                               patience=0, keep_run_files=True)))
     kept = {p.name for p in Path(ref.work_dir).glob("*.safetensors")}
     assert "ckpt-0004.safetensors" in kept and any(n.startswith("best-") for n in kept), kept
+    assert list((Path(ref.work_dir) / "cache").glob("images-*.npy")) and list(Path(ref.work_dir).glob("features-*"))
     assert [(h.stage, h.epoch) for h in ref.history] == hist
     for a, b in zip(ref.history, loaded.card.provenance["history"]):
         assert a.val_loss == pytest.approx(b["val_loss"], abs=2e-3)

@@ -165,6 +165,23 @@ def _processes_naming(text: str, *, workers_only: bool = False) -> list[int]:
     return found
 
 
+def _gone_within(text: str, seconds: float) -> bool:
+    """Wait until no live process names ``text``; fail naming those left (pid, state, command line)."""
+    deadline = time.monotonic() + seconds
+    while (left := _processes_naming(text)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    described = []
+    for pid in left:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1]
+            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue  # it ended meanwhile
+        described.append(f"{pid} [{state}] {cmd[:300]}")
+    assert not described, f"processes left after {seconds} s: {described}"
+    return True
+
+
 needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="needs /proc to list processes")
 pytestmark = pytest.mark.usefixtures("training_isolation")
 
@@ -217,7 +234,7 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
     stops = [e for e in events if isinstance(e, E.Cancelled)]
     assert len(stops) == 1 and stops[0].kept_best and not cancel.is_set()  # acknowledged like train does
     assert result.cancelled and load_model(out).card.provenance["stopped_early_by_user"] is True
-    assert not _processes_naming(str(out) + ".run")
+    assert _gone_within(str(out) + ".run", 10.0)  # a worker still exiting when the result came back ends soon after
 
     # closing the generator mid-run (the wizard going away) ends the launcher and its workers
     out2 = tmp_path / "closed.safetensors"
@@ -227,10 +244,7 @@ def test_cancel_finishes_with_the_best_epoch_and_closing_stops_the_job(tiny_data
             assert len(_processes_naming(str(out2) + ".run", workers_only=True)) == 2  # the job is running now
             break
     gen.close()  # asks the job to end and returns; the processes are gone a few seconds later
-    deadline = time.monotonic() + 60
-    while _processes_naming(str(out2) + ".run") and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not _processes_naming(str(out2) + ".run") and not out2.exists()
+    assert _gone_within(str(out2) + ".run", 60.0) and not out2.exists()
 
 
 @pytest.mark.slow
@@ -257,7 +271,7 @@ def test_a_killed_worker_gives_a_clear_reason_and_leaves_no_process(tiny_data, t
                 os.kill(pid, signal.SIGKILL)
     assert "process 1 of 1 was ended by SIGKILL" in str(failed.value) and "resume" in str(failed.value)
     assert "Traceback" not in str(failed.value) and folder not in str(failed.value)
-    assert not _processes_naming(folder)
+    assert _gone_within(folder, 10.0)
 
 
 def test_settings_that_cannot_work_are_refused_before_a_job_starts(tmp_path):

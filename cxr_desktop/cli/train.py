@@ -85,9 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--workers", type=int, help="DataLoader worker processes (default: 0 on CPU, several on CUDA)")
     ap.add_argument("--work-dir", help="checkpoints and caches (default: MODEL.run beside the model file)")
     ap.add_argument("--resume", action="store_true", help="continue from the last checkpoint of an interrupted run")
-    ap.add_argument("--keep-checkpoints", action="store_true",
-                    help="keep the run folder's checkpoints after the model file is written (by default a finished "
-                         "run removes them: about 3x the model's size; a stopped run always keeps them to resume)")
+    ap.add_argument("--keep-run-files", action="store_true",
+                    help="keep the run folder's checkpoints and caches after the model file is written (a later run "
+                         "with the same run folder then reuses the decoded images); by default a finished run removes "
+                         "them (checkpoints alone are about 3x the model's size); a stopped run always keeps them")
     ap.add_argument("--report", help="write an HTML training report to this file")
     ap.add_argument("--half", action="store_true", help="store fp16 weights (half the file size)")
     ap.add_argument("--name", help="model name on the card")
@@ -132,7 +133,7 @@ def config_from_args(args: argparse.Namespace) -> Any:
         optimizer=args.optimizer, scheduler=args.scheduler, monitor=args.monitor, patience=args.patience,
         balance=args.balance, augment=args.augment, augment_frozen=args.augment_frozen, hflip=args.hflip,
         device=args.device, amp=not args.no_amp, workers=args.workers, threads=args.threads, resume=args.resume,
-        keep_checkpoints=args.keep_checkpoints,
+        keep_run_files=args.keep_run_files,
         threshold_method=args.threshold, target_sensitivity=args.target_sensitivity, half=args.half,
         report=args.report, name=args.name, version=args.model_version, demonstration=args.demonstration,
         extra_warnings=list(args.warning), intended_use=args.intended_use, decode_check=not args.no_decode_check,

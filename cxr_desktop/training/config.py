@@ -104,7 +104,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads for this process; None: leave torch's default
     sync_batchnorm: bool = False  # torchrun jobs: BatchNorm statistics of the global batch (training/ddp.py)
     resume: bool = False
-    keep_checkpoints: bool = False  # a finished run keeps its checkpoints (else removed once the model file is written)
+    keep_run_files: bool = False  # a finished run keeps its checkpoints and caches (else removed once the model is saved)
     threshold_method: str = "sensitivity"
     target_sensitivity: float = 0.95
     half: bool = False  # store the model's weights as fp16

@@ -178,7 +178,7 @@ def prepare_images(items: Sequence[ScanItem], input_size: int, cache_dir: Path, 
     problems: list[ScanProblem] = []
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(items), input_size, input_size))
-        reserve_space(tmp)
+        reserve_space(tmp, out.offset)
 
         def work(i: int) -> tuple[int, np.ndarray | None, ScanProblem | None]:
             it = items[i]
@@ -220,18 +220,27 @@ def prepare_images(items: Sequence[ScanItem], input_size: int, cache_dir: Path, 
     return ImageCache(path, ok, problems, reused=False)
 
 
-def reserve_space(path: str | os.PathLike[str]) -> None:
-    """Allocate a (sparse) file's blocks now, so that a full disk raises ENOSPC here: a write through a
-    memory map to a full disk would instead kill the process with SIGBUS, with no message."""
-    if not hasattr(os, "posix_fallocate"):  # Windows and macOS: no such call (their writes fail with an error)
-        return
+def reserve_space(path: str | os.PathLike[str], offset: int = 0) -> None:
+    """Allocate the blocks of a (sparse) file from ``offset`` to its end now, so that a full disk raises
+    ENOSPC here: a write through a memory map to a full disk would instead kill the process (SIGBUS on
+    Linux), with no message. Where the system cannot reserve, zeros are written instead."""
     with open(path, "rb+") as fh:
-        try:
-            os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
-        except OSError as exc:
-            if exc.errno in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
-                return  # the filesystem cannot reserve: nothing to do before writing
-            raise
+        size = os.fstat(fh.fileno()).st_size
+        if size <= offset:
+            return
+        if hasattr(os, "posix_fallocate"):
+            try:
+                os.posix_fallocate(fh.fileno(), offset, size - offset)
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                    raise
+        zeros = bytes(min(16 << 20, size - offset))
+        fh.seek(offset)
+        for start in range(offset, size, len(zeros)):
+            fh.write(zeros[:min(len(zeros), size - start)])
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 class PrepareCancelled(Exception):

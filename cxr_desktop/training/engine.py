@@ -11,8 +11,9 @@ training, clears the event and still evaluates and saves the best epoch so far;
 setting it again stops that too (nothing is saved, the checkpoints remain, so
 ``resume`` continues later). Every completed epoch is checkpointed atomically;
 ``config.resume`` continues from the last one after a crash or a kill. A run that finishes
-removes its checkpoints once the model file is written (about three times the model's size);
-a stopped one keeps them, and ``config.keep_checkpoints`` keeps them always.
+removes its checkpoints and caches once the model file is written (the checkpoints alone are
+about three times the model's size, the image cache grows with the data); a stopped one keeps
+them, and ``config.keep_run_files`` keeps them always.
 
 Under ``torchrun`` the same ``train(config)`` runs in every process of the job (it joins it
 itself, :func:`cxr_desktop.distributed.join`): process 1 builds the data plan, the stages train
@@ -220,8 +221,8 @@ class _Run:
         result = yield from self._finish()
         if result is None:
             return None
-        if not (self.cfg.keep_checkpoints or self.cancel_ack):
-            ckpt.clear(self.work)  # nothing left to resume: free the checkpoints (optimizer state included)
+        if not (self.cfg.keep_run_files or self.cancel_ack):
+            _remove_run_files(self.work)  # nothing left to resume
         yield Finished(result)
         return result
 
@@ -785,6 +786,20 @@ class _Run:
             info["note"] = (f"scored at this run's input size ({self.cfg.input_size} px); the starting model was made "
                             f"for {card.input_size} px")
         return info
+
+
+def _remove_run_files(work: Path) -> None:
+    """Free what only a resume or a rerun in the same folder would use: checkpoints (optimizer state
+    included), the stage-1 feature caches and the decoded-image cache; then the folder itself if empty."""
+    import shutil
+
+    ckpt.clear(work)
+    for f in work.glob("features-*.npy"):
+        with contextlib.suppress(OSError):
+            f.unlink()
+    shutil.rmtree(work / "cache", ignore_errors=True)
+    with contextlib.suppress(OSError):
+        work.rmdir()  # only when nothing else is in it (a --work-dir of the user's may hold other files)
 
 
 def train(config: TrainConfig, cancel: threading.Event | None = None) -> Generator[TrainEvent, None, TrainResult | None]:
