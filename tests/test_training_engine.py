@@ -266,3 +266,16 @@ def test_a_disk_too_small_for_the_image_cache_exits_74_with_the_reason_instead_o
     assert "Traceback" not in run.stderr
     assert not [p for p in (work / "cache").iterdir()]  # the reserved temp file was removed
 
+
+
+def test_a_finished_run_removes_only_its_own_files_from_a_folder_the_user_gave(tiny_data, tmp_path):
+    """--work-dir may be a folder holding the user's files, even a 'cache' subfolder: the end-of-run clean-up
+    removes the checkpoints and caches the run made, and nothing else."""
+    work = tmp_path / "mine"
+    (work / "cache").mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    (work / "cache" / "images-list.txt").write_text("mine too")
+    _, result = drive(train(tiny_config(tiny_data, tmp_path / "m.safetensors", work_dir=str(work), epochs_finetune=0)))
+    assert result.model_path and Path(result.model_path).is_file()
+    left = sorted(str(p.relative_to(work)) for p in work.rglob("*"))
+    assert left == ["cache", "cache/images-list.txt", "notes.txt"], left

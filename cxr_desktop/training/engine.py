@@ -790,16 +790,15 @@ class _Run:
 
 def _remove_run_files(work: Path) -> None:
     """Free what only a resume or a rerun in the same folder would use: checkpoints (optimizer state
-    included), the stage-1 feature caches and the decoded-image cache; then the folder itself if empty."""
-    import shutil
-
+    included), the stage-1 feature caches and the decoded-image cache; then the folders if empty."""
     ckpt.clear(work)
-    for f in work.glob("features-*.npy"):
+    ours = [*work.glob("features-*.npy"), *(work / "cache").glob("images-*.npy"), *(work / "cache").glob("images-*.json")]
+    for f in ours:  # only the files the run made: a --work-dir of the user's may hold others
         with contextlib.suppress(OSError):
             f.unlink()
-    shutil.rmtree(work / "cache", ignore_errors=True)
-    with contextlib.suppress(OSError):
-        work.rmdir()  # only when nothing else is in it (a --work-dir of the user's may hold other files)
+    for folder in (work / "cache", work):
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only when nothing else is in it
 
 
 def train(config: TrainConfig, cancel: threading.Event | None = None) -> Generator[TrainEvent, None, TrainResult | None]:
