@@ -177,7 +177,8 @@ def _gone_within(text: str, seconds: float) -> bool:
             cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace")
         except OSError:
             continue  # it ended meanwhile
-        described.append(f"{pid} [{state}] {cmd[:300]}")
+        if state != "Z":  # ended meanwhile, not yet reaped
+            described.append(f"{pid} [{state}] {cmd[:300]}")
     assert not described, f"processes left after {seconds} s: {described}"
     return True
 
